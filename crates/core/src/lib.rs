@@ -1,0 +1,11 @@
+//! The vocabulary every Causeway crate shares, with no I/O: how a failure is classified, and (in later
+//! work) the `Aggregate`, `Saga` and `Projection` contracts and the metadata commands and events carry.
+//!
+//! # Layout
+//! - [`error`]: the four error classes (Transient, Poison, Rejected, Fatal) and the [`Classify`] trait
+//!   through which every crate's error says which class it belongs to.
+#![forbid(unsafe_code)]
+
+pub mod error;
+
+pub use error::{Classify, ErrorClass};

@@ -1,0 +1,115 @@
+//! W3C trace context (`traceparent`, `tracestate`) carried in Kafka record headers, so that one trace
+//! follows a command through every hop. The carrier is a plain list of header names and byte values, so
+//! this crate needs no Kafka client; crates/kafka converts to and from rdkafka's header types.
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+/// The header names the W3C propagator reads and writes.
+pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// Headers to add to an outgoing record so that its consumer continues the trace of `cx`.
+/// Empty when `cx` has no valid span.
+pub fn inject(cx: &Context) -> Vec<(&'static str, String)> {
+    let mut out = Outgoing(Vec::with_capacity(2));
+    TraceContextPropagator::new().inject_context(cx, &mut out);
+    out.0
+}
+
+/// The trace context carried by a record's headers (`get` returns a header's value by name). Headers
+/// that are missing, not UTF-8 or malformed give an empty context: a bad header never fails a record.
+pub fn extract<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Context {
+    let incoming = Incoming(
+        TRACE_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = get(name)?;
+                std::str::from_utf8(value).ok().map(|v| (*name, v))
+            })
+            .collect(),
+    );
+    TraceContextPropagator::new().extract(&incoming)
+}
+
+struct Outgoing(Vec<(&'static str, String)>);
+
+impl Injector for Outgoing {
+    fn set(&mut self, key: &str, value: String) {
+        // An empty `tracestate` carries nothing; leave the header out rather than send it empty.
+        if value.is_empty() {
+            return;
+        }
+        if let Some(name) = TRACE_HEADERS.iter().find(|n| **n == key) {
+            self.0.push((name, value));
+        }
+    }
+}
+
+struct Incoming<'a>(Vec<(&'static str, &'a str)>);
+
+impl Extractor for Incoming<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| *k).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+
+    fn sampled_context() -> Context {
+        let span = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap_or(TraceId::INVALID),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap_or(SpanId::INVALID),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        Context::new().with_remote_span_context(span)
+    }
+
+    #[test]
+    fn inject_then_extract_keeps_trace_and_span() {
+        let headers = inject(&sampled_context());
+        assert_eq!(
+            headers,
+            vec![(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()
+            )]
+        );
+        let cx = extract(|name| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_bytes())
+        });
+        let span = cx.span();
+        let got = span.span_context();
+        assert_eq!(got.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(got.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(got.is_remote());
+    }
+
+    #[test]
+    fn empty_context_injects_nothing() {
+        assert!(inject(&Context::new()).is_empty());
+    }
+
+    #[test]
+    fn malformed_or_binary_headers_give_an_empty_context() {
+        let bad: &[u8] = b"\xff\xfe not utf8";
+        let cx = extract(|_| Some(bad));
+        assert!(!cx.span().span_context().is_valid());
+        let cx = extract(|name| (name == "traceparent").then_some(&b"00-zz-zz-01"[..]));
+        assert!(!cx.span().span_context().is_valid());
+    }
+}
