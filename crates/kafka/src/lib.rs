@@ -1,1 +1,22 @@
-//! placeholder
+//! Kafka plumbing shared by every service and the CLI: client configuration with the suite's safe
+//! defaults and a pass-through for any librdkafka property, producer/consumer/admin construction, topic
+//! provisioning from one declarative topology, trace context in record headers, and error classes.
+//!
+//! # Layout
+//! - [`config`]: [`KafkaConfig`], the `[kafka]` section of every service and the defaults it applies.
+//! - [`client`]: producers (idempotent, `acks=all`, murmur2 partitioning), consumers (`read_committed`,
+//!   manual offset store), admin clients, and the broker reachability check.
+//! - [`topology`]: topics declared in TOML and applied idempotently, with drift reported, not "fixed".
+//! - [`headers`]: trace context and other headers on records.
+//! - [`error`]: [`Error`], classified once into Transient / Poison / Fatal.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod topology;
+
+pub use config::KafkaConfig;
+pub use error::Error;
+pub use topology::{ApplyReport, Drift, TopicSpec, Topology};

@@ -2,7 +2,7 @@
 //! follows a command through every hop. The carrier is a plain list of header names and byte values, so
 //! this crate needs no Kafka client; crates/kafka converts to and from rdkafka's header types.
 
-use opentelemetry::Context;
+pub use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 

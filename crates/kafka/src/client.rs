@@ -1,0 +1,94 @@
+//! Constructing clients from a [`KafkaConfig`], and checking that a broker answers.
+
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+
+use crate::config::{KafkaConfig, OffsetMode};
+use crate::error::Error;
+
+/// An idempotent producer (`acks=all`). `purpose` names it in `client.id`.
+pub fn producer(config: &KafkaConfig, purpose: &str) -> Result<FutureProducer, Error> {
+    config
+        .producer_config(purpose)
+        .create()
+        .map_err(|source| Error::Client {
+            what: "producer",
+            source,
+        })
+}
+
+/// A transactional producer with `transactional_id`, its transactions initialised (this fences any
+/// earlier producer with the same id). Blocks up to `timeout`: call from a blocking context.
+pub fn transactional_producer(
+    config: &KafkaConfig,
+    purpose: &str,
+    transactional_id: &str,
+    timeout: Duration,
+) -> Result<FutureProducer, Error> {
+    use rdkafka::producer::Producer;
+    let producer: FutureProducer = config
+        .transactional_producer_config(purpose, transactional_id)
+        .create()
+        .map_err(|source| Error::Client {
+            what: "transactional producer",
+            source,
+        })?;
+    producer
+        .init_transactions(timeout)
+        .map_err(|source| Error::Operation {
+            operation: "init_transactions",
+            source,
+        })?;
+    Ok(producer)
+}
+
+/// A consumer in `group_id` reading `read_committed`, with offsets handled per `mode`.
+pub fn consumer(
+    config: &KafkaConfig,
+    purpose: &str,
+    group_id: &str,
+    mode: OffsetMode,
+) -> Result<StreamConsumer, Error> {
+    config
+        .consumer_config(purpose, group_id, mode)
+        .create()
+        .map_err(|source| Error::Client {
+            what: "consumer",
+            source,
+        })
+}
+
+/// An admin client.
+pub fn admin(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, Error> {
+    config.admin_config().create().map_err(|source| Error::Client {
+        what: "admin",
+        source,
+    })
+}
+
+/// Succeeds once a broker answers a metadata request within `timeout`.
+pub async fn check_broker(config: &KafkaConfig, timeout: Duration) -> Result<(), Error> {
+    let admin = admin(config)?;
+    let servers = config.bootstrap_servers.clone();
+    // librdkafka's metadata call blocks its thread.
+    let outcome = tokio::task::spawn_blocking(move || {
+        admin
+            .inner()
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|source| Error::Unreachable {
+                servers,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                source,
+            })
+    })
+    .await;
+    match outcome {
+        Ok(result) => result,
+        Err(join) => Err(Error::Task(join.to_string())),
+    }
+}

@@ -1,0 +1,86 @@
+//! The native backend: `native/stack.sh` (the script `make up` runs) starts Apache Kafka, Redis and
+//! ClickHouse as processes on 127.0.0.1 and records their endpoints in `<stack dir>/stack.env`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::Stack;
+
+/// The repository root (this crate lives in `<root>/testcontainers`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The stack script.
+pub fn script() -> PathBuf {
+    repo_root().join("testcontainers/native/stack.sh")
+}
+
+/// Start the stack if it is not running (installing what is missing), then read its endpoints.
+pub fn up() -> Result<Stack, String> {
+    let script = script();
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("up")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} up failed ({}):\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    endpoints()
+}
+
+/// The endpoints of the running stack, from `stack.sh env`.
+pub fn endpoints() -> Result<Stack, String> {
+    let script = script();
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("env")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+    }
+    parse_env(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_env(text: &str) -> Result<Stack, String> {
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_string)
+            .ok_or_else(|| format!("the stack's env has no {key}"))
+    };
+    Ok(Stack {
+        kafka_bootstrap: get("KAFKA_BOOTSTRAP")?,
+        redis_url: get("REDIS_URL")?,
+        clickhouse_url: get("CLICKHOUSE_URL")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_env_file() {
+        let s = parse_env("KAFKA_BOOTSTRAP=127.0.0.1:1\nREDIS_URL=redis://127.0.0.1:2\nCLICKHOUSE_URL=http://127.0.0.1:3\n");
+        assert_eq!(
+            s,
+            Ok(Stack {
+                kafka_bootstrap: "127.0.0.1:1".into(),
+                redis_url: "redis://127.0.0.1:2".into(),
+                clickhouse_url: "http://127.0.0.1:3".into(),
+            })
+        );
+        assert!(parse_env("KAFKA_BOOTSTRAP=x\n").is_err());
+    }
+}
