@@ -1,1 +1,90 @@
-fn main() {}
+//! `causeway`, the operator CLI. Each subcommand is a module; `main` parses and dispatches.
+//!
+//! Exit codes: 0 success; 1 failure (a broker unreachable, a request refused); 2 bad usage or input;
+//! 3 the cluster differs from the declaration (`topics apply` found drift it will not fix).
+#![forbid(unsafe_code)]
+
+mod topics;
+
+use std::process::ExitCode;
+
+use causeway_kafka::KafkaConfig;
+use clap::{Args, Parser, Subcommand};
+
+/// Operate a Causeway deployment: topics, schemas, replay, dead letters, lag.
+#[derive(Debug, Parser)]
+#[command(name = "causeway", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Provision and inspect Kafka topics from a declarative topology file.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+}
+
+/// How to reach Kafka; shared by every subcommand that talks to it.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers (host:port,...). The default is the local stack of `make up`.
+    #[arg(
+        long,
+        env = "CAUSEWAY_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    pub bootstrap_servers: String,
+    /// Any librdkafka property, as key=value (repeatable), e.g. -X security.protocol=SASL_SSL.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub property: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// The client config these arguments describe, or a usage error naming the bad property.
+    pub fn config(&self) -> Result<KafkaConfig, String> {
+        let mut config = KafkaConfig::for_servers(self.bootstrap_servers.clone());
+        config.client_id = "causeway-cli".into();
+        config.properties.extend(self.property.iter().cloned());
+        let problems = config.check("");
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems
+                .iter()
+                .map(|p| {
+                    let key = p.key.trim_start_matches('.').replace("properties.", "-X ");
+                    format!("{key}: {}", p.message)
+                })
+                .collect::<Vec<_>>()
+                .join("; "))
+        }
+    }
+}
+
+fn parse_property(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("causeway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Topics(cmd) => topics::run(cmd).await,
+        }
+    })
+}

@@ -206,3 +206,81 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// The checks every service binary passes (one test per service calls this): started with its sample
+/// config (`env` points it at the test stack), it reports ready, answers `/healthz` and `/metrics`
+/// (naming itself in `causeway_service_info`), and exits 0 within a few seconds of SIGTERM.
+pub fn assert_service_lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, &str)]) {
+    let name = bin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut service = ServiceProcess::start(bin, sample_config, env).unwrap_or_else(|e| panic!("{e}"));
+    service
+        .wait_ready(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = service.get("/healthz").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, metrics) = service.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!("causeway_service_info{{service=\"{name}\"")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("causeway_service_ready 1"), "{metrics}");
+    let (status, _) = service.get("/nope").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 404);
+
+    let log_before = service.log();
+    let started = Instant::now();
+    let exit = service
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(exit.success(), "{name} exited with {exit} after SIGTERM; log:\n{log_before}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{name} took {:?} to stop",
+        started.elapsed()
+    );
+}
+
+/// The config errors every service binary refuses at start, exiting 2 with a message that names the
+/// key and where it came from: an unknown key in the file, an unknown key in the environment, a value
+/// of the wrong form, and a value that fails validation.
+pub fn assert_refuses_bad_config(bin: &Path, sample_config: &Path) {
+    let sample = std::fs::read_to_string(sample_config)
+        .unwrap_or_else(|e| panic!("{}: {e}", sample_config.display()));
+    let bad_file = std::env::temp_dir().join(format!("{}.toml", crate::unique("bad-config")));
+    std::fs::write(&bad_file, format!("colour = \"blue\"\n{sample}"))
+        .unwrap_or_else(|e| panic!("{}: {e}", bad_file.display()));
+
+    let cases: [(&Path, (&str, &str), &[&str]); 4] = [
+        (&bad_file, ("CAUSEWAY_UNRELATED", "x"), &["`colour`", "unknown field", "file "]),
+        (
+            sample_config,
+            ("CAUSEWAY__KAFKA__BOOTSTRAP", "x:1"),
+            &["`kafka.bootstrap`", "CAUSEWAY__KAFKA__BOOTSTRAP"],
+        ),
+        (
+            sample_config,
+            ("CAUSEWAY__ADMIN__LISTEN", "not-an-address"),
+            &["`admin.listen`", "CAUSEWAY__ADMIN__LISTEN"],
+        ),
+        (
+            sample_config,
+            ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", "no-port"),
+            &["key `kafka.bootstrap_servers`", "not host:port"],
+        ),
+    ];
+    for (file, (var, value), expected) in cases {
+        let mut command = Command::new(bin);
+        command.arg("--config").arg(file).env(var, value);
+        let (status, _, stderr) =
+            run_to_exit(&mut command, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status.code(), Some(2), "{var}={value}: {status}; stderr:\n{stderr}");
+        for needle in expected {
+            assert!(stderr.contains(needle), "{var}={value}: stderr lacks {needle:?}:\n{stderr}");
+        }
+    }
+    let _ = std::fs::remove_file(bad_file);
+}

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use causeway_runtime::ServiceContext;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::StreamConsumer;
@@ -64,10 +65,13 @@ pub fn consumer(
 
 /// An admin client.
 pub fn admin(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, Error> {
-    config.admin_config().create().map_err(|source| Error::Client {
-        what: "admin",
-        source,
-    })
+    config
+        .admin_config()
+        .create()
+        .map_err(|source| Error::Client {
+            what: "admin",
+            source,
+        })
 }
 
 /// Succeeds once a broker answers a metadata request within `timeout`.
@@ -92,3 +96,13 @@ pub async fn check_broker(config: &KafkaConfig, timeout: Duration) -> Result<(),
         Err(join) => Err(Error::Task(join.to_string())),
     }
 }
+
+/// Wait, with backoff, until a broker answers (`Ok(true)`), shutdown fires (`Ok(false)`), or the client
+/// cannot work at all (a fatal error, such as a bad librdkafka property).
+pub async fn wait_for_broker(ctx: &ServiceContext, config: &KafkaConfig) -> Result<bool, Error> {
+    ctx.wait_for("kafka", || check_broker(config, BROKER_CHECK_TIMEOUT))
+        .await
+}
+
+/// How long one reachability check waits for a metadata answer.
+const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -55,7 +55,11 @@ impl fmt::Debug for KafkaConfig {
             .properties
             .iter()
             .map(|(k, v)| {
-                let shown = if is_secret(k) { "<redacted>" } else { v.as_str() };
+                let shown = if is_secret(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
                 (k.as_str(), shown)
             })
             .collect();
@@ -70,9 +74,16 @@ impl fmt::Debug for KafkaConfig {
 /// Whether a property's value must never be logged.
 pub fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "jaas", "key.pem", "token", "credentials"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "password",
+        "secret",
+        "jaas",
+        "key.pem",
+        "token",
+        "credentials",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 /// How a consumer commits its position.
@@ -103,7 +114,12 @@ impl KafkaConfig {
                 "must name at least one broker (host:port)",
             ));
         }
-        for server in self.bootstrap_servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for server in self
+            .bootstrap_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let port_ok = server
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
@@ -115,7 +131,10 @@ impl KafkaConfig {
             }
         }
         if self.client_id.trim().is_empty() {
-            out.push(Invalid::new(format!("{section}.client_id"), "must not be empty"));
+            out.push(Invalid::new(
+                format!("{section}.client_id"),
+                "must not be empty",
+            ));
         }
         for key in self.properties.keys() {
             if GUARDED_PROPERTIES.contains(&key.as_str()) {
@@ -131,7 +150,10 @@ impl KafkaConfig {
     fn base(&self, client_id_suffix: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
-        c.set("client.id", format!("{}-{client_id_suffix}", self.client_id));
+        c.set(
+            "client.id",
+            format!("{}-{client_id_suffix}", self.client_id),
+        );
         c
     }
 
@@ -155,7 +177,11 @@ impl KafkaConfig {
     }
 
     /// Properties of a transactional producer with `transactional_id` (EOS v2: one per process).
-    pub fn transactional_producer_config(&self, purpose: &str, transactional_id: &str) -> ClientConfig {
+    pub fn transactional_producer_config(
+        &self,
+        purpose: &str,
+        transactional_id: &str,
+    ) -> ClientConfig {
         let mut c = self.producer_config(purpose);
         c.set("transactional.id", transactional_id);
         c
@@ -211,7 +237,8 @@ mod tests {
     fn pass_through_properties_win_over_defaults() {
         let mut k = KafkaConfig::for_servers("k:9092");
         k.properties.insert("linger.ms".into(), "50".into());
-        k.properties.insert("security.protocol".into(), "SASL_SSL".into());
+        k.properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
         let c = k.producer_config("x");
         assert_eq!(c.get("linger.ms"), Some("50"));
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
@@ -222,14 +249,22 @@ mod tests {
         let mut k = KafkaConfig::for_servers("k:9092,nope");
         k.properties.insert("acks".into(), "1".into());
         let keys: Vec<String> = k.check("kafka").into_iter().map(|i| i.key).collect();
-        assert_eq!(keys, vec!["kafka.bootstrap_servers", "kafka.properties.acks"]);
-        assert!(KafkaConfig::for_servers("a:1, b:2").check("kafka").is_empty());
+        assert_eq!(
+            keys,
+            vec!["kafka.bootstrap_servers", "kafka.properties.acks"]
+        );
+        assert!(
+            KafkaConfig::for_servers("a:1, b:2")
+                .check("kafka")
+                .is_empty()
+        );
     }
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
         let mut k = KafkaConfig::for_servers("k:9092");
-        k.properties.insert("sasl.password".into(), "hunter2".into());
+        k.properties
+            .insert("sasl.password".into(), "hunter2".into());
         k.properties.insert("sasl.username".into(), "svc".into());
         let shown = format!("{k:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

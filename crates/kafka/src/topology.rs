@@ -173,7 +173,10 @@ impl Topology {
                 return Err(bad(format!("topic {:?} is declared twice", t.name)));
             }
             if self.partitions_of(t) < 1 {
-                return Err(bad(format!("topic {:?}: partitions must be at least 1", t.name)));
+                return Err(bad(format!(
+                    "topic {:?}: partitions must be at least 1",
+                    t.name
+                )));
             }
             if self.replication_of(t) < 1 {
                 return Err(bad(format!(
@@ -379,13 +382,14 @@ async fn describe_topics(
 ) -> Result<HashMap<String, Shape>, Error> {
     // librdkafka's metadata call blocks its thread.
     let blocking = Arc::clone(admin);
-    let metadata = tokio::task::spawn_blocking(move || blocking.inner().fetch_metadata(None, timeout))
-        .await
-        .map_err(|join| Error::Task(join.to_string()))?
-        .map_err(|source| Error::Operation {
-            operation: "fetch_metadata",
-            source,
-        })?;
+    let metadata =
+        tokio::task::spawn_blocking(move || blocking.inner().fetch_metadata(None, timeout))
+            .await
+            .map_err(|join| Error::Task(join.to_string()))?
+            .map_err(|source| Error::Operation {
+                operation: "fetch_metadata",
+                source,
+            })?;
     Ok(metadata
         .topics()
         .iter()
@@ -431,11 +435,32 @@ mod tests {
         )?;
         assert_eq!(t.partitions_of(&t.topics[0]), 3);
         assert_eq!(t.partitions_of(&t.topics[1]), 6);
-        assert_eq!(t.topics[0].configs().get("retention.ms").map(String::as_str), Some("-1"));
-        assert_eq!(t.topics[0].configs().get("cleanup.policy").map(String::as_str), Some("delete"));
-        assert_eq!(t.topics[1].configs().get("cleanup.policy").map(String::as_str), Some("compact"));
         assert_eq!(
-            t.topics[1].configs().get("min.compaction.lag.ms").map(String::as_str),
+            t.topics[0]
+                .configs()
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("-1")
+        );
+        assert_eq!(
+            t.topics[0]
+                .configs()
+                .get("cleanup.policy")
+                .map(String::as_str),
+            Some("delete")
+        );
+        assert_eq!(
+            t.topics[1]
+                .configs()
+                .get("cleanup.policy")
+                .map(String::as_str),
+            Some("compact")
+        );
+        assert_eq!(
+            t.topics[1]
+                .configs()
+                .get("min.compaction.lag.ms")
+                .map(String::as_str),
             Some("0")
         );
         Ok(())
@@ -443,9 +468,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_names_duplicates_unknown_keys() {
-        let err = |text: &str| Topology::parse(text, "t.toml").err().map(|e| e.to_string()).unwrap_or_default();
+        let err = |text: &str| {
+            Topology::parse(text, "t.toml")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert!(err("[[topic]]\nname = \"a b\"\n").contains("not a legal Kafka topic name"));
-        assert!(err("[[topic]]\nname = \"a\"\n[[topic]]\nname = \"a\"\n").contains("declared twice"));
+        assert!(
+            err("[[topic]]\nname = \"a\"\n[[topic]]\nname = \"a\"\n").contains("declared twice")
+        );
         assert!(err("[[topic]]\nname = \"a\"\npartition = 3\n").contains("unknown field"));
         assert!(err("[[topic]]\nname = \"a\"\npartitions = 0\n").contains("at least 1"));
     }

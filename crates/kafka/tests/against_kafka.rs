@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use causeway_kafka::KafkaConfig;
 use causeway_kafka::client::{self, check_broker};
 use causeway_kafka::config::OffsetMode;
 use causeway_kafka::headers::{last_value, trace_context, with_trace_context};
 use causeway_kafka::topology::{self, Topology};
-use causeway_kafka::KafkaConfig;
 use causeway_observe::propagation::Context;
 use causeway_testcontainers::{stack, unique};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
@@ -43,8 +43,13 @@ async fn create_topic(name: &str, partitions: i32) {
 
 /// A consumer assigned to every partition of `topic` from the beginning (no group rebalance to wait for).
 fn consumer_from_start(topic: &str, partitions: i32) -> StreamConsumer {
-    let consumer = client::consumer(&kafka(), "test", &unique("group"), OffsetMode::StoreAfterEffect)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let consumer = client::consumer(
+        &kafka(),
+        "test",
+        &unique("group"),
+        OffsetMode::StoreAfterEffect,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         if let Err(e) = tpl.add_partition_offset(topic, p, Offset::Beginning) {
@@ -57,7 +62,11 @@ fn consumer_from_start(topic: &str, partitions: i32) -> StreamConsumer {
     consumer
 }
 
-async fn receive<T>(consumer: &StreamConsumer, n: usize, f: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
+async fn receive<T>(
+    consumer: &StreamConsumer,
+    n: usize,
+    f: impl Fn(&BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
     let deadline = Instant::now() + TIMEOUT;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -65,7 +74,10 @@ async fn receive<T>(consumer: &StreamConsumer, n: usize, f: impl Fn(&BorrowedMes
         match tokio::time::timeout(left, consumer.recv()).await {
             Ok(Ok(m)) => out.push(f(&m)),
             Ok(Err(e)) => panic!("consume: {e}"),
-            Err(_) => panic!("only {} of {n} records arrived within {TIMEOUT:?}", out.len()),
+            Err(_) => panic!(
+                "only {} of {n} records arrived within {TIMEOUT:?}",
+                out.len()
+            ),
         }
     }
     out
@@ -85,14 +97,18 @@ async fn broker_check_answers_and_fails_on_a_closed_port() {
         causeway_testcontainers::process::free_port()
     ));
     let err = check_broker(&closed, Duration::from_millis(500)).await;
-    assert!(matches!(err, Err(causeway_kafka::Error::Unreachable { .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(causeway_kafka::Error::Unreachable { .. })),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn round_trip_keeps_key_payload_and_headers() {
     let topic = unique("roundtrip");
     create_topic(&topic, 1).await;
-    let producer: FutureProducer = client::producer(&kafka(), "test").unwrap_or_else(|e| panic!("{e}"));
+    let producer: FutureProducer =
+        client::producer(&kafka(), "test").unwrap_or_else(|e| panic!("{e}"));
 
     let span = SpanContext::new(
         TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap_or(TraceId::INVALID),
@@ -105,14 +121,26 @@ async fn round_trip_keeps_key_payload_and_headers() {
     let binary: &[u8] = &[0, 159, 146, 150, 255];
     let headers = with_trace_context(
         OwnedHeaders::new()
-            .insert(Header { key: "content-type", value: Some("avro/binary") })
-            .insert(Header { key: "blob", value: Some(binary) })
-            .insert(Header::<&[u8]> { key: "nothing", value: None }),
+            .insert(Header {
+                key: "content-type",
+                value: Some("avro/binary"),
+            })
+            .insert(Header {
+                key: "blob",
+                value: Some(binary),
+            })
+            .insert(Header::<&[u8]> {
+                key: "nothing",
+                value: None,
+            }),
         &cx,
     );
     let delivery = producer
         .send(
-            FutureRecord::to(&topic).key("order-1").payload("hello").headers(headers),
+            FutureRecord::to(&topic)
+                .key("order-1")
+                .payload("hello")
+                .headers(headers),
             TIMEOUT,
         )
         .await
@@ -128,10 +156,17 @@ async fn round_trip_keeps_key_payload_and_headers() {
     let (key, body, headers) = &got[0];
     assert_eq!(key.as_deref(), Some(&b"order-1"[..]));
     assert_eq!(body, "hello");
-    assert_eq!(last_value(headers, "content-type"), Some(&b"avro/binary"[..]));
+    assert_eq!(
+        last_value(headers, "content-type"),
+        Some(&b"avro/binary"[..])
+    );
     assert_eq!(last_value(headers, "blob"), Some(binary));
     assert_eq!(last_value(headers, "nothing"), None);
-    assert_eq!(headers.count(), 4, "content-type, blob, nothing, traceparent");
+    assert_eq!(
+        headers.count(),
+        4,
+        "content-type, blob, nothing, traceparent"
+    );
     let carried = trace_context(headers);
     assert_eq!(
         carried.span().span_context().trace_id().to_string(),
@@ -152,8 +187,14 @@ async fn read_committed_sees_committed_transactions_only() {
     .unwrap_or_else(|e| panic!("{e}"))
     .unwrap_or_else(|e| panic!("{e}"));
 
-    for (records, commit) in [(&["c1", "c2"][..], true), (&["a1", "a2"][..], false), (&["c3"][..], true)] {
-        producer.begin_transaction().unwrap_or_else(|e| panic!("begin: {e}"));
+    for (records, commit) in [
+        (&["c1", "c2"][..], true),
+        (&["a1", "a2"][..], false),
+        (&["c3"][..], true),
+    ] {
+        producer
+            .begin_transaction()
+            .unwrap_or_else(|e| panic!("begin: {e}"));
         for r in records {
             producer
                 .send(FutureRecord::to(&topic).key(*r).payload(*r), TIMEOUT)
@@ -197,7 +238,11 @@ async fn read_committed_sees_committed_transactions_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn topics_apply_is_idempotent_and_reports_drift() {
     let name = unique("apply");
-    let declared = one_topic(&name, 3, "cleanup_policy = \"compact\"\nretention_ms = -1\n");
+    let declared = one_topic(
+        &name,
+        3,
+        "cleanup_policy = \"compact\"\nretention_ms = -1\n",
+    );
     let first = topology::apply(&kafka(), &declared, false, TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -220,7 +265,10 @@ async fn topics_apply_is_idempotent_and_reports_drift() {
     what.sort_unstable();
     assert_eq!(what, vec!["cleanup.policy", "partitions"], "{third:?}");
     let partitions = third.drift.iter().find(|d| d.what == "partitions");
-    assert_eq!(partitions.map(|d| (d.declared.as_str(), d.actual.as_str())), Some(("4", "3")));
+    assert_eq!(
+        partitions.map(|d| (d.declared.as_str(), d.actual.as_str())),
+        Some(("4", "3"))
+    );
 
     // Nothing was "fixed": the cluster still has the original shape.
     let again = topology::apply(&kafka(), &declared, false, TIMEOUT)

@@ -85,7 +85,9 @@ mod tests {
         let m = Metrics::new("command-gateway", "0.1.0")?;
         m.set_ready(true);
         let text = m.encode()?;
-        assert!(text.contains(r#"causeway_service_info{service="command-gateway",version="0.1.0"} 1"#));
+        assert!(
+            text.contains(r#"causeway_service_info{service="command-gateway",version="0.1.0"} 1"#)
+        );
         assert!(text.contains("causeway_service_ready 1"));
         Ok(())
     }

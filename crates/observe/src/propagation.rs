@@ -94,7 +94,10 @@ mod tests {
         });
         let span = cx.span();
         let got = span.span_context();
-        assert_eq!(got.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            got.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(got.span_id().to_string(), "00f067aa0ba902b7");
         assert!(got.is_remote());
     }

@@ -15,7 +15,8 @@ pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// Default log filter. The exporter's own crates are held at `warn` so that exporting spans never
 /// feeds back into the log it is exporting.
-const DEFAULT_FILTER: &str = "info,opentelemetry=warn,opentelemetry_sdk=warn,h2=warn,tonic=warn,hyper=warn,hyper_util=warn";
+const DEFAULT_FILTER: &str =
+    "info,opentelemetry=warn,opentelemetry_sdk=warn,h2=warn,tonic=warn,hyper=warn,hyper_util=warn";
 
 /// Why telemetry could not be set up. Always fatal: the service refuses to start.
 #[derive(Debug, thiserror::Error)]

@@ -215,15 +215,28 @@ where
         }
         match deserialize::<T>(value, overrides, file) {
             Ok(config) => return Ok(config),
-            Err(ConfigError::Key { key, origin, message }) => {
+            Err(ConfigError::Key {
+                key,
+                origin,
+                message,
+            }) => {
                 // A new key guessed as a string where the target wants a number or a boolean:
                 // retry it once as a literal.
                 let retry = overrides.iter().position(|o| o.path.join(".") == key);
                 match retry {
-                    Some(i) if typing[i] == Typing::AsString && message.contains("invalid type: string") => {
+                    Some(i)
+                        if typing[i] == Typing::AsString
+                            && message.contains("invalid type: string") =>
+                    {
                         typing[i] = Typing::AsLiteral;
                     }
-                    _ => return Err(ConfigError::Key { key, origin, message }),
+                    _ => {
+                        return Err(ConfigError::Key {
+                            key,
+                            origin,
+                            message,
+                        });
+                    }
                 }
             }
             Err(other) => return Err(other),
@@ -302,6 +315,16 @@ fn parse_literal(raw: &str) -> Result<toml::Value, String> {
         .ok_or_else(|| format!("{raw:?} is not a TOML value"))
 }
 
+/// serde's TOML messages end with "in `section`" on a line of its own; the key already says where.
+fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
 fn deserialize<T: DeserializeOwned>(
     value: toml::Value,
     overrides: &[Override],
@@ -321,7 +344,7 @@ fn deserialize<T: DeserializeOwned>(
         ConfigError::Key {
             key,
             origin,
-            message: e.into_inner().to_string(),
+            message: first_line(&e.into_inner().to_string()),
         }
     })
 }
@@ -406,7 +429,10 @@ mod tests {
 
     #[test]
     fn syntax_error_names_the_file() {
-        let err = load_sample("[kafka\n", &[]).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = load_sample("[kafka\n", &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("svc.toml is not valid TOML"), "{err}");
     }
 
@@ -426,7 +452,10 @@ mod tests {
         assert_eq!(c.batch_size, 20);
         assert_eq!(c.kafka.bootstrap_servers, "1234");
         assert_eq!(c.admin.listen.port(), 9999);
-        assert_eq!(c.kafka.properties.get("acks").map(String::as_str), Some("1"));
+        assert_eq!(
+            c.kafka.properties.get("acks").map(String::as_str),
+            Some("1")
+        );
         assert_eq!(c.kafka.linger_ms, Some(7));
         Ok(())
     }
@@ -438,7 +467,10 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("`kafka.nope`"), "{err}");
-        assert!(err.contains("environment variable CAUSEWAY__KAFKA__NOPE"), "{err}");
+        assert!(
+            err.contains("environment variable CAUSEWAY__KAFKA__NOPE"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -459,6 +491,9 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("svc.toml"), "{err}");
-        assert!(err.contains("key `batch_size`: must be at least 1"), "{err}");
+        assert!(
+            err.contains("key `batch_size`: must be at least 1"),
+            "{err}"
+        );
     }
 }

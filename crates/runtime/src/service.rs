@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! fn main() -> std::process::ExitCode {
-//!     causeway_runtime::service::run::<Config, _, _>(INFO, |config, ctx| job(config, ctx))
+//!     causeway_runtime::service::run::<Config, _, _, _>(INFO, |config, ctx| job(config, ctx))
 //! }
 //! ```
 //!
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use causeway_core::Classify;
 use causeway_observe::{AdminServer, Metrics, Readiness, Telemetry};
 use clap::Parser;
 use serde::Serialize;
@@ -63,33 +64,42 @@ impl ServiceContext {
         self.metrics.set_ready(ready);
     }
 
-    /// Retry `check` with backoff until it succeeds (returns `true`) or shutdown fires (returns `false`).
-    /// Each failure is logged with the dependency's name, so an operator sees what the service waits for.
-    pub async fn wait_for<F, Fut>(&self, dependency: &str, mut check: F) -> bool
+    /// Retry `check` with backoff while it fails with a transient error. Returns `Ok(true)` once it
+    /// succeeds, `Ok(false)` if shutdown fires first, and the error itself when it is not transient (a
+    /// bad credential will not fix itself). Each failure is logged with the dependency's name, so an
+    /// operator sees what the service is waiting for.
+    pub async fn wait_for<F, Fut, E>(&self, dependency: &str, mut check: F) -> Result<bool, E>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<(), String>>,
+        Fut: Future<Output = Result<(), E>>,
+        E: Classify + std::fmt::Display,
     {
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 0u32;
         loop {
             if self.shutdown.is_triggered() {
-                return false;
+                return Ok(false);
             }
             attempt += 1;
-            match check().await {
+            // A check can take seconds against an unreachable host; shutdown does not wait for it.
+            let outcome = tokio::select! {
+                outcome = check() => outcome,
+                _ = self.shutdown.wait() => return Ok(false),
+            };
+            match outcome {
                 Ok(()) => {
                     tracing::info!(dependency, attempt, "dependency answers");
-                    return true;
+                    return Ok(true);
                 }
-                Err(error) => {
+                Err(error) if error.class().is_retryable() => {
                     tracing::warn!(dependency, attempt, %error, retry_in_ms = backoff.as_millis() as u64,
                         "dependency not reachable yet");
                 }
+                Err(error) => return Err(error),
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = self.shutdown.wait() => return false,
+                _ = self.shutdown.wait() => return Ok(false),
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
@@ -107,11 +117,12 @@ struct Args {
 }
 
 /// Start the service: see the module documentation.
-pub fn run<C, F, Fut>(info: ServiceInfo, job: F) -> ExitCode
+pub fn run<C, F, Fut, E>(info: ServiceInfo, job: F) -> ExitCode
 where
     C: ServiceConfig + std::fmt::Debug,
     F: FnOnce(C, ServiceContext) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
 {
     let args = Args::parse();
     let config: C = match config::load(&args.config) {
@@ -122,7 +133,11 @@ where
         }
     };
     if args.check_config {
-        println!("{}: config {} is valid\n{config:#?}", info.name, args.config.display());
+        println!(
+            "{}: config {} is valid\n{config:#?}",
+            info.name,
+            args.config.display()
+        );
         return ExitCode::SUCCESS;
     }
 
@@ -149,11 +164,12 @@ where
     }
 }
 
-async fn serve<C, F, Fut>(info: ServiceInfo, config: C, job: F) -> anyhow::Result<()>
+async fn serve<C, F, Fut, E>(info: ServiceInfo, config: C, job: F) -> anyhow::Result<()>
 where
     C: ServiceConfig + std::fmt::Debug,
     F: FnOnce(C, ServiceContext) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
 {
     let telemetry = Telemetry::init(info.name)?;
     let shutdown = Shutdown::on_signals()?;
@@ -162,11 +178,16 @@ where
     let admin_listen = config.admin().listen;
     let admin = {
         let shutdown = shutdown.clone();
-        AdminServer::start(admin_listen, readiness.clone(), metrics.clone(), async move {
-            shutdown.wait().await
-        })
+        AdminServer::start(
+            admin_listen,
+            readiness.clone(),
+            metrics.clone(),
+            async move { shutdown.wait().await },
+        )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot bind the admin server to {admin_listen} (admin.listen): {e}"))?
+        .map_err(|e| {
+            anyhow::anyhow!("cannot bind the admin server to {admin_listen} (admin.listen): {e}")
+        })?
     };
     tracing::info!(
         service = info.name,
@@ -181,7 +202,7 @@ where
         metrics,
         readiness,
     };
-    let outcome = job(config, ctx.clone()).await;
+    let outcome = job(config, ctx.clone()).await.map_err(Into::into);
     ctx.set_ready(false);
     // The job may have ended on its own (an error); the admin server stops with it.
     shutdown.trigger();

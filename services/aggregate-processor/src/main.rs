@@ -1,1 +1,24 @@
-fn main() {}
+//! `aggregate-processor`: Consumes command topics and, in one Kafka transaction per batch, emits events, new aggregate state and command results with the consumer offsets. Today it connects to Kafka and reports ready; the transactional loop arrives with the command-processing issue.
+//!
+//! # Layout
+//! - `config.rs`: the service's config file (`aggregate-processor.toml` beside Cargo.toml is the sample).
+//! - `error.rs`: the service's errors.
+//! - `processor.rs`: the service's job.
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod processor;
+
+use std::process::ExitCode;
+
+use causeway_runtime::{ServiceInfo, service};
+
+const INFO: ServiceInfo = ServiceInfo {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+fn main() -> ExitCode {
+    service::run::<config::Config, _, _, _>(INFO, processor::run)
+}

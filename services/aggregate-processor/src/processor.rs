@@ -1,0 +1,17 @@
+//! The job of `aggregate-processor`. Until its real work lands it waits for Kafka, reports ready, and runs until the
+//! shutdown signal.
+
+use causeway_runtime::ServiceContext;
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// Run until shutdown.
+pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
+    if !causeway_kafka::client::wait_for_broker(&ctx, &config.kafka).await? {
+        return Ok(());
+    }
+    ctx.set_ready(true);
+    ctx.shutdown.wait().await;
+    Ok(())
+}

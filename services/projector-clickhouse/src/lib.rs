@@ -1,0 +1,13 @@
+//! `projector-clickhouse` as a library (the binary is `main.rs`).
+//!
+//! # Layout
+//! - [`config`]: the service's config file (`projector-clickhouse.toml` beside Cargo.toml is the sample).
+//! - [`error`]: the service's errors, classified.
+//! - [`sink`]: the ClickHouse client (TCP_NODELAY, settings that work from 18.16 to current servers).
+//! - [`projector`]: the service's job.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod projector;
+pub mod sink;

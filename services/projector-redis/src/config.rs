@@ -1,0 +1,100 @@
+//! Configuration of `projector-redis`: a TOML file (sample: `projector-redis.toml`) plus
+//! `CAUSEWAY__SECTION__KEY` environment overrides, loaded by causeway-runtime.
+
+use causeway_kafka::KafkaConfig;
+use causeway_runtime::{AdminConfig, Invalid, Validate, service::ServiceConfig};
+use serde::{Deserialize, Serialize};
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The admin server (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: AdminConfig,
+    /// The Kafka cluster.
+    pub kafka: KafkaConfig,
+    /// The Redis server holding the read models.
+    pub redis: RedisConfig,
+}
+
+/// Where the read models live.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (`rediss://` for TLS). The password is never logged.
+    pub url: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// `url` with any password replaced, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = self.kafka.check("kafka");
+        if let Err(e) = redis::Client::open(self.redis.url.as_str()) {
+            out.push(Invalid::new("redis.url", format!("not a Redis URL: {e}")));
+        }
+        out
+    }
+}
+
+impl ServiceConfig for Config {
+    fn admin(&self) -> &AdminConfig {
+        &self.admin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_never_shows() {
+        let c = RedisConfig {
+            url: "redis://app:s3cret@cache:6379/2".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("redis://app:<redacted>@cache:6379/2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_bad_url_is_named() {
+        let c = Config {
+            redis: RedisConfig {
+                url: "http://nope".into(),
+            },
+            ..Config::default()
+        };
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, vec!["redis.url"]);
+    }
+}

@@ -1,0 +1,13 @@
+//! `projector-redis` as a library (the binary is `main.rs`).
+//!
+//! # Layout
+//! - [`config`]: the service's config file (`projector-redis.toml` beside Cargo.toml is the sample).
+//! - [`error`]: the service's errors, classified.
+//! - [`store`]: the Redis connection and the calls the projector makes.
+//! - [`projector`]: the service's job.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod projector;
+pub mod store;

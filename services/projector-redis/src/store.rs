@@ -1,0 +1,34 @@
+//! The Redis connection. One multiplexed connection per process, managed (it reconnects by itself);
+//! every call pipelines over it, so there is no pool to size.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisConfig;
+use crate::error::Error;
+
+/// How long connecting may take before it counts as a (transient) failure.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connect to the configured Redis. The manager reconnects with backoff after the first connection;
+/// the first connection itself fails fast, so the caller's retry loop (and its logging) stays in charge.
+pub async fn connect(config: &RedisConfig) -> Result<ConnectionManager, Error> {
+    let client = redis::Client::open(config.url.as_str())?;
+    let manager = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_number_of_retries(1);
+    Ok(ConnectionManager::new_with_config(client, manager).await?)
+}
+
+/// Succeeds when Redis answers PING.
+pub async fn ping(config: &RedisConfig) -> Result<(), Error> {
+    let client = redis::Client::open(config.url.as_str())?;
+    let connection =
+        redis::AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&connection)
+        .await?;
+    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+    Ok(())
+}
