@@ -82,9 +82,11 @@ fn start_docker() -> Result<Stack, String> {
 
 #[cfg(not(feature = "docker"))]
 fn start_docker() -> Result<Stack, String> {
-    Err("CAUSEWAY_STACK=docker needs the Docker backend compiled in: \
+    Err(
+        "CAUSEWAY_STACK=docker needs the Docker backend compiled in: \
          run the tests with `--features causeway-testcontainers/docker`"
-        .into())
+            .into(),
+    )
 }
 
 /// A name no other test (in this or any earlier run) uses: `<prefix>-<pid>-<n>-<millis>`. Use it for

@@ -72,7 +72,9 @@ mod tests {
 
     #[test]
     fn parses_the_env_file() {
-        let s = parse_env("KAFKA_BOOTSTRAP=127.0.0.1:1\nREDIS_URL=redis://127.0.0.1:2\nCLICKHOUSE_URL=http://127.0.0.1:3\n");
+        let s = parse_env(
+            "KAFKA_BOOTSTRAP=127.0.0.1:1\nREDIS_URL=redis://127.0.0.1:2\nCLICKHOUSE_URL=http://127.0.0.1:3\n",
+        );
         assert_eq!(
             s,
             Ok(Stack {

@@ -106,7 +106,9 @@ impl ServiceProcess {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return Ok(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -215,7 +217,8 @@ pub fn assert_service_lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut service = ServiceProcess::start(bin, sample_config, env).unwrap_or_else(|e| panic!("{e}"));
+    let mut service =
+        ServiceProcess::start(bin, sample_config, env).unwrap_or_else(|e| panic!("{e}"));
     service
         .wait_ready(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -236,7 +239,10 @@ pub fn assert_service_lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, 
     let exit = service
         .terminate(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(exit.success(), "{name} exited with {exit} after SIGTERM; log:\n{log_before}");
+    assert!(
+        exit.success(),
+        "{name} exited with {exit} after SIGTERM; log:\n{log_before}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{name} took {:?} to stop",
@@ -255,7 +261,11 @@ pub fn assert_refuses_bad_config(bin: &Path, sample_config: &Path) {
         .unwrap_or_else(|e| panic!("{}: {e}", bad_file.display()));
 
     let cases: [(&Path, (&str, &str), &[&str]); 4] = [
-        (&bad_file, ("CAUSEWAY_UNRELATED", "x"), &["`colour`", "unknown field", "file "]),
+        (
+            &bad_file,
+            ("CAUSEWAY_UNRELATED", "x"),
+            &["`colour`", "unknown field", "file "],
+        ),
         (
             sample_config,
             ("CAUSEWAY__KAFKA__BOOTSTRAP", "x:1"),
@@ -277,9 +287,16 @@ pub fn assert_refuses_bad_config(bin: &Path, sample_config: &Path) {
         command.arg("--config").arg(file).env(var, value);
         let (status, _, stderr) =
             run_to_exit(&mut command, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(status.code(), Some(2), "{var}={value}: {status}; stderr:\n{stderr}");
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{var}={value}: {status}; stderr:\n{stderr}"
+        );
         for needle in expected {
-            assert!(stderr.contains(needle), "{var}={value}: stderr lacks {needle:?}:\n{stderr}");
+            assert!(
+                stderr.contains(needle),
+                "{var}={value}: stderr lacks {needle:?}:\n{stderr}"
+            );
         }
     }
     let _ = std::fs::remove_file(bad_file);
