@@ -116,6 +116,15 @@ load_ports() {
   fi
 }
 
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Refuse to start next to something else on our ports: it would look like our stack but is not.
+check_free() { # component port variable
+  if port_taken "$2"; then
+    die "$1 cannot start: 127.0.0.1:$2 is already in use by another process (a stack from another folder?). Stop it, or choose another port with $3."
+  fi
+}
+
 any_alive() {
   alive "$dir/kafka/kafka.pid" || alive "$dir/redis/redis.pid" || alive "$dir/clickhouse/clickhouse.pid"
 }
@@ -289,6 +298,15 @@ up() {
   install
   load_ports
   local started=()
+  if ! alive "$dir/kafka/kafka.pid"; then
+    check_free kafka "$kafka_port" CAUSEWAY_STACK_KAFKA_PORT
+    check_free kafka "$controller_port" CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT
+  fi
+  if ! alive "$dir/redis/redis.pid"; then check_free redis "$redis_port" CAUSEWAY_STACK_REDIS_PORT; fi
+  if ! alive "$dir/clickhouse/clickhouse.pid"; then
+    check_free clickhouse "$ch_http_port" CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT
+    check_free clickhouse "$ch_tcp_port" CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT
+  fi
   if alive "$dir/kafka/kafka.pid"; then :; else start_kafka; started+=(kafka); fi
   if alive "$dir/redis/redis.pid"; then :; else start_redis; started+=(redis); fi
   if alive "$dir/clickhouse/clickhouse.pid"; then :; else start_clickhouse; started+=(clickhouse); fi

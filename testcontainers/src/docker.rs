@@ -8,6 +8,7 @@
 
 use std::sync::mpsc;
 
+use testcontainers::core::ContainerPort;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, Image};
 use testcontainers_modules::clickhouse::ClickHouse;
@@ -82,9 +83,13 @@ async fn start_one<I: Image>(what: &str, image: I) -> Result<ContainerAsync<I>, 
     })
 }
 
-async fn port<I: Image>(container: &ContainerAsync<I>, internal: u16) -> Result<u16, String> {
+async fn port<I: Image>(
+    container: &ContainerAsync<I>,
+    internal: impl Into<ContainerPort>,
+) -> Result<u16, String> {
+    let internal = internal.into();
     container
         .get_host_port_ipv4(internal)
         .await
-        .map_err(|e| format!("container port {internal} is not mapped: {e}"))
+        .map_err(|e| format!("container port {internal:?} is not mapped: {e}"))
 }

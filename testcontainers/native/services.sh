@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs the suite's services as local processes against the native stack (make demo uses it).
+#
+#   services.sh start    start every service not yet running (binaries from target/debug), wait for /readyz
+#   services.sh stop     SIGTERM each service this script started, wait for it to exit
+#   services.sh status   one line per service: pid, admin address, ready or not
+#
+# Each service runs with its sample config (services/<name>/<name>.toml), pointed at the running stack
+# through CAUSEWAY__* overrides; logs and PIDs live in <stack dir>/services/.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+dir=${CAUSEWAY_STACK_DIR:-$repo/.stack}
+run=$dir/services
+bin=${CAUSEWAY_BIN_DIR:-$repo/target/debug}
+
+# name admin-port
+services=(
+  "schema-registry 9407"
+  "command-gateway 9401"
+  "aggregate-processor 9402"
+  "projector-clickhouse 9403"
+  "projector-redis 9404"
+  "saga-orchestrator 9405"
+  "dlq-reprocessor 9406"
+)
+
+say() { printf 'services: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" = 200 ]; }
+
+start() {
+  [ -f "$dir/stack.env" ] || die "the stack is not running: make up"
+  # shellcheck disable=SC1091
+  . "$dir/stack.env"
+  mkdir -p "$run"
+  for entry in "${services[@]}"; do
+    set -- $entry
+    local name=$1 port=$2
+    [ -x "$bin/$name" ] || die "$bin/$name is missing: make build"
+    if alive "$run/$name.pid"; then continue; fi
+    # Only the sections a service has may be overridden: an unknown key is a config error.
+    local extra=()
+    case $name in
+      projector-redis) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL") ;;
+      projector-clickhouse) extra=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL") ;;
+    esac
+    env "CAUSEWAY__ADMIN__LISTEN=127.0.0.1:$port" "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP" "${extra[@]}" \
+      setsid "$bin/$name" --config "$repo/services/$name/$name.toml" > "$run/$name.log" 2>&1 < /dev/null &
+    echo $! > "$run/$name.pid"
+  done
+  for entry in "${services[@]}"; do
+    set -- $entry
+    local name=$1 port=$2 deadline=$((SECONDS + 60))
+    until ready "$port"; do
+      alive "$run/$name.pid" || die "$name exited; its log: $run/$name.log"
+      [ $SECONDS -lt $deadline ] || die "$name not ready within 60s; its log: $run/$name.log"
+      sleep 0.2
+    done
+  done
+}
+
+stop() {
+  [ -d "$run" ] || return 0
+  for entry in "${services[@]}"; do
+    set -- $entry
+    local name=$1 pidfile=$run/$1.pid
+    alive "$pidfile" || { rm -f "$pidfile"; continue; }
+    local pid; pid=$(cat "$pidfile")
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ $SECONDS -ge $deadline ]; then say "$name ignored SIGTERM; killing it"; kill -KILL "$pid"; break; fi
+      sleep 0.1
+    done
+    rm -f "$pidfile"
+    say "$name stopped"
+  done
+}
+
+status() {
+  local bad=0
+  printf '%-22s %-8s %-16s %s\n' SERVICE PID ADMIN STATE
+  for entry in "${services[@]}"; do
+    set -- $entry
+    local name=$1 port=$2 pid=- state=stopped
+    if alive "$run/$name.pid"; then
+      pid=$(cat "$run/$name.pid")
+      if ready "$port"; then state=ready; else state="not ready"; bad=1; fi
+    else
+      bad=1
+    fi
+    printf '%-22s %-8s %-16s %s\n' "$name" "$pid" "127.0.0.1:$port" "$state"
+  done
+  return $bad
+}
+
+case ${1:-} in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

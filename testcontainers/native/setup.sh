@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the system packages the build needs (Debian), when missing. The stack's own packages are
+# installed by stack.sh install.
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else say "need root to run: $*"; exit 1; fi
+}
+
+command -v cargo >/dev/null 2>&1 || { say "Rust (cargo) is not installed: install it with rustup first"; exit 1; }
+
+missing=()
+# rdkafka builds the bundled librdkafka with make and a C compiler, and links OpenSSL (ssl feature).
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} (apt)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    say "installing the Rust component $component"
+    rustup component add "$component"
+  fi
+done
