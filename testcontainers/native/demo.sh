@@ -34,7 +34,8 @@ cat <<EOT
 Causeway is running: Kafka at $KAFKA_BOOTSTRAP, Redis at $REDIS_URL, ClickHouse at $CLICKHOUSE_URL.
 
 What you can do next:
-  target/debug/causeway topics plan         compare the cluster with domains/orders/topology.toml
+  target/debug/causeway topics plan --replication-factor 1
+                                            compare the cluster with domains/orders/topology.toml
   target/debug/causeway --help              the operator CLI
   kcat -b $KAFKA_BOOTSTRAP -L               list the topics
   make status                               what runs, and whether it is ready

@@ -54,8 +54,8 @@ install() {
     say "fetching Apache Kafka $kafka_version jars (Maven Central)"
     rm -rf "$libs"
     mkdir -p "$libs"
-    mvn -q -B -f "$here/kafka-pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" \
-      || die "could not fetch the Kafka jars with Maven"
+    mvn -q -B -Dstyle.color=never -f "$here/kafka-pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" >"$dir/maven.log" 2>&1 \
+      || die "could not fetch the Kafka jars with Maven; its output: $dir/maven.log"
   fi
 }
 
