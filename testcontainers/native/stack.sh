@@ -61,8 +61,20 @@ install() {
 
 # --- helpers ------------------------------------------------------------------------------------
 
+# A PID file names a live process of ours: the PID runs, and (after a reboot or kill -9 the PID may have
+# been reused) its command line is the component's.
 alive() { # pidfile
-  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+  [ -f "$1" ] || return 1
+  local pid; pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  local pattern
+  case $(basename "$1") in
+    kafka.pid) pattern=kafka.Kafka ;;
+    redis.pid) pattern=redis-server ;;
+    clickhouse.pid) pattern=clickhouse-server ;;
+    *) return 0 ;;
+  esac
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "$pattern"
 }
 
 wait_for() { # name seconds command...

@@ -301,3 +301,38 @@ pub fn assert_refuses_bad_config(bin: &Path, sample_config: &Path) {
     }
     let _ = std::fs::remove_file(bad_file);
 }
+
+/// The two tests every service binary has, for its `tests/binary.rs`:
+///
+/// ```text
+/// causeway_testcontainers::service_binary_tests!("projector-redis", "CAUSEWAY__REDIS__URL" => redis_url);
+/// ```
+///
+/// The name is the binary (and package) name; each `VAR => field` points one more config key at a
+/// field of the test [`Stack`](crate::Stack) (Kafka's bootstrap servers are always set).
+#[macro_export]
+macro_rules! service_binary_tests {
+    ($bin:literal $(, $var:literal => $field:ident)* $(,)?) => {
+        #[test]
+        fn starts_with_its_sample_config_reports_ready_and_stops_on_sigterm() {
+            let s = $crate::stack();
+            let env = [
+                ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", s.kafka_bootstrap.as_str()),
+                $(($var, s.$field.as_str()),)*
+            ];
+            $crate::process::assert_service_lifecycle(
+                ::std::path::Path::new(env!(concat!("CARGO_BIN_EXE_", $bin))),
+                ::std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/", $bin, ".toml")),
+                &env,
+            );
+        }
+
+        #[test]
+        fn refuses_bad_config_naming_the_key() {
+            $crate::process::assert_refuses_bad_config(
+                ::std::path::Path::new(env!(concat!("CARGO_BIN_EXE_", $bin))),
+                ::std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/", $bin, ".toml")),
+            );
+        }
+    };
+}

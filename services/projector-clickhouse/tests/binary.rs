@@ -1,27 +1,4 @@
-//! The `projector-clickhouse` binary as a process against the test stack.
+//! The `projector-clickhouse` binary as a process against the test stack: it starts with its sample config, reports
+//! ready, stops on SIGTERM with exit 0, and refuses bad config naming the key.
 
-use std::path::Path;
-
-use causeway_testcontainers::process::{assert_refuses_bad_config, assert_service_lifecycle};
-use causeway_testcontainers::stack;
-
-const BIN: &str = env!("CARGO_BIN_EXE_projector-clickhouse");
-const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/projector-clickhouse.toml");
-
-#[test]
-fn starts_with_its_sample_config_reports_ready_and_stops_on_sigterm() {
-    let s = stack();
-    let env = [
-        (
-            "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
-            s.kafka_bootstrap.as_str(),
-        ),
-        ("CAUSEWAY__CLICKHOUSE__URL", s.clickhouse_url.as_str()),
-    ];
-    assert_service_lifecycle(Path::new(BIN), Path::new(SAMPLE), &env);
-}
-
-#[test]
-fn refuses_bad_config_naming_the_key() {
-    assert_refuses_bad_config(Path::new(BIN), Path::new(SAMPLE));
-}
+causeway_testcontainers::service_binary_tests!("projector-clickhouse", "CAUSEWAY__CLICKHOUSE__URL" => clickhouse_url);
