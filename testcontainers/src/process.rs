@@ -183,30 +183,63 @@ pub fn run_to_exit(
 
 /// A minimal HTTP/1.1 GET, enough for admin endpoints: status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_request(addr, "GET", path, None).map(|r| (r.status, r.body))
+}
+
+/// An HTTP response as tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The body, as text.
+    pub body: String,
+}
+
+/// A minimal HTTP/1.1 request (one per connection) with an optional JSON body: enough to drive an API
+/// in tests without an HTTP client library. Bodies are read to the end of the connection.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<HttpResponse, String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
+    let body = body.unwrap_or("");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .map_err(|e| format!("write to {addr}: {e}"))?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
         .map_err(|e| format!("read from {addr}: {e}"))?;
-    let status = response
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let content_type = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-type")
+            .then(|| value.trim().to_string())
+    });
+    Ok(HttpResponse {
+        status,
+        content_type,
+        body: body.to_string(),
+    })
 }
 
 /// The checks every service binary passes (one test per service calls this): started with its sample
@@ -305,21 +338,24 @@ pub fn assert_refuses_bad_config(bin: &Path, sample_config: &Path) {
 /// The two tests every service binary has, for its `tests/binary.rs`:
 ///
 /// ```text
-/// causeway_testcontainers::service_binary_tests!("projector-redis", "CAUSEWAY__REDIS__URL" => redis_url);
+/// causeway_testcontainers::service_binary_tests!("projector-redis",
+///     "CAUSEWAY__REDIS__URL" => |s| s.redis_url.clone());
 /// ```
 ///
-/// The name is the binary (and package) name; each `VAR => field` points one more config key at a
-/// field of the test [`Stack`](crate::Stack) (Kafka's bootstrap servers are always set).
+/// The name is the binary (and package) name; each `VAR => |stack| value` sets one more config key for
+/// the run (Kafka's bootstrap servers are always set to the test stack's).
 #[macro_export]
 macro_rules! service_binary_tests {
-    ($bin:literal $(, $var:literal => $field:ident)* $(,)?) => {
+    ($bin:literal $(, $var:literal => $value:expr)* $(,)?) => {
         #[test]
         fn starts_with_its_sample_config_reports_ready_and_stops_on_sigterm() {
-            let s = $crate::stack();
-            let env = [
-                ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", s.kafka_bootstrap.as_str()),
-                $(($var, s.$field.as_str()),)*
+            let s: &$crate::Stack = $crate::stack();
+            let values: ::std::vec::Vec<(&str, ::std::string::String)> = vec![
+                ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", s.kafka_bootstrap.clone()),
+                $(($var, ($value)(s)),)*
             ];
+            let env: ::std::vec::Vec<(&str, &str)> =
+                values.iter().map(|(k, v)| (*k, v.as_str())).collect();
             $crate::process::assert_service_lifecycle(
                 ::std::path::Path::new(env!(concat!("CARGO_BIN_EXE_", $bin))),
                 ::std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/", $bin, ".toml")),

@@ -11,7 +11,10 @@ use causeway_testcontainers::stack;
 fn an_unreachable_collector_does_not_block_start_or_stop() {
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     let env = [
-        ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", stack().kafka_bootstrap.as_str()),
+        (
+            "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
+            stack().kafka_bootstrap.as_str(),
+        ),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
     ];
@@ -25,7 +28,10 @@ fn an_unreachable_collector_does_not_block_start_or_stop() {
         .wait_ready(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
     let log = service.log();
-    assert!(log.contains(r#""otlp":true"#), "the service did not turn OTLP export on:\n{log}");
+    assert!(
+        log.contains(r#""otlp":true"#),
+        "the service did not turn OTLP export on:\n{log}"
+    );
     let exit = service
         .terminate(Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));

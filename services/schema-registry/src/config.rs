@@ -1,9 +1,13 @@
-//! Configuration of `schema-registry`: a TOML file (sample: `schema-registry.toml`) plus `CAUSEWAY__SECTION__KEY`
-//! environment overrides, loaded by causeway-runtime.
+//! Configuration of `schema-registry`: a TOML file (sample: `schema-registry.toml`) plus
+//! `CAUSEWAY__SECTION__KEY` environment overrides, loaded by causeway-runtime.
+
+use std::net::SocketAddr;
 
 use causeway_kafka::KafkaConfig;
 use causeway_runtime::{AdminConfig, Invalid, Validate, service::ServiceConfig};
 use serde::{Deserialize, Serialize};
+
+use crate::model::Level;
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -11,13 +15,95 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// The admin server (`/metrics`, `/healthz`, `/readyz`).
     pub admin: AdminConfig,
-    /// The Kafka cluster.
+    /// The Kafka cluster holding the schema topic.
     pub kafka: KafkaConfig,
+    /// The registry itself.
+    pub registry: RegistryConfig,
+}
+
+/// The registry's API and storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Address of the REST API (Confluent's default port is 8081).
+    pub listen: SocketAddr,
+    /// The compacted, single-partition topic holding every schema, config and mode.
+    pub topic: String,
+    /// Replication factor of the topic when the registry creates it.
+    pub replication_factor: i32,
+    /// Compatibility level of subjects that set none, until `PUT /config` sets one.
+    pub default_compatibility: String,
+    /// The transactional id of the writer; the same on every instance of one registry, so that a new
+    /// writer fences the old one.
+    pub writer_transactional_id: String,
+    /// How long a write may take (append, commit, read back), in milliseconds.
+    pub write_timeout_ms: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            topic: "_schemas".into(),
+            replication_factor: 3,
+            default_compatibility: "BACKWARD".into(),
+            writer_transactional_id: "causeway-schema-registry".into(),
+            write_timeout_ms: 10_000,
+            max_request_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// The default level (validated at start-up).
+    pub fn default_level(&self) -> Level {
+        Level::parse(&self.default_compatibility).unwrap_or(Level::Backward)
+    }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Vec<Invalid> {
-        self.kafka.check("kafka")
+        let mut out = self.kafka.check("kafka");
+        let r = &self.registry;
+        if Level::parse(&r.default_compatibility).is_none() {
+            out.push(Invalid::new(
+                "registry.default_compatibility",
+                format!(
+                    "{:?} is not a compatibility level (NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE)",
+                    r.default_compatibility
+                ),
+            ));
+        }
+        if r.topic.trim().is_empty() {
+            out.push(Invalid::new("registry.topic", "must not be empty"));
+        }
+        if r.replication_factor < 1 {
+            out.push(Invalid::new(
+                "registry.replication_factor",
+                "must be at least 1",
+            ));
+        }
+        if r.writer_transactional_id.trim().is_empty() {
+            out.push(Invalid::new(
+                "registry.writer_transactional_id",
+                "must not be empty",
+            ));
+        }
+        if r.write_timeout_ms == 0 {
+            out.push(Invalid::new(
+                "registry.write_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if r.max_request_bytes < 1024 {
+            out.push(Invalid::new(
+                "registry.max_request_bytes",
+                "must be at least 1024",
+            ));
+        }
+        out
     }
 }
 

@@ -1,0 +1,825 @@
+//! The REST API, as Confluent Schema Registry serves it, so that unmodified Confluent clients work:
+//! the same paths, bodies, error codes and content type. Known client habits are accepted: booleans in
+//! any case (`normalize=False`), percent-encoded subjects (`a%2Fb`), bodies without `schemaType`
+//! (AVRO), unknown body fields (`metadata`, `ruleSet`), any JSON-ish content type.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::compat::{self, Previous};
+use crate::error::{ApiError, CONTENT_TYPE};
+use crate::log::Log;
+use crate::model::{
+    ConfigValue, Key, Level, Mode, ModeValue, OTHER_KEY_MAGIC, Reference, SCHEMA_KEY_MAGIC,
+    SchemaValue,
+};
+use crate::schema;
+use crate::store::{Found, Store, VersionSpec};
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct App {
+    /// The log and the state folded from it.
+    pub log: Log,
+    /// Level of subjects without one while no global level is set.
+    pub default_level: Level,
+}
+
+type Shared = State<Arc<App>>;
+type Params = Query<HashMap<String, String>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The API's routes.
+pub fn router(app: Arc<App>, max_body: usize) -> Router {
+    Router::new()
+        .route("/", get(|| async { reply(json!({})) }))
+        .route("/subjects", get(list_subjects))
+        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(get_version).delete(delete_version),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_version_schema),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/referencedby",
+            get(referenced_by),
+        )
+        .route("/schemas/types", get(|| async { reply(json!(["AVRO"])) }))
+        .route("/schemas/ids/{id}", get(schema_by_id))
+        .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
+        .route("/schemas/ids/{id}/subjects", get(subjects_by_id))
+        .route("/schemas/ids/{id}/versions", get(versions_by_id))
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(check_latest),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(check_version),
+        )
+        .route(
+            "/config",
+            get(get_global_config)
+                .put(put_global_config)
+                .delete(delete_global_config),
+        )
+        .route(
+            "/config/{subject}",
+            get(get_subject_config)
+                .put(put_subject_config)
+                .delete(delete_subject_config),
+        )
+        .route("/mode", get(get_global_mode).put(put_global_mode))
+        .route(
+            "/mode/{subject}",
+            get(get_subject_mode)
+                .put(put_subject_mode)
+                .delete(delete_subject_mode),
+        )
+        .fallback(|| async {
+            ApiError {
+                error_code: 404,
+                message: "HTTP 404 Not Found".into(),
+            }
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+fn reply(body: impl Serialize) -> Response {
+    raw(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn raw(body: impl Into<axum::body::Body>) -> Response {
+    let mut response = (StatusCode::OK, body.into()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
+/// A query flag, read the way clients send it (`true`, `True`, `TRUE`).
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params
+        .get(name)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError {
+        error_code: 422,
+        message: format!("Unrecognized or malformed request body: {e}"),
+    })
+}
+
+fn parse_id(raw: &str) -> Result<i32, ApiError> {
+    raw.parse::<i32>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::schema_not_found(&format!("'{raw}' is not a schema id")))
+}
+
+/// A version as the API shows it.
+fn version_body(found: &Found) -> serde_json::Value {
+    let mut body = json!({
+        "subject": found.subject,
+        "version": found.version,
+        "id": found.stored.id,
+        "schema": found.stored.schema,
+    });
+    decorate(
+        &mut body,
+        found.stored.schema_type.as_deref(),
+        &found.stored.references,
+    );
+    if found.deleted {
+        body["deleted"] = json!(true);
+    }
+    body
+}
+
+fn decorate(body: &mut serde_json::Value, schema_type: Option<&str>, references: &[Reference]) {
+    if let Some(t) = schema_type {
+        body["schemaType"] = json!(t);
+    }
+    if !references.is_empty() {
+        body["references"] = json!(references);
+    }
+}
+
+// --- schema input ------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SchemaRequest {
+    schema: String,
+    #[serde(default)]
+    schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<Reference>,
+    /// IMPORT mode: the id to register under.
+    #[serde(default)]
+    id: Option<i32>,
+    /// IMPORT mode: the version to register as.
+    #[serde(default)]
+    version: Option<i32>,
+}
+
+/// A request's schema, validated: canonical text, references, parsed Avro.
+struct Candidate {
+    canonical: String,
+    references: Vec<Reference>,
+    parsed: apache_avro::Schema,
+}
+
+fn candidate(store: &Store, request: &SchemaRequest) -> Result<Candidate, ApiError> {
+    if let Some(t) = &request.schema_type
+        && !t.eq_ignore_ascii_case("AVRO")
+    {
+        return Err(ApiError::invalid_schema(&format!(
+            "schema type {t} is not supported; this registry serves AVRO"
+        )));
+    }
+    let canonical = schema::canonical(&request.schema).map_err(|e| ApiError::invalid_schema(&e))?;
+    let referenced = resolve(store, &request.references, 0)?;
+    let parsed =
+        schema::parse(&canonical, &referenced).map_err(|e| ApiError::invalid_schema(&e))?;
+    Ok(Candidate {
+        canonical,
+        references: request.references.clone(),
+        parsed,
+    })
+}
+
+/// The texts of `references` and of what they reference, dependencies first.
+fn resolve(store: &Store, references: &[Reference], depth: usize) -> Result<Vec<String>, ApiError> {
+    if depth > 32 {
+        return Err(ApiError::invalid_schema(
+            "references nest deeper than 32 levels",
+        ));
+    }
+    let mut out = Vec::new();
+    for r in references {
+        let found = store
+            .version(&r.subject, VersionSpec::Number(r.version), false)
+            .map_err(|_| {
+                ApiError::invalid_schema(&format!(
+                    "reference {} names subject '{}' version {}, which does not exist",
+                    r.name, r.subject, r.version
+                ))
+            })?;
+        out.extend(resolve(store, &found.stored.references, depth + 1)?);
+        out.push(found.stored.schema.clone());
+    }
+    Ok(out)
+}
+
+fn parse_found(store: &Store, found: &Found) -> Result<apache_avro::Schema, ApiError> {
+    let referenced = resolve(store, &found.stored.references, 0)?;
+    schema::parse(&found.stored.schema, &referenced).map_err(|e| {
+        ApiError::store(&format!(
+            "stored schema {} of {} v{} does not parse: {e}",
+            found.stored.id, found.subject, found.version
+        ))
+    })
+}
+
+fn level_of(app: &App, store: &Store, subject: &str) -> Level {
+    store
+        .subject_level(subject)
+        .or(store.global_level())
+        .unwrap_or(app.default_level)
+}
+
+fn mode_of(store: &Store, subject: &str) -> Mode {
+    store
+        .subject_mode(subject)
+        .or(store.global_mode())
+        .unwrap_or(Mode::Readwrite)
+}
+
+fn writable(store: &Store, subject: &str) -> Result<(), ApiError> {
+    match mode_of(store, subject) {
+        Mode::Readonly => Err(ApiError::not_permitted(&format!(
+            "subject '{subject}' is in READONLY mode"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+// --- subjects ----------------------------------------------------------------------------------
+
+async fn list_subjects(State(app): Shared, Query(q): Params) -> ApiResult {
+    let store = app.log.store();
+    let prefix = q
+        .get("subjectPrefix")
+        .map(String::as_str)
+        .filter(|p| *p != ":*:");
+    Ok(reply(store.subjects(flag(&q, "deleted"), prefix)))
+}
+
+async fn list_versions(
+    State(app): Shared,
+    Path(subject): Path<String>,
+    Query(q): Params,
+) -> ApiResult {
+    Ok(reply(
+        app.log.store().versions(&subject, flag(&q, "deleted"))?,
+    ))
+}
+
+async fn get_version(
+    State(app): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(q): Params,
+) -> ApiResult {
+    let spec = VersionSpec::parse(&version)?;
+    let found = app
+        .log
+        .store()
+        .version(&subject, spec, flag(&q, "deleted"))?;
+    Ok(reply(version_body(&found)))
+}
+
+async fn get_version_schema(
+    State(app): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(q): Params,
+) -> ApiResult {
+    let spec = VersionSpec::parse(&version)?;
+    let found = app
+        .log
+        .store()
+        .version(&subject, spec, flag(&q, "deleted"))?;
+    Ok(raw(found.stored.schema.clone()))
+}
+
+async fn referenced_by(
+    State(app): Shared,
+    Path((subject, version)): Path<(String, String)>,
+) -> ApiResult {
+    let store = app.log.store();
+    let found = store.version(&subject, VersionSpec::parse(&version)?, false)?;
+    let mut ids: Vec<i32> = store
+        .subjects(false, None)
+        .iter()
+        .flat_map(|s| store.all_versions(s, false))
+        .filter(|f| {
+            f.stored
+                .references
+                .iter()
+                .any(|r| r.subject == found.subject && r.version == found.version)
+        })
+        .map(|f| f.stored.id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(reply(ids))
+}
+
+async fn register(State(app): Shared, Path(subject): Path<String>, bytes: Bytes) -> ApiResult {
+    let request: SchemaRequest = body(&bytes)?;
+    let mut writer = app.log.writer().await;
+    let record = {
+        let store = app.log.store();
+        let mode = mode_of(&store, &subject);
+        if mode == Mode::Readonly {
+            return Err(ApiError::not_permitted(&format!(
+                "subject '{subject}' is in READONLY mode"
+            )));
+        }
+        let c = candidate(&store, &request)?;
+        if let Some((_, id)) =
+            store.find_in_subject(&subject, &c.canonical, None, &c.references, false)
+        {
+            return Ok(reply(json!({ "id": id })));
+        }
+        if mode != Mode::Import {
+            let previous_found = store.all_versions(&subject, false);
+            let parsed: Vec<apache_avro::Schema> = previous_found
+                .iter()
+                .map(|f| parse_found(&store, f))
+                .collect::<Result<_, _>>()?;
+            let previous: Vec<Previous<'_>> = previous_found
+                .iter()
+                .zip(&parsed)
+                .map(|(f, schema)| Previous {
+                    version: f.version,
+                    schema,
+                })
+                .collect();
+            let messages = compat::check(level_of(&app, &store, &subject), &c.parsed, &previous);
+            if !messages.is_empty() {
+                return Err(ApiError::incompatible(&messages));
+            }
+        }
+        let existing_id = store.id_of(&c.canonical, None, &c.references);
+        let (id, version) = match mode {
+            Mode::Import => {
+                let id = request.id.ok_or_else(|| {
+                    ApiError::not_permitted("IMPORT mode registrations must give the schema's id")
+                })?;
+                if let Some(taken) = store.schema(id).filter(|s| s.schema != c.canonical) {
+                    return Err(ApiError::not_permitted(&format!(
+                        "id {} is already used by another schema",
+                        taken.id
+                    )));
+                }
+                (
+                    id,
+                    request
+                        .version
+                        .unwrap_or_else(|| store.next_version(&subject)),
+                )
+            }
+            _ => (
+                existing_id.unwrap_or_else(|| store.next_id()),
+                store.next_version(&subject),
+            ),
+        };
+        SchemaValue {
+            subject: subject.clone(),
+            version,
+            id,
+            schema: c.canonical,
+            schema_type: None,
+            references: c.references,
+            deleted: false,
+        }
+    };
+    let id = record.id;
+    let key = Key::Schema {
+        subject: subject.clone(),
+        version: record.version,
+        magic: SCHEMA_KEY_MAGIC,
+    };
+    let value = serde_json::to_vec(&record).map_err(|e| ApiError::store(&e.to_string()))?;
+    writer.write(vec![(key, Some(value))]).await?;
+    tracing::info!(%subject, version = record.version, id, "schema registered");
+    Ok(reply(json!({ "id": id })))
+}
+
+async fn lookup(
+    State(app): Shared,
+    Path(subject): Path<String>,
+    Query(q): Params,
+    bytes: Bytes,
+) -> ApiResult {
+    let request: SchemaRequest = body(&bytes)?;
+    let store = app.log.store();
+    let deleted = flag(&q, "deleted");
+    if !store.subject_exists(&subject) {
+        return Err(ApiError::subject_not_found(&subject));
+    }
+    let c = candidate(&store, &request)?;
+    let (version, _) = store
+        .find_in_subject(&subject, &c.canonical, None, &c.references, deleted)
+        .ok_or_else(|| {
+            ApiError::schema_not_found(&format!("the schema is not registered under '{subject}'"))
+        })?;
+    let found = store.version(&subject, VersionSpec::Number(version), deleted)?;
+    Ok(reply(version_body(&found)))
+}
+
+async fn delete_subject(
+    State(app): Shared,
+    Path(subject): Path<String>,
+    Query(q): Params,
+) -> ApiResult {
+    let permanent = flag(&q, "permanent");
+    let mut writer = app.log.writer().await;
+    let (records, versions) = {
+        let store = app.log.store();
+        writable(&store, &subject)?;
+        let all = store.all_versions(&subject, true);
+        if all.is_empty() {
+            return Err(ApiError::subject_not_found(&subject));
+        }
+        let live: Vec<&Found> = all.iter().filter(|f| !f.deleted).collect();
+        if let Some(f) = all
+            .iter()
+            .find(|f| store.is_referenced(&subject, f.version))
+        {
+            return Err(ApiError::referenced(&subject, f.version));
+        }
+        let key = |version| Key::Schema {
+            subject: subject.clone(),
+            version,
+            magic: SCHEMA_KEY_MAGIC,
+        };
+        if permanent {
+            if !live.is_empty() {
+                return Err(ApiError::subject_not_soft_deleted(&subject));
+            }
+            let records = all
+                .iter()
+                .map(|f| (key(f.version), None))
+                .collect::<Vec<_>>();
+            (records, all.iter().map(|f| f.version).collect::<Vec<_>>())
+        } else {
+            if live.is_empty() {
+                return Err(ApiError::subject_soft_deleted(&subject));
+            }
+            let mut records = Vec::with_capacity(live.len());
+            for f in &live {
+                let value = SchemaValue {
+                    subject: subject.clone(),
+                    version: f.version,
+                    id: f.stored.id,
+                    schema: f.stored.schema.clone(),
+                    schema_type: f.stored.schema_type.clone(),
+                    references: f.stored.references.clone(),
+                    deleted: true,
+                };
+                let bytes =
+                    serde_json::to_vec(&value).map_err(|e| ApiError::store(&e.to_string()))?;
+                records.push((key(f.version), Some(bytes)));
+            }
+            (records, live.iter().map(|f| f.version).collect())
+        }
+    };
+    writer.write(records).await?;
+    tracing::info!(%subject, permanent, ?versions, "subject deleted");
+    Ok(reply(versions))
+}
+
+async fn delete_version(
+    State(app): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(q): Params,
+) -> ApiResult {
+    let permanent = flag(&q, "permanent");
+    let spec = VersionSpec::parse(&version)?;
+    let mut writer = app.log.writer().await;
+    let (key, value, number) = {
+        let store = app.log.store();
+        writable(&store, &subject)?;
+        let found = store.version(&subject, spec, true)?;
+        if spec == VersionSpec::Latest && found.deleted && !permanent {
+            return Err(ApiError::version_soft_deleted(&subject, found.version));
+        }
+        if store.is_referenced(&subject, found.version) {
+            return Err(ApiError::referenced(&subject, found.version));
+        }
+        let key = Key::Schema {
+            subject: subject.clone(),
+            version: found.version,
+            magic: SCHEMA_KEY_MAGIC,
+        };
+        if permanent {
+            if !found.deleted {
+                return Err(ApiError::version_not_soft_deleted(&subject, found.version));
+            }
+            (key, None, found.version)
+        } else {
+            if found.deleted {
+                return Err(ApiError::version_soft_deleted(&subject, found.version));
+            }
+            let value = SchemaValue {
+                subject: subject.clone(),
+                version: found.version,
+                id: found.stored.id,
+                schema: found.stored.schema.clone(),
+                schema_type: found.stored.schema_type.clone(),
+                references: found.stored.references.clone(),
+                deleted: true,
+            };
+            let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::store(&e.to_string()))?;
+            (key, Some(bytes), found.version)
+        }
+    };
+    writer.write(vec![(key, value)]).await?;
+    tracing::info!(%subject, version = number, permanent, "version deleted");
+    Ok(reply(number))
+}
+
+// --- schemas by id -----------------------------------------------------------------------------
+
+async fn schema_by_id(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    let id = parse_id(&id)?;
+    let stored = app
+        .log
+        .store()
+        .schema(id)
+        .ok_or_else(|| ApiError::schema_not_found(&format!("schema {id} not found")))?;
+    let mut body = json!({ "schema": stored.schema });
+    decorate(&mut body, stored.schema_type.as_deref(), &stored.references);
+    Ok(reply(body))
+}
+
+async fn raw_schema_by_id(State(app): Shared, Path(id): Path<String>) -> ApiResult {
+    let id = parse_id(&id)?;
+    let stored = app
+        .log
+        .store()
+        .schema(id)
+        .ok_or_else(|| ApiError::schema_not_found(&format!("schema {id} not found")))?;
+    Ok(raw(stored.schema.clone()))
+}
+
+async fn subjects_by_id(State(app): Shared, Path(id): Path<String>, Query(q): Params) -> ApiResult {
+    let id = parse_id(&id)?;
+    let store = app.log.store();
+    if store.schema(id).is_none() {
+        return Err(ApiError::schema_not_found(&format!(
+            "schema {id} not found"
+        )));
+    }
+    let mut subjects: Vec<String> = store
+        .uses_of(id, flag(&q, "deleted"))
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    subjects.dedup();
+    Ok(reply(subjects))
+}
+
+async fn versions_by_id(State(app): Shared, Path(id): Path<String>, Query(q): Params) -> ApiResult {
+    let id = parse_id(&id)?;
+    let store = app.log.store();
+    if store.schema(id).is_none() {
+        return Err(ApiError::schema_not_found(&format!(
+            "schema {id} not found"
+        )));
+    }
+    let uses: Vec<serde_json::Value> = store
+        .uses_of(id, flag(&q, "deleted"))
+        .into_iter()
+        .map(|(subject, version)| json!({ "subject": subject, "version": version }))
+        .collect();
+    Ok(reply(uses))
+}
+
+// --- compatibility -----------------------------------------------------------------------------
+
+fn compatibility_reply(messages: Vec<String>, verbose: bool) -> Response {
+    let mut body = json!({ "is_compatible": messages.is_empty() });
+    if verbose {
+        body["messages"] = json!(messages);
+    }
+    reply(body)
+}
+
+async fn check_latest(
+    State(app): Shared,
+    Path(subject): Path<String>,
+    Query(q): Params,
+    bytes: Bytes,
+) -> ApiResult {
+    let request: SchemaRequest = body(&bytes)?;
+    let store = app.log.store();
+    let c = candidate(&store, &request)?;
+    let found = store.all_versions(&subject, false);
+    let parsed: Vec<apache_avro::Schema> = found
+        .iter()
+        .map(|f| parse_found(&store, f))
+        .collect::<Result<_, _>>()?;
+    let previous: Vec<Previous<'_>> = found
+        .iter()
+        .zip(&parsed)
+        .map(|(f, schema)| Previous {
+            version: f.version,
+            schema,
+        })
+        .collect();
+    let messages = compat::check(level_of(&app, &store, &subject), &c.parsed, &previous);
+    Ok(compatibility_reply(messages, flag(&q, "verbose")))
+}
+
+async fn check_version(
+    State(app): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(q): Params,
+    bytes: Bytes,
+) -> ApiResult {
+    let spec = VersionSpec::parse(&version)?;
+    let request: SchemaRequest = body(&bytes)?;
+    let store = app.log.store();
+    let found = store.version(&subject, spec, false)?;
+    let c = candidate(&store, &request)?;
+    let against = parse_found(&store, &found)?;
+    let previous = [Previous {
+        version: found.version,
+        schema: &against,
+    }];
+    // Against one named version, transitivity has nothing to add: the direction is what counts.
+    let level = match level_of(&app, &store, &subject) {
+        Level::BackwardTransitive => Level::Backward,
+        Level::ForwardTransitive => Level::Forward,
+        Level::FullTransitive => Level::Full,
+        other => other,
+    };
+    let messages = compat::check(level, &c.parsed, &previous);
+    Ok(compatibility_reply(messages, flag(&q, "verbose")))
+}
+
+// --- config and mode ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct ConfigRequest {
+    compatibility: Option<String>,
+    /// Some clients send the GET shape back.
+    #[serde(rename = "compatibilityLevel")]
+    compatibility_level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModeRequest {
+    mode: String,
+}
+
+fn requested_level(bytes: &Bytes) -> Result<Level, ApiError> {
+    let request: ConfigRequest = body(bytes)?;
+    let raw = request
+        .compatibility
+        .or(request.compatibility_level)
+        .ok_or_else(|| ApiError::invalid_level(""))?;
+    Level::parse(&raw).ok_or_else(|| ApiError::invalid_level(&raw))
+}
+
+async fn write_config(
+    app: &App,
+    subject: Option<String>,
+    level: Option<Level>,
+) -> Result<(), ApiError> {
+    let value = serde_json::to_vec(&ConfigValue {
+        compatibility_level: level,
+    })
+    .map_err(|e| ApiError::store(&e.to_string()))?;
+    let key = Key::Config {
+        subject,
+        magic: OTHER_KEY_MAGIC,
+    };
+    app.log.writer().await.write(vec![(key, Some(value))]).await
+}
+
+async fn get_global_config(State(app): Shared) -> ApiResult {
+    let level = app.log.store().global_level().unwrap_or(app.default_level);
+    Ok(reply(json!({ "compatibilityLevel": level.as_str() })))
+}
+
+async fn put_global_config(State(app): Shared, bytes: Bytes) -> ApiResult {
+    let level = requested_level(&bytes)?;
+    write_config(&app, None, Some(level)).await?;
+    Ok(reply(json!({ "compatibility": level.as_str() })))
+}
+
+async fn delete_global_config(State(app): Shared) -> ApiResult {
+    let previous = app.log.store().global_level().unwrap_or(app.default_level);
+    write_config(&app, None, None).await?;
+    Ok(reply(json!({ "compatibilityLevel": previous.as_str() })))
+}
+
+async fn get_subject_config(
+    State(app): Shared,
+    Path(subject): Path<String>,
+    Query(q): Params,
+) -> ApiResult {
+    let store = app.log.store();
+    let level = match store.subject_level(&subject) {
+        Some(level) => level,
+        None if flag(&q, "defaultToGlobal") => store.global_level().unwrap_or(app.default_level),
+        None => return Err(ApiError::subject_level_not_configured(&subject)),
+    };
+    Ok(reply(json!({ "compatibilityLevel": level.as_str() })))
+}
+
+async fn put_subject_config(
+    State(app): Shared,
+    Path(subject): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
+    let level = requested_level(&bytes)?;
+    write_config(&app, Some(subject), Some(level)).await?;
+    Ok(reply(json!({ "compatibility": level.as_str() })))
+}
+
+async fn delete_subject_config(State(app): Shared, Path(subject): Path<String>) -> ApiResult {
+    let previous = app
+        .log
+        .store()
+        .subject_level(&subject)
+        .ok_or_else(|| ApiError::subject_level_not_configured(&subject))?;
+    write_config(&app, Some(subject), None).await?;
+    Ok(reply(json!({ "compatibilityLevel": previous.as_str() })))
+}
+
+fn requested_mode(bytes: &Bytes) -> Result<Mode, ApiError> {
+    let request: ModeRequest = body(bytes)?;
+    Mode::parse(&request.mode).ok_or_else(|| ApiError::invalid_mode(&request.mode))
+}
+
+async fn write_mode(
+    app: &App,
+    subject: Option<String>,
+    mode: Option<Mode>,
+) -> Result<(), ApiError> {
+    let value =
+        serde_json::to_vec(&ModeValue { mode }).map_err(|e| ApiError::store(&e.to_string()))?;
+    let key = Key::Mode {
+        subject,
+        magic: OTHER_KEY_MAGIC,
+    };
+    app.log.writer().await.write(vec![(key, Some(value))]).await
+}
+
+async fn get_global_mode(State(app): Shared) -> ApiResult {
+    let mode = app.log.store().global_mode().unwrap_or(Mode::Readwrite);
+    Ok(reply(json!({ "mode": mode })))
+}
+
+async fn put_global_mode(State(app): Shared, bytes: Bytes) -> ApiResult {
+    let mode = requested_mode(&bytes)?;
+    write_mode(&app, None, Some(mode)).await?;
+    Ok(reply(json!({ "mode": mode })))
+}
+
+async fn get_subject_mode(
+    State(app): Shared,
+    Path(subject): Path<String>,
+    Query(q): Params,
+) -> ApiResult {
+    let store = app.log.store();
+    let mode = match store.subject_mode(&subject) {
+        Some(mode) => mode,
+        None if flag(&q, "defaultToGlobal") => store.global_mode().unwrap_or(Mode::Readwrite),
+        None => return Err(ApiError::subject_mode_not_configured(&subject)),
+    };
+    Ok(reply(json!({ "mode": mode })))
+}
+
+async fn put_subject_mode(
+    State(app): Shared,
+    Path(subject): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
+    let mode = requested_mode(&bytes)?;
+    write_mode(&app, Some(subject), Some(mode)).await?;
+    Ok(reply(json!({ "mode": mode })))
+}
+
+async fn delete_subject_mode(State(app): Shared, Path(subject): Path<String>) -> ApiResult {
+    let previous = app
+        .log
+        .store()
+        .subject_mode(&subject)
+        .ok_or_else(|| ApiError::subject_mode_not_configured(&subject))?;
+    write_mode(&app, Some(subject), None).await?;
+    Ok(reply(json!({ "mode": previous })))
+}
