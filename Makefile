@@ -20,7 +20,7 @@ setup: ## Install what is missing: build packages, Kafka/Redis/ClickHouse, Rust 
 	@bash $(STACK) install
 	@$(CARGO) fetch --locked
 
-up: ## Start the local stack (Kafka, Redis, ClickHouse) on 127.0.0.1; a no-op when it runs.
+up: build ## Start the local stack (Kafka, Redis, ClickHouse, schema registry) on 127.0.0.1; a no-op when it runs.
 	@bash $(STACK) up
 
 down: ## Stop the demo's services and the local stack.
@@ -41,7 +41,7 @@ lint: ## rustfmt and clippy (warnings are errors).
 test: setup build lint ## Run every test against the real stack (started if needed, stopped after if it was not running).
 	@bash testcontainers/native/test.sh
 
-demo: setup build up ## Start the stack and every service, provision topics, and show the result.
+demo: setup up ## Start the stack and every service, provision topics, and show the result.
 	@bash testcontainers/native/demo.sh
 
 check-docker: ## Compile the Docker backend of the test stack (for machines with a Docker engine).

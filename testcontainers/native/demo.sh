@@ -31,13 +31,15 @@ curl -s 127.0.0.1:9401/metrics | grep -E '^causeway_' | sed 's/^/  /'
 
 cat <<EOT
 
-Causeway is running: Kafka at $KAFKA_BOOTSTRAP, Redis at $REDIS_URL, ClickHouse at $CLICKHOUSE_URL.
+Causeway is running: Kafka at $KAFKA_BOOTSTRAP, Redis at $REDIS_URL, ClickHouse at $CLICKHOUSE_URL,
+the schema registry at $REGISTRY_URL.
 
 What you can do next:
   target/debug/causeway topics plan --replication-factor 1
                                             compare the cluster with domains/orders/topology.toml
   target/debug/causeway --help              the operator CLI
   kcat -b $KAFKA_BOOTSTRAP -L               list the topics
+  curl -s $REGISTRY_URL/subjects     the registry's subjects (Confluent's REST API)
   make status                               what runs, and whether it is ready
   tail -f .stack/services/*.log             the services' JSON logs
   make down                                 stop the services and the stack

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the suite's services as local processes against the native stack (make demo uses it).
+# Runs the suite's services as local processes against the native stack (make demo uses it). The schema
+# registry is part of the stack itself (stack.sh), since the tests need it too.
 #
 #   services.sh start    start every service not yet running (binaries from target/debug), wait for /readyz
 #   services.sh stop     SIGTERM each service this script started, wait for it to exit
@@ -17,7 +18,6 @@ bin=${CAUSEWAY_BIN_DIR:-$repo/target/debug}
 
 # name admin-port
 services=(
-  "schema-registry 9407"
   "command-gateway 9401"
   "aggregate-processor 9402"
   "projector-clickhouse 9403"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The native test stack: Apache Kafka (KRaft, single node), Redis and ClickHouse as plain processes on
-# 127.0.0.1, with all their data, logs and PIDs under one git-ignored folder ($CAUSEWAY_STACK_DIR,
+# The native test stack: Apache Kafka (KRaft, single node), Redis, ClickHouse and the suite's own schema
+# registry as plain processes on 127.0.0.1, with all their data, logs and PIDs under one git-ignored folder ($CAUSEWAY_STACK_DIR,
 # default <repo>/.stack). `make up`/`make down` and the integration tests (crate causeway-testcontainers)
 # all go through this one script.
 #
@@ -14,12 +14,16 @@
 # Ports (environment, read by `up`; the running stack's ports are recorded in $CAUSEWAY_STACK_DIR/stack.env):
 #   CAUSEWAY_STACK_KAFKA_PORT (19092)  CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT (19093)
 #   CAUSEWAY_STACK_REDIS_PORT (16379)  CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT (18123)
-#   CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT (19000)
+#   CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT (19000)  CAUSEWAY_STACK_REGISTRY_PORT (18081)
+#   CAUSEWAY_STACK_REGISTRY_ADMIN_PORT (19081)
+# The registry is this repository's `schema-registry` binary, from $CAUSEWAY_BIN_DIR (target/debug): build
+# it first (make build; cargo test builds it too).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 dir=${CAUSEWAY_STACK_DIR:-$repo/.stack}
+bin=${CAUSEWAY_BIN_DIR:-$repo/target/debug}
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka-pom.xml")
 
 say() { printf 'stack: %s\n' "$*" >&2; }
@@ -72,6 +76,7 @@ alive() { # pidfile
     kafka.pid) pattern=kafka.Kafka ;;
     redis.pid) pattern=redis-server ;;
     clickhouse.pid) pattern=clickhouse-server ;;
+    registry.pid) pattern=schema-registry ;;
     *) return 0 ;;
   esac
   tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "$pattern"
@@ -93,6 +98,7 @@ log_of() {
     kafka) echo "$dir/kafka/kafka.log" ;;
     redis) echo "$dir/redis/redis.log" ;;
     clickhouse) echo "$dir/clickhouse/clickhouse.err.log" ;;
+    registry) echo "$dir/registry/registry.log" ;;
   esac
 }
 
@@ -122,6 +128,8 @@ load_ports() {
   redis_port=${CAUSEWAY_STACK_REDIS_PORT:-16379}
   ch_http_port=${CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT:-18123}
   ch_tcp_port=${CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT:-19000}
+  registry_port=${CAUSEWAY_STACK_REGISTRY_PORT:-18081}
+  registry_admin_port=${CAUSEWAY_STACK_REGISTRY_ADMIN_PORT:-19081}
   if [ -f "$dir/ports" ] && any_alive; then
     # shellcheck disable=SC1091
     . "$dir/ports"
@@ -138,12 +146,14 @@ check_free() { # component port variable
 }
 
 any_alive() {
-  alive "$dir/kafka/kafka.pid" || alive "$dir/redis/redis.pid" || alive "$dir/clickhouse/clickhouse.pid"
+  alive "$dir/kafka/kafka.pid" || alive "$dir/redis/redis.pid" || alive "$dir/clickhouse/clickhouse.pid" \
+    || alive "$dir/registry/registry.pid"
 }
 
 kafka_answers() { kcat -b "127.0.0.1:$kafka_port" -L -m 3 >/dev/null 2>&1; }
 redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]; }
 clickhouse_answers() { [ "$(curl -fsS "http://127.0.0.1:$ch_http_port/ping" 2>/dev/null)" = "Ok." ]; }
+registry_answers() { curl -fsS "http://127.0.0.1:$registry_admin_port/readyz" >/dev/null 2>&1; }
 
 # --- Kafka --------------------------------------------------------------------------------------
 
@@ -284,6 +294,20 @@ EOF
   echo $! > "$c/clickhouse.pid"
 }
 
+# --- Schema registry (ours) ---------------------------------------------------------------------
+
+start_registry() {
+  local r=$dir/registry
+  mkdir -p "$r"
+  [ -x "$bin/schema-registry" ] || die "the schema registry is not built ($bin/schema-registry): run make build first"
+  env "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port" \
+    "CAUSEWAY__REGISTRY__LISTEN=127.0.0.1:$registry_port" \
+    "CAUSEWAY__ADMIN__LISTEN=127.0.0.1:$registry_admin_port" \
+    setsid "$bin/schema-registry" --config "$repo/services/schema-registry/schema-registry.toml" \
+    > "$r/registry.log" 2>&1 < /dev/null 9>&- &
+  echo $! > "$r/registry.pid"
+}
+
 # Every process started here closes fd 9 (the stack lock), or it would hold the lock for its lifetime.
 
 # --- commands -----------------------------------------------------------------------------------
@@ -295,11 +319,14 @@ write_env() {
     echo "CAUSEWAY_STACK_REDIS_PORT=$redis_port"
     echo "CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT=$ch_http_port"
     echo "CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT=$ch_tcp_port"
+    echo "CAUSEWAY_STACK_REGISTRY_PORT=$registry_port"
+    echo "CAUSEWAY_STACK_REGISTRY_ADMIN_PORT=$registry_admin_port"
   } > "$dir/ports"
   {
     echo "KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port"
     echo "REDIS_URL=redis://127.0.0.1:$redis_port"
     echo "CLICKHOUSE_URL=http://127.0.0.1:$ch_http_port"
+    echo "REGISTRY_URL=http://127.0.0.1:$registry_port"
   } > "$dir/stack.env"
 }
 
@@ -319,17 +346,24 @@ up() {
     check_free clickhouse "$ch_http_port" CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT
     check_free clickhouse "$ch_tcp_port" CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT
   fi
+  if ! alive "$dir/registry/registry.pid"; then
+    check_free registry "$registry_port" CAUSEWAY_STACK_REGISTRY_PORT
+    check_free registry "$registry_admin_port" CAUSEWAY_STACK_REGISTRY_ADMIN_PORT
+  fi
   if alive "$dir/kafka/kafka.pid"; then :; else start_kafka; started+=(kafka); fi
   if alive "$dir/redis/redis.pid"; then :; else start_redis; started+=(redis); fi
   if alive "$dir/clickhouse/clickhouse.pid"; then :; else start_clickhouse; started+=(clickhouse); fi
   write_env
   wait_for kafka 90 kafka_answers
+  # The registry keeps its state in Kafka: it starts once Kafka answers.
+  if alive "$dir/registry/registry.pid"; then :; else start_registry; started+=(registry); fi
   wait_for redis 20 redis_answers
   wait_for clickhouse 30 clickhouse_answers
+  wait_for registry 60 registry_answers
   if [ ${#started[@]} -eq 0 ]; then
-    say "already running (kafka 127.0.0.1:$kafka_port, redis :$redis_port, clickhouse :$ch_http_port)"
+    say "already running (kafka 127.0.0.1:$kafka_port, redis :$redis_port, clickhouse :$ch_http_port, registry :$registry_port)"
   else
-    say "started ${started[*]}; kafka 127.0.0.1:$kafka_port, redis :$redis_port, clickhouse http :$ch_http_port"
+    say "started ${started[*]}; kafka 127.0.0.1:$kafka_port, redis :$redis_port, clickhouse http :$ch_http_port, registry http :$registry_port"
   fi
 }
 
@@ -337,6 +371,7 @@ down() {
   [ -d "$dir" ] || { say "nothing to stop"; return 0; }
   exec 9>"$dir/.lock"
   flock 9
+  stop_pid registry "$dir/registry/registry.pid"
   stop_pid clickhouse "$dir/clickhouse/clickhouse.pid"
   stop_pid redis "$dir/redis/redis.pid"
   stop_pid kafka "$dir/kafka/kafka.pid"
@@ -345,7 +380,7 @@ down() {
 status() {
   load_ports
   local bad=0
-  for c in kafka redis clickhouse; do
+  for c in kafka redis clickhouse registry; do
     local pidfile=$dir/$c/$c.pid
     if alive "$pidfile" && "${c}_answers"; then
       say "$c up (pid $(cat "$pidfile"))"

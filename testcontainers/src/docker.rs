@@ -60,21 +60,26 @@ type Containers = (
     ContainerAsync<Kafka>,
     ContainerAsync<Redis>,
     ContainerAsync<ClickHouse>,
+    crate::process::ServiceProcess,
 );
 
 async fn start() -> Result<(Stack, Containers), String> {
     let kafka = start_one("Apache Kafka", Kafka::default()).await?;
     let redis = start_one("Redis", Redis::default()).await?;
     let clickhouse = start_one("ClickHouse", ClickHouse::default()).await?;
+    let kafka_bootstrap = format!("127.0.0.1:{}", port(&kafka, apache::KAFKA_PORT).await?);
+    // The registry is this repository's own binary, run as a process against the Kafka container.
+    let (registry, registry_url) = crate::native::start_registry(&kafka_bootstrap)?;
     let stack = Stack {
-        kafka_bootstrap: format!("127.0.0.1:{}", port(&kafka, apache::KAFKA_PORT).await?),
+        kafka_bootstrap,
         redis_url: format!("redis://127.0.0.1:{}", port(&redis, REDIS_PORT).await?),
         clickhouse_url: format!(
             "http://127.0.0.1:{}",
             port(&clickhouse, CLICKHOUSE_HTTP_PORT).await?
         ),
+        registry_url,
     };
-    Ok((stack, (kafka, redis, clickhouse)))
+    Ok((stack, (kafka, redis, clickhouse, registry)))
 }
 
 async fn start_one<I: Image>(what: &str, image: I) -> Result<ContainerAsync<I>, String> {

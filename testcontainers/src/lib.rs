@@ -1,4 +1,4 @@
-//! The test stack: Apache Kafka, Redis and ClickHouse for integration tests, and helpers to run the
+//! The test stack: Apache Kafka, Redis, ClickHouse and the schema registry for integration tests, and helpers to run the
 //! suite's binaries as processes.
 //!
 //! One stack serves every test: [`stack`] starts it on first use (through `native/stack.sh up`, the same
@@ -35,6 +35,8 @@ pub struct Stack {
     pub redis_url: String,
     /// ClickHouse HTTP URL (`http://host:port`).
     pub clickhouse_url: String,
+    /// The schema registry's REST API (`http://host:port`).
+    pub registry_url: String,
 }
 
 /// Which backend runs the stack.

@@ -1,5 +1,5 @@
-//! The native backend: `native/stack.sh` (the script `make up` runs) starts Apache Kafka, Redis and
-//! ClickHouse as processes on 127.0.0.1 and records their endpoints in `<stack dir>/stack.env`.
+//! The native backend: `native/stack.sh` (the script `make up` runs) starts Apache Kafka, Redis,
+//! ClickHouse and the schema registry as processes on 127.0.0.1 and records their endpoints in `<stack dir>/stack.env`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,7 +63,32 @@ fn parse_env(text: &str) -> Result<Stack, String> {
         kafka_bootstrap: get("KAFKA_BOOTSTRAP")?,
         redis_url: get("REDIS_URL")?,
         clickhouse_url: get("CLICKHOUSE_URL")?,
+        registry_url: get("REGISTRY_URL")?,
     })
+}
+
+/// Start this repository's schema registry (from `CAUSEWAY_BIN_DIR`, default `target/debug`) against
+/// `kafka_bootstrap`, on free ports, and wait until it is ready: for backends that do not run
+/// `stack.sh`. Returns the process and the API's URL.
+pub fn start_registry(
+    kafka_bootstrap: &str,
+) -> Result<(crate::process::ServiceProcess, String), String> {
+    let bin_dir = std::env::var_os("CAUSEWAY_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug"));
+    let bin = bin_dir.join("schema-registry");
+    let config = repo_root().join("services/schema-registry/schema-registry.toml");
+    let api = format!("127.0.0.1:{}", crate::process::free_port());
+    let mut process = crate::process::ServiceProcess::start(
+        &bin,
+        &config,
+        &[
+            ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap),
+            ("CAUSEWAY__REGISTRY__LISTEN", api.as_str()),
+        ],
+    )?;
+    process.wait_ready(std::time::Duration::from_secs(60))?;
+    Ok((process, format!("http://{api}")))
 }
 
 #[cfg(test)]
@@ -73,7 +98,8 @@ mod tests {
     #[test]
     fn parses_the_env_file() {
         let s = parse_env(
-            "KAFKA_BOOTSTRAP=127.0.0.1:1\nREDIS_URL=redis://127.0.0.1:2\nCLICKHOUSE_URL=http://127.0.0.1:3\n",
+            "KAFKA_BOOTSTRAP=127.0.0.1:1\nREDIS_URL=redis://127.0.0.1:2\nCLICKHOUSE_URL=http://127.0.0.1:3\n\
+             REGISTRY_URL=http://127.0.0.1:4\n",
         );
         assert_eq!(
             s,
@@ -81,6 +107,7 @@ mod tests {
                 kafka_bootstrap: "127.0.0.1:1".into(),
                 redis_url: "redis://127.0.0.1:2".into(),
                 clickhouse_url: "http://127.0.0.1:3".into(),
+                registry_url: "http://127.0.0.1:4".into(),
             })
         );
         assert!(parse_env("KAFKA_BOOTSTRAP=x\n").is_err());

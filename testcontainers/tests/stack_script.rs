@@ -1,5 +1,5 @@
 //! `native/stack.sh` itself, on a second stack of its own (own folder, own free ports), so the shared
-//! stack the other tests use is left alone: `up` starts all three components and is a no-op the second
+//! stack the other tests use is left alone: `up` starts all four components and is a no-op the second
 //! time, `status` tells, `down` leaves no process behind.
 
 use std::path::Path;
@@ -42,6 +42,8 @@ fn up_is_idempotent_and_down_leaves_nothing_behind() {
         ("CAUSEWAY_STACK_REDIS_PORT", free_port()),
         ("CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT", free_port()),
         ("CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT", free_port()),
+        ("CAUSEWAY_STACK_REGISTRY_PORT", free_port()),
+        ("CAUSEWAY_STACK_REGISTRY_ADMIN_PORT", free_port()),
     ];
 
     let (code, out) = stack(&dir, &ports, "up");
