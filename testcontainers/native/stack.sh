@@ -49,9 +49,10 @@ install() {
   command -v flock >/dev/null 2>&1 || missing+=(util-linux)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (apt)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
   fi
+
+  install_python
 
   local libs=$dir/kafka/libs
   if [ ! -f "$libs/kafka_2.13-$kafka_version.jar" ]; then
@@ -61,6 +62,29 @@ install() {
     mvn -q -B -Dstyle.color=never -f "$here/kafka-pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" >"$dir/maven.log" 2>&1 \
       || die "could not fetch the Kafka jars with Maven; its output: $dir/maven.log"
   fi
+}
+
+# Outside clients the tests use (Confluent's Python client, Avro's reference checker), in a venv of the
+# stack's own, reinstalled when the pinned requirements change.
+install_python() {
+  local venv=$dir/venv req=$here/../python/requirements.txt
+  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$venv/requirements.txt"; then return 0; fi
+  command -v python3 >/dev/null 2>&1 || { say "installing python3 (apt)"; apt_install python3; }
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    say "installing python3-venv (apt)"; apt_install python3-venv
+  fi
+  say "installing the Python test clients into $venv (PyPI)"
+  rm -rf "$venv"
+  mkdir -p "$dir"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" > "$dir/pip.log" 2>&1 \
+    || die "pip could not install $req; its output: $dir/pip.log"
+  cp "$req" "$venv/requirements.txt"
+}
+
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -14,6 +14,32 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// The folder holding the stack's data, logs and tools (`CAUSEWAY_STACK_DIR`, default `<repo>/.stack`).
+pub fn stack_dir() -> PathBuf {
+    std::env::var_os("CAUSEWAY_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".stack"))
+}
+
+/// The Python of the stack's venv, with the outside clients of `testcontainers/python/requirements.txt`
+/// (Confluent's client, Avro's reference checker). Panics, naming the fix, when it is missing.
+pub fn python() -> PathBuf {
+    let python = stack_dir().join("venv/bin/python");
+    if !python.exists() {
+        panic!(
+            "{} is missing: the Python test clients are not installed (run `make setup`, or `{} install`)",
+            python.display(),
+            script().display()
+        );
+    }
+    python
+}
+
+/// A script under `testcontainers/python/`.
+pub fn python_script(name: &str) -> PathBuf {
+    repo_root().join("testcontainers/python").join(name)
+}
+
 /// The stack script.
 pub fn script() -> PathBuf {
     repo_root().join("testcontainers/native/stack.sh")
