@@ -1,10 +1,18 @@
 //! Compatibility checks between a candidate schema and a subject's registered versions, under a
-//! [`Level`]. The reader/writer rules are Avro's schema resolution (apache-avro's checker); a result the
-//! checker calls `Partial` (a writer's enum symbol or union branch the reader lacks: reading may fail)
-//! is treated as incompatible, as Avro's reference checker does.
+//! [`Level`].
+//!
+//! The reader/writer rules are Avro's schema resolution, checked here rather than by apache-avro's
+//! checker, which stops at the first problem, ignores aliases and reader enum defaults, and answers
+//! "partially" for enums and unions (docs/adr/0006-schema-registry.md). This one follows Avro's reference
+//! checker (Java's `SchemaCompatibility`, mirrored by the Python `avro` package, which the tests compare
+//! against): logical types are read as their underlying type; names match by name or by the reader's
+//! aliases; every problem is reported, each with the path in the schema, the field or symbol it
+//! concerns, and the rule it breaks.
+
+use std::collections::{HashMap, HashSet};
 
 use apache_avro::Schema;
-use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
+use apache_avro::schema::{Name, RecordSchema};
 
 use crate::model::Level;
 
@@ -54,27 +62,309 @@ pub fn check(level: Level, candidate: &Schema, previous: &[Previous<'_>]) -> Vec
     messages
 }
 
-/// Why `reader` cannot read what `writer` wrote, or `None` when it always can.
+/// Why `reader` cannot read what `writer` wrote (every reason, joined), or `None` when it always can.
 fn reads(writer: &Schema, reader: &Schema) -> Option<String> {
-    match SchemaCompatibility::can_read(writer, reader) {
-        Ok(Compatibility::Full) => None,
-        Ok(Compatibility::Partial) => Some(
-            "the reader lacks an enum symbol or a union branch the writer can produce, so reading may fail"
-                .into(),
-        ),
-        Err(e) => Some(error_chain(&e)),
+    let problems = incompatibilities(writer, reader);
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// Every reason a reader with `reader` cannot read data written with `writer`; empty when it can.
+pub fn incompatibilities(writer: &Schema, reader: &Schema) -> Vec<String> {
+    let mut checker = Checker {
+        writer_names: named_types(writer),
+        reader_names: named_types(reader),
+        in_progress: HashSet::new(),
+        problems: Vec::new(),
+    };
+    checker.check(writer, reader, "");
+    checker.problems
+}
+
+struct Checker<'a> {
+    writer_names: HashMap<String, &'a Schema>,
+    reader_names: HashMap<String, &'a Schema>,
+    /// Pairs of named types being compared; meeting one again (a recursive type) is assumed compatible.
+    in_progress: HashSet<(String, String)>,
+    problems: Vec<String>,
+}
+
+fn named_types(schema: &Schema) -> HashMap<String, &Schema> {
+    fn walk<'a>(schema: &'a Schema, out: &mut HashMap<String, &'a Schema>) {
+        match schema {
+            // A name seen before is a recursive reference: its fields are walked once.
+            Schema::Record(r) if out.insert(r.name.fullname(None), schema).is_none() => {
+                for f in &r.fields {
+                    walk(&f.schema, out);
+                }
+            }
+            Schema::Enum(e) => {
+                out.insert(e.name.fullname(None), schema);
+            }
+            Schema::Fixed(f) | Schema::Duration(f) => {
+                out.insert(f.name.fullname(None), schema);
+            }
+            Schema::Array(a) => walk(&a.items, out),
+            Schema::Map(m) => walk(&m.types, out),
+            Schema::Union(u) => u.variants().iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = HashMap::new();
+    walk(schema, &mut out);
+    out
+}
+
+/// The type the encoding uses: logical types are read as their underlying type (as Avro's checker does).
+#[derive(Debug, Clone, Copy)]
+enum Shape<'a> {
+    Null,
+    Boolean,
+    Int,
+    Long,
+    Float,
+    Double,
+    Bytes,
+    String,
+    Array(&'a Schema),
+    Map(&'a Schema),
+    Union(&'a [Schema]),
+    Record(&'a RecordSchema),
+    Enum(&'a apache_avro::schema::EnumSchema),
+    Fixed(&'a apache_avro::schema::FixedSchema),
+    Unresolved(&'a Name),
+}
+
+impl Shape<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Shape::Null => "null".into(),
+            Shape::Boolean => "boolean".into(),
+            Shape::Int => "int".into(),
+            Shape::Long => "long".into(),
+            Shape::Float => "float".into(),
+            Shape::Double => "double".into(),
+            Shape::Bytes => "bytes".into(),
+            Shape::String => "string".into(),
+            Shape::Array(_) => "array".into(),
+            Shape::Map(_) => "map".into(),
+            Shape::Union(_) => "union".into(),
+            Shape::Record(r) => format!("record {}", r.name.fullname(None)),
+            Shape::Enum(e) => format!("enum {}", e.name.fullname(None)),
+            Shape::Fixed(f) => format!("fixed {}", f.name.fullname(None)),
+            Shape::Unresolved(n) => format!("unknown type {}", n.fullname(None)),
+        }
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+fn shape<'a>(schema: &'a Schema, names: &HashMap<String, &'a Schema>) -> Shape<'a> {
+    use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
+    match schema {
+        Schema::Null => Shape::Null,
+        Schema::Boolean => Shape::Boolean,
+        Schema::Int | Schema::Date | Schema::TimeMillis => Shape::Int,
+        Schema::Long
+        | Schema::TimeMicros
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => Shape::Long,
+        Schema::Float => Shape::Float,
+        Schema::Double => Shape::Double,
+        Schema::Bytes | Schema::BigDecimal => Shape::Bytes,
+        Schema::String => Shape::String,
+        Schema::Uuid(UuidSchema::String) => Shape::String,
+        Schema::Uuid(UuidSchema::Bytes) => Shape::Bytes,
+        Schema::Uuid(UuidSchema::Fixed(f)) | Schema::Fixed(f) | Schema::Duration(f) => {
+            Shape::Fixed(f)
+        }
+        Schema::Decimal(d) => match &d.inner {
+            InnerDecimalSchema::Bytes => Shape::Bytes,
+            InnerDecimalSchema::Fixed(f) => Shape::Fixed(f),
+        },
+        Schema::Array(a) => Shape::Array(&a.items),
+        Schema::Map(m) => Shape::Map(&m.types),
+        Schema::Union(u) => Shape::Union(u.variants()),
+        Schema::Record(r) => Shape::Record(r),
+        Schema::Enum(e) => Shape::Enum(e),
+        Schema::Ref { name } => match names.get(&name.fullname(None)) {
+            Some(target) => shape(target, names),
+            None => Shape::Unresolved(name),
+        },
     }
-    out
+}
+
+/// Whether the reader's name (or one of its aliases) matches the writer's, as Avro resolves names:
+/// unqualified names equal, or the writer's full name among the reader's aliases.
+fn names_match(
+    writer: &Name,
+    reader: &Name,
+    reader_aliases: Option<&Vec<apache_avro::schema::Alias>>,
+) -> bool {
+    let writer_full = writer.fullname(None);
+    writer.name() == reader.name()
+        || reader_aliases.is_some_and(|aliases| {
+            aliases
+                .iter()
+                .any(|a| a.fullname(reader.namespace()) == writer_full || a.name() == writer.name())
+        })
+}
+
+impl<'a> Checker<'a> {
+    fn fail(&mut self, path: &str, message: String) {
+        let at = if path.is_empty() { "/" } else { path };
+        self.problems.push(format!("at {at}: {message}"));
+    }
+
+    fn check(&mut self, writer: &'a Schema, reader: &'a Schema, path: &str) {
+        let w = shape(writer, &self.writer_names);
+        let r = shape(reader, &self.reader_names);
+        match (w, r) {
+            (Shape::Union(branches), _) => {
+                // Every branch the writer may have used must be readable.
+                for (i, branch) in branches.iter().enumerate() {
+                    if !self.readable(branch, reader) {
+                        let b = shape(branch, &self.writer_names).describe();
+                        self.fail(
+                            &format!("{path}/{i}"),
+                            format!("the writer's union branch {b} cannot be read by the reader's {} (missing union branch)", r.describe()),
+                        );
+                    }
+                }
+            }
+            (_, Shape::Union(branches)) => {
+                if !branches.iter().any(|b| self.readable(writer, b)) {
+                    self.fail(
+                        path,
+                        format!("the reader's union has no branch that can read the writer's {} (missing union branch)", w.describe()),
+                    );
+                }
+            }
+            (Shape::Null, Shape::Null)
+            | (Shape::Boolean, Shape::Boolean)
+            | (Shape::Int, Shape::Int | Shape::Long | Shape::Float | Shape::Double)
+            | (Shape::Long, Shape::Long | Shape::Float | Shape::Double)
+            | (Shape::Float, Shape::Float | Shape::Double)
+            | (Shape::Double, Shape::Double)
+            | (Shape::Bytes | Shape::String, Shape::Bytes | Shape::String) => {}
+            (Shape::Array(wi), Shape::Array(ri)) => self.check(wi, ri, &format!("{path}/items")),
+            (Shape::Map(wv), Shape::Map(rv)) => self.check(wv, rv, &format!("{path}/values")),
+            (Shape::Fixed(wf), Shape::Fixed(rf)) => {
+                if !names_match(&wf.name, &rf.name, rf.aliases.as_ref()) {
+                    self.fail(
+                        path,
+                        format!(
+                            "the reader's {} is not the writer's {} (name mismatch)",
+                            r.describe(),
+                            w.describe()
+                        ),
+                    );
+                } else if wf.size != rf.size {
+                    self.fail(
+                        &format!("{path}/size"),
+                        format!("{} has size {} for the writer and {} for the reader (fixed size mismatch)", w.describe(), wf.size, rf.size),
+                    );
+                }
+            }
+            (Shape::Enum(we), Shape::Enum(re)) => {
+                if !names_match(&we.name, &re.name, re.aliases.as_ref()) {
+                    self.fail(
+                        path,
+                        format!(
+                            "the reader's {} is not the writer's {} (name mismatch)",
+                            r.describe(),
+                            w.describe()
+                        ),
+                    );
+                    return;
+                }
+                let missing: Vec<&str> = we
+                    .symbols
+                    .iter()
+                    .filter(|s| !re.symbols.contains(s))
+                    .map(String::as_str)
+                    .collect();
+                if !missing.is_empty() && re.default.is_none() {
+                    self.fail(
+                        &format!("{path}/symbols"),
+                        format!(
+                            "{} lacks the writer's symbols {} and has no default symbol (missing enum symbols)",
+                            r.describe(),
+                            missing.join(", ")
+                        ),
+                    );
+                }
+            }
+            (Shape::Record(wr), Shape::Record(rr)) => self.check_record(wr, rr, path),
+            (Shape::Unresolved(_), _) | (_, Shape::Unresolved(_)) => {
+                self.fail(
+                    path,
+                    format!(
+                        "cannot resolve {} or {} (unknown type)",
+                        w.describe(),
+                        r.describe()
+                    ),
+                );
+            }
+            _ => self.fail(
+                path,
+                format!(
+                    "the writer's {} cannot be read as the reader's {} (type mismatch)",
+                    w.describe(),
+                    r.describe()
+                ),
+            ),
+        }
+    }
+
+    fn check_record(&mut self, wr: &'a RecordSchema, rr: &'a RecordSchema, path: &str) {
+        if !names_match(&wr.name, &rr.name, rr.aliases.as_ref()) {
+            self.fail(
+                path,
+                format!(
+                    "the reader's record {} is not the writer's record {} (name mismatch)",
+                    rr.name.fullname(None),
+                    wr.name.fullname(None)
+                ),
+            );
+            return;
+        }
+        let key = (wr.name.fullname(None), rr.name.fullname(None));
+        if !self.in_progress.insert(key.clone()) {
+            return;
+        }
+        for (i, field) in rr.fields.iter().enumerate() {
+            let writer_field = wr
+                .fields
+                .iter()
+                .find(|f| f.name == field.name)
+                .or_else(|| wr.fields.iter().find(|f| field.aliases.contains(&f.name)));
+            let field_path = format!("{path}/fields/{i}");
+            match writer_field {
+                Some(wf) => self.check(&wf.schema, &field.schema, &format!("{field_path}/type")),
+                None if field.default.is_some() => {}
+                None => self.fail(
+                    &field_path,
+                    format!(
+                        "field '{}' of record {} is not written by the writer and has no default in the reader (reader field missing default value)",
+                        field.name,
+                        rr.name.fullname(None)
+                    ),
+                ),
+            }
+        }
+        self.in_progress.remove(&key);
+    }
+
+    /// Whether `reader` reads `writer`, without recording problems.
+    fn readable(&mut self, writer: &'a Schema, reader: &'a Schema) -> bool {
+        let before = self.problems.len();
+        self.check(writer, reader, "");
+        let ok = self.problems.len() == before;
+        self.problems.truncate(before);
+        ok
+    }
 }
 
 #[cfg(test)]
