@@ -3,6 +3,11 @@
 //!
 //! # Layout
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
+//! - [`schema`]: Avro schema text: parsing with references, canonical text.
+//! - [`compat`]: compatibility levels and the reader/writer checker the registry and `causeway schema
+//!   check` share.
 #![forbid(unsafe_code)]
 
+pub mod compat;
+pub mod schema;
 pub mod subject;

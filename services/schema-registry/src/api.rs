@@ -15,15 +15,15 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::compat::{self, Previous};
 use crate::error::{ApiError, CONTENT_TYPE};
 use crate::log::Log;
 use crate::model::{
     ConfigValue, Key, Level, Mode, ModeValue, OTHER_KEY_MAGIC, Reference, SCHEMA_KEY_MAGIC,
     SchemaValue,
 };
-use crate::schema;
 use crate::store::{Found, Store, VersionSpec};
+use causeway_contracts::compat::{self, Previous};
+use causeway_contracts::schema;
 
 /// What the handlers share.
 #[derive(Debug)]

@@ -4,8 +4,6 @@
 //! # Layout
 //! - [`model`]: the `_schemas` records and the API's enums.
 //! - [`store`]: the state folded from the log (pure, no I/O).
-//! - [`schema`]: Avro parsing with references, and the canonical text that identifies a schema.
-//! - [`compat`]: compatibility levels and their checks.
 //! - [`error`]: the API's errors (Confluent codes) and the service's.
 //! - [`log`]: the `_schemas` topic: the reader that folds it, the single transactional writer.
 //! - [`api`]: the REST API.
@@ -14,11 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod compat;
 pub mod config;
 pub mod error;
 pub mod log;
 pub mod model;
 pub mod registry;
-pub mod schema;
 pub mod store;

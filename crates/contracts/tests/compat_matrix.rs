@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use causeway_contracts::compat::incompatibilities;
+use causeway_contracts::schema;
 use causeway_testcontainers::native::{python, python_script};
-use schema_registry::compat::incompatibilities;
-use schema_registry::schema;
 use serde_json::{Value, json};
 
 fn rec(fields: Value) -> Value {

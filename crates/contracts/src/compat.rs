@@ -13,8 +13,47 @@ use std::collections::{HashMap, HashSet};
 
 use apache_avro::Schema;
 use apache_avro::schema::{Name, RecordSchema};
+use serde::{Deserialize, Serialize};
 
-use crate::model::Level;
+/// Compatibility levels, as the REST API and the topic spell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Level {
+    /// No check.
+    None,
+    /// The new schema can read data written with the latest one.
+    Backward,
+    /// ... with every earlier one.
+    BackwardTransitive,
+    /// Data written with the new schema can be read with the latest one.
+    Forward,
+    /// ... with every earlier one.
+    ForwardTransitive,
+    /// Backward and forward against the latest.
+    Full,
+    /// Backward and forward against every earlier one.
+    FullTransitive,
+}
+
+impl Level {
+    /// Parse the API's spelling, case-insensitively (clients differ).
+    pub fn parse(raw: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(raw.to_ascii_uppercase())).ok()
+    }
+
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::None => "NONE",
+            Level::Backward => "BACKWARD",
+            Level::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Level::Forward => "FORWARD",
+            Level::ForwardTransitive => "FORWARD_TRANSITIVE",
+            Level::Full => "FULL",
+            Level::FullTransitive => "FULL_TRANSITIVE",
+        }
+    }
+}
 
 /// One registered version to check against.
 #[derive(Debug)]
