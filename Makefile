@@ -34,9 +34,10 @@ status: ## Show what runs: the stack, then the services.
 build: ## Build every crate, binary and test (debug).
 	@$(BUILD)
 
-lint: ## rustfmt and clippy (warnings are errors).
+lint: build ## rustfmt, clippy (warnings are errors), and the Avro contracts against their published versions.
 	@$(CARGO) fmt --all -- --check
 	@$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	@target/debug/causeway schema check
 
 test: setup build lint ## Run every test against the real stack (started if needed, stopped after if it was not running).
 	@bash testcontainers/native/test.sh

@@ -4,6 +4,16 @@
 //! 3 the cluster differs from the declaration (`topics apply` found drift it will not fix).
 #![forbid(unsafe_code)]
 
+/// `println!` that does not panic when stdout is closed (`causeway ... | head`): output that nobody
+/// reads is dropped, and the exit code still tells what happened.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+mod schema;
 mod topics;
 
 use std::process::ExitCode;
@@ -24,6 +34,9 @@ enum Command {
     /// Provision and inspect Kafka topics from a declarative topology file.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Check, lock and register the Avro contracts under avro/.
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
 }
 
 /// How to reach Kafka; shared by every subcommand that talks to it.
@@ -85,6 +98,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Topics(cmd) => topics::run(cmd).await,
+            Command::Schema(cmd) => schema::run(cmd).await,
         }
     })
 }

@@ -111,15 +111,15 @@ fn print_report(topology: &Topology, report: &ApplyReport, dry_run: bool) {
                 )
             })
             .unwrap_or_default();
-        println!("{verb:<12} {name}{described}");
+        say!("{verb:<12} {name}{described}");
     }
     for name in &report.unchanged {
-        println!("{:<12} {name}", "in sync");
+        say!("{:<12} {name}", "in sync");
     }
     for drift in &report.drift {
-        println!("{:<12} {drift}", "DRIFT");
+        say!("{:<12} {drift}", "DRIFT");
     }
-    println!(
+    say!(
         "{} {}, {} in sync, {} drifted{}",
         report.created.len(),
         verb,

@@ -17,6 +17,9 @@ step "Provisioning topics from domains/orders/topology.toml (single broker: repl
 "$causeway" topics apply --file domains/orders/topology.toml --replication-factor 1 \
   --bootstrap-servers "$KAFKA_BOOTSTRAP"
 
+step "Registering the Avro contracts of avro/ with the schema registry (FULL_TRANSITIVE)"
+"$causeway" schema register --registry "$REGISTRY_URL"
+
 step "Starting the services"
 bash "$here/services.sh" start
 
@@ -38,6 +41,7 @@ What you can do next:
   target/debug/causeway topics plan --replication-factor 1
                                             compare the cluster with domains/orders/topology.toml
   target/debug/causeway --help              the operator CLI
+  target/debug/causeway schema check        the contracts against their published versions
   kcat -b $KAFKA_BOOTSTRAP -L               list the topics
   curl -s $REGISTRY_URL/subjects     the registry's subjects (Confluent's REST API)
   make status                               what runs, and whether it is ready

@@ -2,12 +2,17 @@
 //! `avro/` are the source of truth; the registry issue fills this crate with the types and the codec.
 //!
 //! # Layout
+//! - [`catalog`]: the contracts under `avro/`: topic, subject and references of each.
+//! - [`lock`]: the published versions of every contract (`avro/contracts.lock.json`) and the check of
+//!   the current files against them.
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
 //! - [`schema`]: Avro schema text: parsing with references, canonical text.
 //! - [`compat`]: compatibility levels and the reader/writer checker the registry and `causeway schema
 //!   check` share.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod compat;
+pub mod lock;
 pub mod schema;
 pub mod subject;

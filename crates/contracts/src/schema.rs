@@ -47,14 +47,93 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 /// Parse `text` as an Avro schema; `referenced` are the texts of the schemas its references name (in
-/// dependency order: a referenced schema's own references come before it).
+/// dependency order: a referenced schema's own references come before it). References are inlined at
+/// their first use, so the parsed schema is self-contained (the compatibility checker sees every
+/// definition).
 pub fn parse(text: &str, referenced: &[String]) -> Result<Schema, String> {
     if referenced.is_empty() {
-        Schema::parse_str(text).map_err(|e| e.to_string())
-    } else {
-        Schema::parse_str_with_list(text, referenced)
-            .map(|(schema, _)| schema)
-            .map_err(|e| e.to_string())
+        return Schema::parse_str(text).map_err(|e| e.to_string());
+    }
+    let mut value: Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let mut definitions = Vec::with_capacity(referenced.len());
+    for r in referenced {
+        let def: Value = serde_json::from_str(r)
+            .map_err(|e| format!("a referenced schema is not valid JSON: {e}"))?;
+        let name = full_name(&def, None).ok_or("a referenced schema is not a named type")?;
+        definitions.push((name, def));
+    }
+    let mut defined = std::collections::HashSet::new();
+    inline(&mut value, None, &definitions, &mut defined);
+    Schema::parse_str(&value.to_string()).map_err(|e| e.to_string())
+}
+
+fn full_name(value: &Value, enclosing: Option<&str>) -> Option<String> {
+    let name = value.get("name")?.as_str()?;
+    if name.contains('.') {
+        return Some(name.to_string());
+    }
+    match value.get("namespace").and_then(Value::as_str).or(enclosing) {
+        Some(ns) if !ns.is_empty() => Some(format!("{ns}.{name}")),
+        _ => Some(name.to_string()),
+    }
+}
+
+/// Replace the first use of each referenced name (in document order, which is Avro's definition order)
+/// by its definition.
+fn inline(
+    value: &mut Value,
+    namespace: Option<&str>,
+    defs: &[(String, Value)],
+    defined: &mut std::collections::HashSet<String>,
+) {
+    match value {
+        Value::String(name) => {
+            let wanted = defs.iter().find(|(full, _)| {
+                full == name || namespace.is_some_and(|ns| *full == format!("{ns}.{name}"))
+            });
+            if let Some((full, def)) = wanted
+                && defined.insert(full.clone())
+            {
+                let mut def = def.clone();
+                let ns = full.rsplit_once('.').map(|(ns, _)| ns.to_string());
+                inline(&mut def, ns.as_deref(), defs, defined);
+                *value = def;
+            }
+        }
+        Value::Array(branches) => {
+            for b in branches {
+                inline(b, namespace, defs, defined);
+            }
+        }
+        Value::Object(map) => {
+            // A named type defined here: its name is taken, and it sets the namespace inside it.
+            let is_definition = map.contains_key("name")
+                && (map.contains_key("fields")
+                    || map.contains_key("symbols")
+                    || map.contains_key("size"));
+            let own = is_definition
+                .then(|| full_name(&Value::Object(map.clone()), namespace))
+                .flatten();
+            if let Some(full) = &own {
+                defined.insert(full.clone());
+            }
+            let ns = own
+                .as_deref()
+                .and_then(|f| f.rsplit_once('.').map(|(ns, _)| ns.to_string()))
+                .or(namespace.map(str::to_string));
+            for key in ["type", "items", "values"] {
+                if let Some(v) = map.get_mut(key) {
+                    inline(v, ns.as_deref(), defs, defined);
+                }
+            }
+            if let Some(Value::Array(fields)) = map.get_mut("fields") {
+                for f in fields {
+                    inline(f, ns.as_deref(), defs, defined);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -75,6 +154,19 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(canonical(" \"string\" ")?, "\"string\"");
         Ok(())
+    }
+
+    #[test]
+    fn references_are_inlined_so_checks_see_them() {
+        use crate::compat::incompatibilities;
+        let line = r#"{"type":"record","name":"Line","namespace":"x","fields":[{"name":"sku","type":"string"}]}"#;
+        let line2 = r#"{"type":"record","name":"Line","namespace":"x","fields":[{"name":"sku","type":"string"},{"name":"q","type":"int"}]}"#;
+        let order = r#"{"type":"record","name":"Order","namespace":"x","fields":[{"name":"a","type":"x.Line"},{"name":"b","type":{"type":"array","items":"Line"}}]}"#;
+        let old = parse(order, &[line.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+        let new = parse(order, &[line2.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(incompatibilities(&old, &old).is_empty());
+        let problems = incompatibilities(&old, &new);
+        assert!(problems.iter().any(|p| p.contains("'q'")), "{problems:?}");
     }
 
     #[test]
