@@ -61,9 +61,9 @@ fn the_repositorys_contracts_match_their_lock_file() {
 fn an_incompatible_edit_fails_naming_subject_field_and_rule() {
     let dir = copy_of_contracts();
     edit(&dir.join("orders/order/commands/PlaceOrder.avsc"), |v| {
-        v["fields"]
-            .as_array_mut()
-            .map(|f| f.push(json!({ "name": "gift_wrap", "type": "boolean" })));
+        if let Some(fields) = v["fields"].as_array_mut() {
+            fields.push(json!({ "name": "gift_wrap", "type": "boolean" }));
+        }
     });
     let (code, out, err) = check(&dir);
     assert_eq!(code, Some(1), "{out}{err}");
@@ -94,9 +94,9 @@ fn an_incompatible_edit_fails_naming_subject_field_and_rule() {
 fn a_compatible_edit_passes_and_lock_records_it() {
     let dir = copy_of_contracts();
     edit(&dir.join("orders/order/commands/PlaceOrder.avsc"), |v| {
-        v["fields"].as_array_mut().map(|f| {
-            f.push(json!({ "name": "gift_wrap", "type": "boolean", "default": false, "doc": "Wrap it." }))
-        });
+        if let Some(fields) = v["fields"].as_array_mut() {
+            fields.push(json!({ "name": "gift_wrap", "type": "boolean", "default": false, "doc": "Wrap it." }));
+        }
     });
     let (code, out, err) = check(&dir);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -115,8 +115,12 @@ fn a_compatible_edit_passes_and_lock_records_it() {
 
     // The next edit is checked against both versions: dropping the default breaks version 1.
     edit(&dir.join("orders/order/commands/PlaceOrder.avsc"), |v| {
-        if let Some(f) = v["fields"].as_array_mut().and_then(|f| f.last_mut()) {
-            f.as_object_mut().map(|o| o.remove("default"));
+        if let Some(o) = v["fields"]
+            .as_array_mut()
+            .and_then(|f| f.last_mut())
+            .and_then(Value::as_object_mut)
+        {
+            o.remove("default");
         }
     });
     let (code, out, _) = check(&dir);
