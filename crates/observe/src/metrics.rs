@@ -12,6 +12,8 @@ pub mod names {
     pub const SERVICE_READY: &str = "causeway_service_ready";
     /// Gauge: Unix time the process started, in seconds.
     pub const SERVICE_START_TIME_SECONDS: &str = "causeway_service_start_time_seconds";
+    /// Gauge: 1 while a schema registry instance is the elected writer, else 0.
+    pub const REGISTRY_LEADER: &str = "causeway_registry_leader";
 }
 
 /// A service's metrics registry with the metrics every service has.

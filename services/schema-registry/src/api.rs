@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,14 @@ pub struct App {
     pub log: Log,
     /// Level of subjects without one while no global level is set.
     pub default_level: Level,
+    /// Client for forwarding writes to the writer instance.
+    pub http: reqwest::Client,
+    /// Largest request body accepted (and forwarded).
+    pub max_body: usize,
+    /// This instance's own advertised URL (never forwarded to).
+    pub own_url: String,
+    /// How long a write may wait for a writer during a hand-over.
+    pub write_timeout: std::time::Duration,
 }
 
 type Shared = State<Arc<App>>;
@@ -39,7 +48,8 @@ type Params = Query<HashMap<String, String>>;
 type ApiResult = Result<Response, ApiError>;
 
 /// The API's routes.
-pub fn router(app: Arc<App>, max_body: usize) -> Router {
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.max_body;
     Router::new()
         .route("/", get(|| async { reply(json!({})) }))
         .route("/subjects", get(list_subjects))
@@ -98,8 +108,91 @@ pub fn router(app: Arc<App>, max_body: usize) -> Router {
                 message: "HTTP 404 Not Found".into(),
             }
         })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            forward_writes,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
+}
+
+/// Whether a request changes state (and so must reach the writer). Lookups and compatibility checks
+/// are POSTs that only read.
+fn is_write(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::PUT | Method::DELETE => true,
+        Method::POST => path.starts_with("/subjects/") && path.ends_with("/versions"),
+        _ => false,
+    }
+}
+
+/// Writes reaching an instance that is not the writer are forwarded to the announced writer, and its
+/// answer returned as it is. During a hand-over (the announced writer is gone, no new one yet) the
+/// request waits, up to the write timeout, and goes wherever the role lands, this instance included.
+async fn forward_writes(State(app): Shared, request: Request, next: Next) -> Response {
+    if !is_write(request.method(), request.uri().path()) || app.log.is_leader() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, app.max_body).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request(&format!("cannot read the request body: {e}"))
+                .into_response();
+        }
+    };
+    let deadline = tokio::time::Instant::now() + app.write_timeout;
+    let mut last_error = crate::log::not_leader();
+    loop {
+        if app.log.is_leader() {
+            return next.run(Request::from_parts(parts, body.into())).await;
+        }
+        if let Some(leader) = app.log.leader_url().filter(|url| *url != app.own_url) {
+            match forward(&app, &leader, &parts, body.clone()).await {
+                Ok(response) => return response,
+                Err(e) => last_error = e,
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return last_error.into_response();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn forward(
+    app: &App,
+    leader: &str,
+    parts: &axum::http::request::Parts,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let target = format!(
+        "{}{}",
+        leader.trim_end_matches('/'),
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let answer = app
+        .http
+        .request(parts.method.clone(), &target)
+        .header(header::CONTENT_TYPE, CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| ApiError::forward(&format!("{leader}: {e}")))?;
+    let status = answer.status();
+    let bytes = answer
+        .bytes()
+        .await
+        .map_err(|e| ApiError::forward(&format!("{leader}: {e}")))?;
+    let mut response = (status, bytes).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    Ok(response)
 }
 
 fn reply(body: impl Serialize) -> Response {
@@ -335,7 +428,8 @@ async fn referenced_by(
 
 async fn register(State(app): Shared, Path(subject): Path<String>, bytes: Bytes) -> ApiResult {
     let request: SchemaRequest = body(&bytes)?;
-    let mut writer = app.log.writer().await;
+    let mut guard = app.log.writer().await;
+    let writer = guard.as_mut().ok_or_else(crate::log::not_leader)?;
     let record = {
         let store = app.log.store();
         let mode = mode_of(&store, &subject);
@@ -443,7 +537,8 @@ async fn delete_subject(
     Query(q): Params,
 ) -> ApiResult {
     let permanent = flag(&q, "permanent");
-    let mut writer = app.log.writer().await;
+    let mut guard = app.log.writer().await;
+    let writer = guard.as_mut().ok_or_else(crate::log::not_leader)?;
     let (records, versions) = {
         let store = app.log.store();
         writable(&store, &subject)?;
@@ -506,7 +601,8 @@ async fn delete_version(
 ) -> ApiResult {
     let permanent = flag(&q, "permanent");
     let spec = VersionSpec::parse(&version)?;
-    let mut writer = app.log.writer().await;
+    let mut guard = app.log.writer().await;
+    let writer = guard.as_mut().ok_or_else(crate::log::not_leader)?;
     let (key, value, number) = {
         let store = app.log.store();
         writable(&store, &subject)?;
@@ -706,7 +802,9 @@ async fn write_config(
         subject,
         magic: OTHER_KEY_MAGIC,
     };
-    app.log.writer().await.write(vec![(key, Some(value))]).await
+    let mut guard = app.log.writer().await;
+    let writer = guard.as_mut().ok_or_else(crate::log::not_leader)?;
+    writer.write(vec![(key, Some(value))]).await
 }
 
 async fn get_global_config(State(app): Shared) -> ApiResult {
@@ -776,7 +874,9 @@ async fn write_mode(
         subject,
         magic: OTHER_KEY_MAGIC,
     };
-    app.log.writer().await.write(vec![(key, Some(value))]).await
+    let mut guard = app.log.writer().await;
+    let writer = guard.as_mut().ok_or_else(crate::log::not_leader)?;
+    writer.write(vec![(key, Some(value))]).await
 }
 
 async fn get_global_mode(State(app): Shared) -> ApiResult {

@@ -40,6 +40,17 @@ pub struct RegistryConfig {
     pub write_timeout_ms: u64,
     /// Largest request body accepted, in bytes.
     pub max_request_bytes: usize,
+    /// The URL other instances forward writes to while this one is the writer. Default:
+    /// `http://<listen>`; set it when `listen` is a wildcard address or behind a proxy.
+    pub advertised_url: Option<String>,
+    /// The compacted single-partition topic where the writer announces itself, and whose partition the
+    /// election hands to the writer. Default: `<topic>_leader`.
+    pub leader_topic: Option<String>,
+    /// The consumer group of the election. Default: `<topic>-election`.
+    pub election_group: Option<String>,
+    /// How long a silent writer keeps the role before another instance takes over, in milliseconds
+    /// (the election group's `session.timeout.ms`; brokers accept 6000 and up by default).
+    pub election_session_timeout_ms: u64,
 }
 
 impl Default for RegistryConfig {
@@ -52,11 +63,36 @@ impl Default for RegistryConfig {
             writer_transactional_id: "causeway-schema-registry".into(),
             write_timeout_ms: 10_000,
             max_request_bytes: 4 * 1024 * 1024,
+            advertised_url: None,
+            leader_topic: None,
+            election_group: None,
+            election_session_timeout_ms: 6_000,
         }
     }
 }
 
 impl RegistryConfig {
+    /// The leader topic.
+    pub fn leader_topic(&self) -> String {
+        self.leader_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}_leader", self.topic))
+    }
+
+    /// The election's consumer group.
+    pub fn election_group(&self) -> String {
+        self.election_group
+            .clone()
+            .unwrap_or_else(|| format!("{}-election", self.topic))
+    }
+
+    /// The URL writes are forwarded to while this instance leads.
+    pub fn advertised_url(&self) -> String {
+        self.advertised_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
     /// The default level (validated at start-up).
     pub fn default_level(&self) -> Level {
         Level::parse(&self.default_compatibility).unwrap_or(Level::Backward)
@@ -95,6 +131,26 @@ impl Validate for Config {
             out.push(Invalid::new(
                 "registry.write_timeout_ms",
                 "must be at least 1",
+            ));
+        }
+        if let Some(url) = &r.advertised_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            out.push(Invalid::new(
+                "registry.advertised_url",
+                format!("{url:?} is not an http(s) URL"),
+            ));
+        }
+        if r.advertised_url.is_none() && r.listen.ip().is_unspecified() {
+            out.push(Invalid::new(
+                "registry.advertised_url",
+                format!("must be set when registry.listen is {} (other instances cannot reach a wildcard address)", r.listen),
+            ));
+        }
+        if r.election_session_timeout_ms < 1000 {
+            out.push(Invalid::new(
+                "registry.election_session_timeout_ms",
+                "must be at least 1000",
             ));
         }
         if r.max_request_bytes < 1024 {

@@ -150,6 +150,13 @@ impl ApiError {
     pub fn store(why: &str) -> Self {
         Self::new(50001, format!("Error in the backend data store: {why}"))
     }
+    /// 50003: a write could not be forwarded to the writer instance.
+    pub fn forward(why: &str) -> Self {
+        Self::new(
+            50003,
+            format!("Error while forwarding the request to the leader: {why}"),
+        )
+    }
     /// 50002.
     pub fn timeout(why: &str) -> Self {
         Self::new(50002, format!("Operation timed out: {why}"))

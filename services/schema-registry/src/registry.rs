@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 use crate::api::{self, App};
 use crate::config::Config;
 use crate::error::Error;
-use crate::log::Log;
+use crate::log::{Log, Tasks};
+use causeway_observe::metrics::names;
 
 /// Run until shutdown.
 pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
@@ -16,10 +17,28 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         return Ok(());
     }
     let registry = &config.registry;
-    let (log, mut reader) = tokio::select! {
-        opened = Log::open(&config.kafka, registry) => opened?,
+    let (log, tasks) = tokio::select! {
+        opened = Log::open(&config.kafka, registry, registry.advertised_url()) => opened?,
         _ = ctx.shutdown.wait() => return Ok(()),
     };
+    let Tasks {
+        mut reader,
+        election,
+    } = tasks;
+    let leader_gauge = prometheus::IntGauge::new(
+        names::REGISTRY_LEADER,
+        "1 while this registry instance is the schema writer, else 0.",
+    )
+    .and_then(|g| {
+        ctx.metrics
+            .registry()
+            .register(Box::new(g.clone()))
+            .map(|()| g)
+    })
+    .map_err(|e| Error::Reader {
+        topic: "metrics".into(),
+        why: e.to_string(),
+    })?;
     tracing::info!(topic = %registry.topic, applied = log.applied(), "schema log loaded");
 
     let listener = TcpListener::bind(registry.listen)
@@ -29,10 +48,21 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
             source,
         })?;
     let app = Arc::new(App {
-        log,
+        log: log.clone(),
         default_level: registry.default_level(),
+        http: reqwest::Client::new(),
+        max_body: registry.max_request_bytes,
+        own_url: registry.advertised_url(),
+        write_timeout: std::time::Duration::from_millis(registry.write_timeout_ms),
     });
-    let router = api::router(app, registry.max_request_bytes);
+    let router = api::router(app);
+    let gauge_log = log.clone();
+    let gauge = tokio::spawn(async move {
+        loop {
+            leader_gauge.set(i64::from(gauge_log.is_leader()));
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    });
     let shutdown = ctx.shutdown.clone();
     let mut server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -40,6 +70,18 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
             .await
     });
     tracing::info!(listen = %registry.listen, "schema registry API serving");
+    // Ready once writes have somewhere to go: this instance leads, or another one announced itself (an
+    // announcement of our own URL is a previous life of this instance, not a writer).
+    let own_url = registry.advertised_url();
+    loop {
+        if log.is_leader() || log.leader_url().is_some_and(|url| url != own_url) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            _ = ctx.shutdown.wait() => break,
+        }
+    }
     ctx.set_ready(true);
 
     tokio::select! {
@@ -48,6 +90,14 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(source)) => Err(Error::Listen { addr: registry.listen, source }),
                 Err(e) => Err(Error::Reader { topic: "api".into(), why: e.to_string() }),
+            };
+        }
+        elected = election => {
+            ctx.set_ready(false);
+            return match elected {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Ok(()),
+                Err(e) => Err(Error::Reader { topic: "election".into(), why: e.to_string() }),
             };
         }
         read = &mut reader => {
@@ -62,6 +112,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     }
     ctx.set_ready(false);
     reader.abort();
+    gauge.abort();
     match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(source)) => Err(Error::Listen {
