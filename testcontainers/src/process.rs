@@ -124,6 +124,17 @@ impl ServiceProcess {
     }
 }
 
+impl ServiceProcess {
+    /// Kill the process with SIGKILL (no chance to clean up, as in a crash) and reap it.
+    pub fn kill(mut self) -> Result<ExitStatus, String> {
+        let Some(mut child) = self.child.take() else {
+            return Err("already stopped".into());
+        };
+        signal(child.id(), "KILL")?;
+        child.wait().map_err(|e| e.to_string())
+    }
+}
+
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -263,7 +274,10 @@ pub fn assert_service_lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, 
         metrics.contains(&format!("causeway_service_info{{service=\"{name}\"")),
         "{metrics}"
     );
-    assert!(metrics.contains("causeway_service_ready 1"), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l == "causeway_service_ready 1"),
+        "{metrics}"
+    );
     let (status, _) = service.get("/nope").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, 404);
 

@@ -42,7 +42,7 @@ impl Metrics {
 
         let ready = IntGauge::new(
             names::SERVICE_READY,
-            "1 while the service reports ready, else 0.",
+            "Whether the service reports ready (1) or not (0).",
         )?;
         registry.register(Box::new(ready.clone()))?;
 
@@ -90,7 +90,7 @@ mod tests {
         assert!(
             text.contains(r#"causeway_service_info{service="command-gateway",version="0.1.0"} 1"#)
         );
-        assert!(text.contains("causeway_service_ready 1"));
+        assert!(text.lines().any(|l| l == "causeway_service_ready 1"));
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     } = tasks;
     let leader_gauge = prometheus::IntGauge::new(
         names::REGISTRY_LEADER,
-        "1 while this registry instance is the schema writer, else 0.",
+        "Whether this registry instance is the elected schema writer (1) or not (0).",
     )
     .and_then(|g| {
         ctx.metrics

@@ -521,3 +521,89 @@ fn state_comes_back_from_the_topic_after_a_restart() {
     );
     second.stop();
 }
+
+impl Registry {
+    fn is_leader(&self) -> bool {
+        self.process
+            .get("/metrics")
+            .map(|(_, body)| body.lines().any(|l| l == "causeway_registry_leader 1"))
+            .unwrap_or(false)
+    }
+
+    fn kill(self) {
+        self.process.kill().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Poll `f` until it holds, up to `secs` seconds.
+    fn eventually(&self, secs: u64, what: &str, mut f: impl FnMut(&Self) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while !f(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} did not happen within {secs}s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn two_instances_one_writer_and_a_killed_writer_hands_over_without_reusing_ids() {
+    let topic = unique("_schemas");
+    let a = Registry::start(&topic);
+    let b = Registry::start(&topic);
+    // The group settles (the second member's join moves the partition or not): exactly one writer,
+    // the same one a second later.
+    a.eventually(30, "a settled election", |a| {
+        let first = (a.is_leader(), b.is_leader());
+        std::thread::sleep(Duration::from_secs(1));
+        first.0 != first.1 && first == (a.is_leader(), b.is_leader())
+    });
+    let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
+
+    // Writes through either instance land once, on the writer.
+    assert_eq!(
+        follower.register("f-value", "\"string\""),
+        (200, json!({ "id": 1 })),
+        "forwarded"
+    );
+    assert_eq!(
+        leader.register("l-value", "\"int\""),
+        (200, json!({ "id": 2 }))
+    );
+    follower.eventually(10, "the follower reading id 2", |f| {
+        f.call("GET", "/schemas/ids/2", None).0 == 200
+    });
+    assert_eq!(
+        leader.call("GET", "/subjects", None),
+        (200, json!(["f-value", "l-value"]))
+    );
+    assert_eq!(
+        follower.call("GET", "/subjects", None),
+        (200, json!(["f-value", "l-value"]))
+    );
+
+    // The writer dies without a goodbye; the other instance takes over.
+    leader.kill();
+    follower.eventually(60, "the hand-over", Registry::is_leader);
+    assert_eq!(
+        follower.register("after-value", "\"long\""),
+        (200, json!({ "id": 3 })),
+        "no id reused"
+    );
+
+    // The dead one comes back as a follower of the new writer.
+    let back = Registry::start(&topic);
+    assert!(!back.is_leader());
+    assert_eq!(
+        back.register("back-value", "\"bytes\""),
+        (200, json!({ "id": 4 })),
+        "forwarded"
+    );
+    assert_eq!(
+        back.call("GET", "/schemas/ids/3", None).1["schema"],
+        "\"long\""
+    );
+    back.stop();
+    follower.stop();
+}
