@@ -5,6 +5,7 @@
 //! - [`catalog`]: the contracts under `avro/`: topic, subject and references of each.
 //! - [`lock`]: the published versions of every contract (`avro/contracts.lock.json`) and the check of
 //!   the current files against them.
+//! - [`records`]: the suite's own records (event metadata, command results) as Rust types.
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
 //! - [`schema`]: Avro schema text: parsing with references, canonical text.
 //! - [`compat`]: compatibility levels and the reader/writer checker the registry and `causeway schema
@@ -14,5 +15,6 @@
 pub mod catalog;
 pub mod compat;
 pub mod lock;
+pub mod records;
 pub mod schema;
 pub mod subject;

@@ -137,6 +137,66 @@ fn inline(
     }
 }
 
+/// Check that a Rust type and a schema describe the same record: `value` converts to an Avro value with
+/// exactly the schema's fields (no more, no fewer, at every level), encodes with the schema, and decodes
+/// back to an equal value. Tests call it for every contract type, so a type cannot drift from its file.
+pub fn round_trip<T>(schema: &Schema, value: &T) -> Result<T, String>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let avro = apache_avro::to_value(value).map_err(|e| format!("cannot convert to Avro: {e}"))?;
+    same_fields(&avro, schema, "")?;
+    let resolved = avro
+        .resolve(schema)
+        .map_err(|e| format!("does not fit the schema: {e}"))?;
+    let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .and_then(|w| w.write_value_to_vec(resolved))
+        .map_err(|e| format!("cannot encode: {e}"))?;
+    let back = apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .build()
+        .and_then(|r| r.read_value(&mut bytes.as_slice()))
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    apache_avro::from_value::<T>(&back).map_err(|e| format!("cannot convert back: {e}"))
+}
+
+fn same_fields(
+    value: &apache_avro::types::Value,
+    schema: &Schema,
+    path: &str,
+) -> Result<(), String> {
+    use apache_avro::types::Value as V;
+    match (value, schema) {
+        (V::Record(fields), Schema::Record(record)) => {
+            let ours: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+            let theirs: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
+            if ours != theirs {
+                return Err(format!(
+                    "{}: the type has fields {ours:?}, the schema {theirs:?}",
+                    if path.is_empty() {
+                        record.name.fullname(None)
+                    } else {
+                        path.to_string()
+                    }
+                ));
+            }
+            for ((name, v), f) in fields.iter().zip(&record.fields) {
+                same_fields(v, &f.schema, &format!("{path}/{name}"))?;
+            }
+            Ok(())
+        }
+        (V::Array(items), Schema::Array(a)) => items
+            .iter()
+            .try_for_each(|item| same_fields(item, &a.items, &format!("{path}[]"))),
+        (_, Schema::Union(u)) if !matches!(value, V::Null) => u
+            .variants()
+            .iter()
+            .find(|v| !matches!(v, Schema::Null))
+            .map_or(Ok(()), |inner| same_fields(value, inner, path)),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,12 @@
 //!
 //! # Layout
 //! - [`TOPOLOGY`]: the domain's Kafka topics (`topology.toml`), applied by `causeway topics apply`.
+//! - [`contracts`]: the commands and events of `avro/orders/` as Rust types.
 //!
-//! The aggregates, their commands and events arrive with the command-processing issue.
+//! The aggregates' rules arrive with the command-processing issue.
 #![forbid(unsafe_code)]
+
+pub mod contracts;
 
 /// The domain's topology file, as text (see `topology.toml` beside this crate's Cargo.toml).
 pub const TOPOLOGY: &str = include_str!("../topology.toml");

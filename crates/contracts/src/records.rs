@@ -1,0 +1,120 @@
+//! The suite's own records (not a domain's): the metadata every event carries and the result of every
+//! command. Their `.avsc` files are under `avro/causeway/`; `tests` below check the types against them.
+
+use serde::{Deserialize, Serialize};
+
+/// Metadata every event carries. Written by the aggregate processor, never by hand.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// Unique id of this event (UUID v7: time-ordered).
+    pub event_id: String,
+    /// Id of the aggregate the event belongs to; also the Kafka record key.
+    pub aggregate_id: String,
+    /// Version of the aggregate after this event: 1 for its first event, then 2, 3, ... with no gap.
+    pub aggregate_version: i64,
+    /// Id of the command that caused this event.
+    pub causation_id: String,
+    /// Id shared by every command and event of one business flow.
+    pub correlation_id: String,
+    /// When the event was recorded.
+    pub occurred_at: i64,
+    /// Version of the event's contract the writer used, for upcasters.
+    pub schema_version: i32,
+}
+
+/// Accepted or rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutcome {
+    /// Events were recorded.
+    #[default]
+    #[serde(rename = "ACCEPTED")]
+    Accepted,
+    /// A rule said no; nothing was recorded.
+    #[serde(rename = "REJECTED")]
+    Rejected,
+}
+
+/// What became of one command: accepted (with the aggregate's new version) or rejected (with the reason). Keyed by command id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command's id.
+    pub command_id: String,
+    /// The command's correlation id (its command id when it had none).
+    pub correlation_id: String,
+    /// Aggregate type, e.g. order.
+    pub aggregate_type: String,
+    /// Aggregate id the command addressed.
+    pub aggregate_id: String,
+    /// Accepted or rejected.
+    pub outcome: CommandOutcome,
+    /// Aggregate version after the command's events; null when rejected.
+    pub new_version: Option<i64>,
+    /// Machine-readable reason (e.g. conflict, insufficient_stock); null when accepted.
+    pub rejection_code: Option<String>,
+    /// Reason for a person; null when accepted.
+    pub reason: Option<String>,
+    /// When the command was processed.
+    pub processed_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{parse, round_trip};
+
+    fn schema_of(file: &str) -> apache_avro::Schema {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../avro")
+            .join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        parse(&text, &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn types_match_their_schemas() {
+        let meta = EventMetadata {
+            event_id: "e".into(),
+            aggregate_id: "a".into(),
+            aggregate_version: 3,
+            causation_id: "c".into(),
+            correlation_id: "r".into(),
+            occurred_at: 1_700_000_000_000,
+            schema_version: 1,
+        };
+        assert_eq!(
+            round_trip(&schema_of("causeway/types/EventMetadata.avsc"), &meta),
+            Ok(meta)
+        );
+        let result = CommandResult {
+            outcome: CommandOutcome::Rejected,
+            reason: Some("no".into()),
+            ..CommandResult::default()
+        };
+        assert_eq!(
+            round_trip(
+                &schema_of("causeway/command-results/CommandResult.avsc"),
+                &result
+            ),
+            Ok(result)
+        );
+    }
+
+    #[test]
+    fn a_drifted_type_is_caught() {
+        #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+        struct Shorter {
+            event_id: String,
+        }
+        let err = round_trip(
+            &schema_of("causeway/types/EventMetadata.avsc"),
+            &Shorter::default(),
+        );
+        assert!(
+            err.as_ref()
+                .err()
+                .is_some_and(|e| e.contains("the type has fields")),
+            "{err:?}"
+        );
+    }
+}
