@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use causeway_contracts::catalog::{CONTRACT_LEVEL, Catalog, Contract};
+use causeway_contracts::catalog::{CONTRACT_LEVEL, Catalog};
 use causeway_contracts::lock::Lock;
+use causeway_contracts::registry::RegistryClient;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
 
 /// Exit code for usage and input errors.
 const EXIT_USAGE: u8 = 2;
@@ -144,117 +144,25 @@ async fn register(args: &RegisterArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let client = Registry {
-        http: reqwest::Client::new(),
-        base: args.registry.trim_end_matches('/').to_string(),
-    };
-    let mut versions: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    for contract in catalog.all() {
-        match client.register(contract, &versions).await {
-            Ok((id, version)) => {
-                say!(
-                    "{:<6} {:<3} {}",
-                    format!("id {id}"),
-                    format!("v{version}"),
-                    contract.subject()
-                );
-                versions.insert(contract.full_name.clone(), version);
-            }
-            Err(e) => {
-                eprintln!("causeway: {}: {e}", contract.subject());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    say!(
-        "{} contracts registered with {}",
-        catalog.all().count(),
-        client.base
-    );
-    ExitCode::SUCCESS
-}
-
-struct Registry {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Registry {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> Result<Value, String> {
-        let response = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| format!("the registry at {} did not answer: {e}", self.base))?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(value)
-        } else {
-            Err(format!(
-                "the registry answered {status}: {}",
-                value["message"].as_str().unwrap_or("(no message)")
-            ))
-        }
-    }
-
-    /// Register `contract` (its subject set to FULL_TRANSITIVE first); returns its id and version.
-    async fn register(
-        &self,
-        contract: &Contract,
-        versions: &std::collections::HashMap<String, i64>,
-    ) -> Result<(i64, i64), String> {
-        let subject = encode(&contract.subject());
-        self.call(
-            reqwest::Method::PUT,
-            &format!("/config/{subject}"),
-            json!({ "compatibility": CONTRACT_LEVEL.as_str() }),
-        )
-        .await?;
-        let references: Vec<Value> = contract
-            .references
-            .iter()
-            .map(|name| {
-                json!({ "name": name, "subject": name, "version": versions.get(name).copied().unwrap_or(1) })
-            })
-            .collect();
-        let body =
-            json!({ "schema": contract.schema, "schemaType": "AVRO", "references": references });
-        let registered = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/subjects/{subject}/versions"),
-                body.clone(),
-            )
-            .await?;
-        let found = self
-            .call(reqwest::Method::POST, &format!("/subjects/{subject}"), body)
-            .await?;
-        match (registered["id"].as_i64(), found["version"].as_i64()) {
-            (Some(id), Some(version)) => Ok((id, version)),
-            _ => Err(format!("unexpected answers: {registered} / {found}")),
-        }
-    }
-}
-
-/// A subject in a URL path: subjects may hold `/` (and anything else), so everything but unreserved
-/// characters is percent-encoded.
-fn encode(subject: &str) -> String {
-    subject
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
+    let client = RegistryClient::new(&args.registry);
+    let registered = client
+        .register_catalog(&catalog, |r| {
+            say!(
+                "{:<6} {:<3} {}",
+                format!("id {}", r.id),
+                format!("v{}", r.version),
+                r.subject
+            );
         })
-        .collect()
+        .await;
+    match registered {
+        Ok(all) => {
+            say!("{} contracts registered with {}", all.len(), client.base());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("causeway: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -379,7 +379,12 @@ up() {
   if alive "$dir/clickhouse/clickhouse.pid"; then :; else start_clickhouse; started+=(clickhouse); fi
   write_env
   wait_for kafka 90 kafka_answers
-  # The registry keeps its state in Kafka: it starts once Kafka answers.
+  # The registry keeps its state in Kafka: it starts once Kafka answers. A registry binary rebuilt since
+  # the running one started replaces it, so tests never run against stale code.
+  if alive "$dir/registry/registry.pid" && [ "$bin/schema-registry" -nt "$dir/registry/registry.pid" ]; then
+    say "the schema registry was rebuilt; restarting it"
+    stop_pid registry "$dir/registry/registry.pid"
+  fi
   if alive "$dir/registry/registry.pid"; then :; else start_registry; started+=(registry); fi
   wait_for redis 20 redis_answers
   wait_for clickhouse 30 clickhouse_answers

@@ -7,6 +7,8 @@
 //!   the current files against them.
 //! - [`records`]: the suite's own records (event metadata, command results) as Rust types.
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
+//! - [`wire`]: Confluent's wire format through the registry, with caching.
+//! - [`registry`]: a registry client that registers a catalog of contracts, idempotently.
 //! - [`schema`]: Avro schema text: parsing with references, canonical text.
 //! - [`compat`]: compatibility levels and the reader/writer checker the registry and `causeway schema
 //!   check` share.
@@ -16,5 +18,7 @@ pub mod catalog;
 pub mod compat;
 pub mod lock;
 pub mod records;
+pub mod registry;
 pub mod schema;
 pub mod subject;
+pub mod wire;

@@ -54,6 +54,12 @@ pub fn parse(text: &str, referenced: &[String]) -> Result<Schema, String> {
     if referenced.is_empty() {
         return Schema::parse_str(text).map_err(|e| e.to_string());
     }
+    Schema::parse_str(&inline_references(text, referenced)?).map_err(|e| e.to_string())
+}
+
+/// `text` with each referenced type's definition written in at its first use: a self-contained schema
+/// (canonical text) that any Avro library parses without knowing about references.
+pub fn inline_references(text: &str, referenced: &[String]) -> Result<String, String> {
     let mut value: Value =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let mut definitions = Vec::with_capacity(referenced.len());
@@ -65,7 +71,7 @@ pub fn parse(text: &str, referenced: &[String]) -> Result<Schema, String> {
     }
     let mut defined = std::collections::HashSet::new();
     inline(&mut value, None, &definitions, &mut defined);
-    Schema::parse_str(&value.to_string()).map_err(|e| e.to_string())
+    canonical(&value.to_string())
 }
 
 fn full_name(value: &Value, enclosing: Option<&str>) -> Option<String> {
