@@ -8,6 +8,7 @@
 //! - [`records`]: the suite's own records (event metadata, command results) as Rust types.
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
 //! - [`wire`]: Confluent's wire format through the registry, with caching.
+//! - [`upcast`]: upcasters from replaced contracts to their successors, applied on decode.
 //! - [`registry`]: a registry client that registers a catalog of contracts, idempotently.
 //! - [`schema`]: Avro schema text: parsing with references, canonical text.
 //! - [`compat`]: compatibility levels and the reader/writer checker the registry and `causeway schema
@@ -21,4 +22,5 @@ pub mod records;
 pub mod registry;
 pub mod schema;
 pub mod subject;
+pub mod upcast;
 pub mod wire;

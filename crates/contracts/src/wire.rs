@@ -13,6 +13,8 @@ use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::upcast::Upcasters;
+
 /// Why a record could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -107,6 +109,16 @@ impl Codec {
 
     /// Decode a record in Confluent's wire format into `T`.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<Decoded<T>, WireError> {
+        self.decode_upcast(bytes, &Upcasters::default()).await
+    }
+
+    /// Decode a record, passing it through `upcasters` first: a record written with a replaced contract
+    /// arrives as its current successor.
+    pub async fn decode_upcast<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        upcasters: &Upcasters,
+    ) -> Result<Decoded<T>, WireError> {
         let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
             if registry_error(&e) {
                 WireError::Registry(e.to_string())
@@ -117,7 +129,10 @@ impl Codec {
         let full_name = decoded.name.map(|n| n.fullname(None)).ok_or_else(|| {
             WireError::Undecodable("the writer schema is not a named record".into())
         })?;
-        let value = apache_avro::from_value::<T>(&decoded.value).map_err(|e| {
+        let (full_name, value) = upcasters
+            .apply(&full_name, decoded.value)
+            .map_err(WireError::Undecodable)?;
+        let value = apache_avro::from_value::<T>(&value).map_err(|e| {
             WireError::Undecodable(format!("{full_name} does not fit the expected type: {e}"))
         })?;
         Ok(Decoded { full_name, value })

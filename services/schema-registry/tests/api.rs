@@ -607,3 +607,68 @@ fn two_instances_one_writer_and_a_killed_writer_hands_over_without_reusing_ids()
     back.stop();
     follower.stop();
 }
+
+#[test]
+fn references_resolve_and_protect_what_they_reference() {
+    let r = Registry::start(&unique("_schemas"));
+    let money = r#"{"type":"record","name":"Money","namespace":"shop","fields":[{"name":"cents","type":"long"}]}"#;
+    assert_eq!(r.register("shop.Money", money), (200, json!({ "id": 1 })));
+    let order = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"total","type":"shop.Money"}]}"#;
+    let reference = json!([{ "name": "shop.Money", "subject": "shop.Money", "version": 1 }]);
+    let (status, body) = r.call(
+        "POST",
+        "/subjects/orders-shop.Order/versions",
+        Some(json!({ "schema": order, "references": reference })),
+    );
+    assert_eq!((status, body), (200, json!({ "id": 2 })));
+    // Without the reference the same schema does not parse.
+    assert_eq!(
+        r.error(
+            "POST",
+            "/subjects/x-value/versions",
+            Some(json!({ "schema": order }))
+        ),
+        (422, 42201)
+    );
+    let dangling = json!([{ "name": "shop.Money", "subject": "shop.Money", "version": 9 }]);
+    assert_eq!(
+        r.error(
+            "POST",
+            "/subjects/x-value/versions",
+            Some(json!({ "schema": order, "references": dangling }))
+        ),
+        (422, 42201)
+    );
+
+    let (status, by_id) = r.call("GET", "/schemas/ids/2", None);
+    assert_eq!(
+        (status, by_id["references"].clone()),
+        (200, reference.clone())
+    );
+    assert_eq!(
+        r.call("GET", "/subjects/shop.Money/versions/1/referencedby", None),
+        (200, json!([2]))
+    );
+    let (status, raw) = r.call("GET", "/schemas/ids/2/schema", None);
+    assert_eq!((status, raw["name"].clone()), (200, json!("Order")));
+    assert_eq!(r.call("GET", "/", None), (200, json!({})));
+
+    // What is referenced cannot be deleted; once its referrer is gone, it can.
+    assert_eq!(
+        r.error("DELETE", "/subjects/shop.Money/versions/1", None),
+        (422, 42206)
+    );
+    assert_eq!(
+        r.error("DELETE", "/subjects/shop.Money", None),
+        (422, 42206)
+    );
+    assert_eq!(
+        r.call("DELETE", "/subjects/orders-shop.Order", None),
+        (200, json!([1]))
+    );
+    assert_eq!(
+        r.call("DELETE", "/subjects/shop.Money", None),
+        (200, json!([1]))
+    );
+    r.stop();
+}
