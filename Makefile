@@ -10,7 +10,7 @@ CARGO    ?= cargo
 BUILD    := $(CARGO) build --workspace --all-targets --locked
 TOPOLOGY := domains/orders/topology.toml
 
-.PHONY: help setup up down status build lint test demo check-docker clean wipe
+.PHONY: help setup up down status build lint test demo bench check-docker clean wipe
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,10 @@ test: setup build lint ## Run every test against the real stack (started if need
 
 demo: setup up ## Start the stack and every service, provision topics, and show the result.
 	@bash testcontainers/native/demo.sh
+
+bench: setup up ## Benchmarks (release builds): figures beside a baseline measured in the same run.
+	@$(CARGO) build --release --locked -p schema-registry -p causeway-bench
+	@target/release/causeway-bench registry
 
 check-docker: ## Compile the Docker backend of the test stack (for machines with a Docker engine).
 	@$(CARGO) check -p causeway-testcontainers --features docker --locked

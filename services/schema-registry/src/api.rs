@@ -333,6 +333,33 @@ fn parse_found(store: &Store, found: &Found) -> Result<apache_avro::Schema, ApiE
     })
 }
 
+/// Every incompatibility of `candidate` with the subject's live versions under the subject's level.
+fn against_subject(
+    app: &App,
+    store: &Store,
+    subject: &str,
+    candidate: &apache_avro::Schema,
+) -> Result<Vec<String>, ApiError> {
+    let found = store.all_versions(subject, false);
+    let parsed: Vec<apache_avro::Schema> = found
+        .iter()
+        .map(|f| parse_found(store, f))
+        .collect::<Result<_, _>>()?;
+    let previous: Vec<Previous<'_>> = found
+        .iter()
+        .zip(&parsed)
+        .map(|(f, schema)| Previous {
+            version: f.version,
+            schema,
+        })
+        .collect();
+    Ok(compat::check(
+        level_of(app, store, subject),
+        candidate,
+        &previous,
+    ))
+}
+
 fn level_of(app: &App, store: &Store, subject: &str) -> Level {
     store
         .subject_level(subject)
@@ -445,20 +472,7 @@ async fn register(State(app): Shared, Path(subject): Path<String>, bytes: Bytes)
             return Ok(reply(json!({ "id": id })));
         }
         if mode != Mode::Import {
-            let previous_found = store.all_versions(&subject, false);
-            let parsed: Vec<apache_avro::Schema> = previous_found
-                .iter()
-                .map(|f| parse_found(&store, f))
-                .collect::<Result<_, _>>()?;
-            let previous: Vec<Previous<'_>> = previous_found
-                .iter()
-                .zip(&parsed)
-                .map(|(f, schema)| Previous {
-                    version: f.version,
-                    schema,
-                })
-                .collect();
-            let messages = compat::check(level_of(&app, &store, &subject), &c.parsed, &previous);
+            let messages = against_subject(&app, &store, &subject, &c.parsed)?;
             if !messages.is_empty() {
                 return Err(ApiError::incompatible(&messages));
             }
@@ -531,6 +545,20 @@ async fn lookup(
     Ok(reply(version_body(&found)))
 }
 
+/// The SCHEMA record value that marks `found` soft-deleted.
+fn soft_deleted(found: &Found) -> Result<Vec<u8>, ApiError> {
+    let value = SchemaValue {
+        subject: found.subject.clone(),
+        version: found.version,
+        id: found.stored.id,
+        schema: found.stored.schema.clone(),
+        schema_type: found.stored.schema_type.clone(),
+        references: found.stored.references.clone(),
+        deleted: true,
+    };
+    serde_json::to_vec(&value).map_err(|e| ApiError::store(&e.to_string()))
+}
+
 async fn delete_subject(
     State(app): Shared,
     Path(subject): Path<String>,
@@ -573,18 +601,7 @@ async fn delete_subject(
             }
             let mut records = Vec::with_capacity(live.len());
             for f in &live {
-                let value = SchemaValue {
-                    subject: subject.clone(),
-                    version: f.version,
-                    id: f.stored.id,
-                    schema: f.stored.schema.clone(),
-                    schema_type: f.stored.schema_type.clone(),
-                    references: f.stored.references.clone(),
-                    deleted: true,
-                };
-                let bytes =
-                    serde_json::to_vec(&value).map_err(|e| ApiError::store(&e.to_string()))?;
-                records.push((key(f.version), Some(bytes)));
+                records.push((key(f.version), Some(soft_deleted(f)?)));
             }
             (records, live.iter().map(|f| f.version).collect())
         }
@@ -627,17 +644,7 @@ async fn delete_version(
             if found.deleted {
                 return Err(ApiError::version_soft_deleted(&subject, found.version));
             }
-            let value = SchemaValue {
-                subject: subject.clone(),
-                version: found.version,
-                id: found.stored.id,
-                schema: found.stored.schema.clone(),
-                schema_type: found.stored.schema_type.clone(),
-                references: found.stored.references.clone(),
-                deleted: true,
-            };
-            let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::store(&e.to_string()))?;
-            (key, Some(bytes), found.version)
+            (key, Some(soft_deleted(&found)?), found.version)
         }
     };
     writer.write(vec![(key, value)]).await?;
@@ -721,20 +728,7 @@ async fn check_latest(
     let request: SchemaRequest = body(&bytes)?;
     let store = app.log.store();
     let c = candidate(&store, &request)?;
-    let found = store.all_versions(&subject, false);
-    let parsed: Vec<apache_avro::Schema> = found
-        .iter()
-        .map(|f| parse_found(&store, f))
-        .collect::<Result<_, _>>()?;
-    let previous: Vec<Previous<'_>> = found
-        .iter()
-        .zip(&parsed)
-        .map(|(f, schema)| Previous {
-            version: f.version,
-            schema,
-        })
-        .collect();
-    let messages = compat::check(level_of(&app, &store, &subject), &c.parsed, &previous);
+    let messages = against_subject(&app, &store, &subject, &c.parsed)?;
     Ok(compatibility_reply(messages, flag(&q, "verbose")))
 }
 

@@ -1,0 +1,34 @@
+//! `make bench`: benchmarks that print figures beside a baseline measured in the same run, on the same
+//! machine, against the local stack. Never assertions on time.
+//!
+//! # Layout
+//! - `main.rs`: arguments and the report table.
+//! - `registry.rs`: the schema registry: `GET /schemas/ids/{id}` and registration.
+//! - `stats.rs`: latency percentiles and rates.
+#![forbid(unsafe_code)]
+
+mod registry;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// Causeway benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "causeway-bench", about)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The schema registry: reads by id and registrations, against a release build of the registry.
+    Registry(registry::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Registry(args) => registry::run(args).await,
+    }
+}
