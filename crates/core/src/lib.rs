@@ -2,10 +2,13 @@
 //! work) the `Aggregate`, `Saga` and `Projection` contracts and the metadata commands and events carry.
 //!
 //! # Layout
+//! - [`aggregate`]: the [`Aggregate`] contract (`handle` decides, `apply` folds) and [`Rejection`].
 //! - [`error`]: the four error classes (Transient, Poison, Rejected, Fatal) and the [`Classify`] trait
 //!   through which every crate's error says which class it belongs to.
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod error;
 
+pub use aggregate::{Aggregate, Rejection};
 pub use error::{Classify, ErrorClass};

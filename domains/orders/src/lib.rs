@@ -5,11 +5,14 @@
 //! # Layout
 //! - [`TOPOLOGY`]: the domain's Kafka topics (`topology.toml`), applied by `causeway topics apply`.
 //! - [`contracts`]: the commands and events of `avro/orders/` as Rust types.
-//!
-//! The aggregates' rules arrive with the command-processing issue.
+//! - [`order`], [`inventory`], [`payment`]: the aggregates: their rules, pure (`handle` decides,
+//!   `apply` folds), each tested given/when/then.
 #![forbid(unsafe_code)]
 
 pub mod contracts;
+pub mod inventory;
+pub mod order;
+pub mod payment;
 
 /// The domain's topology file, as text (see `topology.toml` beside this crate's Cargo.toml).
 pub const TOPOLOGY: &str = include_str!("../topology.toml");
