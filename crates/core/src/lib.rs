@@ -3,12 +3,16 @@
 //!
 //! # Layout
 //! - [`aggregate`]: the [`Aggregate`] contract (`handle` decides, `apply` folds) and [`Rejection`].
+//! - [`tracked`]: what the processor keeps per aggregate: version, recent command ids (idempotency) and
+//!   the expected-version check (optimistic concurrency).
 //! - [`error`]: the four error classes (Transient, Poison, Rejected, Fatal) and the [`Classify`] trait
 //!   through which every crate's error says which class it belongs to.
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
 pub mod error;
+pub mod tracked;
 
 pub use aggregate::{Aggregate, Rejection};
 pub use error::{Classify, ErrorClass};
+pub use tracked::{Decision, DedupWindow, Outcome, Tracked};

@@ -1,0 +1,266 @@
+//! What the processor keeps per aggregate beside the domain's own state: its version and the recent
+//! command ids with their outcomes. Both live in the aggregate's changelog record, so idempotency and
+//! optimistic concurrency are exactly as durable as the events (DESIGN: "Both live in the state").
+//!
+//! Pure, like the domain: [`Tracked::decide`] says what a command does, [`Tracked::record`] keeps it.
+
+use std::collections::VecDeque;
+
+use crate::aggregate::{Aggregate, CONFLICT, Rejection};
+
+/// How many command ids, and for how long, an aggregate remembers. A command resent after it left the
+/// window is processed again, so the window must outlast the longest retry of any producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupWindow {
+    /// Most command ids kept per aggregate.
+    pub max_commands: usize,
+    /// Longest a command id is kept, in milliseconds.
+    pub max_age_ms: i64,
+}
+
+impl Default for DedupWindow {
+    fn default() -> Self {
+        Self {
+            max_commands: 1000,
+            max_age_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// What became of a command: the answer a resend gets again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its events were recorded; the aggregate's version after them.
+    Accepted {
+        /// Version after the command's events.
+        version: i64,
+    },
+    /// A rule (or a version conflict) said no.
+    Rejected {
+        /// Machine-readable code.
+        code: String,
+        /// For a person.
+        reason: String,
+    },
+}
+
+/// A command id remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The command id.
+    pub command_id: String,
+    /// When it was processed (the command record's timestamp), ms since the epoch.
+    pub at_ms: i64,
+    /// Its outcome.
+    pub outcome: Outcome,
+}
+
+/// What a command does to a tracked aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision<E> {
+    /// Seen before: answer its first outcome again, emit nothing.
+    Duplicate(Outcome),
+    /// Record these events; the aggregate reaches `version`.
+    Accept {
+        /// The events, in order.
+        events: Vec<E>,
+        /// Version after them.
+        version: i64,
+    },
+    /// Rejected: nothing is recorded but the outcome.
+    Reject(Rejection),
+}
+
+/// An aggregate with its version and recent commands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tracked<A> {
+    /// The domain's state.
+    pub aggregate: A,
+    /// Number of events recorded so far (0: none).
+    pub version: i64,
+    /// Recent command ids, oldest first.
+    pub recent: VecDeque<Seen>,
+}
+
+impl<A: Aggregate> Tracked<A> {
+    /// Decide what `command` (with its id and optional expected version) does.
+    pub fn decide(
+        &self,
+        command_id: &str,
+        expected_version: Option<i64>,
+        command: &A::Command,
+    ) -> Decision<A::Event> {
+        if let Some(seen) = self
+            .recent
+            .iter()
+            .rev()
+            .find(|s| s.command_id == command_id)
+        {
+            return Decision::Duplicate(seen.outcome.clone());
+        }
+        if let Some(expected) = expected_version
+            && expected != self.version
+        {
+            return Decision::Reject(Rejection::new(
+                CONFLICT,
+                format!(
+                    "expected version {expected}, but the aggregate is at version {}",
+                    self.version
+                ),
+            ));
+        }
+        match self.aggregate.handle(command) {
+            Ok(events) => {
+                let version = self.version + i64::try_from(events.len()).unwrap_or(i64::MAX);
+                Decision::Accept { events, version }
+            }
+            Err(rejection) => Decision::Reject(rejection),
+        }
+    }
+
+    /// Keep what `decision` did: apply accepted events, remember the command, forget what left the
+    /// window. A duplicate changes nothing.
+    pub fn record(
+        &mut self,
+        command_id: &str,
+        at_ms: i64,
+        decision: &Decision<A::Event>,
+        window: DedupWindow,
+    ) {
+        let outcome = match decision {
+            Decision::Duplicate(_) => return,
+            Decision::Accept { events, version } => {
+                let aggregate = std::mem::take(&mut self.aggregate);
+                self.aggregate = events.iter().fold(aggregate, A::apply);
+                self.version = *version;
+                Outcome::Accepted { version: *version }
+            }
+            Decision::Reject(r) => Outcome::Rejected {
+                code: r.code.to_string(),
+                reason: r.reason.clone(),
+            },
+        };
+        self.recent.push_back(Seen {
+            command_id: command_id.to_string(),
+            at_ms,
+            outcome,
+        });
+        let oldest_kept = at_ms.saturating_sub(window.max_age_ms);
+        while self.recent.len() > window.max_commands
+            || self.recent.front().is_some_and(|s| s.at_ms < oldest_kept)
+        {
+            self.recent.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter that refuses to go above 3.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    struct Counter(i64);
+
+    impl Aggregate for Counter {
+        type Command = i64;
+        type Event = i64;
+        const TYPE: &'static str = "counter";
+
+        fn handle(&self, add: &i64) -> Result<Vec<i64>, Rejection> {
+            if self.0 + add > 3 {
+                Err(Rejection::new("too_big", "at most 3"))
+            } else {
+                Ok(vec![*add])
+            }
+        }
+
+        fn apply(self, add: &i64) -> Self {
+            Counter(self.0 + add)
+        }
+    }
+
+    fn run(
+        t: &mut Tracked<Counter>,
+        id: &str,
+        at: i64,
+        expected: Option<i64>,
+        add: i64,
+        w: DedupWindow,
+    ) -> Decision<i64> {
+        let d = t.decide(id, expected, &add);
+        t.record(id, at, &d, w);
+        d
+    }
+
+    #[test]
+    fn a_resent_command_gets_its_first_answer_and_changes_nothing() {
+        let w = DedupWindow::default();
+        let mut t = Tracked::<Counter>::default();
+        assert_eq!(
+            run(&mut t, "a", 1, None, 2, w),
+            Decision::Accept {
+                events: vec![2],
+                version: 1
+            }
+        );
+        assert_eq!(
+            run(&mut t, "a", 2, None, 2, w),
+            Decision::Duplicate(Outcome::Accepted { version: 1 })
+        );
+        assert_eq!((t.aggregate.0, t.version), (2, 1));
+
+        let rejected = run(&mut t, "b", 3, None, 5, w);
+        assert!(matches!(rejected, Decision::Reject(ref r) if r.code == "too_big"));
+        assert_eq!(
+            run(&mut t, "b", 4, None, 1, w),
+            Decision::Duplicate(Outcome::Rejected {
+                code: "too_big".into(),
+                reason: "at most 3".into()
+            }),
+            "a resent rejected command is rejected again, even if it would now pass"
+        );
+        assert_eq!(t.version, 1);
+    }
+
+    #[test]
+    fn a_stale_expected_version_is_a_conflict() {
+        let w = DedupWindow::default();
+        let mut t = Tracked::<Counter>::default();
+        run(&mut t, "a", 1, Some(0), 1, w);
+        let stale = run(&mut t, "b", 2, Some(0), 1, w);
+        assert!(
+            matches!(stale, Decision::Reject(ref r) if r.code == CONFLICT),
+            "{stale:?}"
+        );
+        assert_eq!(
+            run(&mut t, "c", 3, Some(1), 1, w),
+            Decision::Accept {
+                events: vec![1],
+                version: 2
+            }
+        );
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_count_and_age() {
+        let w = DedupWindow {
+            max_commands: 2,
+            max_age_ms: 100,
+        };
+        let mut t = Tracked::<Counter>::default();
+        run(&mut t, "a", 0, None, 0, w);
+        run(&mut t, "b", 10, None, 0, w);
+        run(&mut t, "c", 20, None, 0, w);
+        let ids: Vec<&str> = t.recent.iter().map(|s| s.command_id.as_str()).collect();
+        assert_eq!(ids, vec!["b", "c"], "count bound");
+        run(&mut t, "d", 115, None, 0, w);
+        let ids: Vec<&str> = t.recent.iter().map(|s| s.command_id.as_str()).collect();
+        assert_eq!(ids, vec!["c", "d"], "b is older than 100 ms");
+        run(&mut t, "e", 500, None, 0, w);
+        let ids: Vec<&str> = t.recent.iter().map(|s| s.command_id.as_str()).collect();
+        assert_eq!(ids, vec!["e"], "age bound");
+        // Forgotten ids are processed again.
+        assert!(matches!(t.decide("a", None, &0), Decision::Accept { .. }));
+    }
+}
