@@ -127,7 +127,8 @@ struct Checker<'a> {
     problems: Vec<String>,
 }
 
-fn named_types(schema: &Schema) -> HashMap<String, &Schema> {
+/// Every named type defined in `schema`, by full name (to resolve `Ref`s).
+pub(crate) fn named_types(schema: &Schema) -> HashMap<String, &Schema> {
     fn walk<'a>(schema: &'a Schema, out: &mut HashMap<String, &'a Schema>) {
         match schema {
             // A name seen before is a recursive reference: its fields are walked once.

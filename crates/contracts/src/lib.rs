@@ -7,6 +7,7 @@
 //!   the current files against them.
 //! - [`records`]: the suite's own records (event metadata, command results) as Rust types.
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
+//! - [`json`]: JSON as a person writes it to an Avro value of a schema, with errors by field.
 //! - [`wire`]: Confluent's wire format through the registry, with caching.
 //! - [`upcast`]: upcasters from replaced contracts to their successors, applied on decode.
 //! - [`registry`]: a registry client that registers a catalog of contracts, idempotently.
@@ -17,6 +18,7 @@
 
 pub mod catalog;
 pub mod compat;
+pub mod json;
 pub mod lock;
 pub mod records;
 pub mod registry;

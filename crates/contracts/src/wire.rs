@@ -107,6 +107,30 @@ impl Codec {
             })
     }
 
+    /// Encode an Avro value (e.g. from [`crate::json::to_avro`]) as record `full_name` on `topic`.
+    pub async fn encode_value(
+        &self,
+        topic: &str,
+        full_name: &str,
+        value: apache_avro::types::Value,
+    ) -> Result<Vec<u8>, WireError> {
+        let strategy =
+            SubjectNameStrategy::TopicRecordNameStrategy(topic.to_string(), full_name.to_string());
+        self.encoder
+            .encode_value(value, &strategy)
+            .await
+            .map_err(|e| {
+                if registry_error(&e) {
+                    WireError::Registry(e.to_string())
+                } else {
+                    WireError::Unencodable {
+                        subject: crate::subject::topic_record_name(topic, full_name),
+                        why: e.to_string(),
+                    }
+                }
+            })
+    }
+
     /// Decode a record in Confluent's wire format into `T`.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<Decoded<T>, WireError> {
         self.decode_upcast(bytes, &Upcasters::default()).await

@@ -147,6 +147,52 @@ async fn what_confluent_encodes_we_decode() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_hand_written_json_command_encodes_and_decodes() {
+    let url = registered().await;
+    let codec = Codec::new(url);
+    let topic = "orders.order.commands";
+    let full_name = "causeway.orders.order.PlaceOrder";
+    let subject = causeway_contracts::subject::topic_record_name(topic, full_name);
+    let latest: Value =
+        reqwest_free_get(&format!("{url}/subjects/{subject}/versions/latest")).await;
+    let schema =
+        causeway_contracts::schema::parse(latest["schema"].as_str().unwrap_or_default(), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+    let json = json!({
+        "command_id": "cmd-9", "order_id": "o-9", "customer_id": "eve",
+        "lines": [{ "sku": "tea", "quantity": 1, "unit_price_cents": 450 }],
+        "currency": "EUR", "payment_account_id": "acc-eve"
+    });
+    let value =
+        causeway_contracts::json::to_avro(&schema, &json).unwrap_or_else(|e| panic!("{e:?}"));
+    let bytes = codec
+        .encode_value(topic, full_name, value)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let decoded = codec
+        .decode::<order::PlaceOrder>(&bytes)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(decoded.value.customer_id, "eve");
+    assert_eq!(decoded.value.expected_version, None);
+}
+
+/// A GET through the stack's Python-free path: the HTTP helper of the test stack.
+async fn reqwest_free_get(url: &str) -> Value {
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr: std::net::SocketAddr = host.parse().unwrap_or_else(|e| panic!("{host}: {e}"));
+    let path = format!("/{path}");
+    let response = tokio::task::spawn_blocking(move || {
+        causeway_testcontainers::process::http_request(addr, "GET", &path, None)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("{e}: {}", response.body))
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_bytes_are_poison_and_an_absent_registry_transient() {
     let url = registered().await;
     let codec = Codec::new(url);
