@@ -29,6 +29,14 @@ bash "$here/stack.sh" status 2>&1 | sed 's/^stack: /  /'
 step "The services (admin endpoints: /healthz /readyz /metrics)"
 bash "$here/services.sh" status | sed 's/^/  /'
 
+step "A command through the gateway (POST 127.0.0.1:18080/v1/commands/order/PlaceOrder)"
+curl -s -X POST 127.0.0.1:18080/v1/commands/order/PlaceOrder -H 'Content-Type: application/json' \
+  -d '{"order_id":"demo-1","customer_id":"alice","lines":[{"sku":"tea","quantity":2,"unit_price_cents":450}],"currency":"EUR","payment_account_id":"acc-alice"}' \
+  | sed 's/^/  /'; echo
+echo "  and a bad one:"
+curl -s -X POST 127.0.0.1:18080/v1/commands/order/PlaceOrder -H 'Content-Type: application/json' \
+  -d '{"order_id":"demo-2","lines":[{"sku":"tea","quantity":"two"}]}' | sed 's/^/  /'; echo
+
 step "A service's metrics (curl -s 127.0.0.1:9401/metrics)"
 curl -s 127.0.0.1:9401/metrics | grep -E '^causeway_' | sed 's/^/  /'
 
@@ -44,6 +52,8 @@ What you can do next:
   target/debug/causeway schema check        the contracts against their published versions
   kcat -b $KAFKA_BOOTSTRAP -L               list the topics
   curl -s $REGISTRY_URL/subjects     the registry's subjects (Confluent's REST API)
+  curl -s -X POST 127.0.0.1:18080/v1/commands/<aggregate>/<Command> -d '{...}'
+                                            send a command (status: GET /v1/commands/<command_id>)
   make status                               what runs, and whether it is ready
   tail -f .stack/services/*.log             the services' JSON logs
   make down                                 stop the services and the stack

@@ -216,6 +216,21 @@ pub fn http_request(
     path: &str,
     body: Option<&str>,
 ) -> Result<HttpResponse, String> {
+    http_request_with(addr, method, path, &[], body)
+}
+
+/// [`http_request`] with extra request headers.
+pub fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<HttpResponse, String> {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
@@ -225,7 +240,7 @@ pub fn http_request(
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+         Content-Type: application/vnd.schemaregistry.v1+json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .map_err(|e| format!("write to {addr}: {e}"))?;

@@ -1,17 +1,68 @@
-//! The job of `command-gateway`. Until its real work lands it waits for Kafka, reports ready, and runs until the
-//! shutdown signal.
+//! The job of `command-gateway`: wait for Kafka and the registry, follow the results topic, serve the
+//! command API until shutdown.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use causeway_contracts::wire::Codec;
+use causeway_kafka::client;
+use causeway_kafka::config::OffsetMode;
 use causeway_runtime::ServiceContext;
+use tokio::net::TcpListener;
 
+use crate::api::{self, App};
 use crate::config::Config;
 use crate::error::Error;
+use crate::results::Results;
 
 /// Run until shutdown.
 pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
-    if !causeway_kafka::client::wait_for_broker(&ctx, &config.kafka).await? {
+    if !client::wait_for_broker(&ctx, &config.kafka).await? {
         return Ok(());
     }
+    let producer = client::producer(&config.kafka, "command-gateway")?;
+    let codec = Codec::new(&config.gateway.registry_url);
+    let results = Results::new(config.gateway.max_tracked_results);
+    // A group of its own per process: every gateway instance sees every result.
+    let group = format!("command-gateway-results-{}", uuid::Uuid::now_v7());
+    let consumer = client::consumer(
+        &config.kafka,
+        "command-gateway-results",
+        &group,
+        OffsetMode::Transactional,
+    )?;
+    Results::start_at_end(&consumer, &config.gateway.results_topic).map_err(|source| {
+        causeway_kafka::Error::Operation {
+            operation: "assign the results topic",
+            source,
+        }
+    })?;
+    let follower = tokio::spawn(results.clone().follow(consumer, codec.clone()));
+
+    let listen = config.http.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+    let app = Arc::new(App {
+        config: config.gateway.clone(),
+        producer,
+        codec,
+        schemas: RwLock::new(HashMap::new()),
+        http: reqwest::Client::new(),
+        results,
+    });
+    let shutdown = ctx.shutdown.clone();
+    let server = axum::serve(listener, api::router(app, config.http.max_body_bytes))
+        .with_graceful_shutdown(async move { shutdown.wait().await });
+    tracing::info!(%listen, "command API serving");
     ctx.set_ready(true);
-    ctx.shutdown.wait().await;
-    Ok(())
+    let served = server.await;
+    follower.abort();
+    served.map_err(|source| Error::Listen {
+        addr: listen,
+        source,
+    })
 }

@@ -1,14 +1,20 @@
-//! `command-gateway`: Accepts commands over HTTP, validates them against their Avro contracts and produces them onto the command topics (acks=all, idempotent). Today it connects to Kafka and reports ready; the HTTP API arrives with the command-processing issue.
+//! `command-gateway`: accepts commands over HTTP, validates them against their Avro contracts and
+//! produces them onto the command topics (acks=all, idempotent producer); reports each command's result
+//! from the results topic.
 //!
 //! # Layout
 //! - `config.rs`: the service's config file (`command-gateway.toml` beside Cargo.toml is the sample).
-//! - `error.rs`: the service's errors.
-//! - `gateway.rs`: the service's job.
+//! - `error.rs`: the API's answers and the service's errors.
+//! - `api.rs`: the command API (submit, status).
+//! - `results.rs`: command results from the results topic, for the status API.
+//! - `gateway.rs`: the service's job: wiring.
 #![forbid(unsafe_code)]
 
+mod api;
 mod config;
 mod error;
 mod gateway;
+mod results;
 
 use std::process::ExitCode;
 

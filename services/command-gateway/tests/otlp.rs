@@ -10,7 +10,9 @@ use causeway_testcontainers::stack;
 #[test]
 fn an_unreachable_collector_does_not_block_start_or_stop() {
     let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
     let env = [
+        ("CAUSEWAY__HTTP__LISTEN", api.as_str()),
         (
             "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
             stack().kafka_bootstrap.as_str(),

@@ -1,0 +1,186 @@
+//! Command results, read from the results topic, for the status API: a bounded map from command id to
+//! its result, and a way to wait for one to arrive.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use causeway_contracts::records::{CommandOutcome, CommandResult};
+use causeway_contracts::wire::Codec;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// The results seen, newest `capacity` of them.
+#[derive(Clone)]
+pub struct Results {
+    inner: Arc<Mutex<Inner>>,
+    arrived: Arc<Notify>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, CommandResult>,
+    order: VecDeque<String>,
+}
+
+impl std::fmt::Debug for Results {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Results")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A result as the API shows it.
+pub trait Shown {
+    /// The JSON body.
+    fn to_json(&self) -> Value;
+}
+
+impl Shown for CommandResult {
+    fn to_json(&self) -> Value {
+        match self.outcome {
+            CommandOutcome::Accepted => json!({
+                "command_id": self.command_id, "status": "accepted",
+                "aggregate_type": self.aggregate_type, "aggregate_id": self.aggregate_id,
+                "version": self.new_version,
+            }),
+            CommandOutcome::Rejected => json!({
+                "command_id": self.command_id, "status": "rejected",
+                "aggregate_type": self.aggregate_type, "aggregate_id": self.aggregate_id,
+                "code": self.rejection_code, "reason": self.reason,
+            }),
+        }
+    }
+}
+
+impl Results {
+    /// An empty map keeping at most `capacity` results.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            arrived: Arc::new(Notify::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Remember `result` (the first one per command id wins: a processor answers a resend the same).
+    pub fn insert(&self, result: CommandResult) {
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.by_id.contains_key(&result.command_id) {
+                return;
+            }
+            inner.order.push_back(result.command_id.clone());
+            inner.by_id.insert(result.command_id.clone(), result);
+            while inner.order.len() > self.capacity {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.by_id.remove(&old);
+                }
+            }
+        }
+        self.arrived.notify_waiters();
+    }
+
+    /// The result of `command_id`, waiting up to `wait` for it.
+    pub async fn wait(&self, command_id: &str, wait: Duration) -> Option<CommandResult> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.arrived.notified();
+            if let Some(r) = self
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .by_id
+                .get(command_id)
+            {
+                return Some(r.clone());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Read results from `consumer` until it fails; records that do not decode are skipped (logged).
+    pub async fn follow(
+        self,
+        consumer: StreamConsumer,
+        codec: Codec,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        loop {
+            let message = consumer.recv().await?;
+            let Some(payload) = message.payload() else {
+                continue;
+            };
+            match codec.decode::<CommandResult>(payload).await {
+                Ok(decoded) => self.insert(decoded.value),
+                Err(e) => tracing::warn!(
+                    topic = message.topic(), partition = message.partition(), offset = message.offset(),
+                    error = %e, "skipped a command result that does not decode"
+                ),
+            }
+        }
+    }
+
+    /// Subscribe `consumer` to `topic` from its end, so the map holds results from now on.
+    pub fn start_at_end(
+        consumer: &StreamConsumer,
+        topic: &str,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::End)?;
+            }
+        }
+        consumer.assign(&assignment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: &str) -> CommandResult {
+        CommandResult {
+            command_id: id.into(),
+            outcome: CommandOutcome::Accepted,
+            new_version: Some(1),
+            ..CommandResult::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_and_awaitable() {
+        let results = Results::new(2);
+        assert!(results.wait("a", Duration::from_millis(10)).await.is_none());
+        let waiter = {
+            let results = results.clone();
+            tokio::spawn(async move { results.wait("a", Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        results.insert(result("a"));
+        assert_eq!(
+            waiter.await.ok().flatten().map(|r| r.command_id),
+            Some("a".into())
+        );
+        results.insert(result("b"));
+        results.insert(result("c"));
+        assert!(
+            results.wait("a", Duration::ZERO).await.is_none(),
+            "the oldest left"
+        );
+        assert_eq!(
+            results
+                .wait("c", Duration::ZERO)
+                .await
+                .map(|r| r.to_json()["status"].clone()),
+            Some(json!("accepted"))
+        );
+    }
+}
