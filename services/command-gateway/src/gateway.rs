@@ -20,7 +20,20 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     if !client::wait_for_broker(&ctx, &config.kafka).await? {
         return Ok(());
     }
-    let producer = client::producer(&config.kafka, "command-gateway")?;
+    // A command the broker has not acknowledged within the produce timeout is answered 503. The timeout
+    // bounds delivery, not only queueing; the command may still land, so clients retry with the same
+    // Idempotency-Key and the processor answers the resend with the first result.
+    let mut kafka = config.kafka.clone();
+    let timeout = config.gateway.produce_timeout_ms.to_string();
+    kafka
+        .properties
+        .entry("message.timeout.ms".into())
+        .or_insert(timeout.clone());
+    kafka
+        .properties
+        .entry("request.timeout.ms".into())
+        .or_insert(timeout);
+    let producer = client::producer(&kafka, "command-gateway")?;
     let codec = Codec::new(&config.gateway.registry_url);
     let results = Results::new(config.gateway.max_tracked_results);
     // A group of its own per process: every gateway instance sees every result.

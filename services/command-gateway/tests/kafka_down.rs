@@ -1,0 +1,135 @@
+//! When Kafka stops answering, the gateway says so (503 with Retry-After) instead of hanging or
+//! pretending. It runs against a stack of its own (own folder and ports), whose Kafka the test kills.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use causeway_contracts::catalog::Catalog;
+use causeway_contracts::registry::RegistryClient;
+use causeway_kafka::KafkaConfig;
+use causeway_kafka::topology::{self, Topology};
+use causeway_testcontainers::native::script;
+use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with, run_to_exit};
+use causeway_testcontainers::unique;
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn stack(dir: &Path, ports: &[(&str, u16)], verb: &str) -> String {
+    let mut command = Command::new("bash");
+    command
+        .arg(script())
+        .arg(verb)
+        .env("CAUSEWAY_STACK_DIR", dir);
+    for (var, port) in ports {
+        command.env(var, port.to_string());
+    }
+    let (status, out, err) =
+        run_to_exit(&mut command, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success() || verb != "up", "stack {verb}: {out}{err}");
+    format!("{out}{err}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_gone_means_503_with_retry_after() {
+    let dir = std::env::temp_dir().join(unique("stack"));
+    let ports = [
+        ("CAUSEWAY_STACK_KAFKA_PORT", free_port()),
+        ("CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT", free_port()),
+        ("CAUSEWAY_STACK_REDIS_PORT", free_port()),
+        ("CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT", free_port()),
+        ("CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT", free_port()),
+        ("CAUSEWAY_STACK_REGISTRY_PORT", free_port()),
+        ("CAUSEWAY_STACK_REGISTRY_ADMIN_PORT", free_port()),
+    ];
+    {
+        let (d, p) = (dir.clone(), ports);
+        tokio::task::spawn_blocking(move || stack(&d, &p, "up"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let bootstrap = format!("127.0.0.1:{}", ports[0].1);
+    let registry = format!("http://127.0.0.1:{}", ports[5].1);
+    let kafka = KafkaConfig::for_servers(bootstrap.clone());
+    let mut topology =
+        Topology::load(&repo("domains/orders/topology.toml")).unwrap_or_else(|e| panic!("{e}"));
+    topology.defaults.replication_factor = 1;
+    topology::apply(&kafka, &topology, false, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let catalog = Catalog::load(&repo("avro")).unwrap_or_else(|e| panic!("{e}"));
+    RegistryClient::new(&registry)
+        .register_catalog(&catalog, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let api_text = api.to_string();
+    let mut gateway = ServiceProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_command-gateway")),
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/command-gateway.toml")),
+        &[
+            ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", bootstrap.as_str()),
+            ("CAUSEWAY__HTTP__LISTEN", api_text.as_str()),
+            ("CAUSEWAY__GATEWAY__REGISTRY_URL", registry.as_str()),
+            ("CAUSEWAY__GATEWAY__PRODUCE_TIMEOUT_MS", "2000"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gateway
+        .wait_ready(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = serde_json::json!({
+        "order_id": "o-1", "customer_id": "c", "currency": "EUR", "payment_account_id": "a",
+        "lines": [{ "sku": "tea", "quantity": 1, "unit_price_cents": 1 }]
+    })
+    .to_string();
+    let post = |body: String| {
+        tokio::task::spawn_blocking(move || {
+            http_request_with(
+                api,
+                "POST",
+                "/v1/commands/order/PlaceOrder",
+                &[],
+                Some(&body),
+            )
+        })
+    };
+    let ok = post(body.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.status, 202, "{}", ok.body);
+
+    // Kafka dies.
+    let pid = std::fs::read_to_string(dir.join("kafka/kafka.pid")).unwrap_or_default();
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(killed.success());
+    let answer = post(body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        answer.body.contains("Kafka did not acknowledge"),
+        "{}",
+        answer.body
+    );
+
+    drop(gateway);
+    let d = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        stack(&d, &[], "down");
+        stack(&d, &[], "wipe")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
