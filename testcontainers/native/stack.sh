@@ -103,7 +103,8 @@ alive() { # pidfile
     registry.pid) pattern=schema-registry ;;
     *) return 0 ;;
   esac
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "$pattern"
+  # No pipe here: with pipefail, `tr | grep -q` fails whenever grep stops reading first (SIGPIPE).
+  grep -qa -- "$pattern" "/proc/$pid/cmdline" 2>/dev/null
 }
 
 wait_for() { # name seconds command...
@@ -147,6 +148,11 @@ stop_pid() { # name pidfile
 # Ports come from the recorded env of a running stack, so `down`, `status` and a second `up` act on the
 # stack that runs, whatever the caller's environment says now.
 load_ports() {
+  # The recorded ports of a running stack win over the caller's environment.
+  if [ -f "$dir/ports" ] && any_alive; then
+    # shellcheck disable=SC1091
+    . "$dir/ports"
+  fi
   kafka_port=${CAUSEWAY_STACK_KAFKA_PORT:-19092}
   controller_port=${CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT:-19093}
   redis_port=${CAUSEWAY_STACK_REDIS_PORT:-16379}
@@ -154,10 +160,6 @@ load_ports() {
   ch_tcp_port=${CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT:-19000}
   registry_port=${CAUSEWAY_STACK_REGISTRY_PORT:-18081}
   registry_admin_port=${CAUSEWAY_STACK_REGISTRY_ADMIN_PORT:-19081}
-  if [ -f "$dir/ports" ] && any_alive; then
-    # shellcheck disable=SC1091
-    . "$dir/ports"
-  fi
 }
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -117,6 +117,103 @@ pub fn start_registry(
     Ok((process, format!("http://{api}")))
 }
 
+/// A stack of its own for a test that must break or stop something (kill Kafka, run `down`): its own
+/// folder and free ports, so the shared stack is left alone. Dropping it stops it and deletes its folder,
+/// also when the test fails.
+#[derive(Debug)]
+pub struct TempStack {
+    /// Its folder (`CAUSEWAY_STACK_DIR`).
+    pub dir: PathBuf,
+    /// The ports it was asked to use, by variable.
+    pub ports: Vec<(&'static str, u16)>,
+}
+
+impl TempStack {
+    /// A stack not started yet: a folder name and free ports.
+    pub fn new() -> Self {
+        let ports = [
+            "CAUSEWAY_STACK_KAFKA_PORT",
+            "CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT",
+            "CAUSEWAY_STACK_REDIS_PORT",
+            "CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT",
+            "CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT",
+            "CAUSEWAY_STACK_REGISTRY_PORT",
+            "CAUSEWAY_STACK_REGISTRY_ADMIN_PORT",
+        ]
+        .into_iter()
+        .map(|var| (var, crate::process::free_port()))
+        .collect();
+        Self {
+            dir: std::env::temp_dir().join(crate::unique("stack")),
+            ports,
+        }
+    }
+
+    /// The port asked for `var`.
+    pub fn port(&self, var: &str) -> u16 {
+        self.ports
+            .iter()
+            .find(|(v, _)| *v == var)
+            .map(|(_, p)| *p)
+            .unwrap_or(0)
+    }
+
+    /// Run `stack.sh <verb>` on it (the ports passed only when `with_ports`): exit code and output.
+    pub fn run(&self, verb: &str, with_ports: bool) -> (Option<i32>, String) {
+        let mut command = Command::new("bash");
+        command
+            .arg(script())
+            .arg(verb)
+            .env("CAUSEWAY_STACK_DIR", &self.dir);
+        if with_ports {
+            for (var, port) in &self.ports {
+                command.env(var, port.to_string());
+            }
+        }
+        match crate::process::run_to_exit(&mut command, std::time::Duration::from_secs(300)) {
+            Ok((status, out, err)) => (status.code(), format!("{out}{err}")),
+            Err(e) => (None, e),
+        }
+    }
+
+    /// Start it; panics with the script's output when it cannot.
+    pub fn up(&self) -> Stack {
+        let (code, out) = self.run("up", true);
+        if code != Some(0) {
+            panic!("the test's own stack did not start:\n{out}");
+        }
+        Stack {
+            kafka_bootstrap: format!("127.0.0.1:{}", self.port("CAUSEWAY_STACK_KAFKA_PORT")),
+            redis_url: format!(
+                "redis://127.0.0.1:{}",
+                self.port("CAUSEWAY_STACK_REDIS_PORT")
+            ),
+            clickhouse_url: format!(
+                "http://127.0.0.1:{}",
+                self.port("CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT")
+            ),
+            registry_url: format!(
+                "http://127.0.0.1:{}",
+                self.port("CAUSEWAY_STACK_REGISTRY_PORT")
+            ),
+        }
+    }
+}
+
+impl Default for TempStack {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempStack {
+    fn drop(&mut self) {
+        if self.dir.exists() {
+            let _ = self.run("wipe", false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

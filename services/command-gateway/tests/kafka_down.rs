@@ -10,9 +10,8 @@ use causeway_contracts::catalog::Catalog;
 use causeway_contracts::registry::RegistryClient;
 use causeway_kafka::KafkaConfig;
 use causeway_kafka::topology::{self, Topology};
-use causeway_testcontainers::native::script;
-use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with, run_to_exit};
-use causeway_testcontainers::unique;
+use causeway_testcontainers::native::TempStack;
+use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with};
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,41 +19,18 @@ fn repo(path: &str) -> std::path::PathBuf {
         .join(path)
 }
 
-fn stack(dir: &Path, ports: &[(&str, u16)], verb: &str) -> String {
-    let mut command = Command::new("bash");
-    command
-        .arg(script())
-        .arg(verb)
-        .env("CAUSEWAY_STACK_DIR", dir);
-    for (var, port) in ports {
-        command.env(var, port.to_string());
-    }
-    let (status, out, err) =
-        run_to_exit(&mut command, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success() || verb != "up", "stack {verb}: {out}{err}");
-    format!("{out}{err}")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_gone_means_503_with_retry_after() {
-    let dir = std::env::temp_dir().join(unique("stack"));
-    let ports = [
-        ("CAUSEWAY_STACK_KAFKA_PORT", free_port()),
-        ("CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT", free_port()),
-        ("CAUSEWAY_STACK_REDIS_PORT", free_port()),
-        ("CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT", free_port()),
-        ("CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT", free_port()),
-        ("CAUSEWAY_STACK_REGISTRY_PORT", free_port()),
-        ("CAUSEWAY_STACK_REGISTRY_ADMIN_PORT", free_port()),
-    ];
-    {
-        let (d, p) = (dir.clone(), ports);
-        tokio::task::spawn_blocking(move || stack(&d, &p, "up"))
+    // Dropped last: stops the stack and deletes its folder even when an assertion fails.
+    let own = std::sync::Arc::new(TempStack::new());
+    let endpoints = {
+        let own = std::sync::Arc::clone(&own);
+        tokio::task::spawn_blocking(move || own.up())
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let bootstrap = format!("127.0.0.1:{}", ports[0].1);
-    let registry = format!("http://127.0.0.1:{}", ports[5].1);
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let bootstrap = endpoints.kafka_bootstrap.clone();
+    let registry = endpoints.registry_url.clone();
     let kafka = KafkaConfig::for_servers(bootstrap.clone());
     let mut topology =
         Topology::load(&repo("domains/orders/topology.toml")).unwrap_or_else(|e| panic!("{e}"));
@@ -107,7 +83,7 @@ async fn kafka_gone_means_503_with_retry_after() {
     assert_eq!(ok.status, 202, "{}", ok.body);
 
     // Kafka dies.
-    let pid = std::fs::read_to_string(dir.join("kafka/kafka.pid")).unwrap_or_default();
+    let pid = std::fs::read_to_string(own.dir.join("kafka/kafka.pid")).unwrap_or_default();
     let killed = Command::new("kill")
         .args(["-KILL", pid.trim()])
         .status()
@@ -125,11 +101,7 @@ async fn kafka_gone_means_503_with_retry_after() {
     );
 
     drop(gateway);
-    let d = dir.clone();
-    tokio::task::spawn_blocking(move || {
-        stack(&d, &[], "down");
-        stack(&d, &[], "wipe")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    tokio::task::spawn_blocking(move || drop(own))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
