@@ -74,6 +74,17 @@ fn registry_error(e: &SRCError) -> bool {
     e.retriable || e.error.contains("failed with status 5")
 }
 
+fn encode_error(e: &SRCError, topic: &str, full_name: &str) -> WireError {
+    if registry_error(e) {
+        WireError::Registry(e.to_string())
+    } else {
+        WireError::Unencodable {
+            subject: crate::subject::topic_record_name(topic, full_name),
+            why: e.to_string(),
+        }
+    }
+}
+
 impl Codec {
     /// A codec for the registry at `url`.
     pub fn new(url: &str) -> Self {
@@ -95,16 +106,7 @@ impl Codec {
         self.encoder
             .encode_struct(value, &strategy)
             .await
-            .map_err(|e| {
-                if registry_error(&e) {
-                    WireError::Registry(e.to_string())
-                } else {
-                    WireError::Unencodable {
-                        subject: crate::subject::topic_record_name(topic, full_name),
-                        why: e.to_string(),
-                    }
-                }
-            })
+            .map_err(|e| encode_error(&e, topic, full_name))
     }
 
     /// Encode an Avro value (e.g. from [`crate::json::to_avro`]) as record `full_name` on `topic`.
@@ -119,16 +121,7 @@ impl Codec {
         self.encoder
             .encode_value(value, &strategy)
             .await
-            .map_err(|e| {
-                if registry_error(&e) {
-                    WireError::Registry(e.to_string())
-                } else {
-                    WireError::Unencodable {
-                        subject: crate::subject::topic_record_name(topic, full_name),
-                        why: e.to_string(),
-                    }
-                }
-            })
+            .map_err(|e| encode_error(&e, topic, full_name))
     }
 
     /// Decode a record in Confluent's wire format into `T`.
