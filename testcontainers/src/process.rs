@@ -297,18 +297,13 @@ pub fn assert_service_lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, 
     assert_eq!(status, 404);
 
     let log_before = service.log();
-    let started = Instant::now();
+    // terminate() fails the test if the process is still running 10 s after SIGTERM.
     let exit = service
         .terminate(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         exit.success(),
         "{name} exited with {exit} after SIGTERM; log:\n{log_before}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{name} took {:?} to stop",
-        started.elapsed()
     );
 }
 

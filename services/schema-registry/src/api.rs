@@ -22,7 +22,7 @@ use crate::model::{
     ConfigValue, Key, Level, Mode, ModeValue, OTHER_KEY_MAGIC, Reference, SCHEMA_KEY_MAGIC,
     SchemaValue,
 };
-use crate::store::{Found, Store, VersionSpec};
+use crate::store::{Found, Store, Stored, VersionSpec};
 use causeway_contracts::compat::{self, Previous};
 use causeway_contracts::schema;
 
@@ -221,11 +221,16 @@ fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
     })
 }
 
-fn parse_id(raw: &str) -> Result<i32, ApiError> {
-    raw.parse::<i32>()
+/// The schema with the id in `raw`, or 40403.
+fn stored_by_id(store: &Store, raw: &str) -> Result<Arc<Stored>, ApiError> {
+    let id = raw
+        .parse::<i32>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::schema_not_found(&format!("'{raw}' is not a schema id")))
+        .ok_or_else(|| ApiError::schema_not_found(&format!("'{raw}' is not a schema id")))?;
+    store
+        .schema(id)
+        .ok_or_else(|| ApiError::schema_not_found(&format!("schema {id} not found")))
 }
 
 /// A version as the API shows it.
@@ -436,20 +441,7 @@ async fn referenced_by(
 ) -> ApiResult {
     let store = app.log.store();
     let found = store.version(&subject, VersionSpec::parse(&version)?, false)?;
-    let mut ids: Vec<i32> = store
-        .subjects(false, None)
-        .iter()
-        .flat_map(|s| store.all_versions(s, false))
-        .filter(|f| {
-            f.stored
-                .references
-                .iter()
-                .any(|r| r.subject == found.subject && r.version == found.version)
-        })
-        .map(|f| f.stored.id)
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = store.referenced_by(&found.subject, found.version);
     Ok(reply(ids))
 }
 
@@ -655,35 +647,20 @@ async fn delete_version(
 // --- schemas by id -----------------------------------------------------------------------------
 
 async fn schema_by_id(State(app): Shared, Path(id): Path<String>) -> ApiResult {
-    let id = parse_id(&id)?;
-    let stored = app
-        .log
-        .store()
-        .schema(id)
-        .ok_or_else(|| ApiError::schema_not_found(&format!("schema {id} not found")))?;
+    let stored = stored_by_id(&app.log.store(), &id)?;
     let mut body = json!({ "schema": stored.schema });
     decorate(&mut body, stored.schema_type.as_deref(), &stored.references);
     Ok(reply(body))
 }
 
 async fn raw_schema_by_id(State(app): Shared, Path(id): Path<String>) -> ApiResult {
-    let id = parse_id(&id)?;
-    let stored = app
-        .log
-        .store()
-        .schema(id)
-        .ok_or_else(|| ApiError::schema_not_found(&format!("schema {id} not found")))?;
+    let stored = stored_by_id(&app.log.store(), &id)?;
     Ok(raw(stored.schema.clone()))
 }
 
 async fn subjects_by_id(State(app): Shared, Path(id): Path<String>, Query(q): Params) -> ApiResult {
-    let id = parse_id(&id)?;
     let store = app.log.store();
-    if store.schema(id).is_none() {
-        return Err(ApiError::schema_not_found(&format!(
-            "schema {id} not found"
-        )));
-    }
+    let id = stored_by_id(&store, &id)?.id;
     let mut subjects: Vec<String> = store
         .uses_of(id, flag(&q, "deleted"))
         .into_iter()
@@ -694,13 +671,8 @@ async fn subjects_by_id(State(app): Shared, Path(id): Path<String>, Query(q): Pa
 }
 
 async fn versions_by_id(State(app): Shared, Path(id): Path<String>, Query(q): Params) -> ApiResult {
-    let id = parse_id(&id)?;
     let store = app.log.store();
-    if store.schema(id).is_none() {
-        return Err(ApiError::schema_not_found(&format!(
-            "schema {id} not found"
-        )));
-    }
+    let id = stored_by_id(&store, &id)?.id;
     let uses: Vec<serde_json::Value> = store
         .uses_of(id, flag(&q, "deleted"))
         .into_iter()

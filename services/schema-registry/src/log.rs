@@ -36,6 +36,8 @@ pub struct Log {
     leader_url: watch::Receiver<Option<String>>,
     writer: Arc<Mutex<Option<Writer>>>,
     leading: Arc<AtomicBool>,
+    /// Mirrors `leading` on `/metrics` (`causeway_registry_leader`).
+    leader_gauge: prometheus::IntGauge,
     kafka: KafkaConfig,
     config: RegistryConfig,
     own_url: String,
@@ -83,11 +85,13 @@ fn op(operation: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> cau
 
 impl Log {
     /// Make sure both topics exist, start the reader, catch up with everything committed so far, and
-    /// join the election. `own_url` is where other instances forward writes while this one leads.
+    /// join the election. `own_url` is where other instances forward writes while this one leads;
+    /// `leader_gauge` is set to 1 while it does.
     pub async fn open(
         kafka: &KafkaConfig,
         config: &RegistryConfig,
         own_url: String,
+        leader_gauge: prometheus::IntGauge,
     ) -> Result<(Self, Tasks), Error> {
         ensure_topics(kafka, config).await?;
         let store = Arc::new(RwLock::new(Store::default()));
@@ -122,6 +126,7 @@ impl Log {
             leader_url,
             writer: Arc::new(Mutex::new(None)),
             leading: Arc::new(AtomicBool::new(false)),
+            leader_gauge,
             kafka: kafka.clone(),
             config: config.clone(),
             own_url,
@@ -217,6 +222,7 @@ impl Log {
         writer.announce(&self.own_url).await?;
         *slot = Some(writer);
         self.leading.store(true, Ordering::Release);
+        self.leader_gauge.set(1);
         tracing::info!(url = %self.own_url, "elected: this instance is the schema writer");
         Ok(())
     }
@@ -224,6 +230,7 @@ impl Log {
     /// Give the writer role up (the assignment was revoked).
     async fn resign(&self) {
         self.leading.store(false, Ordering::Release);
+        self.leader_gauge.set(0);
         if self.writer.lock().await.take().is_some() {
             tracing::info!("no longer the schema writer");
         }

@@ -17,14 +17,6 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         return Ok(());
     }
     let registry = &config.registry;
-    let (log, tasks) = tokio::select! {
-        opened = Log::open(&config.kafka, registry, registry.advertised_url()) => opened?,
-        _ = ctx.shutdown.wait() => return Ok(()),
-    };
-    let Tasks {
-        mut reader,
-        election,
-    } = tasks;
     let leader_gauge = prometheus::IntGauge::new(
         names::REGISTRY_LEADER,
         "Whether this registry instance is the elected schema writer (1) or not (0).",
@@ -39,6 +31,14 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         topic: "metrics".into(),
         why: e.to_string(),
     })?;
+    let (log, tasks) = tokio::select! {
+        opened = Log::open(&config.kafka, registry, registry.advertised_url(), leader_gauge) => opened?,
+        _ = ctx.shutdown.wait() => return Ok(()),
+    };
+    let Tasks {
+        mut reader,
+        election,
+    } = tasks;
     tracing::info!(topic = %registry.topic, applied = log.applied(), "schema log loaded");
 
     let listener = TcpListener::bind(registry.listen)
@@ -56,13 +56,6 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         write_timeout: std::time::Duration::from_millis(registry.write_timeout_ms),
     });
     let router = api::router(app);
-    let gauge_log = log.clone();
-    let gauge = tokio::spawn(async move {
-        loop {
-            leader_gauge.set(i64::from(gauge_log.is_leader()));
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
-    });
     let shutdown = ctx.shutdown.clone();
     let mut server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -112,7 +105,6 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     }
     ctx.set_ready(false);
     reader.abort();
-    gauge.abort();
     match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(source)) => Err(Error::Listen {

@@ -403,14 +403,26 @@ impl Store {
             + 1
     }
 
+    /// The ids of the live schemas that reference `subject` at `version`, ascending.
+    pub fn referenced_by(&self, subject: &str, version: i32) -> Vec<i32> {
+        let mut ids: Vec<i32> = self
+            .schemas
+            .values()
+            .filter(|s| {
+                s.references
+                    .iter()
+                    .any(|r| r.subject == subject && r.version == version)
+                    && !self.uses_of(s.id, false).is_empty()
+            })
+            .map(|s| s.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Whether another live schema references `subject` at `version`.
     pub fn is_referenced(&self, subject: &str, version: i32) -> bool {
-        self.schemas.values().any(|s| {
-            s.references
-                .iter()
-                .any(|r| r.subject == subject && r.version == version)
-                && !self.uses_of(s.id, false).is_empty()
-        })
+        !self.referenced_by(subject, version).is_empty()
     }
 
     /// The global compatibility level, if one was set.
