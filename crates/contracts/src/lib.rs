@@ -5,7 +5,9 @@
 //! - [`catalog`]: the contracts under `avro/`: topic, subject and references of each.
 //! - [`lock`]: the published versions of every contract (`avro/contracts.lock.json`) and the check of
 //!   the current files against them.
-//! - [`records`]: the suite's own records (event metadata, command results) as Rust types.
+//! - [`records`]: the suite's own records (event metadata, command results, changelog state) as Rust
+//!   types.
+//! - [`aggregate`]: [`aggregate::AggregateContract`], how an aggregate's Rust types meet their contracts.
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
 //! - [`json`]: JSON as a person writes it to an Avro value of a schema, with errors by field.
 //! - [`wire`]: Confluent's wire format through the registry, with caching.
@@ -16,6 +18,7 @@
 //!   check` share.
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod catalog;
 pub mod compat;
 pub mod json;

@@ -57,6 +57,38 @@ pub struct CommandResult {
     pub processed_at: i64,
 }
 
+/// A command an aggregate processed recently, as its changelog record keeps it (`causeway.RecentCommand`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecentCommand {
+    /// The command's id.
+    pub command_id: String,
+    /// When it was processed (its command record's timestamp), ms since the epoch.
+    pub processed_at: i64,
+    /// Aggregate version after its events when accepted; null when rejected.
+    pub new_version: Option<i64>,
+    /// Machine-readable reason when rejected.
+    pub rejection_code: Option<String>,
+    /// Reason for a person when rejected.
+    pub reason: Option<String>,
+}
+
+/// The changelog record of one aggregate (`<Aggregate>State` on `<ctx>.<aggregate>.changelog`): its
+/// domain state `S` with its version and recent commands. The latest one per key is what the processor
+/// restores from (docs/adr/0009-aggregate-state.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateRecord<S> {
+    /// The aggregate's id; also the record key.
+    pub aggregate_id: String,
+    /// Number of events recorded: the version of the last one.
+    pub version: i64,
+    /// The domain state after them.
+    pub state: S,
+    /// Commands processed recently, oldest first.
+    pub recent_commands: Vec<RecentCommand>,
+    /// When this record was written, ms since the epoch.
+    pub updated_at: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +129,17 @@ mod tests {
                 &result
             ),
             Ok(result)
+        );
+        let recent = RecentCommand {
+            command_id: "c".into(),
+            processed_at: 1,
+            rejection_code: Some("conflict".into()),
+            reason: Some("stale".into()),
+            ..RecentCommand::default()
+        };
+        assert_eq!(
+            round_trip(&schema_of("causeway/types/RecentCommand.avsc"), &recent),
+            Ok(recent)
         );
     }
 

@@ -136,6 +136,20 @@ impl Codec {
         bytes: &[u8],
         upcasters: &Upcasters,
     ) -> Result<Decoded<T>, WireError> {
+        let Decoded { full_name, value } = self.decode_value(bytes, upcasters).await?;
+        let value = apache_avro::from_value::<T>(&value).map_err(|e| {
+            WireError::Undecodable(format!("{full_name} does not fit the expected type: {e}"))
+        })?;
+        Ok(Decoded { full_name, value })
+    }
+
+    /// Decode a record to an Avro value, through `upcasters`, for a reader that picks the Rust type by
+    /// the record's full name (one topic carries several record types).
+    pub async fn decode_value(
+        &self,
+        bytes: &[u8],
+        upcasters: &Upcasters,
+    ) -> Result<Decoded<apache_avro::types::Value>, WireError> {
         let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
             if registry_error(&e) {
                 WireError::Registry(e.to_string())
@@ -149,9 +163,6 @@ impl Codec {
         let (full_name, value) = upcasters
             .apply(&full_name, decoded.value)
             .map_err(WireError::Undecodable)?;
-        let value = apache_avro::from_value::<T>(&value).map_err(|e| {
-            WireError::Undecodable(format!("{full_name} does not fit the expected type: {e}"))
-        })?;
         Ok(Decoded { full_name, value })
     }
 }

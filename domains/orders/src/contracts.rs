@@ -446,17 +446,17 @@ pub mod payment {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use causeway_contracts::catalog::Catalog;
     use causeway_contracts::schema::{parse, round_trip};
 
-    fn catalog() -> Catalog {
+    pub(crate) fn catalog() -> Catalog {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../avro");
         Catalog::load(&dir).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn check<T>(catalog: &Catalog, full_name: &str, value: &T)
+    pub(crate) fn check<T>(catalog: &Catalog, full_name: &str, value: &T)
     where
         T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
     {
@@ -610,10 +610,11 @@ mod tests {
             .records
             .iter()
             .filter(|c| c.full_name.starts_with("causeway.orders."))
+            .filter(|c| !c.topic.as_deref().is_some_and(|t| t.ends_with(".changelog")))
             .count();
         assert_eq!(
             types, 26,
-            "a contract under avro/orders/ has no Rust type here"
+            "a command or event under avro/orders/ has no Rust type here (states: hosting.rs)"
         );
     }
 

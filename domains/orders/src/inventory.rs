@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use causeway_core::{Aggregate, Rejection};
+use serde::{Deserialize, Serialize};
 
 use crate::contracts::inventory::{
     AddStock, CommitReservation, ReleaseReservation, ReservationCommitted, ReservationReleased,
@@ -36,8 +37,8 @@ pub enum InventoryEvent {
     Committed(ReservationCommitted),
 }
 
-/// The stock of one SKU.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The stock of one SKU (the `state` of its changelog record, `InventoryState.avsc`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
     /// Units neither reserved nor shipped.
     pub available: i32,

@@ -7,9 +7,12 @@
 //! - [`contracts`]: the commands and events of `avro/orders/` as Rust types.
 //! - [`order`], [`inventory`], [`payment`]: the aggregates: their rules, pure (`handle` decides,
 //!   `apply` folds), each tested given/when/then.
+//! - [`hosting`]: how each aggregate's commands, events and state map to their Avro records, for the
+//!   aggregate processor.
 #![forbid(unsafe_code)]
 
 pub mod contracts;
+pub mod hosting;
 pub mod inventory;
 pub mod order;
 pub mod payment;

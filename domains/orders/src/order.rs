@@ -2,6 +2,7 @@
 //! cancellable until it ships.
 
 use causeway_core::{Aggregate, Rejection};
+use serde::{Deserialize, Serialize};
 
 use crate::contracts::order::{
     CancelOrder, ConfirmOrder, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped,
@@ -35,7 +36,8 @@ pub enum OrderEvent {
 }
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     /// Not placed yet.
     #[default]
@@ -50,8 +52,8 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-/// The state of one order.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The state of one order (the `state` of its changelog record, `OrderState.avsc`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     /// Where it is.
     pub status: OrderStatus,

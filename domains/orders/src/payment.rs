@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use causeway_core::{Aggregate, Rejection};
+use serde::{Deserialize, Serialize};
 
 use crate::contracts::payment::{
     AccountOpened, AuthorizePayment, CapturePayment, Deposit, FundsDeposited, OpenAccount,
@@ -41,8 +42,8 @@ pub enum PaymentEvent {
     Voided(PaymentVoided),
 }
 
-/// The state of one account.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The state of one account (the `state` of its changelog record, `AccountState.avsc`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     /// Opened, with its currency.
     pub currency: Option<String>,
