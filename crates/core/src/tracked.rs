@@ -21,7 +21,7 @@ pub struct DedupWindow {
 impl Default for DedupWindow {
     fn default() -> Self {
         Self {
-            max_commands: 1000,
+            max_commands: 100,
             max_age_ms: 7 * 24 * 3600 * 1000,
         }
     }

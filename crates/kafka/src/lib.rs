@@ -8,6 +8,8 @@
 //!   manual offset store), admin clients, and the broker reachability check.
 //! - [`topology`]: topics declared in TOML and applied idempotently, with drift reported, not "fixed".
 //! - [`headers`]: trace context and other headers on records.
+//! - [`processor`]: the transactional processor: commands in, events, states, results and offsets out
+//!   in one transaction per batch.
 //! - [`error`]: [`Error`], classified once into Transient / Poison / Fatal.
 #![forbid(unsafe_code)]
 
@@ -15,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod processor;
 pub mod topology;
 
 pub use config::KafkaConfig;

@@ -14,6 +14,17 @@ pub mod names {
     pub const SERVICE_START_TIME_SECONDS: &str = "causeway_service_start_time_seconds";
     /// Gauge: 1 while a schema registry instance is the elected writer, else 0.
     pub const REGISTRY_LEADER: &str = "causeway_registry_leader";
+    /// Counter: commands processed, by `aggregate` and `outcome` (accepted, rejected, duplicate,
+    /// dead_lettered).
+    pub const PROCESSOR_COMMANDS_TOTAL: &str = "causeway_processor_commands_total";
+    /// Counter: processor transactions, by `result` (committed, aborted).
+    pub const PROCESSOR_TRANSACTIONS_TOTAL: &str = "causeway_processor_transactions_total";
+    /// Histogram: command records per processor transaction.
+    pub const PROCESSOR_BATCH_RECORDS: &str = "causeway_processor_batch_records";
+    /// Histogram: processor transaction duration, begin to commit, in seconds.
+    pub const PROCESSOR_TRANSACTION_SECONDS: &str = "causeway_processor_transaction_seconds";
+    /// Counter: changelog records read while restoring state, by `aggregate`.
+    pub const PROCESSOR_RESTORED_RECORDS_TOTAL: &str = "causeway_processor_restored_records_total";
 }
 
 /// A service's metrics registry with the metrics every service has.

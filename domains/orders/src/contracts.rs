@@ -610,7 +610,11 @@ pub(crate) mod tests {
             .records
             .iter()
             .filter(|c| c.full_name.starts_with("causeway.orders."))
-            .filter(|c| !c.topic.as_deref().is_some_and(|t| t.ends_with(".changelog")))
+            .filter(|c| {
+                !c.topic
+                    .as_deref()
+                    .is_some_and(|t| t.ends_with(".changelog"))
+            })
             .count();
         assert_eq!(
             types, 26,

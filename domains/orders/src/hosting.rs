@@ -184,7 +184,10 @@ mod tests {
 
         assert!(matches!(
             Order::command("causeway.orders.order.Refund", &value),
-            Err(ReadError::Unknown { kind: "command", .. })
+            Err(ReadError::Unknown {
+                kind: "command",
+                ..
+            })
         ));
         assert!(
             matches!(
@@ -211,8 +214,8 @@ mod tests {
             aggregate_version: 2,
             ..EventMetadata::default()
         };
-        let (name, value) = Account::event_record(event, metadata.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (name, value) =
+            Account::event_record(event, metadata.clone()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(name, "causeway.orders.payment.FundsDeposited");
         let PaymentEvent::Deposited(back) =
             Account::event(name, &value).unwrap_or_else(|e| panic!("{e}"))

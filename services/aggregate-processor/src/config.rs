@@ -1,7 +1,8 @@
-//! Configuration of `aggregate-processor`: a TOML file (sample: `aggregate-processor.toml`) plus `CAUSEWAY__SECTION__KEY`
-//! environment overrides, loaded by causeway-runtime.
+//! Configuration of `aggregate-processor`: a TOML file (sample: `aggregate-processor.toml`) plus
+//! `CAUSEWAY__SECTION__KEY` environment overrides, loaded by causeway-runtime.
 
 use causeway_kafka::KafkaConfig;
+use causeway_kafka::processor::ProcessorConfig;
 use causeway_runtime::{AdminConfig, Invalid, Validate, service::ServiceConfig};
 use serde::{Deserialize, Serialize};
 
@@ -13,11 +14,26 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The Kafka cluster.
     pub kafka: KafkaConfig,
+    /// The transactional processor.
+    pub processor: ProcessorConfig,
 }
 
 impl Validate for Config {
     fn validate(&self) -> Vec<Invalid> {
-        self.kafka.check("kafka")
+        let mut out = self.kafka.check("kafka");
+        out.extend(self.processor.check("processor"));
+        for name in &self.processor.aggregates {
+            if !causeway_orders::AGGREGATES.contains(&name.as_str()) {
+                out.push(Invalid::new(
+                    "processor.aggregates",
+                    format!(
+                        "unknown aggregate type {name:?}; this build hosts {:?}",
+                        causeway_orders::AGGREGATES
+                    ),
+                ));
+            }
+        }
+        out
     }
 }
 

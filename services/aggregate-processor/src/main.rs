@@ -1,4 +1,6 @@
-//! `aggregate-processor`: Consumes command topics and, in one Kafka transaction per batch, emits events, new aggregate state and command results with the consumer offsets. Today it connects to Kafka and reports ready; the transactional loop arrives with the command-processing issue.
+//! `aggregate-processor`: consumes the command topics of the aggregates it hosts and, in one Kafka
+//! transaction per batch, emits events, new aggregate states and command results with the consumer
+//! offsets (crates/kafka's processor). Poison records go to `<group>.dlq` with their reason.
 //!
 //! # Layout
 //! - `config.rs`: the service's config file (`aggregate-processor.toml` beside Cargo.toml is the sample).

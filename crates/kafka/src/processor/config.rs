@@ -1,0 +1,119 @@
+//! The `[processor]` section of a processor's config.
+
+use causeway_core::tracked::DedupWindow;
+use causeway_runtime::Invalid;
+use serde::{Deserialize, Serialize};
+
+/// How the transactional processor runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    /// The bounded context: the first segment of every topic (`<context>.<aggregate>.commands`).
+    pub context: String,
+    /// The aggregate types this process hosts (each must be known to the service).
+    pub aggregates: Vec<String>,
+    /// The consumer group. Dead letters go to `<group_id>.dlq`.
+    pub group_id: String,
+    /// The producer's transactional id: unique per process and stable across its restarts (a restart
+    /// then aborts the transaction a crash left open at once). Empty: `<group_id>-<host name>`.
+    pub transactional_id: String,
+    /// The schema registry.
+    pub registry_url: String,
+    /// The command results topic.
+    pub results_topic: String,
+    /// Most command records in one transaction.
+    pub max_batch_records: usize,
+    /// Longest a batch waits for more records before its transaction commits, in ms.
+    pub commit_interval_ms: u64,
+    /// librdkafka's `transaction.timeout.ms`: how long a transaction left open by a crashed process
+    /// blocks read_committed readers before the broker aborts it.
+    pub transaction_timeout_ms: u64,
+    /// Most command ids remembered per aggregate (idempotency window, by count).
+    pub dedup_max_commands: usize,
+    /// Longest a command id is remembered, in ms (idempotency window, by age).
+    pub dedup_max_age_ms: i64,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        let window = DedupWindow::default();
+        Self {
+            context: "orders".into(),
+            aggregates: Vec::new(),
+            group_id: "aggregate-processor".into(),
+            transactional_id: String::new(),
+            registry_url: "http://127.0.0.1:18081".into(),
+            results_topic: "causeway.command-results".into(),
+            max_batch_records: 500,
+            commit_interval_ms: 50,
+            transaction_timeout_ms: 30_000,
+            dedup_max_commands: window.max_commands,
+            dedup_max_age_ms: window.max_age_ms,
+        }
+    }
+}
+
+impl ProcessorConfig {
+    /// The idempotency window.
+    pub fn window(&self) -> DedupWindow {
+        DedupWindow {
+            max_commands: self.dedup_max_commands,
+            max_age_ms: self.dedup_max_age_ms,
+        }
+    }
+
+    /// The dead-letter topic.
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.group_id)
+    }
+
+    /// The transactional id, defaulted from the group and host name.
+    pub fn transactional_id(&self) -> String {
+        if !self.transactional_id.is_empty() {
+            return self.transactional_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        format!("{}-{}", self.group_id, host)
+    }
+
+    /// What is wrong with it, keys prefixed with `section`.
+    pub fn check(&self, section: &str) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: &str| {
+            out.push(Invalid::new(format!("{section}.{key}"), message));
+        };
+        if self.context.is_empty() {
+            bad("context", "must not be empty");
+        }
+        if self.aggregates.is_empty() {
+            bad("aggregates", "name at least one aggregate type to host");
+        }
+        if self.group_id.is_empty() {
+            bad("group_id", "must not be empty");
+        }
+        if !self.registry_url.starts_with("http://") && !self.registry_url.starts_with("https://") {
+            bad("registry_url", "must be an http:// or https:// URL");
+        }
+        if self.results_topic.is_empty() {
+            bad("results_topic", "must not be empty");
+        }
+        if self.max_batch_records == 0 {
+            bad("max_batch_records", "must be at least 1");
+        }
+        if self.commit_interval_ms == 0 {
+            bad("commit_interval_ms", "must be at least 1");
+        }
+        if self.transaction_timeout_ms < 1000 {
+            bad("transaction_timeout_ms", "must be at least 1000");
+        }
+        if self.dedup_max_commands == 0 {
+            bad("dedup_max_commands", "must be at least 1");
+        }
+        if self.dedup_max_age_ms <= 0 {
+            bad("dedup_max_age_ms", "must be positive");
+        }
+        out
+    }
+}

@@ -1,0 +1,314 @@
+//! A world of its own for each test: the domain's topics and contracts under a unique context (so no
+//! two tests, and no two runs, share a topic or a group), the processor as a process, and readers that
+//! take a topic to its end.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value;
+use causeway_contracts::catalog::Catalog;
+use causeway_contracts::registry::RegistryClient;
+use causeway_contracts::upcast::Upcasters;
+use causeway_contracts::wire::Codec;
+use causeway_kafka::config::OffsetMode;
+use causeway_kafka::topology::{self, Topology};
+use causeway_kafka::{KafkaConfig, client};
+use causeway_testcontainers::process::ServiceProcess;
+use causeway_testcontainers::{stack, unique};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_aggregate-processor");
+pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/aggregate-processor.toml");
+
+/// One test's topics, contracts and names.
+pub struct World {
+    pub context: String,
+    pub kafka: KafkaConfig,
+    pub codec: Codec,
+    pub group: String,
+    pub results_topic: String,
+    pub dlq_topic: String,
+    pub partitions: i32,
+    producer: FutureProducer,
+}
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+impl World {
+    /// Topics `<ctx>.<aggregate>.{commands,events,changelog}` with `partitions` each, a results topic,
+    /// a DLQ, and every contract registered under those topics.
+    pub async fn new(partitions: i32) -> Self {
+        let s = stack();
+        let context = unique("p");
+        let group = format!("{context}-processor");
+        let results_topic = format!("{context}.command-results");
+        let dlq_topic = format!("{group}.dlq");
+        let mut toml = format!("[defaults]\npartitions = {partitions}\nreplication_factor = 1\n");
+        for aggregate in causeway_orders::AGGREGATES {
+            for kind in ["commands", "events"] {
+                toml += &format!("[[topic]]\nname = \"{context}.{aggregate}.{kind}\"\n");
+            }
+            toml += &format!(
+                "[[topic]]\nname = \"{context}.{aggregate}.changelog\"\ncleanup_policy = \"compact\"\n"
+            );
+        }
+        toml +=
+            &format!("[[topic]]\nname = \"{results_topic}\"\n[[topic]]\nname = \"{dlq_topic}\"\n");
+        let topology = Topology::parse(&toml, "test").unwrap_or_else(|e| panic!("{e}"));
+        let kafka = KafkaConfig::for_servers(s.kafka_bootstrap.clone());
+        topology::apply(&kafka, &topology, false, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut catalog = Catalog::load(&repo("avro")).unwrap_or_else(|e| panic!("{e}"));
+        for record in &mut catalog.records {
+            if let Some(topic) = &mut record.topic {
+                *topic = if topic == "causeway.command-results" {
+                    results_topic.clone()
+                } else {
+                    topic.replacen("orders.", &format!("{context}."), 1)
+                };
+            }
+        }
+        RegistryClient::new(&s.registry_url)
+            .register_catalog(&catalog, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let producer = client::producer(&kafka, "test").unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            codec: Codec::new(&s.registry_url),
+            context,
+            kafka,
+            group,
+            results_topic,
+            dlq_topic,
+            partitions,
+            producer,
+        }
+    }
+
+    pub fn topic(&self, aggregate: &str, kind: &str) -> String {
+        format!("{}.{aggregate}.{kind}", self.context)
+    }
+
+    /// The processor as a process, hosting every aggregate, with `instance` in its transactional id.
+    pub fn start_processor(&self, instance: &str) -> ServiceProcess {
+        let s = stack();
+        let txn = format!("{}-{instance}", self.group);
+        let env = [
+            (
+                "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
+                s.kafka_bootstrap.as_str(),
+            ),
+            ("CAUSEWAY__PROCESSOR__CONTEXT", self.context.as_str()),
+            ("CAUSEWAY__PROCESSOR__GROUP_ID", self.group.as_str()),
+            (
+                "CAUSEWAY__PROCESSOR__RESULTS_TOPIC",
+                self.results_topic.as_str(),
+            ),
+            ("CAUSEWAY__PROCESSOR__REGISTRY_URL", s.registry_url.as_str()),
+            ("CAUSEWAY__PROCESSOR__TRANSACTIONAL_ID", txn.as_str()),
+            // A crashed instance's open transaction blocks readers until this passes.
+            ("CAUSEWAY__PROCESSOR__TRANSACTION_TIMEOUT_MS", "10000"),
+        ];
+        let mut p = ServiceProcess::start(Path::new(BIN), Path::new(SAMPLE), &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        p.wait_ready(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+
+    /// Send a command (a contract type) keyed by `key` to `aggregate`'s command topic.
+    pub async fn send<T: Serialize>(&self, aggregate: &str, record: &str, key: &str, value: &T) {
+        let topic = self.topic(aggregate, "commands");
+        let full_name = format!("causeway.orders.{aggregate}.{record}");
+        let bytes = self
+            .codec
+            .encode(&topic, &full_name, value)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.send_raw(&topic, Some(key.as_bytes()), &bytes, None)
+            .await;
+    }
+
+    /// Send bytes as they are.
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+    }
+
+    /// Every committed record of `topic`, decoded, per partition in offset order.
+    pub async fn read_all(&self, topic: &str) -> Vec<Read> {
+        let raw = self.read_raw(topic);
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            let decoded = match &r.payload {
+                Some(p) => Some(
+                    self.codec
+                        .decode_value(p, &Upcasters::default())
+                        .await
+                        .unwrap_or_else(|e| panic!("{topic}: {e}")),
+                ),
+                None => None,
+            };
+            out.push(Read {
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key,
+                record: decoded.map(|d| (d.full_name, d.value)),
+                headers: r.headers,
+            });
+        }
+        out
+    }
+
+    /// Every committed record of `topic`, undecoded.
+    pub fn read_raw(&self, topic: &str) -> Vec<Raw> {
+        let mut config =
+            self.kafka
+                .consumer_config("test-reader", &unique("reader"), OffsetMode::Transactional);
+        config.set("enable.partition.eof", "true");
+        let consumer: BaseConsumer = config.create().unwrap_or_else(|e| panic!("{e}"));
+        let mut list = TopicPartitionList::new();
+        let partitions = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        for p in 0..partitions {
+            list.add_partition_offset(topic, i32::try_from(p).unwrap_or(0), Offset::Beginning)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        consumer.assign(&list).unwrap_or_else(|e| panic!("{e}"));
+        let mut remaining = partitions;
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while remaining > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic} did not reach its end"
+            );
+            match consumer.poll(Duration::from_millis(500)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                Some(Ok(m)) => out.push(Raw {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            use rdkafka::message::Headers;
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_string(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Wait until the processor group has committed every command record sent so far.
+    pub fn wait_caught_up(&self, timeout: Duration) {
+        let consumer: BaseConsumer = self
+            .kafka
+            .consumer_config("test-lag", &self.group, OffsetMode::Transactional)
+            .create()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut lag = 0;
+            let mut list = TopicPartitionList::new();
+            let mut ends = HashMap::new();
+            for aggregate in causeway_orders::AGGREGATES {
+                let topic = self.topic(aggregate, "commands");
+                for p in 0..self.partitions {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    ends.insert((topic.clone(), p), high);
+                    list.add_partition(&topic, p);
+                }
+            }
+            let committed = consumer
+                .committed_offsets(list, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{e}"));
+            for e in committed.elements() {
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                let end = ends
+                    .get(&(e.topic().to_string(), e.partition()))
+                    .copied()
+                    .unwrap_or(0);
+                // A producer's own transaction markers follow each batch, so "caught up" allows them.
+                lag += (end - at).max(0);
+            }
+            if lag == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the processor did not catch up: lag {lag}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// A record as read back.
+pub struct Raw {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A record as read back, decoded: its full name and value.
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub record: Option<(String, Value)>,
+    pub headers: Vec<(String, String)>,
+}
