@@ -297,12 +297,19 @@ impl Processor {
                 }),
             }
         })?;
-        let consumer: BaseConsumer<Rebalances> = kafka
-            .consumer_config(
-                "aggregate-processor",
-                &self.config.group_id,
-                OffsetMode::Transactional,
-            )
+        let mut consumer_config = kafka.consumer_config(
+            "aggregate-processor",
+            &self.config.group_id,
+            OffsetMode::Transactional,
+        );
+        // Static membership under the same stable identity: a restarted instance gets its partitions
+        // back at once instead of waiting out the old member's session (and the group is spared a
+        // rebalance and a restore). An instance that stops for good hands its partitions over when
+        // `session.timeout.ms` passes.
+        if !kafka.properties.contains_key("group.instance.id") {
+            consumer_config.set("group.instance.id", &transactional_id);
+        }
+        let consumer: BaseConsumer<Rebalances> = consumer_config
             .create_with_context(Rebalances::default())
             .map_err(|source| Error::Client {
                 what: "consumer",
