@@ -176,9 +176,11 @@ impl World {
             }
         }
         for f in pending {
-            f.await
-                .unwrap_or_else(|_| panic!("delivery cancelled"))
-                .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => panic!("produce to {topic}: {e}"),
+                Err(_) => panic!("delivery to {topic} cancelled"),
+            }
         }
     }
 
