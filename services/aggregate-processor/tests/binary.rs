@@ -1,4 +1,43 @@
-//! The `aggregate-processor` binary as a process against the test stack: it starts with its sample config, reports
-//! ready, stops on SIGTERM with exit 0, and refuses bad config naming the key.
+//! The `aggregate-processor` binary as a process against the test stack: with its sample config
+//! (pointed at topics of its own) it starts, reports ready, stops on SIGTERM with exit 0; it refuses
+//! bad config naming the key, an unknown aggregate type included.
 
-causeway_testcontainers::service_binary_tests!("aggregate-processor");
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use causeway_testcontainers::process::{assert_refuses_bad_config, assert_service_lifecycle};
+use common::{BIN, SAMPLE, World};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_with_its_sample_config_reports_ready_and_stops_on_sigterm() {
+    let world = World::new(1).await;
+    let env = world.env("lifecycle");
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_service_lifecycle(Path::new(BIN), Path::new(SAMPLE), &env)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn refuses_bad_config_naming_the_key() {
+    assert_refuses_bad_config(Path::new(BIN), Path::new(SAMPLE));
+}
+
+#[test]
+fn refuses_an_aggregate_type_it_does_not_host() {
+    let out = Command::new(BIN)
+        .args(["--config", SAMPLE, "--check-config"])
+        .env("CAUSEWAY__PROCESSOR__AGGREGATES", r#"["order", "refund"]"#)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("processor.aggregates") && stderr.contains("\"refund\""),
+        "{stderr}"
+    );
+}

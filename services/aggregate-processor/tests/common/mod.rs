@@ -102,28 +102,43 @@ impl World {
         format!("{}.{aggregate}.{kind}", self.context)
     }
 
-    /// The processor as a process, hosting every aggregate, with `instance` in its transactional id.
-    pub fn start_processor(&self, instance: &str) -> ServiceProcess {
+    /// The environment that points the sample config at this world, with `instance` in the
+    /// transactional id.
+    pub fn env(&self, instance: &str) -> Vec<(&'static str, String)> {
         let s = stack();
-        let txn = format!("{}-{instance}", self.group);
-        let env = [
+        vec![
             (
                 "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
-                s.kafka_bootstrap.as_str(),
+                s.kafka_bootstrap.clone(),
             ),
-            ("CAUSEWAY__PROCESSOR__CONTEXT", self.context.as_str()),
-            ("CAUSEWAY__PROCESSOR__GROUP_ID", self.group.as_str()),
+            ("CAUSEWAY__PROCESSOR__CONTEXT", self.context.clone()),
+            ("CAUSEWAY__PROCESSOR__GROUP_ID", self.group.clone()),
             (
                 "CAUSEWAY__PROCESSOR__RESULTS_TOPIC",
-                self.results_topic.as_str(),
+                self.results_topic.clone(),
             ),
-            ("CAUSEWAY__PROCESSOR__REGISTRY_URL", s.registry_url.as_str()),
-            ("CAUSEWAY__PROCESSOR__TRANSACTIONAL_ID", txn.as_str()),
+            ("CAUSEWAY__PROCESSOR__REGISTRY_URL", s.registry_url.clone()),
+            (
+                "CAUSEWAY__PROCESSOR__TRANSACTIONAL_ID",
+                format!("{}-{instance}", self.group),
+            ),
             // A crashed instance's open transaction blocks readers until this passes.
-            ("CAUSEWAY__PROCESSOR__TRANSACTION_TIMEOUT_MS", "10000"),
+            (
+                "CAUSEWAY__PROCESSOR__TRANSACTION_TIMEOUT_MS",
+                "10000".into(),
+            ),
             // An instance that leaves for good hands its partitions over after this.
-            ("CAUSEWAY__KAFKA__PROPERTIES__session.timeout.ms", "6000"),
-        ];
+            (
+                "CAUSEWAY__KAFKA__PROPERTIES__session.timeout.ms",
+                "6000".into(),
+            ),
+        ]
+    }
+
+    /// The processor as a process, hosting every aggregate, with `instance` in its transactional id.
+    pub fn start_processor(&self, instance: &str) -> ServiceProcess {
+        let env = self.env(instance);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut p = ServiceProcess::start(Path::new(BIN), Path::new(SAMPLE), &env)
             .unwrap_or_else(|e| panic!("{e}"));
         p.wait_ready(Duration::from_secs(60))
