@@ -32,6 +32,18 @@ pub fn extract<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Context {
     TraceContextPropagator::new().extract(&incoming)
 }
 
+/// A context for one hop (`name`, e.g. `aggregate-processor process`) under `parent`: a new span of
+/// the global tracer (exported when OTLP is on). With no valid parent it stays empty, so a record that
+/// came without a trace adds none; with no exporter the new span keeps the parent's trace id.
+pub fn child(parent: &Context, name: &'static str) -> Context {
+    use opentelemetry::trace::{TraceContextExt, Tracer};
+    if !parent.span().span_context().is_valid() {
+        return Context::new();
+    }
+    let span = opentelemetry::global::tracer("causeway").start_with_context(name, parent);
+    parent.with_span(span)
+}
+
 struct Outgoing(Vec<(&'static str, String)>);
 
 impl Injector for Outgoing {
@@ -100,6 +112,20 @@ mod tests {
         );
         assert_eq!(got.span_id().to_string(), "00f067aa0ba902b7");
         assert!(got.is_remote());
+    }
+
+    #[test]
+    fn a_child_keeps_the_trace_and_no_parent_gives_no_child() {
+        let parent = sampled_context();
+        let cx = child(&parent, "hop");
+        let headers = inject(&cx);
+        assert!(
+            headers[0]
+                .1
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{headers:?}"
+        );
+        assert!(inject(&child(&Context::new(), "hop")).is_empty());
     }
 
     #[test]

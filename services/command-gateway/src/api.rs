@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use causeway_contracts::json::{FieldError, to_avro};
 use causeway_contracts::subject::topic_record_name;
 use causeway_contracts::wire::{Codec, WireError};
+use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
@@ -186,7 +187,15 @@ async fn submit(
             WireError::Registry(why) => ApiError::Unavailable(why),
             other => ApiError::Unavailable(other.to_string()),
         })?;
-    let record = FutureRecord::to(&topic).key(&aggregate_id).payload(&bytes);
+    // The caller's trace (W3C traceparent on the request) continues onto the command record.
+    let parent =
+        causeway_observe::propagation::extract(|name| headers.get(name).map(|v| v.as_bytes()));
+    let cx = causeway_observe::propagation::child(&parent, "command-gateway submit");
+    let mut record = FutureRecord::to(&topic).key(&aggregate_id).payload(&bytes);
+    let trace = causeway_kafka::headers::with_trace_context(OwnedHeaders::new(), &cx);
+    if trace.count() > 0 {
+        record = record.headers(trace);
+    }
     app.producer
         .send(record, Duration::from_millis(app.config.produce_timeout_ms))
         .await

@@ -795,7 +795,12 @@ impl Run {
                 .with_label_values(&[aggregate, outcome])
                 .inc();
             // Every record this command leads to continues its trace.
-            let trace = m.headers().map(headers::trace_context);
+            let trace = m.headers().map(|h| {
+                causeway_observe::propagation::child(
+                    &headers::trace_context(h),
+                    "aggregate-processor process",
+                )
+            });
             let out_headers = || {
                 trace
                     .as_ref()
