@@ -29,16 +29,43 @@ bash "$here/stack.sh" status 2>&1 | sed 's/^stack: /  /'
 step "The services (admin endpoints: /healthz /readyz /metrics)"
 bash "$here/services.sh" status | sed 's/^/  /'
 
-step "A command through the gateway (POST 127.0.0.1:18080/v1/commands/order/PlaceOrder)"
-curl -s -X POST 127.0.0.1:18080/v1/commands/order/PlaceOrder -H 'Content-Type: application/json' \
-  -d '{"order_id":"demo-1","customer_id":"alice","lines":[{"sku":"tea","quantity":2,"unit_price_cents":450}],"currency":"EUR","payment_account_id":"acc-alice"}' \
-  | sed 's/^/  /'; echo
-echo "  and a bad one:"
-curl -s -X POST 127.0.0.1:18080/v1/commands/order/PlaceOrder -H 'Content-Type: application/json' \
-  -d '{"order_id":"demo-2","lines":[{"sku":"tea","quantity":"two"}]}' | sed 's/^/  /'; echo
+step "A sample workload through the gateway (POST 127.0.0.1:18080/v1/commands/<aggregate>/<Command>)"
+run=$(date +%s)
+# POST a command, then wait for its result on the status API; one line per command.
+send() {
+  local aggregate=$1 command=$2 body=$3 id="demo-$run-$4"
+  local answer
+  answer=$(curl -s -X POST "127.0.0.1:18080/v1/commands/$aggregate/$command" \
+    -H 'Content-Type: application/json' -H "Idempotency-Key: $id" -d "$body")
+  case $answer in
+    *'"status_url"'*) ;;
+    *) printf '  %-18s %-24s refused: %s\n' "$command" "" "$answer"; return ;;
+  esac
+  curl -s "127.0.0.1:18080/v1/commands/$id?wait_ms=15000" | "$dir/venv/bin/python" -c '
+import json, sys
+r = json.load(sys.stdin)
+what = {"accepted": "accepted, version %s" % r.get("version"),
+        "rejected": "rejected: %s (%s)" % (r.get("code"), r.get("reason")),
+        "pending": "pending (no result yet)"}[r["status"]]
+print("  %-18s %-24s %s" % (sys.argv[1], r.get("aggregate_id", ""), what))' "$command"
+}
+acct="acc-$run" order="order-$run"
+send payment   OpenAccount      "{\"account_id\":\"$acct\",\"currency\":\"EUR\"}" 1
+send payment   Deposit          "{\"account_id\":\"$acct\",\"amount_cents\":10000}" 2
+send inventory AddStock         "{\"sku\":\"tea-$run\",\"quantity\":10}" 3
+send order     PlaceOrder       "{\"order_id\":\"$order\",\"customer_id\":\"alice\",\"lines\":[{\"sku\":\"tea-$run\",\"quantity\":2,\"unit_price_cents\":450}],\"currency\":\"EUR\",\"payment_account_id\":\"$acct\"}" 4
+send inventory ReserveStock     "{\"sku\":\"tea-$run\",\"order_id\":\"$order\",\"quantity\":2}" 5
+send payment   AuthorizePayment "{\"account_id\":\"$acct\",\"payment_id\":\"pay-$run\",\"order_id\":\"$order\",\"amount_cents\":900}" 6
+send order     ConfirmOrder     "{\"order_id\":\"$order\",\"expected_version\":1}" 7
+echo "  and what the rules and the contracts refuse:"
+send inventory ReserveStock     "{\"sku\":\"tea-$run\",\"order_id\":\"other-$run\",\"quantity\":50}" 8
+send order     ShipOrder        "{\"order_id\":\"$order\",\"carrier\":\"DHL\",\"tracking_number\":\"T1\",\"expected_version\":1}" 9
+send payment   Deposit          "{\"account_id\":\"$acct\",\"amount_cents\":\"lots\"}" 10
+echo "  and a resend of the first command (same Idempotency-Key): its first answer, no new event:"
+send payment   OpenAccount      "{\"account_id\":\"$acct\",\"currency\":\"EUR\"}" 1
 
-step "A service's metrics (curl -s 127.0.0.1:9401/metrics)"
-curl -s 127.0.0.1:9401/metrics | grep -E '^causeway_' | sed 's/^/  /'
+step "The processor's metrics (curl -s 127.0.0.1:9402/metrics)"
+curl -s 127.0.0.1:9402/metrics | grep -E '^causeway_processor_(commands|transactions)_total' | sed 's/^/  /'
 
 cat <<EOT
 
@@ -53,7 +80,9 @@ What you can do next:
   kcat -b $KAFKA_BOOTSTRAP -L               list the topics
   curl -s $REGISTRY_URL/subjects     the registry's subjects (Confluent's REST API)
   curl -s -X POST 127.0.0.1:18080/v1/commands/<aggregate>/<Command> -d '{...}'
-                                            send a command (status: GET /v1/commands/<command_id>)
+                                            send a command (status: GET /v1/commands/<command_id>?wait_ms=5000)
+  curl -s 127.0.0.1:9402/metrics | grep causeway_processor
+                                            what the aggregate processor did
   make status                               what runs, and whether it is ready
   tail -f .stack/services/*.log             the services' JSON logs
   make down                                 stop the services and the stack
