@@ -4,9 +4,12 @@
 //! # Layout
 //! - `main.rs`: arguments and the report table.
 //! - `registry.rs`: the schema registry: `GET /schemas/ids/{id}` and registration.
+//! - `processor.rs`: the command path: processor throughput (1 and 2 instances) beside Kafka's own
+//!   producer perf tool, the gateway, end-to-end latency, the processor's memory.
 //! - `stats.rs`: latency percentiles and rates.
 #![forbid(unsafe_code)]
 
+mod processor;
 mod registry;
 mod stats;
 
@@ -24,11 +27,14 @@ struct Cli {
 enum Bench {
     /// The schema registry: reads by id and registrations, against a release build of the registry.
     Registry(registry::Args),
+    /// The command path: aggregate processor and command gateway (release builds).
+    Processor(processor::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Registry(args) => registry::run(args).await,
+        Bench::Processor(args) => processor::run(args).await,
     }
 }

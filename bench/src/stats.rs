@@ -7,18 +7,32 @@ use std::time::Duration;
 pub struct Samples {
     latencies: Vec<Duration>,
     elapsed: Duration,
+    count: Option<usize>,
 }
 
 impl Samples {
     /// Samples taken over `elapsed` wall time.
     pub fn new(mut latencies: Vec<Duration>, elapsed: Duration) -> Self {
         latencies.sort_unstable();
-        Self { latencies, elapsed }
+        Self {
+            latencies,
+            elapsed,
+            count: None,
+        }
+    }
+
+    /// A throughput without latencies: `count` operations over `elapsed`.
+    pub fn throughput(count: usize, elapsed: Duration) -> Self {
+        Self {
+            latencies: Vec::new(),
+            elapsed,
+            count: Some(count),
+        }
     }
 
     /// Operations per second over the wall time.
     pub fn rate(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+        self.count() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
     /// The latency at quantile `q` (0..=1), in milliseconds.
@@ -32,7 +46,7 @@ impl Samples {
 
     /// How many operations were measured.
     pub fn count(&self) -> usize {
-        self.latencies.len()
+        self.count.unwrap_or(self.latencies.len())
     }
 }
 
@@ -44,13 +58,21 @@ pub fn table(title: &str, rows: &[(&str, &Samples)]) {
         "operation", "count", "ops/s", "p50 ms", "p99 ms"
     );
     for (name, s) in rows {
+        let ms = |q: f64| {
+            let v = s.quantile_ms(q);
+            if v.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{v:.3}")
+            }
+        };
         println!(
-            "{:<48} {:>8} {:>12.0} {:>10.3} {:>10.3}",
+            "{:<48} {:>8} {:>12.0} {:>10} {:>10}",
             name,
             s.count(),
             s.rate(),
-            s.quantile_ms(0.5),
-            s.quantile_ms(0.99)
+            ms(0.5),
+            ms(0.99)
         );
     }
 }

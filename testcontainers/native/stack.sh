@@ -55,12 +55,14 @@ install() {
   install_python
 
   local libs=$dir/kafka/libs
-  if [ ! -f "$libs/kafka_2.13-$kafka_version.jar" ]; then
+  # Fetched again when kafka-pom.xml changes (a copy of the one used is kept beside the jars).
+  if [ ! -f "$libs/kafka_2.13-$kafka_version.jar" ] || ! cmp -s "$here/kafka-pom.xml" "$libs/kafka-pom.xml"; then
     say "fetching Apache Kafka $kafka_version jars (Maven Central)"
     rm -rf "$libs"
     mkdir -p "$libs"
     mvn -q -B -Dstyle.color=never -f "$here/kafka-pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" >"$dir/maven.log" 2>&1 \
       || die "could not fetch the Kafka jars with Maven; its output: $dir/maven.log"
+    cp "$here/kafka-pom.xml" "$libs/kafka-pom.xml"
   fi
 }
 

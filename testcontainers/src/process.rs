@@ -54,6 +54,11 @@ impl ServiceProcess {
         })
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The admin server's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin

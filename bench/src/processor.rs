@@ -1,0 +1,462 @@
+//! The command path: the aggregate processor and the command gateway, release builds, against the
+//! stack's Kafka and registry, each run on topics of its own. Measured:
+//! - processor throughput with exactly-once on: commands preloaded, 1 and then 2 instances, from ready
+//!   until the group has committed every command; beside Kafka's own producer perf tool writing the
+//!   same number of records of the same size (`acks=all`): the broker's ceiling on this machine;
+//! - end to end: POST to the gateway, then the status API's long poll until the result is there;
+//! - the gateway alone: POSTs answered 202 (after `acks=all`);
+//! - the processor's peak resident memory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causeway_contracts::catalog::Catalog;
+use causeway_contracts::registry::RegistryClient;
+use causeway_contracts::wire::Codec;
+use causeway_kafka::config::OffsetMode;
+use causeway_kafka::{KafkaConfig, Topology, client};
+use causeway_orders::contracts::inventory::AddStock;
+use causeway_testcontainers::process::{ServiceProcess, free_port};
+use causeway_testcontainers::{Stack, native, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::json;
+
+use crate::stats::{Samples, table};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The processor binary (build it with --release).
+    #[arg(long, default_value = "target/release/aggregate-processor")]
+    processor_bin: PathBuf,
+    /// The gateway binary (build it with --release).
+    #[arg(long, default_value = "target/release/command-gateway")]
+    gateway_bin: PathBuf,
+    /// Commands preloaded for the throughput runs.
+    #[arg(long, default_value_t = 100_000)]
+    commands: usize,
+    /// Aggregates (SKUs) they are spread over.
+    #[arg(long, default_value_t = 1000)]
+    aggregates: usize,
+    /// Partitions of each topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Concurrent HTTP clients for the gateway runs.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// How long each gateway run lasts, in seconds.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+/// Topics and contracts of one run, under a context of its own.
+struct World {
+    context: String,
+    kafka: KafkaConfig,
+    codec: Codec,
+    stack: Stack,
+}
+
+impl World {
+    async fn new(stack: &Stack, partitions: i32) -> anyhow::Result<Self> {
+        let context = unique("bench");
+        let mut declared =
+            format!("[defaults]\npartitions = {partitions}\nreplication_factor = 1\n");
+        for kind in ["commands", "events", "changelog", "command-results"] {
+            let name = if kind == "command-results" {
+                format!("{context}.command-results")
+            } else {
+                format!("{context}.inventory.{kind}")
+            };
+            declared += &format!("[[topic]]\nname = \"{name}\"\n");
+            if kind == "changelog" {
+                declared += "cleanup_policy = \"compact\"\n";
+            }
+        }
+        declared += &format!("[[topic]]\nname = \"{context}-processor.dlq\"\n");
+        let kafka = KafkaConfig::for_servers(stack.kafka_bootstrap.clone());
+        let topology = Topology::parse(&declared, "bench")?;
+        causeway_kafka::topology::apply(&kafka, &topology, false, Duration::from_secs(30)).await?;
+        let mut catalog = Catalog::load(&native::repo_root().join("avro"))?;
+        for record in &mut catalog.records {
+            if let Some(topic) = &mut record.topic {
+                *topic = topic
+                    .replacen("orders.", &format!("{context}."), 1)
+                    .replacen("causeway.", &format!("{context}."), 1);
+            }
+        }
+        RegistryClient::new(&stack.registry_url)
+            .register_catalog(&catalog, |_| {})
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Ok(Self {
+            codec: Codec::new(&stack.registry_url),
+            context,
+            kafka,
+            stack: stack.clone(),
+        })
+    }
+
+    fn commands_topic(&self) -> String {
+        format!("{}.inventory.commands", self.context)
+    }
+
+    /// Preload `n` AddStock commands over `aggregates` SKUs; the mean encoded size.
+    async fn preload(&self, n: usize, aggregates: usize) -> anyhow::Result<usize> {
+        let topic = self.commands_topic();
+        let producer = client::producer(&self.kafka, "bench")?;
+        let mut bytes_total = 0;
+        let mut pending = Vec::with_capacity(n);
+        for i in 0..n {
+            let sku = format!("sku-{}", i % aggregates);
+            let command = AddStock {
+                command_id: format!("{}-{i}", self.context),
+                sku: sku.clone(),
+                quantity: 1,
+                ..AddStock::default()
+            };
+            let bytes = self
+                .codec
+                .encode(&topic, "causeway.orders.inventory.AddStock", &command)
+                .await?;
+            bytes_total += bytes.len();
+            let mut record = FutureRecord::to(&topic).key(&sku).payload(&bytes);
+            loop {
+                match producer.send_result(record) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((_, back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            }
+        }
+        for f in pending {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => anyhow::bail!("preload: {e}"),
+                Err(_) => anyhow::bail!("preload: delivery cancelled"),
+            }
+        }
+        Ok(bytes_total / n.max(1))
+    }
+
+    fn processor(&self, bin: &Path, instance: &str) -> anyhow::Result<ServiceProcess> {
+        let config =
+            native::repo_root().join("services/aggregate-processor/aggregate-processor.toml");
+        let group = format!("{}-processor", self.context);
+        let txn = format!("{group}-{instance}");
+        let results = format!("{}.command-results", self.context);
+        let env = [
+            (
+                "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
+                self.stack.kafka_bootstrap.as_str(),
+            ),
+            ("CAUSEWAY__PROCESSOR__CONTEXT", self.context.as_str()),
+            ("CAUSEWAY__PROCESSOR__AGGREGATES", r#"["inventory"]"#),
+            ("CAUSEWAY__PROCESSOR__GROUP_ID", group.as_str()),
+            ("CAUSEWAY__PROCESSOR__TRANSACTIONAL_ID", txn.as_str()),
+            ("CAUSEWAY__PROCESSOR__RESULTS_TOPIC", results.as_str()),
+            (
+                "CAUSEWAY__PROCESSOR__REGISTRY_URL",
+                self.stack.registry_url.as_str(),
+            ),
+            ("RUST_LOG", "warn"),
+        ];
+        ServiceProcess::start(bin, &config, &env).map_err(anyhow::Error::msg)
+    }
+
+    /// Records of the commands topic not yet committed by the processor group.
+    fn lag(&self, consumer: &BaseConsumer, partitions: i32) -> anyhow::Result<i64> {
+        let topic = self.commands_topic();
+        let mut list = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in 0..partitions {
+            let (_, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+            ends.insert(p, high);
+            list.add_partition(&topic, p);
+        }
+        let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                (ends.get(&e.partition()).copied().unwrap_or(0) - at).max(0)
+            })
+            .sum())
+    }
+
+    /// Start `instances` processors on the preloaded commands; the time from all ready to no lag, and
+    /// the peak RSS of the first, in KiB.
+    async fn drain(
+        &self,
+        bin: &Path,
+        instances: usize,
+        partitions: i32,
+    ) -> anyhow::Result<(Duration, u64)> {
+        let mut processes = Vec::new();
+        for i in 0..instances {
+            processes.push(self.processor(bin, &format!("i{i}"))?);
+        }
+        for p in &mut processes {
+            p.wait_ready(Duration::from_secs(60))
+                .map_err(anyhow::Error::msg)?;
+        }
+        let started = Instant::now();
+        let consumer: BaseConsumer = self
+            .kafka
+            .consumer_config(
+                "bench-lag",
+                &format!("{}-processor", self.context),
+                OffsetMode::Transactional,
+            )
+            .create()?;
+        let deadline = started + Duration::from_secs(900);
+        while self.lag(&consumer, partitions)? > 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the processor did not drain in 15 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed = started.elapsed();
+        let rss = processes
+            .first()
+            .and_then(ServiceProcess::pid)
+            .map(peak_rss_kib)
+            .unwrap_or(0);
+        for p in processes {
+            let _ = p.terminate(Duration::from_secs(30));
+        }
+        Ok((elapsed, rss))
+    }
+}
+
+/// VmHWM of `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Kafka's producer perf tool: `n` records of `size` bytes, `acks=all`, on a topic of its own.
+fn kafka_ceiling(
+    stack: &Stack,
+    kafka: &KafkaConfig,
+    n: usize,
+    size: usize,
+    partitions: i32,
+) -> anyhow::Result<Samples> {
+    let topic = unique("bench-ceiling");
+    let declared = format!(
+        "[defaults]\npartitions = {partitions}\nreplication_factor = 1\n[[topic]]\nname = \"{topic}\"\n"
+    );
+    let topology = Topology::parse(&declared, "bench")?;
+    tokio::runtime::Handle::current().block_on(causeway_kafka::topology::apply(
+        kafka,
+        &topology,
+        false,
+        Duration::from_secs(30),
+    ))?;
+    let libs = native::stack_dir().join("kafka/libs/*");
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(&libs)
+        .arg("org.apache.kafka.tools.ProducerPerformance")
+        .args(["--topic", &topic, "--num-records", &n.to_string()])
+        .args(["--record-size", &size.to_string(), "--throughput", "-1"])
+        .arg("--producer-props")
+        .arg(format!("bootstrap.servers={}", stack.kafka_bootstrap))
+        .args([
+            "acks=all",
+            "enable.idempotence=true",
+            "linger.ms=5",
+            "compression.type=lz4",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "ProducerPerformance failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The last line: "N records sent, R records/sec (M MB/sec), ..."
+    let rate: f64 = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("records/sec"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|f| f.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no rate in ProducerPerformance's output: {text}"))?;
+    Ok(Samples::throughput(
+        n,
+        Duration::from_secs_f64(n as f64 / rate.max(f64::EPSILON)),
+    ))
+}
+
+/// The gateway with one processor behind it: (end-to-end samples, POST-only samples).
+async fn gateway_runs(args: &Args, stack: &Stack) -> anyhow::Result<(Samples, Samples)> {
+    let world = World::new(stack, args.partitions).await?;
+    let mut processor = world.processor(&args.processor_bin, "gw")?;
+    processor
+        .wait_ready(Duration::from_secs(60))
+        .map_err(anyhow::Error::msg)?;
+    let api = format!("127.0.0.1:{}", free_port());
+    let config = native::repo_root().join("services/command-gateway/command-gateway.toml");
+    let results = format!("{}.command-results", world.context);
+    let mut gateway = ServiceProcess::start(
+        &args.gateway_bin,
+        &config,
+        &[
+            (
+                "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
+                stack.kafka_bootstrap.as_str(),
+            ),
+            ("CAUSEWAY__HTTP__LISTEN", api.as_str()),
+            (
+                "CAUSEWAY__GATEWAY__REGISTRY_URL",
+                stack.registry_url.as_str(),
+            ),
+            ("CAUSEWAY__GATEWAY__CONTEXT", world.context.as_str()),
+            ("CAUSEWAY__GATEWAY__RESULTS_TOPIC", results.as_str()),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .map_err(anyhow::Error::msg)?;
+    gateway
+        .wait_ready(Duration::from_secs(60))
+        .map_err(anyhow::Error::msg)?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
+    let base = Arc::new(format!("http://{api}"));
+
+    let run = |wait: bool| {
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let mut tasks = Vec::new();
+        for c in 0..args.clients {
+            let http = http.clone();
+            let base = Arc::clone(&base);
+            let aggregates = args.aggregates;
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut n = 0usize;
+                while Instant::now() < deadline {
+                    let id = format!(
+                        "{}-{c}-{n}-{}",
+                        if wait { "e2e" } else { "post" },
+                        unique("c")
+                    );
+                    let sku = format!("sku-{}", (c * 7919 + n) % aggregates);
+                    n += 1;
+                    let t = Instant::now();
+                    let response = http
+                        .post(format!("{base}/v1/commands/inventory/AddStock"))
+                        .header("Content-Type", "application/json")
+                        .header("Idempotency-Key", &id)
+                        .body(json!({ "sku": sku, "quantity": 1 }).to_string())
+                        .send()
+                        .await?;
+                    anyhow::ensure!(
+                        response.status().as_u16() == 202,
+                        "POST answered {}",
+                        response.status()
+                    );
+                    response.bytes().await?;
+                    if wait {
+                        let status: serde_json::Value = http
+                            .get(format!("{base}/v1/commands/{id}?wait_ms=10000"))
+                            .send()
+                            .await?
+                            .json()
+                            .await?;
+                        anyhow::ensure!(status["status"] == "accepted", "status: {status}");
+                    }
+                    latencies.push(t.elapsed());
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            }));
+        }
+        async move {
+            let started = Instant::now();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await??);
+            }
+            Ok::<_, anyhow::Error>(Samples::new(all, started.elapsed()))
+        }
+    };
+    let end_to_end = run(true).await?;
+    let posts = run(false).await?;
+    let _ = gateway.terminate(Duration::from_secs(20));
+    let _ = processor.terminate(Duration::from_secs(30));
+    Ok((end_to_end, posts))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let stack = native::endpoints()
+        .map_err(|e| anyhow::anyhow!("the stack is not running (make up): {e}"))?;
+
+    let one = World::new(&stack, args.partitions).await?;
+    let size = one.preload(args.commands, args.aggregates).await?;
+    let (elapsed_one, rss) = one.drain(&args.processor_bin, 1, args.partitions).await?;
+
+    let two = World::new(&stack, args.partitions).await?;
+    two.preload(args.commands, args.aggregates).await?;
+    let (elapsed_two, _) = two.drain(&args.processor_bin, 2, args.partitions).await?;
+
+    let ceiling = {
+        let stack = stack.clone();
+        let kafka = one.kafka.clone();
+        let (n, partitions) = (args.commands, args.partitions);
+        tokio::task::spawn_blocking(move || kafka_ceiling(&stack, &kafka, n, size, partitions))
+            .await??
+    };
+    let (end_to_end, posts) = gateway_runs(&args, &stack).await?;
+
+    table(
+        &format!(
+            "command path (release builds; {} commands of {size} bytes over {} aggregates, {} partitions; \
+             {} HTTP clients; loopback; 2 cores shared by client, services and Kafka)",
+            args.commands, args.aggregates, args.partitions, args.clients
+        ),
+        &[
+            (
+                "processor, 1 instance (exactly-once)",
+                &Samples::throughput(args.commands, elapsed_one),
+            ),
+            (
+                "processor, 2 instances (exactly-once)",
+                &Samples::throughput(args.commands, elapsed_two),
+            ),
+            ("  ceiling: kafka-producer-perf-test acks=all", &ceiling),
+            ("gateway POST -> 202 (acks=all)", &posts),
+            ("end to end: POST -> result on status API", &end_to_end),
+        ],
+    );
+    println!(
+        "processor peak RSS (1 instance, {} aggregates): {:.1} MiB",
+        args.aggregates,
+        rss as f64 / 1024.0
+    );
+    Ok(())
+}
