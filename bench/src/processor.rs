@@ -223,14 +223,23 @@ impl World {
             )
             .create()?;
         let deadline = started + Duration::from_secs(900);
-        while self.lag(&consumer, partitions)? > 0 {
+        loop {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "the processor did not drain in 15 minutes"
             );
+            match self.lag(&consumer, partitions) {
+                Ok(0) => break,
+                Ok(_) => {}
+                // A busy broker may answer a metadata request late; ask again.
+                Err(e) => eprintln!("  (lag not known yet: {e})"),
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let elapsed = started.elapsed();
+        if let Some(first) = processes.first() {
+            eprintln!("  first instance: {}", transaction_profile(first));
+        }
         let rss = processes
             .first()
             .and_then(ServiceProcess::pid)
@@ -241,6 +250,26 @@ impl World {
         }
         Ok((elapsed, rss))
     }
+}
+
+/// The processor's mean transaction time (ms) and mean batch size, from its metrics.
+fn transaction_profile(processor: &ServiceProcess) -> String {
+    let Ok((_, text)) = processor.get("/metrics") else {
+        return "(no metrics)".into();
+    };
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let transactions = value("causeway_processor_transaction_seconds_count");
+    format!(
+        "{transactions:.0} transactions, mean {:.1} ms, mean {:.1} commands each",
+        value("causeway_processor_transaction_seconds_sum") * 1000.0 / transactions,
+        value("causeway_processor_batch_records_sum") / transactions
+    )
 }
 
 /// VmHWM of `pid`, in KiB.
@@ -406,6 +435,10 @@ async fn gateway_runs(args: &Args, stack: &Stack) -> anyhow::Result<(Samples, Sa
         }
     };
     let end_to_end = run(true).await?;
+    eprintln!(
+        "  end to end, processor: {}",
+        transaction_profile(&processor)
+    );
     let posts = run(false).await?;
     let _ = gateway.terminate(Duration::from_secs(20));
     let _ = processor.terminate(Duration::from_secs(30));
@@ -416,13 +449,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stack = native::endpoints()
         .map_err(|e| anyhow::anyhow!("the stack is not running (make up): {e}"))?;
 
+    eprintln!("processor bench: preloading {} commands", args.commands);
     let one = World::new(&stack, args.partitions).await?;
     let size = one.preload(args.commands, args.aggregates).await?;
+    eprintln!("processor bench: 1 instance");
     let (elapsed_one, rss) = one.drain(&args.processor_bin, 1, args.partitions).await?;
 
+    eprintln!("processor bench: preloading again for 2 instances");
     let two = World::new(&stack, args.partitions).await?;
     two.preload(args.commands, args.aggregates).await?;
+    eprintln!("processor bench: 2 instances");
     let (elapsed_two, _) = two.drain(&args.processor_bin, 2, args.partitions).await?;
+    eprintln!("processor bench: kafka-producer-perf-test, then the gateway");
 
     let ceiling = {
         let stack = stack.clone();

@@ -23,7 +23,8 @@ pub struct ProcessorConfig {
     pub results_topic: String,
     /// Most command records in one transaction.
     pub max_batch_records: usize,
-    /// Longest a batch waits for more records before its transaction commits, in ms.
+    /// Longest a batch collects records before its transaction begins, in ms. A batch also ends as soon
+    /// as nothing more is fetched, so under light load transactions are small and quick.
     pub commit_interval_ms: u64,
     /// librdkafka's `transaction.timeout.ms`: how long a transaction left open by a crashed process
     /// blocks read_committed readers before the broker aborts it.

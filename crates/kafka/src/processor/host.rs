@@ -370,3 +370,147 @@ impl<A: AggregateContract> Hosted for Host<A> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use causeway_orders::contracts::OrderLine;
+    use causeway_orders::contracts::order::PlaceOrder;
+    use causeway_orders::order::{Order, OrderStatus};
+
+    use super::*;
+
+    fn place(command_id: &str, order_id: &str) -> Value {
+        apache_avro::to_value(PlaceOrder {
+            command_id: command_id.into(),
+            order_id: order_id.into(),
+            lines: vec![OrderLine {
+                sku: "s".into(),
+                quantity: 1,
+                unit_price_cents: 10,
+            }],
+            currency: "EUR".into(),
+            ..PlaceOrder::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const PLACE: &str = "causeway.orders.order.PlaceOrder";
+    const AT: Stamp = Stamp {
+        command_at_ms: 1_000,
+        now_ms: 2_000,
+    };
+
+    fn host() -> Host<Order> {
+        Host::new("orders", DedupWindow::default())
+    }
+
+    #[test]
+    fn a_command_gives_stamped_events_a_result_and_one_dirty_state() {
+        let mut h = host();
+        let p = h
+            .process(3, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.events[0].0, "causeway.orders.order.OrderPlaced");
+        assert_eq!(
+            (p.result.outcome, p.result.new_version),
+            (CommandOutcome::Accepted, Some(1))
+        );
+        assert!(!p.duplicate);
+        let again = h
+            .process(3, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(again.duplicate && again.events.is_empty());
+        assert_eq!(again.result.new_version, Some(1));
+
+        let mut dirty = Vec::new();
+        h.take_dirty(5, &mut dirty)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dirty.len(), 1, "one state per aggregate per batch");
+        assert_eq!(
+            (dirty[0].partition, dirty[0].aggregate_id.as_str()),
+            (3, "o-1")
+        );
+        dirty.clear();
+        h.take_dirty(6, &mut dirty)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(dirty.is_empty(), "nothing changed since");
+    }
+
+    #[test]
+    fn a_written_state_restores_to_the_same_decisions() {
+        let mut h = host();
+        h.process(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut dirty = Vec::new();
+        h.take_dirty(5, &mut dirty)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let record: StateRecord<Order> =
+            apache_avro::from_value(&dirty[0].value).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (record.version, record.state.status),
+            (1, OrderStatus::Placed)
+        );
+
+        let mut restored = host();
+        restored
+            .restore(0, "o-1", Some(&dirty[0].value))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let resent = restored
+            .process(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(resent.duplicate, "the command id survived the restore");
+        let other = restored
+            .process(0, Some(b"o-1"), PLACE, &place("c-2", "o-1"), AT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            other.result.rejection_code.as_deref(),
+            Some("already_placed"),
+            "the state survived the restore"
+        );
+        restored
+            .restore(0, "o-1", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restored.states(), 0, "a tombstone removes the state");
+    }
+
+    #[test]
+    fn poison_is_named_and_changes_nothing() {
+        let mut h = host();
+        let unknown = h.process(
+            0,
+            Some(b"o-1"),
+            "causeway.orders.order.Refund",
+            &place("c", "o-1"),
+            AT,
+        );
+        assert!(unknown.is_err_and(|e| e.contains("is not a command")));
+        let wrong_key = h.process(0, Some(b"o-2"), PLACE, &place("c", "o-1"), AT);
+        assert!(wrong_key.is_err_and(|e| e.contains("is not the command's aggregate id")));
+        let no_key = h.process(0, None, PLACE, &place("c", "o-1"), AT);
+        assert!(no_key.is_err_and(|e| e.contains("no key")));
+        let no_id = h.process(0, Some(b"o-1"), PLACE, &place("", "o-1"), AT);
+        assert!(no_id.is_err_and(|e| e.contains("empty command_id")));
+        assert_eq!(h.states(), 0);
+        let mut dirty = Vec::new();
+        h.take_dirty(1, &mut dirty)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(dirty.is_empty());
+    }
+
+    #[test]
+    fn dropping_a_partition_forgets_its_states_only() {
+        let mut h = host();
+        h.process(0, Some(b"a"), PLACE, &place("c-1", "a"), AT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        h.process(1, Some(b"b"), PLACE, &place("c-2", "b"), AT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        h.drop_partition(0);
+        assert_eq!(h.states(), 1);
+        let mut dirty = Vec::new();
+        h.take_dirty(1, &mut dirty)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dirty.len(), 1);
+        assert_eq!(dirty[0].aggregate_id, "b");
+    }
+}
