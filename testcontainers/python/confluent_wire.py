@@ -3,12 +3,18 @@
   confluent_wire.py decode REGISTRY_URL HEX            -> the record as JSON (timestamps as epoch ms)
   confluent_wire.py encode REGISTRY_URL TOPIC JSON     -> hex of the record, encoded with the latest
                                                           schema of its TopicRecordNameStrategy subject
-For encode, JSON is {"full_name": ..., "value": {...}}. Exits 1 with the reason on failure.
+  confluent_wire.py produce REGISTRY_URL BOOTSTRAP TOPIC KEY JSON
+                                                       -> encodes as above and sends it with Confluent's
+                                                          Producer (acks=all, murmur2_random partitioner:
+                                                          the Java client's placement of keys); prints
+                                                          the partition and offset
+For encode and produce, JSON is {"full_name": ..., "value": {...}}. Exits 1 with the reason on failure.
 """
 import datetime
 import json
 import sys
 
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient, topic_record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -20,6 +26,17 @@ def plain(value):
     raise TypeError(f"cannot show {type(value)}")
 
 
+def encode(client, topic, request):
+    subject = f"{topic}-{request['full_name']}"
+    latest = client.get_latest_version(subject)
+    serializer = AvroSerializer(client, latest.schema, conf={
+        "auto.register.schemas": False,
+        "use.latest.version": True,
+        "subject.name.strategy": topic_record_subject_name_strategy,
+    })
+    return serializer(request["value"], SerializationContext(topic, MessageField.VALUE))
+
+
 def main():
     mode, url = sys.argv[1], sys.argv[2]
     client = SchemaRegistryClient({"url": url})
@@ -29,15 +46,24 @@ def main():
         print(json.dumps(record, default=plain))
     elif mode == "encode":
         topic, request = sys.argv[3], json.loads(sys.argv[4])
-        subject = f"{topic}-{request['full_name']}"
-        latest = client.get_latest_version(subject)
-        serializer = AvroSerializer(client, latest.schema, conf={
-            "auto.register.schemas": False,
-            "use.latest.version": True,
-            "subject.name.strategy": topic_record_subject_name_strategy,
-        })
-        data = serializer(request["value"], SerializationContext(topic, MessageField.VALUE))
-        print(data.hex())
+        print(encode(client, topic, request).hex())
+    elif mode == "produce":
+        bootstrap, topic, key, request = sys.argv[3], sys.argv[4], sys.argv[5], json.loads(sys.argv[6])
+        data = encode(client, topic, request)
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                             "enable.idempotence": True, "partitioner": "murmur2_random"})
+        delivered = {}
+
+        def report(err, msg):
+            delivered["err"], delivered["msg"] = err, msg
+
+        producer.produce(topic, key=key.encode(), value=data, on_delivery=report)
+        producer.flush(30)
+        if delivered.get("err") is not None or "msg" not in delivered:
+            print(f"produce failed: {delivered.get('err')}", file=sys.stderr)
+            sys.exit(1)
+        msg = delivered["msg"]
+        print(json.dumps({"partition": msg.partition(), "offset": msg.offset()}))
     else:
         print(f"unknown mode {mode}", file=sys.stderr)
         sys.exit(2)
