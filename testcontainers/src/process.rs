@@ -54,6 +54,14 @@ impl ServiceProcess {
         })
     }
 
+    /// Its exit status if it has exited on its own (reaped), `None` while it runs.
+    pub fn try_exit(&mut self) -> Result<Option<ExitStatus>, String> {
+        match self.child.as_mut() {
+            None => Err("already stopped".into()),
+            Some(child) => child.try_wait().map_err(|e| e.to_string()),
+        }
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

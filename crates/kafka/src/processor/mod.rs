@@ -67,9 +67,9 @@ pub enum ProcessorError {
     /// A Kafka client failed.
     #[error(transparent)]
     Kafka(#[from] Error),
-    /// Another process took over this transactional id, or the broker fenced the producer. Fatal: this
-    /// instance stops; its partitions belong to someone else.
-    #[error("the transactional producer was fenced: {0}")]
+    /// Another process took over this transactional id (or group instance id), or the broker fenced
+    /// the producer. Fatal: this instance stops; its partitions belong to someone else.
+    #[error("fenced by another instance with the same identity: {0}")]
     Fenced(KafkaError),
     /// A value could not be encoded with its registered schema (a contract out of step with the code).
     #[error(transparent)]
@@ -361,6 +361,16 @@ impl Processor {
     }
 }
 
+/// Whether a consumer error means this member was fenced (another instance with its
+/// `group.instance.id`) or the consumer can no longer work.
+fn consumer_fenced(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageConsumptionFatal(_))
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::FencedInstanceId | RDKafkaErrorCode::Fenced)
+        )
+}
+
 fn partition_count(consumer: &BaseConsumer<Rebalances>, topic: &str) -> Result<i32, Error> {
     let metadata = consumer
         .fetch_metadata(Some(topic), CALL_TIMEOUT)
@@ -425,6 +435,10 @@ impl Run {
                         }
                         deadline.get_or_insert_with(|| Instant::now() + interval);
                         batch.push(m);
+                    }
+                    Some(Err(e)) if consumer_fenced(&e) => {
+                        // Another process joined under this identity: its partitions are not ours.
+                        return Err(ProcessorError::Fenced(e));
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                     None if deadline.is_some() => break,
