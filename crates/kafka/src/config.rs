@@ -195,7 +195,11 @@ impl KafkaConfig {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // A read_committed fetch that finds only uncommitted data waits this long on the broker
+            // even when the commit lands meanwhile: librdkafka's 500 ms default put that under the
+            // tail latency of every hop (processor results to the gateway: p99 1.7 s, 142 ms at 20).
+            .set("fetch.wait.max.ms", "20");
         match mode {
             OffsetMode::StoreAfterEffect => c.set("enable.auto.commit", "true"),
             OffsetMode::Transactional => c.set("enable.auto.commit", "false"),
