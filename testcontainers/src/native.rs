@@ -40,6 +40,18 @@ pub fn python_script(name: &str) -> PathBuf {
     repo_root().join("testcontainers/python").join(name)
 }
 
+/// Run `testcontainers/python/<script>` with `args` in the stack's venv (up to a minute); its stdout,
+/// trimmed. Panics with its stderr when it fails. Blocks: from async code, call in `spawn_blocking`.
+pub fn run_python(script: &str, args: &[String]) -> String {
+    let mut command = Command::new(python());
+    command.arg(python_script(script)).args(args);
+    let (status, out, err) =
+        crate::process::run_to_exit(&mut command, std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(status.success(), "{script} failed:\n{err}");
+    out.trim().to_string()
+}
+
 /// The stack script.
 pub fn script() -> PathBuf {
     repo_root().join("testcontainers/native/stack.sh")

@@ -2,17 +2,13 @@
 //! through the registry of the test stack: what we encode they decode, what they encode we decode.
 //! OrderPlaced references two shared types (EventMetadata, OrderLine), so references are exercised too.
 
-use std::process::Command;
-use std::time::Duration;
-
 use causeway_contracts::catalog::Catalog;
 use causeway_contracts::records::EventMetadata;
 use causeway_contracts::registry::RegistryClient;
 use causeway_contracts::wire::{Codec, WireError};
 use causeway_core::{Classify, ErrorClass};
 use causeway_orders::contracts::{OrderLine, order};
-use causeway_testcontainers::native::{python, python_script};
-use causeway_testcontainers::process::run_to_exit;
+use causeway_testcontainers::native::run_python;
 use causeway_testcontainers::stack;
 use serde_json::{Value, json};
 
@@ -28,15 +24,9 @@ async fn registered() -> &'static str {
 }
 
 async fn confluent(args: Vec<String>) -> String {
-    let mut command = Command::new(python());
-    command.arg(python_script("confluent_wire.py")).args(args);
-    let (status, out, err) =
-        tokio::task::spawn_blocking(move || run_to_exit(&mut command, Duration::from_secs(60)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "Confluent's client failed:\n{err}");
-    out.trim().to_string()
+    tokio::task::spawn_blocking(move || run_python("confluent_wire.py", &args))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn placed() -> order::OrderPlaced {

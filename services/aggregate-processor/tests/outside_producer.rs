@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use causeway_contracts::records::{CommandOutcome, CommandResult};
 use causeway_orders::contracts::inventory::AddStock;
-use causeway_testcontainers::native::{python, python_script};
-use causeway_testcontainers::process::run_to_exit;
+use causeway_testcontainers::native::run_python;
 use causeway_testcontainers::stack;
 use common::World;
 use serde_json::{Value, json};
@@ -24,21 +22,19 @@ async fn a_confluent_client_and_the_suite_feed_one_aggregate() {
         "value": { "command_id": "py-1", "expected_version": null, "correlation_id": null,
                    "issued_at": null, "sku": "sku-py", "quantity": 5 }
     });
-    let mut command = Command::new(python());
-    command.arg(python_script("confluent_wire.py")).args([
+    let args: Vec<String> = [
         "produce",
         stack().registry_url.as_str(),
         stack().kafka_bootstrap.as_str(),
         topic.as_str(),
         "sku-py",
         &request.to_string(),
-    ]);
-    let (status, out, err) =
-        tokio::task::spawn_blocking(move || run_to_exit(&mut command, Duration::from_secs(60)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "Confluent's client failed:\n{err}");
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || run_python("confluent_wire.py", &args))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let placed: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
 
     let ours = AddStock {
