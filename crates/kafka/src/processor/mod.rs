@@ -699,7 +699,8 @@ impl Run {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    self.producer.poll(Duration::from_millis(1));
+                    self.producer.poll(Duration::ZERO);
+                    std::thread::sleep(Duration::from_micros(200));
                     record = back;
                 }
                 Err((e, _)) => return Err(e),
@@ -756,17 +757,21 @@ impl Run {
     }
 
     /// Serve delivery reports until every record sent is acknowledged. rdkafka's `commit_transaction`
-    /// flushes first, but its flush polls in 100 ms slices (its `poll` always waits out its timeout),
-    /// which would put a 100 ms floor under every transaction; 1 ms slices here.
+    /// flushes first, but its flush polls in 100 ms slices (its `poll` always waits out its timeout,
+    /// spinning through the last millisecond), which would put a 100 ms floor under every transaction.
+    /// Here: serve what has arrived, sleep 200 µs, again.
     fn await_deliveries(&self) -> Result<(), KafkaError> {
         let deadline = Instant::now() + CALL_TIMEOUT;
-        while self.producer.in_flight_count() > 0 {
+        loop {
+            self.producer.poll(Duration::ZERO);
+            if self.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
             if Instant::now() >= deadline {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
             }
-            self.producer.poll(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(200));
         }
-        Ok(())
     }
 
     fn abort(&self) {
