@@ -137,7 +137,17 @@ impl World {
 
     /// The processor as a process, hosting every aggregate, with `instance` in its transactional id.
     pub fn start_processor(&self, instance: &str) -> ServiceProcess {
-        let env = self.env(instance);
+        self.start_processor_with(instance, &[])
+    }
+
+    /// [`World::start_processor`] with more environment (e.g. a smaller batch).
+    pub fn start_processor_with(
+        &self,
+        instance: &str,
+        extra: &[(&'static str, &str)],
+    ) -> ServiceProcess {
+        let mut env = self.env(instance);
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut p = ServiceProcess::start(Path::new(BIN), Path::new(SAMPLE), &env)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -310,13 +320,28 @@ impl World {
 
     /// Wait until the processor group's lag over every command topic is at most `lag`.
     pub fn wait_lag_at_most(&self, at_most: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lag = self.lag();
+            if lag <= at_most {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the processor did not catch up: lag {lag}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Command records not yet committed by the processor group, over every command topic.
+    pub fn lag(&self) -> i64 {
         let consumer: BaseConsumer = self
             .kafka
             .consumer_config("test-lag", &self.group, OffsetMode::Transactional)
             .create()
             .unwrap_or_else(|e| panic!("{e}"));
-        let deadline = Instant::now() + timeout;
-        loop {
+        {
             let mut lag = 0;
             let mut list = TopicPartitionList::new();
             let mut ends = HashMap::new();
@@ -345,14 +370,7 @@ impl World {
                 // A producer's own transaction markers follow each batch, so "caught up" allows them.
                 lag += (end - at).max(0);
             }
-            if lag <= at_most {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the processor did not catch up: lag {lag}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
+            lag
         }
     }
 }
