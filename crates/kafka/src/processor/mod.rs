@@ -849,12 +849,12 @@ impl Run {
                     .as_ref()
                     .map(|cx| headers::with_trace_context(OwnedHeaders::new(), cx))
             };
-            let events_topic = self.hosts[host].topics().events.clone();
+            let events_topic = self.hosts[host].topics().events.as_str();
             let key = processed.aggregate_id.as_bytes();
             for (full_name, value) in processed.events {
                 let bytes =
-                    self.block_on(self.codec.encode_value(&events_topic, full_name, value))?;
-                let mut record = BaseRecord::to(&events_topic)
+                    self.block_on(self.codec.encode_value(events_topic, full_name, value))?;
+                let mut record = BaseRecord::to(events_topic)
                     .partition(partition)
                     .key(key)
                     .payload(bytes.as_slice());
