@@ -184,6 +184,12 @@ impl KafkaConfig {
     ) -> ClientConfig {
         let mut c = self.producer_config(purpose);
         c.set("transactional.id", transactional_id);
+        // A transaction begun while the broker still writes the previous one's markers is told
+        // CONCURRENT_TRANSACTIONS and retried after `retry.backoff.ms`; librdkafka's 100 ms would
+        // stall every back-to-back transaction.
+        if !self.properties.contains_key("retry.backoff.ms") {
+            c.set("retry.backoff.ms", "10");
+        }
         c
     }
 
@@ -224,6 +230,21 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("partitioner"), Some("murmur2_random"));
         assert_eq!(c.get("client.id"), Some("causeway-gateway"));
+    }
+
+    #[test]
+    fn transactional_producers_retry_concurrent_transactions_quickly_unless_told_otherwise() {
+        let k = KafkaConfig::for_servers("k:9092");
+        let c = k.transactional_producer_config("p", "t");
+        assert_eq!(c.get("transactional.id"), Some("t"));
+        assert_eq!(c.get("retry.backoff.ms"), Some("10"));
+        let mut k = KafkaConfig::for_servers("k:9092");
+        k.properties.insert("retry.backoff.ms".into(), "50".into());
+        assert_eq!(
+            k.transactional_producer_config("p", "t")
+                .get("retry.backoff.ms"),
+            Some("50")
+        );
     }
 
     #[test]

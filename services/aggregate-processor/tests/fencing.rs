@@ -1,5 +1,6 @@
 //! Two processes under one identity (transactional id and group instance id): the newer one fences the
-//! older, which stops on its own with the reason (exit 1, no panic) while the newer processes on.
+//! older, which stops on its own with the reason (exit 1, no panic) while the newer processes on. And
+//! state that cannot be restored stops the processor rather than being skipped.
 
 mod common;
 
@@ -50,4 +51,38 @@ async fn a_fenced_instance_stops_cleanly_and_the_newer_one_processes() {
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "{status:?}");
+}
+
+/// A changelog record that cannot be read back would lose state if skipped: the processor stops with
+/// the record's place and why (exit 1), and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_changelog_record_stops_the_processor() {
+    let world = World::new(1).await;
+    let changelog = world.topic("inventory", "changelog");
+    world
+        .send_raw(&changelog, Some(b"sku-x"), b"not a state record", None)
+        .await;
+    let env = world.env("corrupt");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut p = causeway_testcontainers::process::ServiceProcess::start(
+        std::path::Path::new(common::BIN),
+        std::path::Path::new(common::SAMPLE),
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = p.try_exit().unwrap_or_else(|e| panic!("{e}")) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running:\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = p.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("changelog {changelog} partition 0 offset 0")),
+        "{log}"
+    );
+    assert!(world.read_raw(&world.results_topic).is_empty());
 }

@@ -273,25 +273,20 @@ impl Processor {
         let meters = Meters::new(registry).map_err(|e| {
             ProcessorError::Kafka(Error::Task(format!("cannot register metrics: {e}")))
         })?;
-        let mut kafka = self.kafka.clone();
-        kafka
-            .properties
-            .entry("transaction.timeout.ms".into())
-            .or_insert(self.config.transaction_timeout_ms.to_string());
-        // A transaction that begins while the broker still writes the previous one's markers is told
-        // CONCURRENT_TRANSACTIONS and retried after `retry.backoff.ms` (librdkafka: 100 ms).
-        kafka
-            .properties
-            .entry("retry.backoff.ms".into())
-            .or_insert("10".into());
+        let kafka = self.kafka.clone();
         let transactional_id = self.config.transactional_id();
-        let producer: BaseProducer = kafka
-            .transactional_producer_config("aggregate-processor", &transactional_id)
-            .create()
-            .map_err(|source| Error::Client {
-                what: "transactional producer",
-                source,
-            })?;
+        let mut producer_config =
+            kafka.transactional_producer_config("aggregate-processor", &transactional_id);
+        if !kafka.properties.contains_key("transaction.timeout.ms") {
+            producer_config.set(
+                "transaction.timeout.ms",
+                self.config.transaction_timeout_ms.to_string(),
+            );
+        }
+        let producer: BaseProducer = producer_config.create().map_err(|source| Error::Client {
+            what: "transactional producer",
+            source,
+        })?;
         producer.init_transactions(CALL_TIMEOUT).map_err(|source| {
             match source.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced) => {
