@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 use causeway_kafka::KafkaConfig;
 use causeway_kafka::client::{self, check_broker};
 use causeway_kafka::config::OffsetMode;
+use causeway_kafka::group::GroupConsumer;
 use causeway_kafka::headers::{last_value, trace_context, with_trace_context};
+use causeway_kafka::processor::Rebalances;
 use causeway_kafka::topology::{self, Topology};
 use causeway_observe::propagation::Context;
 use causeway_testcontainers::{stack, unique};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -275,4 +277,57 @@ async fn topics_apply_is_idempotent_and_reports_drift() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(again.in_sync(), "{again:?}");
+}
+
+/// Create a group consumer, subscribe, wait `after`, then drop it on a thread
+/// of its own (closing it mid-join, or with an assignment on its way) and report whether the close
+/// finished within `TIMEOUT`.
+fn close_after(topic: &str, after: Duration) -> bool {
+    let group = unique("close");
+    let mut config = kafka().consumer_config("causeway-test", &group, OffsetMode::Transactional);
+    // As the processor: static membership.
+    config.set("group.instance.id", format!("{group}-instance"));
+    let consumer = GroupConsumer::new(
+        config
+            .create_with_context::<_, BaseConsumer<Rebalances>>(Rebalances::new(&config))
+            .unwrap_or_else(|e| panic!("consumer: {e}")),
+    );
+    consumer
+        .subscribe(&[topic])
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    // Not polled meanwhile: an assignment that arrives waits in the queue for the close to find it.
+    std::thread::sleep(after);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(consumer);
+        let _ = done_tx.send(());
+    });
+    done_rx.recv_timeout(TIMEOUT).is_ok()
+}
+
+/// A group consumer closed while its first assignment is on its way: librdkafka can hand that
+/// assignment to the closing consumer after its group terminated, and asking the group anything then
+/// waits forever. A service stopped right after it started must still stop. The close is tried at
+/// many moments of the join.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_consumer_closes_at_any_moment_of_its_join() {
+    let topic = unique("close");
+    create_topic(&topic, 3).await;
+    // All at once: closes racing each other's joins on a busy machine are where the hang showed.
+    let closes: Vec<_> = (0..40u64)
+        .map(|round| {
+            let t = topic.clone();
+            tokio::task::spawn_blocking(move || {
+                (round, close_after(&t, Duration::from_millis(round * 3)))
+            })
+        })
+        .collect();
+    for close in closes {
+        let (round, closed) = close.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            closed,
+            "closing {} ms after subscribing: the consumer did not close within {TIMEOUT:?}",
+            round * 3
+        );
+    }
 }

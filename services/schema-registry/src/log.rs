@@ -14,12 +14,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use causeway_kafka::config::OffsetMode;
+use causeway_kafka::group::{GroupConsumer, Member, Membership};
 use causeway_kafka::topology::{self, Topology};
 use causeway_kafka::{KafkaConfig, client};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Mutex, MutexGuard, mpsc, watch};
 
@@ -150,12 +152,17 @@ impl Log {
                     .max(100)
                     .to_string(),
             );
-        let election_consumer: StreamConsumer<Election> = election_config
-            .create_with_context(Election { events: events_tx })
-            .map_err(|source| causeway_kafka::Error::Client {
-                what: "election consumer",
-                source,
-            })?;
+        let election_consumer: ElectionConsumer = GroupConsumer::new(
+            election_config
+                .create_with_context(Election {
+                    events: events_tx,
+                    membership: Membership::new(&election_config),
+                })
+                .map_err(|source| causeway_kafka::Error::Client {
+                    what: "election consumer",
+                    source,
+                })?,
+        );
         election_consumer
             .subscribe(&[config.leader_topic().as_str()])
             .map_err(op("subscribe"))?;
@@ -364,11 +371,31 @@ impl Writer {
 /// Election events from the group's rebalances: `true` when this member holds the leader partition.
 struct Election {
     events: mpsc::UnboundedSender<bool>,
+    membership: Membership,
 }
+
+/// The election's consumer; marked closing before it is dropped, so a stopping instance never waits
+/// on a late assignment.
+type ElectionConsumer = GroupConsumer<StreamConsumer<Election>, Election>;
 
 impl ClientContext for Election {}
 
+impl Member for Election {
+    fn membership(&self) -> &Membership {
+        &self.membership
+    }
+}
+
 impl ConsumerContext for Election {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        self.membership.rebalance(self, consumer, err, partitions);
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let leading = match rebalance {
             Rebalance::Assign(partitions) => partitions.count() > 0,
@@ -383,7 +410,7 @@ impl ConsumerContext for Election {
 }
 
 async fn elect(
-    consumer: StreamConsumer<Election>,
+    consumer: ElectionConsumer,
     mut events: mpsc::UnboundedReceiver<bool>,
     log: Log,
 ) -> Result<(), Error> {

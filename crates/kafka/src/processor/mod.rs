@@ -41,6 +41,7 @@ pub use rebalance::{Change, Rebalances};
 
 use crate::config::{KafkaConfig, OffsetMode};
 use crate::error::{Error, classify_kafka};
+use crate::group::GroupConsumer;
 use crate::headers;
 
 /// Header names of a dead letter (the original headers are kept before them).
@@ -310,12 +311,15 @@ impl Processor {
         if !kafka.properties.contains_key("group.instance.id") {
             consumer_config.set("group.instance.id", &transactional_id);
         }
-        let consumer: BaseConsumer<Rebalances> = consumer_config
-            .create_with_context(Rebalances::default())
-            .map_err(|source| Error::Client {
-                what: "consumer",
-                source,
-            })?;
+        // Marked closing before it is dropped: closing never waits on a late assignment.
+        let consumer: GroupConsumer<BaseConsumer<Rebalances>, Rebalances> = GroupConsumer::new(
+            consumer_config
+                .create_with_context(Rebalances::new(&consumer_config))
+                .map_err(|source| Error::Client {
+                    what: "consumer",
+                    source,
+                })?,
+        );
         let topics: Vec<&str> = self
             .hosts
             .iter()

@@ -1,13 +1,17 @@
 //! Rebalance callbacks. librdkafka calls them inside `poll`, where the processor can do nothing long:
 //! they pause newly assigned partitions (no command is handed out before the state is restored) and
 //! queue what happened for the processor loop, which drops or restores state between polls. The loop
-//! never polls with a transaction open, so a revocation never meets one.
+//! never polls with a transaction open, so a revocation never meets one. Assigning and unassigning
+//! go through [`Membership`], so the consumer always closes.
 
 use std::sync::Mutex;
 
-use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext};
+
+use crate::group::{Member, Membership};
 
 /// A change of ownership, as the loop sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,12 +23,21 @@ pub enum Change {
 }
 
 /// The consumer context of the processor.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rebalances {
     changes: Mutex<Vec<Change>>,
+    membership: Membership,
 }
 
 impl Rebalances {
+    /// The context of a consumer created from `config`.
+    pub fn new(config: &ClientConfig) -> Self {
+        Self {
+            changes: Mutex::new(Vec::new()),
+            membership: Membership::new(config),
+        }
+    }
+
     /// The changes since the last call, in order.
     pub fn take(&self) -> Vec<Change> {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
@@ -47,7 +60,22 @@ fn pairs(list: &TopicPartitionList) -> Vec<(String, i32)> {
 
 impl ClientContext for Rebalances {}
 
+impl Member for Rebalances {
+    fn membership(&self) -> &Membership {
+        &self.membership
+    }
+}
+
 impl ConsumerContext for Rebalances {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        self.membership.rebalance(self, consumer, err, partitions);
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             tracing::info!(partitions = ?pairs(list), "partitions revoked");
