@@ -1,11 +1,12 @@
 //! The `aggregate-processor` binary as a process against the test stack: with its sample config
-//! (pointed at topics of its own) it starts, reports ready, stops on SIGTERM with exit 0; it refuses
-//! bad config naming the key, an unknown aggregate type included.
+//! (pointed at topics of its own) it starts, reports ready once its partitions are restored, stops on
+//! SIGTERM with exit 0; it refuses bad config naming the key, an unknown aggregate type included.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use causeway_testcontainers::process::{assert_refuses_bad_config, assert_service_lifecycle};
 use common::{BIN, SAMPLE, World};
@@ -20,6 +21,25 @@ async fn starts_with_its_sample_config_reports_ready_and_stops_on_sigterm() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Readiness paces a rolling update: an instance is ready when it processes commands, that is once
+/// the group assigned it partitions and their state is restored, not as soon as it subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_ready_once_its_assignment_is_restored() {
+    let world = World::new(2).await;
+    let processor = world.start_processor("ready");
+    let log = processor.log();
+    let restored = log
+        .find("state restored; partitions resumed")
+        .unwrap_or_else(|| panic!("ready before any state was restored. Its log:\n{log}"));
+    let ready = log
+        .find("processor ready")
+        .unwrap_or_else(|| panic!("no readiness in the log. Its log:\n{log}"));
+    assert!(restored < ready, "{log}");
+    processor
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

@@ -263,7 +263,8 @@ impl Processor {
     }
 
     /// Run until `shutdown` fires (Ok) or a fatal error. Blocks: call from a thread of its own.
-    /// `runtime` runs the registry calls; `ready` is told once the processor consumes.
+    /// `runtime` runs the registry calls; `ready` is told `true` once the group's first assignment is
+    /// restored (the instance processes commands: a rolling update waits for it), `false` when it stops.
     pub fn run(
         self,
         runtime: Handle,
@@ -338,7 +339,6 @@ impl Processor {
             topics = ?topics,
             "processor consuming"
         );
-        ready(true);
         let codec = Codec::new(&self.config.registry_url);
         let mut run = Run {
             dlq_topic: self.config.dlq_topic(),
@@ -351,10 +351,11 @@ impl Processor {
             producer,
             results_partitions,
             partitions: HashMap::new(),
+            assigned: false,
             meters,
             shutdown,
         };
-        let outcome = run.run(&consumer);
+        let outcome = run.run(&consumer, &ready);
         ready(false);
         outcome
     }
@@ -401,15 +402,22 @@ struct Run {
     producer: BaseProducer,
     results_partitions: i32,
     partitions: HashMap<Owned, PartitionState>,
+    /// The group assigned this instance its partitions at least once (possibly none).
+    assigned: bool,
     dlq_topic: String,
     meters: Meters,
     shutdown: Shutdown,
 }
 
 impl Run {
-    fn run(&mut self, consumer: &BaseConsumer<Rebalances>) -> Result<(), ProcessorError> {
+    fn run(
+        &mut self,
+        consumer: &BaseConsumer<Rebalances>,
+        ready: &dyn Fn(bool),
+    ) -> Result<(), ProcessorError> {
         let interval = Duration::from_millis(self.config.commit_interval_ms);
         let mut backoff = Duration::from_millis(100);
+        let mut announced = false;
         while !self.shutdown.is_triggered() {
             // Collect a batch: what is already fetched, up to `max_batch_records` or the commit
             // interval, without waiting for more (light load: small batches, low latency; heavy load:
@@ -461,9 +469,24 @@ impl Run {
                 }
             }
             self.restore_pending(consumer)?;
+            if !announced && self.restored() {
+                // Ready stays on through later rebalances: they pause only the partitions that move.
+                announced = true;
+                ready(true);
+                tracing::info!(partitions = self.partitions.len(), "processor ready");
+            }
         }
         tracing::info!("processor stopping: no transaction open");
         Ok(())
+    }
+
+    /// Every partition of the group's assignment (once there was one) is restored.
+    fn restored(&self) -> bool {
+        self.assigned
+            && self
+                .partitions
+                .values()
+                .all(|s| *s == PartitionState::Ready)
     }
 
     fn owned(&self, topic: &str, partition: i32) -> Option<Owned> {
@@ -497,6 +520,7 @@ impl Run {
                     });
                 }
                 Change::Assigned(list) => {
+                    self.assigned = true;
                     for (topic, partition) in list {
                         if let Some(owned) = self.owned(&topic, partition) {
                             self.partitions.insert(owned, PartitionState::Restoring);
