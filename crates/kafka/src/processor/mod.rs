@@ -232,6 +232,10 @@ type Owned = (usize, i32);
 /// How long a blocking Kafka call may take before the batch is retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the loop sleeps between serving delivery reports while it waits for the producer (a full
+/// queue, or the deliveries before a commit). rdkafka's own `poll` would spin through its timeout.
+const DELIVERY_WAIT: Duration = Duration::from_micros(200);
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -723,7 +727,7 @@ impl Run {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.producer.poll(Duration::ZERO);
-                    std::thread::sleep(Duration::from_micros(200));
+                    std::thread::sleep(DELIVERY_WAIT);
                     record = back;
                 }
                 Err((e, _)) => return Err(e),
@@ -782,7 +786,7 @@ impl Run {
     /// Serve delivery reports until every record sent is acknowledged. rdkafka's `commit_transaction`
     /// flushes first, but its flush polls in 100 ms slices (its `poll` always waits out its timeout,
     /// spinning through the last millisecond), which would put a 100 ms floor under every transaction.
-    /// Here: serve what has arrived, sleep 200 µs, again.
+    /// Here: serve what has arrived, sleep [`DELIVERY_WAIT`], again.
     fn await_deliveries(&self) -> Result<(), KafkaError> {
         let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
@@ -793,7 +797,7 @@ impl Run {
             if Instant::now() >= deadline {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
             }
-            std::thread::sleep(Duration::from_micros(200));
+            std::thread::sleep(DELIVERY_WAIT);
         }
     }
 

@@ -320,9 +320,10 @@ impl World {
 
     /// Wait until the processor group's lag over every command topic is at most `lag`.
     pub fn wait_lag_at_most(&self, at_most: i64, timeout: Duration) {
+        let consumer = self.lag_consumer();
         let deadline = Instant::now() + timeout;
         loop {
-            let lag = self.lag();
+            let lag = self.lag_seen_by(&consumer);
             if lag <= at_most {
                 return;
             }
@@ -336,42 +337,47 @@ impl World {
 
     /// Command records not yet committed by the processor group, over every command topic.
     pub fn lag(&self) -> i64 {
-        let consumer: BaseConsumer = self
-            .kafka
+        self.lag_seen_by(&self.lag_consumer())
+    }
+
+    /// A consumer that reads the processor group's committed offsets (it never joins the group).
+    fn lag_consumer(&self) -> BaseConsumer {
+        self.kafka
             .consumer_config("test-lag", &self.group, OffsetMode::Transactional)
             .create()
-            .unwrap_or_else(|e| panic!("{e}"));
-        {
-            let mut lag = 0;
-            let mut list = TopicPartitionList::new();
-            let mut ends = HashMap::new();
-            for aggregate in causeway_orders::AGGREGATES {
-                let topic = self.topic(aggregate, "commands");
-                for p in 0..self.partitions {
-                    let (_, high) = consumer
-                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    ends.insert((topic.clone(), p), high);
-                    list.add_partition(&topic, p);
-                }
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn lag_seen_by(&self, consumer: &BaseConsumer) -> i64 {
+        let mut list = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for aggregate in causeway_orders::AGGREGATES {
+            let topic = self.topic(aggregate, "commands");
+            for p in 0..self.partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                ends.insert((topic.clone(), p), high);
+                list.add_partition(&topic, p);
             }
-            let committed = consumer
-                .committed_offsets(list, Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("{e}"));
-            for e in committed.elements() {
-                let at = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                };
-                let end = ends
-                    .get(&(e.topic().to_string(), e.partition()))
-                    .copied()
-                    .unwrap_or(0);
-                // A producer's own transaction markers follow each batch, so "caught up" allows them.
-                lag += (end - at).max(0);
-            }
-            lag
         }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut lag = 0;
+        for e in committed.elements() {
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            let end = ends
+                .get(&(e.topic().to_string(), e.partition()))
+                .copied()
+                .unwrap_or(0);
+            // A producer's own transaction markers follow each batch, so "caught up" allows them.
+            lag += (end - at).max(0);
+        }
+        lag
     }
 }
 
