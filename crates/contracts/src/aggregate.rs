@@ -1,7 +1,8 @@
 //! How an aggregate's Rust types meet their Avro contracts: the processor decodes a command record into
 //! the aggregate's command, reads the envelope fields every command carries, and writes events with
-//! their metadata. A domain implements [`AggregateContract`] once per aggregate (the reference domain
-//! with a macro); the processor needs nothing else from it.
+//! their metadata. A domain implements [`AggregateContract`] once per aggregate, by hand or, when each
+//! command and event variant wraps the contract type of the same-named record, with
+//! [`crate::aggregate_contract!`]; the processor needs nothing else from it.
 
 use apache_avro::types::Value;
 use causeway_core::Aggregate;
@@ -66,4 +67,90 @@ pub trait AggregateContract:
         event: Self::Event,
         metadata: EventMetadata,
     ) -> Result<(&'static str, Value), String>;
+}
+
+/// The value of record `full_name` as the Rust type `T` (a contract type), for [`AggregateContract`]
+/// implementations.
+pub fn read_record<T: DeserializeOwned>(full_name: &str, value: &Value) -> Result<T, ReadError> {
+    apache_avro::from_value(value).map_err(|e| ReadError::Invalid {
+        full_name: full_name.to_string(),
+        why: e.to_string(),
+    })
+}
+
+/// Implements [`AggregateContract`] for an aggregate whose command and event enum variants each wrap the
+/// contract type of the same-named record in namespace `$ns` (every event type has a `metadata` field).
+///
+/// ```text
+/// causeway_contracts::aggregate_contract! {
+///     Counter, namespace "causeway.counter.counter", state "CounterState", id counter_id,
+///     commands CounterCommand { Add(AddToCounter), },
+///     events CounterEvent { Added(CounterAdded), }
+/// }
+/// ```
+#[macro_export]
+macro_rules! aggregate_contract {
+    (
+        $aggregate:ty, namespace $ns:literal, state $state:literal, id $id:ident,
+        commands $command:ident { $($cv:ident($ct:ident),)* },
+        events $event:ident { $($ev:ident($et:ident),)* }
+    ) => {
+        impl $crate::aggregate::AggregateContract for $aggregate {
+            const STATE_RECORD: &'static str = concat!($ns, ".", $state);
+
+            fn command(
+                full_name: &str,
+                value: &::apache_avro::types::Value,
+            ) -> Result<$command, $crate::aggregate::ReadError> {
+                match full_name {
+                    $(concat!($ns, ".", stringify!($ct)) =>
+                        $crate::aggregate::read_record::<$ct>(full_name, value).map($command::$cv),)*
+                    _ => Err($crate::aggregate::ReadError::Unknown {
+                        full_name: full_name.to_string(),
+                        kind: "command",
+                    }),
+                }
+            }
+
+            fn meta(command: &$command) -> $crate::aggregate::CommandMeta<'_> {
+                match command {
+                    $($command::$cv(c) => $crate::aggregate::CommandMeta {
+                        command_id: &c.command_id,
+                        aggregate_id: &c.$id,
+                        expected_version: c.expected_version,
+                        correlation_id: c.correlation_id.as_deref(),
+                    },)*
+                }
+            }
+
+            fn event(
+                full_name: &str,
+                value: &::apache_avro::types::Value,
+            ) -> Result<$event, $crate::aggregate::ReadError> {
+                match full_name {
+                    $(concat!($ns, ".", stringify!($et)) =>
+                        $crate::aggregate::read_record::<$et>(full_name, value).map($event::$ev),)*
+                    _ => Err($crate::aggregate::ReadError::Unknown {
+                        full_name: full_name.to_string(),
+                        kind: "event",
+                    }),
+                }
+            }
+
+            fn event_record(
+                event: $event,
+                metadata: $crate::records::EventMetadata,
+            ) -> Result<(&'static str, ::apache_avro::types::Value), String> {
+                match event {
+                    $($event::$ev(e) => {
+                        let mut e: $et = e;
+                        e.metadata = metadata;
+                        ::apache_avro::to_value(&e)
+                            .map(|v| (concat!($ns, ".", stringify!($et)), v))
+                            .map_err(|e| e.to_string())
+                    })*
+                }
+            }
+        }
+    };
 }

@@ -8,6 +8,9 @@
 //! - [`records`]: the suite's own records (event metadata, command results, changelog state) as Rust
 //!   types.
 //! - [`aggregate`]: [`aggregate::AggregateContract`], how an aggregate's Rust types meet their contracts.
+//! - [`hosting`]: an aggregate type hosted by a processor: what a command does to the held states, all
+//!   or nothing, with size limits and caught panics.
+//! - [`domain`]: [`domain::Domain`], the one value a domain crate exports for the services to host.
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
 //! - [`json`]: JSON as a person writes it to an Avro value of a schema, with errors by field.
 //! - [`wire`]: Confluent's wire format through the registry, with caching.
@@ -21,6 +24,8 @@
 pub mod aggregate;
 pub mod catalog;
 pub mod compat;
+pub mod domain;
+pub mod hosting;
 pub mod json;
 pub mod lock;
 pub mod records;

@@ -15,4 +15,4 @@ pub mod tracked;
 
 pub use aggregate::{Aggregate, Rejection};
 pub use error::{Classify, ErrorClass};
-pub use tracked::{Decision, DedupWindow, Outcome, Tracked};
+pub use tracked::{Decision, DedupWindow, Next, Outcome, Tracked};

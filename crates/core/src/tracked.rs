@@ -2,20 +2,27 @@
 //! command ids with their outcomes. Both live in the aggregate's changelog record, so idempotency and
 //! optimistic concurrency are exactly as durable as the events (DESIGN: "Both live in the state").
 //!
-//! Pure, like the domain: [`Tracked::decide`] says what a command does, [`Tracked::record`] keeps it.
+//! Pure, like the domain: [`Tracked::decide`] says what a command does, [`Tracked::prepare`] computes
+//! the aggregate after it without touching this one, and [`Tracked::commit`] keeps that. Between the
+//! two the processor builds every record the command leads to; if any cannot be built, the command is
+//! dropped and the aggregate is as if it never came (all or nothing).
 
 use std::collections::VecDeque;
 
 use crate::aggregate::{Aggregate, CONFLICT, Rejection};
 
-/// How many command ids, and for how long, an aggregate remembers. A command resent after it left the
-/// window is processed again, so the window must outlast the longest retry of any producer.
+/// How many command ids, for how long, and in how many bytes an aggregate remembers. A command resent
+/// after it left the window is processed again, so the window must outlast the longest retry of any
+/// producer. The byte bound keeps the changelog record of an aggregate under the topic's message size
+/// whatever the ids and reasons are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupWindow {
     /// Most command ids kept per aggregate.
     pub max_commands: usize,
     /// Longest a command id is kept, in milliseconds.
     pub max_age_ms: i64,
+    /// Most bytes of remembered commands per aggregate (see [`Seen::weight`]); the newest is always kept.
+    pub max_bytes: usize,
 }
 
 impl Default for DedupWindow {
@@ -23,6 +30,7 @@ impl Default for DedupWindow {
         Self {
             max_commands: 100,
             max_age_ms: 7 * 24 * 3600 * 1000,
+            max_bytes: 64 * 1024,
         }
     }
 }
@@ -53,6 +61,17 @@ pub struct Seen {
     pub at_ms: i64,
     /// Its outcome.
     pub outcome: Outcome,
+}
+
+impl Seen {
+    /// What it costs in the window's byte bound: its strings plus a fixed overhead for the numbers.
+    pub fn weight(&self) -> usize {
+        let strings = match &self.outcome {
+            Outcome::Accepted { .. } => 0,
+            Outcome::Rejected { code, reason } => code.len() + reason.len(),
+        };
+        self.command_id.len() + strings + 24
+    }
 }
 
 /// What a command does to a tracked aggregate.
@@ -118,8 +137,79 @@ impl<A: Aggregate> Tracked<A> {
         }
     }
 
-    /// Keep what `decision` did: apply accepted events, remember the command, forget what left the
-    /// window. A duplicate changes nothing.
+    /// What `decision` makes of this aggregate, computed without changing it: the domain state after
+    /// the accepted events (`None`: unchanged), the version, the command remembered and how many of the
+    /// oldest remembered commands leave the window. A duplicate changes nothing (`None`). `at_ms` is the
+    /// window's clock for this command.
+    pub fn prepare(
+        &self,
+        command_id: &str,
+        at_ms: i64,
+        decision: &Decision<A::Event>,
+        window: DedupWindow,
+    ) -> Option<Next<A>> {
+        let (aggregate, version, outcome) = match decision {
+            Decision::Duplicate(_) => return None,
+            Decision::Accept { events, version } => (
+                Some(events.iter().fold(self.aggregate.clone(), A::apply)),
+                *version,
+                Outcome::Accepted { version: *version },
+            ),
+            Decision::Reject(r) => (
+                None,
+                self.version,
+                Outcome::Rejected {
+                    code: r.code.to_string(),
+                    reason: r.reason.clone(),
+                },
+            ),
+        };
+        let seen = Seen {
+            command_id: command_id.to_string(),
+            at_ms,
+            outcome,
+        };
+        // The window after `seen` joins it: the oldest leave while it is too long, too old or too big.
+        let oldest_kept = at_ms.saturating_sub(window.max_age_ms);
+        let mut len = self.recent.len() + 1;
+        let mut bytes: usize = self.recent.iter().map(Seen::weight).sum::<usize>() + seen.weight();
+        let mut evicted = 0;
+        for old in &self.recent {
+            if len > window.max_commands || old.at_ms < oldest_kept || bytes > window.max_bytes {
+                len -= 1;
+                bytes -= old.weight();
+                evicted += 1;
+            } else {
+                break;
+            }
+        }
+        Some(Next {
+            aggregate,
+            version,
+            seen,
+            evicted,
+        })
+    }
+
+    /// The remembered commands as they will be once `next` is committed, oldest first.
+    pub fn recent_after<'a>(&'a self, next: &'a Next<A>) -> impl Iterator<Item = &'a Seen> {
+        self.recent
+            .iter()
+            .skip(next.evicted)
+            .chain(std::iter::once(&next.seen))
+    }
+
+    /// Keep what [`Tracked::prepare`] computed.
+    pub fn commit(&mut self, next: Next<A>) {
+        if let Some(aggregate) = next.aggregate {
+            self.aggregate = aggregate;
+        }
+        self.version = next.version;
+        self.recent.drain(..next.evicted.min(self.recent.len()));
+        self.recent.push_back(next.seen);
+    }
+
+    /// Prepare and commit at once (for callers with nothing to build in between).
     pub fn record(
         &mut self,
         command_id: &str,
@@ -127,31 +217,23 @@ impl<A: Aggregate> Tracked<A> {
         decision: &Decision<A::Event>,
         window: DedupWindow,
     ) {
-        let outcome = match decision {
-            Decision::Duplicate(_) => return,
-            Decision::Accept { events, version } => {
-                let aggregate = std::mem::take(&mut self.aggregate);
-                self.aggregate = events.iter().fold(aggregate, A::apply);
-                self.version = *version;
-                Outcome::Accepted { version: *version }
-            }
-            Decision::Reject(r) => Outcome::Rejected {
-                code: r.code.to_string(),
-                reason: r.reason.clone(),
-            },
-        };
-        self.recent.push_back(Seen {
-            command_id: command_id.to_string(),
-            at_ms,
-            outcome,
-        });
-        let oldest_kept = at_ms.saturating_sub(window.max_age_ms);
-        while self.recent.len() > window.max_commands
-            || self.recent.front().is_some_and(|s| s.at_ms < oldest_kept)
-        {
-            self.recent.pop_front();
+        if let Some(next) = self.prepare(command_id, at_ms, decision, window) {
+            self.commit(next);
         }
     }
+}
+
+/// A tracked aggregate after one command, not yet kept: see [`Tracked::prepare`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Next<A> {
+    /// The domain state after the command's events; `None` when it has none.
+    pub aggregate: Option<A>,
+    /// The version after the command.
+    pub version: i64,
+    /// The command, remembered.
+    pub seen: Seen,
+    /// How many of the oldest remembered commands leave the window.
+    pub evicted: usize,
 }
 
 #[cfg(test)]
@@ -247,6 +329,7 @@ mod tests {
         let w = DedupWindow {
             max_commands: 2,
             max_age_ms: 100,
+            max_bytes: 1 << 20,
         };
         let mut t = Tracked::<Counter>::default();
         run(&mut t, "a", 0, None, 0, w);
@@ -262,5 +345,50 @@ mod tests {
         assert_eq!(ids, vec!["e"], "age bound");
         // Forgotten ids are processed again.
         assert!(matches!(t.decide("a", None, &0), Decision::Accept { .. }));
+    }
+
+    #[test]
+    fn the_window_is_bounded_in_bytes_and_keeps_the_newest() {
+        let w = DedupWindow {
+            max_commands: 100,
+            max_age_ms: 1_000,
+            max_bytes: 100,
+        };
+        let mut t = Tracked::<Counter>::default();
+        run(&mut t, "a".repeat(30).as_str(), 0, None, 0, w);
+        run(&mut t, "b".repeat(30).as_str(), 1, None, 0, w);
+        assert_eq!(t.recent.len(), 1, "two of 54 bytes exceed 100");
+        assert!(t.recent[0].command_id.starts_with('b'));
+        run(&mut t, "c".repeat(500).as_str(), 2, None, 0, w);
+        assert_eq!(
+            t.recent.len(),
+            1,
+            "the newest is kept even alone over the bound"
+        );
+        assert!(t.recent[0].command_id.starts_with('c'));
+    }
+
+    #[test]
+    fn prepare_changes_nothing_until_commit() {
+        let w = DedupWindow::default();
+        let mut t = Tracked::<Counter>::default();
+        run(&mut t, "a", 1, None, 1, w);
+        let before = t.clone();
+        let decision = t.decide("b", None, &2);
+        let next = t
+            .prepare("b", 2, &decision, w)
+            .unwrap_or_else(|| panic!("not a duplicate"));
+        assert_eq!(t, before, "prepare leaves the aggregate as it was");
+        let ids: Vec<&str> = t
+            .recent_after(&next)
+            .map(|s| s.command_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["a", "b"]);
+        t.commit(next);
+        assert_eq!((t.aggregate.0, t.version, t.recent.len()), (3, 2, 2));
+        assert!(
+            t.prepare("b", 3, &t.decide("b", None, &2), w).is_none(),
+            "a duplicate"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //!   manual offset store), admin clients, and the broker reachability check.
 //! - [`topology`]: topics declared in TOML and applied idempotently, with drift reported, not "fixed".
 //! - [`headers`]: trace context and other headers on records.
+//! - [`partitioner`]: where the Java client (and the suite) puts a key: murmur2.
 //! - [`group`]: consumer-group membership that always closes (rebalances without blocking requests).
 //! - [`processor`]: the transactional processor: commands in, events, states, results and offsets out
 //!   in one transaction per batch.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod group;
 pub mod headers;
+pub mod partitioner;
 pub mod processor;
 pub mod topology;
 

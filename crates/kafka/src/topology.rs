@@ -370,6 +370,37 @@ pub async fn apply(
     Ok(report)
 }
 
+/// The value of topic config `key` on each of `topics` (`None` where the broker has none), as the
+/// broker reports it (defaults included).
+pub async fn topic_config(
+    config: &KafkaConfig,
+    topics: &[&str],
+    key: &str,
+    timeout: Duration,
+) -> Result<Vec<Option<String>>, Error> {
+    let admin = client::admin(config)?;
+    let specifiers: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    let described = admin
+        .describe_configs(&specifiers, &opts)
+        .await
+        .map_err(|source| Error::Operation {
+            operation: "describe_configs",
+            source,
+        })?;
+    described
+        .into_iter()
+        .map(|resource| {
+            let resource = resource.map_err(|code| Error::Operation {
+                operation: "describe_configs",
+                source: rdkafka::error::KafkaError::AdminOp(code),
+            })?;
+            Ok(resource.get(key).and_then(|e| e.value.clone()))
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 struct Shape {
     partitions: i32,

@@ -25,6 +25,8 @@ pub mod names {
     pub const PROCESSOR_TRANSACTION_SECONDS: &str = "causeway_processor_transaction_seconds";
     /// Counter: changelog records read while restoring state, by `aggregate`.
     pub const PROCESSOR_RESTORED_RECORDS_TOTAL: &str = "causeway_processor_restored_records_total";
+    /// Counter: command records found off their key's home partition and forwarded there, by aggregate type.
+    pub const PROCESSOR_FORWARDED_TOTAL: &str = "causeway_processor_forwarded_commands_total";
 }
 
 /// A service's metrics registry with the metrics every service has.

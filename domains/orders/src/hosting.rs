@@ -2,9 +2,8 @@
 //! command names its aggregate, and the changelog record of each state. This is what lets the aggregate
 //! processor host them.
 
-use apache_avro::types::Value;
-use causeway_contracts::aggregate::{AggregateContract, CommandMeta, ReadError};
-use causeway_contracts::records::EventMetadata;
+use causeway_contracts::aggregate_contract;
+use causeway_contracts::domain::Domain;
 
 use crate::contracts::inventory::*;
 use crate::contracts::order::*;
@@ -13,65 +12,12 @@ use crate::inventory::{Inventory, InventoryCommand, InventoryEvent};
 use crate::order::{Order, OrderCommand, OrderEvent};
 use crate::payment::{Account, PaymentCommand, PaymentEvent};
 
-fn read<T: serde::de::DeserializeOwned>(full_name: &str, value: &Value) -> Result<T, ReadError> {
-    apache_avro::from_value(value).map_err(|e| ReadError::Invalid {
-        full_name: full_name.to_string(),
-        why: e.to_string(),
-    })
-}
-
-/// Implements [`AggregateContract`] for an aggregate whose command and event variants each wrap the
-/// contract type of the same-named record in namespace `$ns`.
-macro_rules! aggregate_contract {
-    (
-        $aggregate:ty, namespace $ns:literal, state $state:literal, id $id:ident,
-        commands $command:ident { $($cv:ident($ct:ident),)* },
-        events $event:ident { $($ev:ident($et:ident),)* }
-    ) => {
-        impl AggregateContract for $aggregate {
-            const STATE_RECORD: &'static str = concat!($ns, ".", $state);
-
-            fn command(full_name: &str, value: &Value) -> Result<$command, ReadError> {
-                match full_name {
-                    $(concat!($ns, ".", stringify!($ct)) => read::<$ct>(full_name, value).map($command::$cv),)*
-                    _ => Err(ReadError::Unknown { full_name: full_name.to_string(), kind: "command" }),
-                }
-            }
-
-            fn meta(command: &$command) -> CommandMeta<'_> {
-                match command {
-                    $($command::$cv(c) => CommandMeta {
-                        command_id: &c.command_id,
-                        aggregate_id: &c.$id,
-                        expected_version: c.expected_version,
-                        correlation_id: c.correlation_id.as_deref(),
-                    },)*
-                }
-            }
-
-            fn event(full_name: &str, value: &Value) -> Result<$event, ReadError> {
-                match full_name {
-                    $(concat!($ns, ".", stringify!($et)) => read::<$et>(full_name, value).map($event::$ev),)*
-                    _ => Err(ReadError::Unknown { full_name: full_name.to_string(), kind: "event" }),
-                }
-            }
-
-            fn event_record(
-                event: $event,
-                metadata: EventMetadata,
-            ) -> Result<(&'static str, Value), String> {
-                match event {
-                    $($event::$ev(e) => {
-                        let mut e: $et = e;
-                        e.metadata = metadata;
-                        apache_avro::to_value(&e)
-                            .map(|v| (concat!($ns, ".", stringify!($et)), v))
-                            .map_err(|e| e.to_string())
-                    })*
-                }
-            }
-        }
-    };
+/// The domain as the services host it: `domain = "orders"` in their config.
+pub fn domain() -> Domain {
+    Domain::new(crate::CONTEXT, crate::TOPOLOGY)
+        .aggregate::<Order>()
+        .aggregate::<Inventory>()
+        .aggregate::<Account>()
 }
 
 aggregate_contract! {
@@ -111,7 +57,8 @@ aggregate_contract! {
 mod tests {
     use std::collections::BTreeMap;
 
-    use causeway_contracts::records::{RecentCommand, StateRecord};
+    use causeway_contracts::aggregate::{AggregateContract, ReadError};
+    use causeway_contracts::records::{EventMetadata, RecentCommand, StateRecord};
 
     use super::*;
     use crate::contracts::tests::{catalog, check};

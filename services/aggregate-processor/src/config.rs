@@ -22,13 +22,29 @@ impl Validate for Config {
     fn validate(&self) -> Vec<Invalid> {
         let mut out = self.kafka.check("kafka");
         out.extend(self.processor.check("processor"));
+        if self.processor.domain.is_empty() {
+            return out;
+        }
+        let domains = causeway_domains::domains();
+        let Some(domain) = domains.get(&self.processor.domain) else {
+            out.push(Invalid::new(
+                "processor.domain",
+                format!(
+                    "unknown domain {:?}; this build hosts {:?}",
+                    self.processor.domain,
+                    domains.names()
+                ),
+            ));
+            return out;
+        };
         for name in &self.processor.aggregates {
-            if !causeway_orders::AGGREGATES.contains(&name.as_str()) {
+            if domain.aggregate_type(name).is_none() {
                 out.push(Invalid::new(
                     "processor.aggregates",
                     format!(
-                        "unknown aggregate type {name:?}; this build hosts {:?}",
-                        causeway_orders::AGGREGATES
+                        "unknown aggregate type {name:?}; domain {:?} has {:?}",
+                        domain.name,
+                        domain.aggregate_names()
                     ),
                 ));
             }

@@ -14,6 +14,9 @@ pub enum Error {
     /// The schema registry did not answer. Transient.
     #[error("schema registry: {0}")]
     Registry(String),
+    /// A domain this build does not host. Fatal (config validation catches it first).
+    #[error("unknown domain {0:?}")]
+    UnknownDomain(String),
     /// An aggregate type this build does not host. Fatal (config validation catches it first).
     #[error("unknown aggregate type {0:?}")]
     UnknownAggregate(String),
@@ -28,7 +31,9 @@ impl Classify for Error {
             Error::Kafka(e) => e.class(),
             Error::Processor(e) => e.class(),
             Error::Registry(_) => ErrorClass::Transient,
-            Error::UnknownAggregate(_) | Error::Task(_) => ErrorClass::Fatal,
+            Error::UnknownDomain(_) | Error::UnknownAggregate(_) | Error::Task(_) => {
+                ErrorClass::Fatal
+            }
         }
     }
 }

@@ -1,25 +1,12 @@
 //! The job of `aggregate-processor`: wait for Kafka and the registry, then run the transactional
-//! processor (crates/kafka) hosting the configured aggregates of the domain until shutdown.
+//! processor (crates/kafka) hosting the configured aggregates of the configured domain (as the build
+//! registers it in causeway-domains) until shutdown.
 
-use causeway_core::tracked::DedupWindow;
-use causeway_kafka::processor::{Host, Hosted, Processor};
-use causeway_orders::inventory::Inventory;
-use causeway_orders::order::Order;
-use causeway_orders::payment::Account;
+use causeway_kafka::processor::Processor;
 use causeway_runtime::ServiceContext;
 
 use crate::config::Config;
 use crate::error::Error;
-
-/// The host of aggregate type `name` (validated against the domain's list at config load).
-fn host(name: &str, context: &str, window: DedupWindow) -> Option<Box<dyn Hosted>> {
-    Some(match name {
-        "order" => Box::new(Host::<Order>::new(context, window)),
-        "inventory" => Box::new(Host::<Inventory>::new(context, window)),
-        "payment" => Box::new(Host::<Account>::new(context, window)),
-        _ => return None,
-    })
-}
 
 /// Run until shutdown.
 pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
@@ -45,12 +32,27 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     if !reachable {
         return Ok(());
     }
-    let window = config.processor.window();
+    let domains = causeway_domains::domains();
+    let domain = domains
+        .get(&config.processor.domain)
+        .ok_or_else(|| Error::UnknownDomain(config.processor.domain.clone()))?;
+    let names: Vec<&str> = if config.processor.aggregates.is_empty() {
+        domain.aggregate_names()
+    } else {
+        config
+            .processor
+            .aggregates
+            .iter()
+            .map(String::as_str)
+            .collect()
+    };
+    let (window, limits) = (config.processor.window(), config.processor.limits());
     let mut processor = Processor::new(config.kafka.clone(), config.processor.clone());
-    for name in &config.processor.aggregates {
-        let hosted = host(name, &config.processor.context, window)
-            .ok_or_else(|| Error::UnknownAggregate(name.clone()))?;
-        processor = processor.host(hosted);
+    for name in names {
+        let aggregate = domain
+            .aggregate_type(name)
+            .ok_or_else(|| Error::UnknownAggregate(name.to_string()))?;
+        processor = processor.host(aggregate.host(config.processor.context(), window, limits));
     }
     let runtime = tokio::runtime::Handle::current();
     let shutdown = ctx.shutdown.clone();

@@ -1,5 +1,6 @@
 //! The `[processor]` section of a processor's config.
 
+use causeway_contracts::hosting::Limits;
 use causeway_core::tracked::DedupWindow;
 use causeway_runtime::Invalid;
 use serde::{Deserialize, Serialize};
@@ -8,9 +9,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessorConfig {
+    /// The domain whose aggregates this process hosts, by the name it is registered under
+    /// (domains/hosted lists the domains a build has).
+    pub domain: String,
     /// The bounded context: the first segment of every topic (`<context>.<aggregate>.commands`).
+    /// Empty: the domain's name.
     pub context: String,
-    /// The aggregate types this process hosts (each must be known to the service).
+    /// The aggregate types of the domain this process hosts. Empty: all of them.
     pub aggregates: Vec<String>,
     /// The consumer group. Dead letters go to `<group_id>.dlq`.
     pub group_id: String,
@@ -31,15 +36,26 @@ pub struct ProcessorConfig {
     pub transaction_timeout_ms: u64,
     /// Most command ids remembered per aggregate (idempotency window, by count).
     pub dedup_max_commands: usize,
-    /// Longest a command id is remembered, in ms (idempotency window, by age).
+    /// Longest a command id is remembered, in ms (idempotency window, by age). The window's clock is
+    /// the command record's timestamp, never later than the processor's clock.
     pub dedup_max_age_ms: i64,
+    /// Most bytes of remembered command ids and rejection reasons per aggregate (idempotency window,
+    /// by size), so that no state record outgrows its topic's message size.
+    pub dedup_max_bytes: usize,
+    /// Most bytes of a command id, aggregate id or correlation id; a command with a longer one is
+    /// dead-lettered.
+    pub max_id_bytes: usize,
+    /// Most bytes of a rejection or dead-letter reason; longer ones are cut.
+    pub max_reason_bytes: usize,
 }
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
         let window = DedupWindow::default();
+        let limits = Limits::default();
         Self {
-            context: "orders".into(),
+            domain: String::new(),
+            context: String::new(),
             aggregates: Vec::new(),
             group_id: "aggregate-processor".into(),
             transactional_id: String::new(),
@@ -50,6 +66,9 @@ impl Default for ProcessorConfig {
             transaction_timeout_ms: 30_000,
             dedup_max_commands: window.max_commands,
             dedup_max_age_ms: window.max_age_ms,
+            dedup_max_bytes: window.max_bytes,
+            max_id_bytes: limits.max_id_bytes,
+            max_reason_bytes: limits.max_reason_bytes,
         }
     }
 }
@@ -60,6 +79,24 @@ impl ProcessorConfig {
         DedupWindow {
             max_commands: self.dedup_max_commands,
             max_age_ms: self.dedup_max_age_ms,
+            max_bytes: self.dedup_max_bytes,
+        }
+    }
+
+    /// The size limits on what a command brings in.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_id_bytes: self.max_id_bytes,
+            max_reason_bytes: self.max_reason_bytes,
+        }
+    }
+
+    /// The bounded context: `context`, or the domain's name when it is empty.
+    pub fn context(&self) -> &str {
+        if self.context.is_empty() {
+            &self.domain
+        } else {
+            &self.context
         }
     }
 
@@ -85,11 +122,8 @@ impl ProcessorConfig {
         let mut bad = |key: &str, message: &str| {
             out.push(Invalid::new(format!("{section}.{key}"), message));
         };
-        if self.context.is_empty() {
-            bad("context", "must not be empty");
-        }
-        if self.aggregates.is_empty() {
-            bad("aggregates", "name at least one aggregate type to host");
+        if self.domain.is_empty() {
+            bad("domain", "name the domain to host");
         }
         if self.group_id.is_empty() {
             bad("group_id", "must not be empty");
@@ -114,6 +148,15 @@ impl ProcessorConfig {
         }
         if self.dedup_max_age_ms <= 0 {
             bad("dedup_max_age_ms", "must be positive");
+        }
+        if self.dedup_max_bytes < 1024 {
+            bad("dedup_max_bytes", "must be at least 1024");
+        }
+        if !(16..=65_536).contains(&self.max_id_bytes) {
+            bad("max_id_bytes", "must be between 16 and 65536");
+        }
+        if !(64..=65_536).contains(&self.max_reason_bytes) {
+            bad("max_reason_bytes", "must be between 64 and 65536");
         }
         out
     }

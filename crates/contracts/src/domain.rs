@@ -1,0 +1,104 @@
+//! A domain, as the services see it: one value a domain crate exports (its aggregates now; its
+//! projections and sagas when those services exist), and the list of domains a build hosts. A service
+//! hosts the domain its config names; services and crates/kafka never name one.
+//!
+//! A domain crate declares itself:
+//!
+//! ```text
+//! pub fn domain() -> Domain {
+//!     Domain::new("bank", include_str!("../topology.toml")).aggregate::<Account>()
+//! }
+//! ```
+//!
+//! and the build lists it once, in `domains/hosted` (`causeway-domains`).
+
+use causeway_core::tracked::DedupWindow;
+
+use crate::aggregate::AggregateContract;
+use crate::hosting::{Host, Hosted, Limits};
+
+/// One aggregate type of a domain, and how to host it.
+#[derive(Clone, Copy)]
+pub struct AggregateType {
+    /// Its name, as in topic names (`<context>.<name>.commands`).
+    pub name: &'static str,
+    host: fn(&str, DedupWindow, Limits) -> Box<dyn Hosted>,
+}
+
+impl std::fmt::Debug for AggregateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateType")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AggregateType {
+    /// Aggregate `A`.
+    pub fn of<A: AggregateContract>() -> Self {
+        Self {
+            name: A::TYPE,
+            host: |context, window, limits| Box::new(Host::<A>::new(context, window, limits)),
+        }
+    }
+
+    /// A host for it in `context`.
+    pub fn host(&self, context: &str, window: DedupWindow, limits: Limits) -> Box<dyn Hosted> {
+        (self.host)(context, window, limits)
+    }
+}
+
+/// A domain: its name, its default bounded context (the first segment of its topics), its topology
+/// file and its aggregate types.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    /// Its name, as services' configs name it.
+    pub name: &'static str,
+    /// The topology file of its topics (`causeway topics apply`), as text.
+    pub topology: &'static str,
+    /// Its aggregate types.
+    pub aggregates: Vec<AggregateType>,
+}
+
+impl Domain {
+    /// A domain named `name` with `topology`, with no aggregate yet.
+    pub fn new(name: &'static str, topology: &'static str) -> Self {
+        Self {
+            name,
+            topology,
+            aggregates: Vec::new(),
+        }
+    }
+
+    /// With aggregate `A` too.
+    pub fn aggregate<A: AggregateContract>(mut self) -> Self {
+        self.aggregates.push(AggregateType::of::<A>());
+        self
+    }
+
+    /// Its aggregate type named `name`.
+    pub fn aggregate_type(&self, name: &str) -> Option<&AggregateType> {
+        self.aggregates.iter().find(|a| a.name == name)
+    }
+
+    /// The names of its aggregate types.
+    pub fn aggregate_names(&self) -> Vec<&'static str> {
+        self.aggregates.iter().map(|a| a.name).collect()
+    }
+}
+
+/// The domains a build hosts, looked up by name.
+#[derive(Debug, Clone, Default)]
+pub struct Domains(pub Vec<Domain>);
+
+impl Domains {
+    /// The domain named `name`.
+    pub fn get(&self, name: &str) -> Option<&Domain> {
+        self.0.iter().find(|d| d.name == name)
+    }
+
+    /// Their names.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|d| d.name).collect()
+    }
+}

@@ -1,0 +1,588 @@
+//! Hosting an aggregate type: its topics, the states of the partitions a process owns, and what a
+//! command does to them. Pure apart from the clock handed in; the processor (crates/kafka) does every
+//! read and write, and a domain (domains/*) only says which aggregates it has ([`crate::domain`]).
+//!
+//! A command is all or nothing: [`Hosted::decide`] builds everything the command leads to (its events,
+//! its result and the changelog record after it) without changing the held state; the processor encodes
+//! those and calls [`Hosted::commit`] only once every record is built, or [`Hosted::discard`] when one
+//! cannot be (the command is then dead-lettered and the state is as if it never came). A panic in the
+//! domain's `handle` or `apply` is caught here and makes the command poison.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use apache_avro::types::Value;
+use causeway_core::tracked::{Decision, DedupWindow, Next, Outcome, Seen, Tracked};
+use serde::Serialize;
+
+use crate::aggregate::AggregateContract;
+use crate::records::{CommandOutcome, CommandResult, EventMetadata, RecentCommand, StateRecord};
+
+/// The rejection code of a command result written for a dead-lettered command.
+pub const DEAD_LETTERED: &str = "dead_lettered";
+
+/// The topics of one aggregate type: `<context>.<aggregate>.{commands,events,changelog}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Its commands, consumed.
+    pub commands: String,
+    /// Its event store.
+    pub events: String,
+    /// Its latest states, compacted.
+    pub changelog: String,
+}
+
+impl Topics {
+    /// The topics of `aggregate` in `context`.
+    pub fn of(context: &str, aggregate: &str) -> Self {
+        Self {
+            commands: format!("{context}.{aggregate}.commands"),
+            events: format!("{context}.{aggregate}.events"),
+            changelog: format!("{context}.{aggregate}.changelog"),
+        }
+    }
+}
+
+/// Size limits on what a command brings in, so that no result, event or state record built from it can
+/// outgrow a topic's message size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of a command id, an aggregate id (the record key) or a correlation id.
+    pub max_id_bytes: usize,
+    /// Most bytes of a rejection reason; longer ones are cut (at a character boundary).
+    pub max_reason_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_id_bytes: 256,
+            max_reason_bytes: 1024,
+        }
+    }
+}
+
+/// The ids of a command that could be read, for the result of a dead-lettered one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandRef {
+    /// The command id.
+    pub command_id: String,
+    /// The aggregate id (or the record key when the command could not be read).
+    pub aggregate_id: String,
+    /// The correlation id (the command id when there is none).
+    pub correlation_id: String,
+}
+
+impl CommandRef {
+    /// The result of this command when it is dead-lettered for `reason`.
+    pub fn dead_lettered(
+        &self,
+        aggregate_type: &str,
+        reason: &str,
+        limits: Limits,
+        now_ms: i64,
+    ) -> CommandResult {
+        CommandResult {
+            command_id: self.command_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            aggregate_type: aggregate_type.to_string(),
+            aggregate_id: self.aggregate_id.clone(),
+            outcome: CommandOutcome::Rejected,
+            new_version: None,
+            rejection_code: Some(DEAD_LETTERED.to_string()),
+            reason: Some(cut(reason, limits.max_reason_bytes).to_string()),
+            processed_at: now_ms,
+        }
+    }
+}
+
+/// Why a command record is poison, and its ids when they could be read (then it gets a result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// Why, for the dead letter's reason header and the result.
+    pub reason: String,
+    /// The command's ids, when its command id could be read and is within the limits.
+    pub command: Option<CommandRef>,
+}
+
+/// What one command leads to, built but not yet kept.
+#[derive(Debug)]
+pub struct Decided {
+    /// The aggregate id: the key of every event and of the state record.
+    pub aggregate_id: String,
+    /// The events, stamped with their metadata: record full name and value, in order.
+    pub events: Vec<(&'static str, Value)>,
+    /// The command's result.
+    pub result: CommandResult,
+    /// Whether it was a resend answered from the state (nothing else is written).
+    pub duplicate: bool,
+    /// The changelog record after the command; `None` when the state does not change or is not kept
+    /// (a duplicate; a rejection for an aggregate that does not exist).
+    pub state: Option<Value>,
+}
+
+/// The clock the processor hands a command.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    /// The command record's timestamp, ms.
+    pub command_at_ms: i64,
+    /// Now, ms (`occurred_at`, `processed_at`).
+    pub now_ms: i64,
+}
+
+impl Stamp {
+    /// The idempotency window's clock for this command: its record's timestamp, but never later than
+    /// now, so that a producer's clock (or a hostile timestamp) far in the future cannot push every
+    /// remembered command out of the window.
+    pub fn window_clock(&self) -> i64 {
+        self.command_at_ms.min(self.now_ms)
+    }
+}
+
+/// A hosted aggregate type, object-safe so one process can host several.
+pub trait Hosted: Send {
+    /// Its type name, as in topic names.
+    fn aggregate_type(&self) -> &'static str;
+    /// Its topics.
+    fn topics(&self) -> &Topics;
+    /// Full name of its changelog record.
+    fn state_record(&self) -> &'static str;
+    /// Decide the command in record `full_name`/`value` with record key `key` on `partition`, and build
+    /// what it leads to. The held state is unchanged until [`Hosted::commit`].
+    fn decide(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        full_name: &str,
+        value: &Value,
+        stamp: Stamp,
+    ) -> Result<Decided, Poison>;
+    /// Keep what the last [`Hosted::decide`] decided.
+    fn commit(&mut self);
+    /// Forget what the last [`Hosted::decide`] decided.
+    fn discard(&mut self);
+    /// Load one changelog record (a `None` value is a tombstone).
+    fn restore(&mut self, partition: i32, key: &str, value: Option<&Value>) -> Result<(), String>;
+    /// Forget the states of `partition`.
+    fn drop_partition(&mut self, partition: i32);
+    /// Number of states held.
+    fn states(&self) -> usize;
+}
+
+/// A decided command waiting for commit.
+struct Pending<A: AggregateContract> {
+    partition: i32,
+    aggregate_id: String,
+    next: Next<A>,
+}
+
+/// The [`Hosted`] implementation for aggregate `A`.
+pub struct Host<A: AggregateContract> {
+    topics: Topics,
+    window: DedupWindow,
+    limits: Limits,
+    partitions: HashMap<i32, HashMap<String, Tracked<A>>>,
+    pending: Option<Pending<A>>,
+}
+
+impl<A: AggregateContract> std::fmt::Debug for Host<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("aggregate", &A::TYPE)
+            .field("states", &self.states())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: AggregateContract> Host<A> {
+    /// Host `A` in `context` with dedup window `window` and size limits `limits`.
+    pub fn new(context: &str, window: DedupWindow, limits: Limits) -> Self {
+        Self {
+            topics: Topics::of(context, A::TYPE),
+            window,
+            limits,
+            partitions: HashMap::new(),
+            pending: None,
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
+/// The string field `name` of a record value, for a command that cannot be read as its type.
+fn string_field<'a>(value: &'a Value, name: &str) -> Option<&'a str> {
+    let Value::Record(fields) = value else {
+        return None;
+    };
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| match v {
+            Value::String(s) => Some(s.as_str()),
+            Value::Union(_, inner) => match inner.as_ref() {
+                Value::String(s) => Some(s.as_str()),
+                _ => None,
+            },
+            _ => None,
+        })
+}
+
+/// The changelog record, borrowed from the state (`StateRecord` without the copies).
+#[derive(Serialize)]
+struct StateView<'a, S> {
+    aggregate_id: &'a str,
+    version: i64,
+    state: &'a S,
+    recent_commands: Vec<RecentView<'a>>,
+    updated_at: i64,
+}
+
+#[derive(Serialize)]
+struct RecentView<'a> {
+    command_id: &'a str,
+    processed_at: i64,
+    new_version: Option<i64>,
+    rejection_code: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+impl<'a> From<&'a Seen> for RecentView<'a> {
+    fn from(seen: &'a Seen) -> Self {
+        let (new_version, rejection_code, reason) = match &seen.outcome {
+            Outcome::Accepted { version } => (Some(*version), None, None),
+            Outcome::Rejected { code, reason } => {
+                (None, Some(code.as_str()), Some(reason.as_str()))
+            }
+        };
+        Self {
+            command_id: &seen.command_id,
+            processed_at: seen.at_ms,
+            new_version,
+            rejection_code,
+            reason,
+        }
+    }
+}
+
+fn seen_of(recent: RecentCommand) -> Seen {
+    let outcome = match recent.new_version {
+        Some(version) => Outcome::Accepted { version },
+        None => Outcome::Rejected {
+            code: recent.rejection_code.unwrap_or_default(),
+            reason: recent.reason.unwrap_or_default(),
+        },
+    };
+    Seen {
+        command_id: recent.command_id,
+        at_ms: recent.processed_at,
+        outcome,
+    }
+}
+
+impl<A: AggregateContract> Host<A> {
+    /// The ids of a command record that could not be read as one of `A`'s commands, when its
+    /// `command_id` field can be read and is within the limits.
+    fn readable_ids(&self, key: Option<&[u8]>, value: &Value) -> Option<CommandRef> {
+        let command_id = string_field(value, "command_id")?;
+        if command_id.is_empty() || command_id.len() > self.limits.max_id_bytes {
+            return None;
+        }
+        let aggregate_id = key
+            .map(|k| cut(&String::from_utf8_lossy(k), self.limits.max_id_bytes).to_string())
+            .unwrap_or_default();
+        let correlation_id = string_field(value, "correlation_id")
+            .filter(|c| !c.is_empty() && c.len() <= self.limits.max_id_bytes)
+            .unwrap_or(command_id);
+        Some(CommandRef {
+            command_id: command_id.to_string(),
+            aggregate_id,
+            correlation_id: correlation_id.to_string(),
+        })
+    }
+}
+
+impl<A: AggregateContract> Hosted for Host<A> {
+    fn aggregate_type(&self) -> &'static str {
+        A::TYPE
+    }
+
+    fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    fn state_record(&self) -> &'static str {
+        A::STATE_RECORD
+    }
+
+    fn decide(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        full_name: &str,
+        value: &Value,
+        stamp: Stamp,
+    ) -> Result<Decided, Poison> {
+        self.pending = None;
+        let limits = self.limits;
+        let command = A::command(full_name, value).map_err(|e| Poison {
+            reason: e.to_string(),
+            command: self.readable_ids(key, value),
+        })?;
+        let meta = A::meta(&command);
+        let poison = |reason: String, readable: bool| Poison {
+            reason,
+            command: readable.then(|| CommandRef {
+                command_id: meta.command_id.to_string(),
+                aggregate_id: cut(meta.aggregate_id, limits.max_id_bytes).to_string(),
+                correlation_id: meta
+                    .correlation_id
+                    .filter(|c| c.len() <= limits.max_id_bytes)
+                    .unwrap_or(meta.command_id)
+                    .to_string(),
+            }),
+        };
+        if meta.command_id.is_empty() {
+            return Err(poison(
+                format!("{full_name} has an empty command_id"),
+                false,
+            ));
+        }
+        if meta.command_id.len() > limits.max_id_bytes {
+            return Err(poison(
+                format!(
+                    "command_id is {} bytes; at most {} are allowed",
+                    meta.command_id.len(),
+                    limits.max_id_bytes
+                ),
+                false,
+            ));
+        }
+        for (field, id) in [
+            ("aggregate id", Some(meta.aggregate_id)),
+            ("correlation_id", meta.correlation_id),
+        ] {
+            if let Some(id) = id
+                && id.len() > limits.max_id_bytes
+            {
+                return Err(poison(
+                    format!(
+                        "{field} is {} bytes; at most {} are allowed",
+                        id.len(),
+                        limits.max_id_bytes
+                    ),
+                    true,
+                ));
+            }
+        }
+        if meta.aggregate_id.is_empty() {
+            return Err(poison(
+                format!("{full_name} has an empty aggregate id"),
+                true,
+            ));
+        }
+        match key {
+            Some(k) if k == meta.aggregate_id.as_bytes() => {}
+            Some(k) => {
+                return Err(poison(
+                    format!(
+                        "the record key {:?} is not the command's aggregate id {:?} (commands are \
+                         keyed by aggregate id, so that one partition owns each aggregate)",
+                        cut(&String::from_utf8_lossy(k), limits.max_id_bytes),
+                        meta.aggregate_id
+                    ),
+                    true,
+                ));
+            }
+            None => {
+                return Err(poison(
+                    format!(
+                        "the record has no key; commands are keyed by aggregate id ({:?})",
+                        meta.aggregate_id
+                    ),
+                    true,
+                ));
+            }
+        }
+
+        let empty = Tracked::default();
+        let existing = self
+            .partitions
+            .get(&partition)
+            .and_then(|states| states.get(meta.aggregate_id));
+        let tracked = existing.unwrap_or(&empty);
+        let at = stamp.window_clock();
+        // The domain's code runs here; a panic in it is the command's fault, not the process's.
+        let decided = catch_unwind(AssertUnwindSafe(|| {
+            let decision = tracked.decide(meta.command_id, meta.expected_version, &command);
+            let decision = match decision {
+                Decision::Reject(mut r) => {
+                    r.reason = cut(&r.reason, limits.max_reason_bytes).to_string();
+                    Decision::Reject(r)
+                }
+                other => other,
+            };
+            let next = tracked.prepare(meta.command_id, at, &decision, self.window);
+            (decision, next)
+        }));
+        let (decision, next) = decided.map_err(|panic| {
+            poison(
+                format!(
+                    "the {} handler panicked on {full_name}: {}",
+                    A::TYPE,
+                    panic_message(panic.as_ref())
+                ),
+                true,
+            )
+        })?;
+
+        let mut result = CommandResult {
+            command_id: meta.command_id.to_string(),
+            correlation_id: meta.correlation_id.unwrap_or(meta.command_id).to_string(),
+            aggregate_type: A::TYPE.to_string(),
+            aggregate_id: meta.aggregate_id.to_string(),
+            processed_at: stamp.now_ms,
+            ..CommandResult::default()
+        };
+        let (outcome, events, duplicate) = match decision {
+            Decision::Duplicate(outcome) => (outcome, Vec::new(), true),
+            Decision::Accept { events, version } => (Outcome::Accepted { version }, events, false),
+            Decision::Reject(r) => (
+                Outcome::Rejected {
+                    code: r.code.to_string(),
+                    reason: r.reason,
+                },
+                Vec::new(),
+                false,
+            ),
+        };
+        match outcome {
+            Outcome::Accepted { version } => {
+                result.outcome = CommandOutcome::Accepted;
+                result.new_version = Some(version);
+            }
+            Outcome::Rejected { code, reason } => {
+                result.outcome = CommandOutcome::Rejected;
+                result.rejection_code = Some(code);
+                result.reason = Some(reason);
+            }
+        }
+
+        let first_version = tracked.version + 1;
+        let mut records = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let metadata = EventMetadata {
+                event_id: uuid::Uuid::now_v7().to_string(),
+                aggregate_id: result.aggregate_id.clone(),
+                aggregate_version: first_version + i64::try_from(i).unwrap_or(0),
+                causation_id: result.command_id.clone(),
+                correlation_id: result.correlation_id.clone(),
+                occurred_at: stamp.now_ms,
+                schema_version: 1,
+            };
+            let record = A::event_record(event, metadata)
+                .map_err(|why| poison(format!("cannot write an event: {why}"), true))?;
+            records.push(record);
+        }
+
+        // A rejection for an aggregate that does not exist leaves no state behind.
+        let next = next.filter(|n| existing.is_some() || n.aggregate.is_some());
+        let state =
+            match &next {
+                None => None,
+                Some(next) => {
+                    let view = StateView {
+                        aggregate_id: meta.aggregate_id,
+                        version: next.version,
+                        state: next.aggregate.as_ref().unwrap_or(&tracked.aggregate),
+                        recent_commands: tracked.recent_after(next).map(RecentView::from).collect(),
+                        updated_at: stamp.now_ms,
+                    };
+                    Some(apache_avro::to_value(&view).map_err(|e| {
+                        poison(format!("cannot write {}: {e}", A::STATE_RECORD), true)
+                    })?)
+                }
+            };
+        let aggregate_id = result.aggregate_id.clone();
+        if let Some(next) = next {
+            self.pending = Some(Pending {
+                partition,
+                aggregate_id: aggregate_id.clone(),
+                next,
+            });
+        }
+        Ok(Decided {
+            aggregate_id,
+            events: records,
+            result,
+            duplicate,
+            state,
+        })
+    }
+
+    fn commit(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        self.partitions
+            .entry(pending.partition)
+            .or_default()
+            .entry(pending.aggregate_id)
+            .or_default()
+            .commit(pending.next);
+    }
+
+    fn discard(&mut self) {
+        self.pending = None;
+    }
+
+    fn restore(&mut self, partition: i32, key: &str, value: Option<&Value>) -> Result<(), String> {
+        let states = self.partitions.entry(partition).or_default();
+        let Some(value) = value else {
+            states.remove(key);
+            return Ok(());
+        };
+        let record: StateRecord<A> = apache_avro::from_value(value)
+            .map_err(|e| format!("{} does not fit its type: {e}", A::STATE_RECORD))?;
+        let tracked = Tracked {
+            aggregate: record.state,
+            version: record.version,
+            recent: record.recent_commands.into_iter().map(seen_of).collect(),
+        };
+        states.insert(key.to_string(), tracked);
+        Ok(())
+    }
+
+    fn drop_partition(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.partition == partition)
+        {
+            self.pending = None;
+        }
+    }
+
+    fn states(&self) -> usize {
+        self.partitions.values().map(HashMap::len).sum()
+    }
+}

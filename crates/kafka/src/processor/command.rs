@@ -1,0 +1,323 @@
+//! One command record inside the open transaction. A record off its key's murmur2 home partition is
+//! forwarded there and not decided here (one aggregate, one partition, whoever produced it). Otherwise
+//! the command is decided and every record it leads to (events, result, state) is encoded and checked
+//! against the topics' size limit before any of it is sent or kept: all or nothing. What cannot be
+//! built is poison: a dead letter, and a `dead_lettered` result when the command id can be read.
+
+use causeway_contracts::hosting::{CommandRef, Decided, Poison, Stamp};
+use causeway_contracts::records::{CommandOutcome, CommandResult};
+use causeway_contracts::wire::WireError;
+use rdkafka::Message;
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+
+use super::error::BatchError;
+use super::{Run, now_ms};
+use crate::headers;
+use crate::partitioner::home_partition;
+
+/// The full name of the command result record.
+const RESULT_RECORD: &str = "causeway.CommandResult";
+
+/// Room kept for a record's headers (trace context) and framing beside its key and value.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// A command's records, encoded: nothing is sent until all of them are.
+struct Encoded {
+    events: Vec<Vec<u8>>,
+    result: Vec<u8>,
+    state: Option<Vec<u8>>,
+}
+
+/// Why a decided command's records could not be built.
+enum Unbuildable {
+    /// The registry failed: the batch is retried.
+    Transient(WireError),
+    /// They never will be: the command is dead-lettered.
+    Poison(String),
+}
+
+impl Run {
+    /// Produce everything the batch's commands lead to, inside the open transaction.
+    pub(super) fn fill(&mut self, batch: &[BorrowedMessage<'_>]) -> Result<(), BatchError> {
+        let now = now_ms();
+        self.batch_states.clear();
+        for m in batch {
+            let Some((host, partition)) = self.owned(m.topic(), m.partition()) else {
+                continue;
+            };
+            if let Some(key) = m.key() {
+                let home = home_partition(key, self.layout.partitions[host]);
+                if home != partition {
+                    self.forward(host, m, home)?;
+                    continue;
+                }
+            }
+            self.command(host, partition, m, now)?;
+        }
+        // Each changed state once, after the whole batch: the changelog keeps the latest per key.
+        let mut states = std::mem::take(&mut self.batch_states);
+        for ((host, partition, aggregate_id), bytes) in states.drain() {
+            self.send(
+                BaseRecord::to(&self.hosts[host].topics().changelog)
+                    .partition(partition)
+                    .key(aggregate_id.as_bytes())
+                    .payload(bytes.as_slice()),
+            )?;
+        }
+        self.batch_states = states;
+        Ok(())
+    }
+
+    /// Send `m` unchanged (key, value, headers, timestamp) to partition `home` of its topic.
+    fn forward(
+        &self,
+        host: usize,
+        m: &BorrowedMessage<'_>,
+        home: i32,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(m.topic()).partition(home);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = m.payload() {
+            record = record.payload(p);
+        }
+        if let Some(ms) = m.timestamp().to_millis() {
+            record = record.timestamp(ms);
+        }
+        if let Some(h) = m.headers() {
+            record = record.headers(h.detach());
+        }
+        tracing::debug!(
+            topic = m.topic(),
+            from = m.partition(),
+            to = home,
+            offset = m.offset(),
+            "forwarding a command to its key's home partition"
+        );
+        self.send(record)?;
+        self.meters
+            .forwarded
+            .with_label_values(&[self.hosts[host].aggregate_type()])
+            .inc();
+        Ok(())
+    }
+
+    fn command(
+        &mut self,
+        host: usize,
+        partition: i32,
+        m: &BorrowedMessage<'_>,
+        now: i64,
+    ) -> Result<(), BatchError> {
+        let decided = match m.payload() {
+            None => Err(Poison {
+                reason: "the record has no value".into(),
+                command: None,
+            }),
+            Some(bytes) => match self.block_on(self.codec.decode_value(bytes, &self.upcasters)) {
+                Ok(decoded) => {
+                    let stamp = Stamp {
+                        command_at_ms: m.timestamp().to_millis().unwrap_or(now),
+                        now_ms: now,
+                    };
+                    self.hosts[host].decide(
+                        partition,
+                        m.key(),
+                        &decoded.full_name,
+                        &decoded.value,
+                        stamp,
+                    )
+                }
+                Err(e @ WireError::Registry(_)) => return Err(e.into()),
+                Err(e) => Err(Poison {
+                    reason: e.to_string(),
+                    command: None,
+                }),
+            },
+        };
+        let Decided {
+            aggregate_id,
+            events,
+            result,
+            duplicate,
+            state,
+        } = match decided {
+            Ok(d) => d,
+            Err(poison) => return self.poisoned(host, partition, m, poison, now),
+        };
+        let encoded = match self.encode(host, &aggregate_id, events, &result, state) {
+            Ok(e) => e,
+            Err(Unbuildable::Transient(e)) => {
+                self.hosts[host].discard();
+                return Err(e.into());
+            }
+            Err(Unbuildable::Poison(reason)) => {
+                self.hosts[host].discard();
+                let command = CommandRef {
+                    command_id: result.command_id,
+                    aggregate_id: result.aggregate_id,
+                    correlation_id: result.correlation_id,
+                };
+                let poison = Poison {
+                    reason,
+                    command: Some(command),
+                };
+                return self.poisoned(host, partition, m, poison, now);
+            }
+        };
+        // Everything is built: keep the state, then write.
+        self.hosts[host].commit();
+        let outcome = match (duplicate, result.outcome) {
+            (true, _) => "duplicate",
+            (false, CommandOutcome::Accepted) => "accepted",
+            (false, CommandOutcome::Rejected) => "rejected",
+        };
+        self.meters
+            .commands
+            .with_label_values(&[self.hosts[host].aggregate_type(), outcome])
+            .inc();
+        let out_headers = trace_headers(m);
+        let events_topic = self.hosts[host].topics().events.as_str();
+        let key = aggregate_id.as_bytes();
+        for bytes in &encoded.events {
+            let mut record = BaseRecord::to(events_topic)
+                .partition(partition)
+                .key(key)
+                .payload(bytes.as_slice());
+            if let Some(h) = &out_headers {
+                record = record.headers(h.clone());
+            }
+            self.send(record)?;
+        }
+        self.send_result(partition, &result.command_id, &encoded.result, &out_headers)?;
+        if let Some(state) = encoded.state {
+            self.batch_states
+                .insert((host, partition, aggregate_id), state);
+        }
+        Ok(())
+    }
+
+    /// Encode every record a decided command leads to, each within the size limit.
+    fn encode(
+        &self,
+        host: usize,
+        aggregate_id: &str,
+        events: Vec<(&'static str, apache_avro::types::Value)>,
+        result: &CommandResult,
+        state: Option<apache_avro::types::Value>,
+    ) -> Result<Encoded, Unbuildable> {
+        let topics = self.hosts[host].topics();
+        let key = aggregate_id.len();
+        let wire = |e: WireError| match e {
+            WireError::Registry(_) => Unbuildable::Transient(e),
+            other => Unbuildable::Poison(other.to_string()),
+        };
+        let fits = |what: &str, bytes: Vec<u8>, key: usize| -> Result<Vec<u8>, Unbuildable> {
+            let size = bytes.len() + key + RECORD_OVERHEAD;
+            if size > self.max_record_bytes {
+                return Err(Unbuildable::Poison(format!(
+                    "{what} would be {size} bytes; the topics take at most {} (max.message.bytes)",
+                    self.max_record_bytes
+                )));
+            }
+            Ok(bytes)
+        };
+        let mut encoded = Vec::with_capacity(events.len());
+        for (full_name, value) in events {
+            let bytes = self
+                .block_on(self.codec.encode_value(&topics.events, full_name, value))
+                .map_err(wire)?;
+            encoded.push(fits(full_name, bytes, key)?);
+        }
+        let result_key = result.command_id.len();
+        let result = self
+            .block_on(
+                self.codec
+                    .encode(&self.config.results_topic, RESULT_RECORD, result),
+            )
+            .map_err(wire)?;
+        let result = fits("the command result", result, result_key)?;
+        let state = match state {
+            None => None,
+            Some(value) => {
+                let bytes = self
+                    .block_on(self.codec.encode_value(
+                        &topics.changelog,
+                        self.hosts[host].state_record(),
+                        value,
+                    ))
+                    .map_err(wire)?;
+                Some(fits("the aggregate's state record", bytes, key)?)
+            }
+        };
+        Ok(Encoded {
+            events: encoded,
+            result,
+            state,
+        })
+    }
+
+    /// A poison command: its dead letter, and its result when its id could be read.
+    fn poisoned(
+        &mut self,
+        host: usize,
+        partition: i32,
+        m: &BorrowedMessage<'_>,
+        poison: Poison,
+        now: i64,
+    ) -> Result<(), BatchError> {
+        self.dead_letter(m, &poison.reason, now)?;
+        let aggregate = self.hosts[host].aggregate_type();
+        self.meters
+            .commands
+            .with_label_values(&[aggregate, "dead_lettered"])
+            .inc();
+        let Some(command) = poison.command else {
+            return Ok(());
+        };
+        let result: CommandResult =
+            command.dead_lettered(aggregate, &poison.reason, self.limits, now);
+        match self.block_on(
+            self.codec
+                .encode(&self.config.results_topic, RESULT_RECORD, &result),
+        ) {
+            Ok(bytes) => {
+                self.send_result(partition, &result.command_id, &bytes, &trace_headers(m))?;
+            }
+            Err(e @ WireError::Registry(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %e, command_id = %result.command_id, "cannot write the result of a dead-lettered command");
+            }
+        }
+        Ok(())
+    }
+
+    fn send_result(
+        &self,
+        partition: i32,
+        command_id: &str,
+        bytes: &[u8],
+        headers: &Option<OwnedHeaders>,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let mut record = BaseRecord::to(&self.config.results_topic)
+            .partition(partition % self.layout.results)
+            .key(command_id.as_bytes())
+            .payload(bytes);
+        if let Some(h) = headers {
+            record = record.headers(h.clone());
+        }
+        self.send(record)
+    }
+}
+
+/// Headers continuing the command's trace, for every record it leads to.
+fn trace_headers(m: &BorrowedMessage<'_>) -> Option<OwnedHeaders> {
+    let h = m.headers()?;
+    let cx = causeway_observe::propagation::child(
+        &headers::trace_context(h),
+        "aggregate-processor process",
+    );
+    Some(headers::with_trace_context(OwnedHeaders::new(), &cx))
+}

@@ -1,0 +1,173 @@
+//! Why the processor stops, and what one failed batch means for it: librdkafka's transactional errors
+//! come in three classes, each with one cure (see `rd_kafka_error_is_retriable`,
+//! `rd_kafka_error_txn_requires_abort`, `rd_kafka_error_is_fatal`):
+//! - retriable: the same call again (handled where the call is made, [`super::transaction`]);
+//! - abortable: abort, rewind the consumer, restore the touched partitions' state, go on ([`BatchError::Retry`]);
+//! - fatal: this producer can do nothing more; the processor stops and the service exits for a restart
+//!   with a new producer ([`BatchError::Stop`]). Fencing is one fatal case and is named as such; a
+//!   transaction that outlived `transaction.timeout.ms` is reported as a timeout.
+
+use causeway_contracts::wire::WireError;
+use causeway_core::{Classify, ErrorClass};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::error::{Error, classify_kafka};
+
+/// Why the processor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// A Kafka client failed.
+    #[error(transparent)]
+    Kafka(#[from] Error),
+    /// Another process took over this transactional id (or group instance id), or the broker fenced
+    /// the producer. Fatal: this instance stops; its partitions belong to someone else.
+    #[error("fenced by another instance with the same identity: {0}")]
+    Fenced(KafkaError),
+    /// The transaction outlived `transaction.timeout.ms` and the broker aborted it, leaving the producer
+    /// unusable. Fatal to this producer: restart (a larger timeout, or smaller batches, may be needed).
+    #[error(
+        "the transaction timed out (transaction.timeout.ms) and was aborted by the broker: {0}"
+    )]
+    TimedOut(KafkaError),
+    /// librdkafka reported a fatal producer error other than fencing. Fatal: restart.
+    #[error("fatal transactional producer error: {0}")]
+    FatalProducer(KafkaError),
+    /// A value could not be encoded with its registered schema (a contract out of step with the code).
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The topics do not fit together (a missing topic, partition counts that differ). Fatal: fix the
+    /// topics (`causeway topics apply`).
+    #[error("topics: {0}")]
+    Topics(String),
+    /// A changelog record could not be read back: restoring would lose state.
+    #[error("changelog {topic} partition {partition} offset {offset}: {why}")]
+    Changelog {
+        /// The changelog topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl Classify for ProcessorError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ProcessorError::Kafka(e) => e.class(),
+            ProcessorError::Wire(e) => e.class(),
+            ProcessorError::Fenced(_)
+            | ProcessorError::TimedOut(_)
+            | ProcessorError::FatalProducer(_)
+            | ProcessorError::Topics(_)
+            | ProcessorError::Changelog { .. } => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// Why one batch failed; decides whether the processor retries or stops.
+#[derive(Debug)]
+pub(super) enum BatchError {
+    /// Abort, rewind, restore, go on.
+    Retry(String),
+    /// Stop.
+    Stop(ProcessorError),
+}
+
+/// librdkafka's class of a transactional error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TxnClass {
+    /// Call the same API again.
+    Retriable,
+    /// Abort the transaction, rewind and restore.
+    Abortable,
+    /// The producer is unusable.
+    Fatal,
+}
+
+/// The class of `e`, from a transactional call.
+pub(super) fn txn_class(e: &KafkaError) -> TxnClass {
+    match e {
+        KafkaError::Transaction(t) if t.is_fatal() => TxnClass::Fatal,
+        KafkaError::Transaction(t) if t.txn_requires_abort() => TxnClass::Abortable,
+        KafkaError::Transaction(t) if t.is_retriable() => TxnClass::Retriable,
+        // Not a transactional error object (a produce or offsets call): the fencing and
+        // authorization codes cannot pass, anything else is worth an abort and another try.
+        other if classify_kafka(other) == ErrorClass::Fatal => TxnClass::Fatal,
+        _ => TxnClass::Abortable,
+    }
+}
+
+/// Whether `e` says another producer with this transactional id took over.
+pub(super) fn is_fencing(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
+    )
+}
+
+/// The processor's error for a fatal transactional error `e`.
+pub(super) fn fatal(e: KafkaError) -> ProcessorError {
+    if is_fencing(&e) {
+        return ProcessorError::Fenced(e);
+    }
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidTransactionTimeout
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::RequestTimedOut,
+        ) => ProcessorError::TimedOut(e),
+        _ => ProcessorError::FatalProducer(e),
+    }
+}
+
+impl From<KafkaError> for BatchError {
+    fn from(e: KafkaError) -> Self {
+        match txn_class(&e) {
+            TxnClass::Fatal => BatchError::Stop(fatal(e)),
+            TxnClass::Abortable | TxnClass::Retriable => BatchError::Retry(e.to_string()),
+        }
+    }
+}
+
+impl From<WireError> for BatchError {
+    fn from(e: WireError) -> Self {
+        match e.class() {
+            ErrorClass::Transient => BatchError::Retry(e.to_string()),
+            _ => BatchError::Stop(ProcessorError::Wire(e)),
+        }
+    }
+}
+
+/// Whether a consumer error means this member was fenced (another instance with its
+/// `group.instance.id`) or the consumer can no longer work.
+pub(super) fn consumer_fenced(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageConsumptionFatal(_))
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::FencedInstanceId | RDKafkaErrorCode::Fenced)
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_errors_are_classed_by_code() {
+        let fenced = KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced);
+        assert_eq!(txn_class(&fenced), TxnClass::Fatal);
+        assert!(matches!(fatal(fenced), ProcessorError::Fenced(_)));
+        let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(txn_class(&timeout), TxnClass::Abortable);
+        let epoch = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch);
+        assert!(
+            matches!(fatal(epoch), ProcessorError::TimedOut(_)),
+            "an epoch bumped by the broker's timeout is a timeout, not fencing"
+        );
+    }
+}

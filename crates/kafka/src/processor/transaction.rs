@@ -1,0 +1,201 @@
+//! The transaction of one batch, by librdkafka's contract: begin, fill, send the offsets with the
+//! group metadata, wait for the deliveries, commit. A retriable error of a call is answered by the same
+//! call again (until it resolves, or shutdown); an abortable one by an abort and a retry of the batch
+//! from restored state; a fatal one stops the processor.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::error::{BatchError, ProcessorError, TxnClass, fatal, is_fencing, txn_class};
+use super::rebalance::Rebalances;
+use super::{CALL_TIMEOUT, ProcessorConfig, Run};
+use crate::config::KafkaConfig;
+use crate::error::Error;
+
+/// How long the loop sleeps between serving delivery reports while it waits for the producer (a full
+/// queue, or the deliveries before a commit). rdkafka's own `poll` would spin through its timeout.
+const DELIVERY_WAIT: Duration = Duration::from_micros(200);
+
+/// The transactional producer, initialised (a previous incarnation's open transaction is aborted).
+pub(super) fn producer(
+    kafka: &KafkaConfig,
+    config: &ProcessorConfig,
+    transactional_id: &str,
+) -> Result<BaseProducer, ProcessorError> {
+    let mut producer_config =
+        kafka.transactional_producer_config("aggregate-processor", transactional_id);
+    if !kafka.properties.contains_key("transaction.timeout.ms") {
+        producer_config.set(
+            "transaction.timeout.ms",
+            config.transaction_timeout_ms.to_string(),
+        );
+    }
+    let producer: BaseProducer = producer_config.create().map_err(|source| Error::Client {
+        what: "transactional producer",
+        source,
+    })?;
+    let mut attempts = 0;
+    loop {
+        match producer.init_transactions(CALL_TIMEOUT) {
+            Ok(()) => return Ok(producer),
+            Err(e) if is_fencing(&e) => return Err(ProcessorError::Fenced(e)),
+            // Retriable (the coordinator is loading, or the broker is briefly away): the same call.
+            Err(e) if txn_class(&e) == TxnClass::Retriable && attempts < 10 => {
+                attempts += 1;
+                tracing::warn!(error = %e, attempts, "init_transactions: retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(source) => {
+                return Err(ProcessorError::Kafka(Error::Operation {
+                    operation: "init_transactions",
+                    source,
+                }));
+            }
+        }
+    }
+}
+
+impl Run {
+    pub(super) fn process(
+        &mut self,
+        consumer: &BaseConsumer<Rebalances>,
+        batch: &[BorrowedMessage<'_>],
+    ) -> Result<(), BatchError> {
+        let started = Instant::now();
+        self.producer.begin_transaction()?;
+        if let Err(e) = self.fill(batch) {
+            return Err(self.abort_for(e));
+        }
+        let mut offsets = TopicPartitionList::new();
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for m in batch {
+            let o = next.entry((m.topic(), m.partition())).or_insert(0);
+            *o = (*o).max(m.offset() + 1);
+        }
+        for ((topic, partition), offset) in next {
+            if let Err(e) = offsets.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+                return Err(self.abort_for(e.into()));
+            }
+        }
+        let Some(group) = consumer.group_metadata() else {
+            return Err(self.abort_for(BatchError::Retry("no consumer group metadata yet".into())));
+        };
+        let sent = self.retrying("send_offsets_to_transaction", || {
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+        });
+        if let Err(e) = sent {
+            return Err(self.abort_for(e));
+        }
+        if let Err(e) = self.await_deliveries() {
+            return Err(self.abort_for(e.into()));
+        }
+        if let Err(e) = self.retrying("commit_transaction", || {
+            self.producer.commit_transaction(CALL_TIMEOUT)
+        }) {
+            return Err(self.abort_for(e));
+        }
+        self.meters
+            .transactions
+            .with_label_values(&["committed"])
+            .inc();
+        self.meters.batch_records.observe(batch.len() as f64);
+        self.meters
+            .transaction_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// `call` again while it fails with a retriable error (librdkafka: "the same call may be retried"),
+    /// until it succeeds, fails otherwise, or shutdown fires.
+    fn retrying(
+        &self,
+        what: &'static str,
+        call: impl Fn() -> Result<(), KafkaError>,
+    ) -> Result<(), BatchError> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match call() {
+                Ok(()) => return Ok(()),
+                Err(e) => match txn_class(&e) {
+                    TxnClass::Retriable if !self.shutdown.is_triggered() => {
+                        tracing::warn!(error = %e, call = what, "retriable; calling again");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                    TxnClass::Retriable | TxnClass::Abortable => {
+                        return Err(BatchError::Retry(format!("{what}: {e}")));
+                    }
+                    TxnClass::Fatal => return Err(BatchError::Stop(fatal(e))),
+                },
+            }
+        }
+    }
+
+    /// Abort the open transaction after `cause`; what the batch then means (a fatal cause, or an abort
+    /// that failed fatally, stops the processor).
+    fn abort_for(&mut self, cause: BatchError) -> BatchError {
+        for host in &mut self.hosts {
+            host.discard();
+        }
+        self.batch_states.clear();
+        if let BatchError::Stop(_) = cause {
+            // A fatal producer cannot abort; the broker (or the next incarnation) will.
+            return cause;
+        }
+        self.meters
+            .transactions
+            .with_label_values(&["aborted"])
+            .inc();
+        match self.retrying("abort_transaction", || {
+            self.producer.abort_transaction(CALL_TIMEOUT)
+        }) {
+            Ok(()) => cause,
+            Err(BatchError::Stop(e)) => BatchError::Stop(e),
+            Err(BatchError::Retry(why)) => {
+                tracing::warn!(error = %why, "abort_transaction failed");
+                cause
+            }
+        }
+    }
+
+    /// Send `record`, waiting while librdkafka's queue is full.
+    pub(super) fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    self.producer.poll(Duration::ZERO);
+                    std::thread::sleep(DELIVERY_WAIT);
+                    record = back;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Serve delivery reports until every record sent is acknowledged. rdkafka's `commit_transaction`
+    /// flushes first, but its flush polls in 100 ms slices (its `poll` always waits out its timeout,
+    /// spinning through the last millisecond), which would put a 100 ms floor under every transaction.
+    /// Here: serve what has arrived, sleep [`DELIVERY_WAIT`], again.
+    fn await_deliveries(&self) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            self.producer.poll(Duration::ZERO);
+            if self.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
+            }
+            std::thread::sleep(DELIVERY_WAIT);
+        }
+    }
+}
