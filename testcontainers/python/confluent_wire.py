@@ -8,6 +8,13 @@
                                                           Producer (acks=all, murmur2_random partitioner:
                                                           the Java client's placement of keys); prints
                                                           the partition and offset
+  confluent_wire.py produce-file REGISTRY_URL BOOTSTRAP TOPIC PARTITIONER FILE
+                                                       -> sends every record of FILE (a JSON array of
+                                                          {"key": ..., "full_name": ..., "value": {...}}),
+                                                          in order, with Confluent's Producer on
+                                                          PARTITIONER (e.g. its default,
+                                                          consistent_random); prints {"partitions":
+                                                          [partition of each record]}
 For encode and produce, JSON is {"full_name": ..., "value": {...}}. Exits 1 with the reason on failure.
 """
 import datetime
@@ -64,6 +71,32 @@ def main():
             sys.exit(1)
         msg = delivered["msg"]
         print(json.dumps({"partition": msg.partition(), "offset": msg.offset()}))
+    elif mode == "produce-file":
+        bootstrap, topic, partitioner, path = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+        with open(path) as f:
+            records = json.load(f)
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                             "enable.idempotence": True, "partitioner": partitioner})
+        partitions = [None] * len(records)
+        failures = []
+
+        def report_at(i):
+            def report(err, msg):
+                if err is not None:
+                    failures.append(str(err))
+                else:
+                    partitions[i] = msg.partition()
+            return report
+
+        for i, record in enumerate(records):
+            data = encode(client, topic, record)
+            producer.produce(topic, key=record["key"].encode(), value=data, on_delivery=report_at(i))
+            producer.poll(0)
+        producer.flush(60)
+        if failures or None in partitions:
+            print(f"produce failed: {failures[:3]}", file=sys.stderr)
+            sys.exit(1)
+        print(json.dumps({"partitions": partitions}))
     else:
         print(f"unknown mode {mode}", file=sys.stderr)
         sys.exit(2)

@@ -165,10 +165,13 @@ async fn commands_become_events_results_and_state_exactly_as_decided() {
             ("c-1".into(), Accepted, Some(1), None),
             ("c-1".into(), Accepted, Some(1), None),
             ("c-2".into(), Rejected, None, Some("conflict".into())),
+            // Poison whose command id can be read gets a result too (the undecodable one cannot).
+            ("c-x".into(), Rejected, None, Some("dead_lettered".into())),
+            ("c-k".into(), Rejected, None, Some("dead_lettered".into())),
             ("c-3".into(), Accepted, Some(2), None),
             ("c-4".into(), Accepted, Some(3), None),
         ],
-        "results in command order (one partition holds the order)"
+        "results in command order (one partition holds the order and, by murmur2, another-order)"
     );
     let first = &results[0];
     assert_eq!(

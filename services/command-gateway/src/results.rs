@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use causeway_contracts::hosting::DEAD_LETTERED;
 use causeway_contracts::records::{CommandOutcome, CommandResult};
 use causeway_contracts::wire::Codec;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -48,6 +49,14 @@ impl Shown for CommandResult {
                 "aggregate_type": self.aggregate_type, "aggregate_id": self.aggregate_id,
                 "version": self.new_version,
             }),
+            // A command the processor could not process: parked in its DLQ, with the reason.
+            CommandOutcome::Rejected if self.rejection_code.as_deref() == Some(DEAD_LETTERED) => {
+                json!({
+                    "command_id": self.command_id, "status": "dead_lettered",
+                    "aggregate_type": self.aggregate_type, "aggregate_id": self.aggregate_id,
+                    "reason": self.reason,
+                })
+            }
             CommandOutcome::Rejected => json!({
                 "command_id": self.command_id, "status": "rejected",
                 "aggregate_type": self.aggregate_type, "aggregate_id": self.aggregate_id,
@@ -182,5 +191,19 @@ mod tests {
                 .map(|r| r.to_json()["status"].clone()),
             Some(json!("accepted"))
         );
+    }
+
+    #[test]
+    fn a_dead_lettered_command_shows_as_such_with_its_reason() {
+        let r = CommandResult {
+            command_id: "c".into(),
+            outcome: CommandOutcome::Rejected,
+            rejection_code: Some(DEAD_LETTERED.into()),
+            reason: Some("the order handler panicked".into()),
+            ..CommandResult::default()
+        };
+        let shown = r.to_json();
+        assert_eq!(shown["status"], json!("dead_lettered"));
+        assert_eq!(shown["reason"], json!("the order handler panicked"));
     }
 }

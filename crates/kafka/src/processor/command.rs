@@ -214,12 +214,12 @@ impl Run {
             WireError::Registry(_) => Unbuildable::Transient(e),
             other => Unbuildable::Poison(other.to_string()),
         };
-        let fits = |what: &str, bytes: Vec<u8>, key: usize| -> Result<Vec<u8>, Unbuildable> {
+        let fits = |what: &str, topic: &str, bytes: Vec<u8>, key: usize| {
             let size = bytes.len() + key + RECORD_OVERHEAD;
-            if size > self.max_record_bytes {
+            let max = self.record_limits.of(topic);
+            if size > max {
                 return Err(Unbuildable::Poison(format!(
-                    "{what} would be {size} bytes; the topics take at most {} (max.message.bytes)",
-                    self.max_record_bytes
+                    "{what} would be {size} bytes; {topic} takes at most {max} (max.message.bytes)"
                 )));
             }
             Ok(bytes)
@@ -229,7 +229,7 @@ impl Run {
             let bytes = self
                 .block_on(self.codec.encode_value(&topics.events, full_name, value))
                 .map_err(wire)?;
-            encoded.push(fits(full_name, bytes, key)?);
+            encoded.push(fits(full_name, &topics.events, bytes, key)?);
         }
         let result_key = result.command_id.len();
         let result = self
@@ -238,7 +238,12 @@ impl Run {
                     .encode(&self.config.results_topic, RESULT_RECORD, result),
             )
             .map_err(wire)?;
-        let result = fits("the command result", result, result_key)?;
+        let result = fits(
+            "the command result",
+            &self.config.results_topic,
+            result,
+            result_key,
+        )?;
         let state = match state {
             None => None,
             Some(value) => {
@@ -249,7 +254,12 @@ impl Run {
                         value,
                     ))
                     .map_err(wire)?;
-                Some(fits("the aggregate's state record", bytes, key)?)
+                Some(fits(
+                    "the aggregate's state record",
+                    &topics.changelog,
+                    bytes,
+                    key,
+                )?)
             }
         };
         Ok(Encoded {

@@ -59,7 +59,8 @@ impl Run {
             .unwrap_or(0);
         let key = m.key().map(|k| cut_bytes(k, self.limits.max_id_bytes));
         let room = self
-            .max_record_bytes
+            .record_limits
+            .of(&self.dlq_topic)
             .saturating_sub(DLQ_OVERHEAD + reason.len() + key.map_or(0, <[u8]>::len));
         // The original headers and value when they fit; the record stays at its source either way.
         let keep_headers = original_bytes <= room;

@@ -167,7 +167,7 @@ impl Processor {
                 })?,
         );
         let layout = Layout::check(&consumer, &self.hosts, &self.config.results_topic)?;
-        let max_record_bytes = self.max_record_bytes(&runtime, &kafka);
+        let record_limits = self.record_limits(&runtime, &kafka);
         let producer = transaction::producer(&kafka, &self.config, &transactional_id)?;
         let topics: Vec<&str> = self
             .hosts
@@ -184,7 +184,7 @@ impl Processor {
             transactional_id = %transactional_id,
             group = %self.config.group_id,
             topics = ?topics,
-            max_record_bytes,
+            record_limits = ?record_limits.by_topic,
             "processor consuming"
         );
         let codec = Codec::new(&self.config.registry_url);
@@ -199,7 +199,7 @@ impl Processor {
             runtime,
             producer,
             layout,
-            max_record_bytes,
+            record_limits,
             partitions: HashMap::new(),
             assigned: false,
             batch_states: HashMap::new(),
@@ -211,10 +211,10 @@ impl Processor {
         outcome
     }
 
-    /// The largest record the processor may write: the smallest `max.message.bytes` of the topics it
-    /// writes to, and the producer's own `message.max.bytes`. A command whose records would be larger is
+    /// The largest record the processor may write to each topic: the topic's `max.message.bytes`, and
+    /// at most the producer's own `message.max.bytes`. A command whose records would be larger is
     /// dead-lettered instead of failing every transaction it is in.
-    fn max_record_bytes(&self, runtime: &Handle, kafka: &KafkaConfig) -> usize {
+    fn record_limits(&self, runtime: &Handle, kafka: &KafkaConfig) -> RecordLimits {
         let producer_max = kafka
             .properties
             .get("message.max.bytes")
@@ -233,17 +233,38 @@ impl Processor {
             "max.message.bytes",
             CALL_TIMEOUT,
         ));
-        match described {
-            Ok(values) => values
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.parse::<usize>().ok())
-                .fold(producer_max, usize::min),
+        let by_topic = match described {
+            Ok(values) => topics
+                .iter()
+                .zip(values)
+                .filter_map(|(t, v)| {
+                    let v = v?.parse::<usize>().ok()?;
+                    Some((t.to_string(), v.min(producer_max)))
+                })
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, producer_max, "cannot read the topics' max.message.bytes; using the producer's");
-                producer_max
+                HashMap::new()
             }
+        };
+        RecordLimits {
+            by_topic,
+            default: producer_max,
         }
+    }
+}
+
+/// The largest record each topic takes.
+#[derive(Debug)]
+struct RecordLimits {
+    by_topic: HashMap<String, usize>,
+    /// For a topic not described: the producer's `message.max.bytes`.
+    default: usize,
+}
+
+impl RecordLimits {
+    fn of(&self, topic: &str) -> usize {
+        self.by_topic.get(topic).copied().unwrap_or(self.default)
     }
 }
 
@@ -335,7 +356,7 @@ struct Run {
     producer: BaseProducer,
     layout: Layout,
     limits: Limits,
-    max_record_bytes: usize,
+    record_limits: RecordLimits,
     partitions: HashMap<Owned, PartitionState>,
     /// The group assigned this instance its partitions at least once (possibly none).
     assigned: bool,

@@ -30,6 +30,9 @@ pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/aggregate-process
 
 /// One test's topics, contracts and names.
 pub struct World {
+    /// The domain's name (as the processor's config names it) and its aggregate types.
+    pub domain: &'static str,
+    pub aggregates: Vec<&'static str>,
     pub context: String,
     pub kafka: KafkaConfig,
     pub codec: Codec,
@@ -47,19 +50,30 @@ fn repo(path: &str) -> std::path::PathBuf {
 }
 
 impl World {
-    /// Topics `<ctx>.<aggregate>.{commands,events,changelog}` with `partitions` each, a results topic,
-    /// a DLQ, and every contract registered under those topics.
+    /// The orders domain's topics `<ctx>.<aggregate>.{commands,events,changelog}` with `partitions`
+    /// each, a results topic, a DLQ, and every contract registered under those topics.
     pub async fn new(partitions: i32) -> Self {
+        Self::of(causeway_orders::hosting::domain(), partitions, "").await
+    }
+
+    /// [`World::new`] for `domain`, with `topic_config` (TOML, e.g. `config = { ... }`) added to each
+    /// events topic.
+    pub async fn of(
+        domain: causeway_contracts::domain::Domain,
+        partitions: i32,
+        events_config: &str,
+    ) -> Self {
         let s = stack();
         let context = unique("p");
         let group = format!("{context}-processor");
         let results_topic = format!("{context}.command-results");
         let dlq_topic = format!("{group}.dlq");
         let mut toml = format!("[defaults]\npartitions = {partitions}\nreplication_factor = 1\n");
-        for aggregate in causeway_orders::AGGREGATES {
-            for kind in ["commands", "events"] {
-                toml += &format!("[[topic]]\nname = \"{context}.{aggregate}.{kind}\"\n");
-            }
+        let aggregates = domain.aggregate_names();
+        for aggregate in &aggregates {
+            toml += &format!("[[topic]]\nname = \"{context}.{aggregate}.commands\"\n");
+            toml +=
+                &format!("[[topic]]\nname = \"{context}.{aggregate}.events\"\n{events_config}\n");
             toml += &format!(
                 "[[topic]]\nname = \"{context}.{aggregate}.changelog\"\ncleanup_policy = \"compact\"\n"
             );
@@ -77,7 +91,7 @@ impl World {
                 *topic = if topic == "causeway.command-results" {
                     results_topic.clone()
                 } else {
-                    topic.replacen("orders.", &format!("{context}."), 1)
+                    topic.replacen(&format!("{}.", domain.name), &format!("{context}."), 1)
                 };
             }
         }
@@ -88,6 +102,8 @@ impl World {
         let producer = client::producer(&kafka, "test").unwrap_or_else(|e| panic!("{e}"));
         Self {
             codec: Codec::new(&s.registry_url),
+            domain: domain.name,
+            aggregates,
             context,
             kafka,
             group,
@@ -111,6 +127,8 @@ impl World {
                 "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
                 s.kafka_bootstrap.clone(),
             ),
+            ("CAUSEWAY__PROCESSOR__DOMAIN", self.domain.to_string()),
+            ("CAUSEWAY__PROCESSOR__AGGREGATES", "[]".to_string()),
             ("CAUSEWAY__PROCESSOR__CONTEXT", self.context.clone()),
             ("CAUSEWAY__PROCESSOR__GROUP_ID", self.group.clone()),
             (
@@ -159,7 +177,7 @@ impl World {
     /// Send a command (a contract type) keyed by `key` to `aggregate`'s command topic.
     pub async fn send<T: Serialize>(&self, aggregate: &str, record: &str, key: &str, value: &T) {
         let topic = self.topic(aggregate, "commands");
-        let full_name = format!("causeway.orders.{aggregate}.{record}");
+        let full_name = format!("causeway.{}.{aggregate}.{record}", self.domain);
         let bytes = self
             .codec
             .encode(&topic, &full_name, value)
@@ -175,7 +193,7 @@ impl World {
         let topic = self.topic(aggregate, "commands");
         let mut encoded = Vec::with_capacity(commands.len());
         for (record, key, value) in commands {
-            let full_name = format!("causeway.orders.{aggregate}.{record}");
+            let full_name = format!("causeway.{}.{aggregate}.{record}", self.domain);
             let bytes = self
                 .codec
                 .encode(&topic, &full_name, value)
@@ -351,7 +369,7 @@ impl World {
     fn lag_seen_by(&self, consumer: &BaseConsumer) -> i64 {
         let mut list = TopicPartitionList::new();
         let mut ends = HashMap::new();
-        for aggregate in causeway_orders::AGGREGATES {
+        for aggregate in &self.aggregates {
             let topic = self.topic(aggregate, "commands");
             for p in 0..self.partitions {
                 let (_, high) = consumer
