@@ -3,6 +3,7 @@
 # registry is part of the stack itself (stack.sh), since the tests need it too.
 #
 #   services.sh start    start every service not yet running (binaries from target/debug), wait for /readyz
+#                        (for a planned service, not built yet, for /healthz: it never reports ready)
 #   services.sh stop     SIGTERM each service this script started, wait for it to exit
 #   services.sh status   one line per service: pid, admin address, ready or not
 #
@@ -16,20 +17,21 @@ dir=${CAUSEWAY_STACK_DIR:-$repo/.stack}
 run=$dir/services
 bin=${CAUSEWAY_BIN_DIR:-$repo/target/debug}
 
-# name admin-port
+# name admin-port built|planned
 services=(
-  "command-gateway 9401"
-  "aggregate-processor 9402"
-  "projector-clickhouse 9403"
-  "projector-redis 9404"
-  "saga-orchestrator 9405"
-  "dlq-reprocessor 9406"
+  "command-gateway 9401 built"
+  "aggregate-processor 9402 built"
+  "projector-clickhouse 9403 planned"
+  "projector-redis 9404 planned"
+  "saga-orchestrator 9405 planned"
+  "dlq-reprocessor 9406 planned"
 )
 
 say() { printf 'services: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" = 200 ]; }
+healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/healthz")" = 200 ]; }
 
 start() {
   [ -f "$dir/stack.env" ] || die "the stack is not running: make up"
@@ -53,8 +55,10 @@ start() {
   done
   for entry in "${services[@]}"; do
     set -- $entry
-    local name=$1 port=$2 deadline=$((SECONDS + 60))
-    until ready "$port"; do
+    local name=$1 port=$2 kind=$3 deadline=$((SECONDS + 60))
+    local check=ready
+    [ "$kind" = planned ] && check=healthy
+    until $check "$port"; do
       alive "$run/$name.pid" || die "$name exited; its log: $run/$name.log"
       [ $SECONDS -lt $deadline ] || die "$name not ready within 60s; its log: $run/$name.log"
       sleep 0.2
@@ -85,10 +89,12 @@ status() {
   printf '%-22s %-8s %-16s %s\n' SERVICE PID ADMIN STATE
   for entry in "${services[@]}"; do
     set -- $entry
-    local name=$1 port=$2 pid=- state=stopped
+    local name=$1 port=$2 kind=$3 pid=- state=stopped
     if alive "$run/$name.pid"; then
       pid=$(cat "$run/$name.pid")
-      if ready "$port"; then state=ready; else state="not ready"; bad=1; fi
+      if [ "$kind" = planned ]; then
+        if healthy "$port"; then state="idle: planned, not built yet (never ready)"; else state="not answering"; bad=1; fi
+      elif ready "$port"; then state=ready; else state="not ready"; bad=1; fi
     else
       bad=1
     fi

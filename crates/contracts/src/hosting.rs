@@ -298,42 +298,29 @@ fn seen_of(recent: RecentCommand) -> Seen {
     }
 }
 
-impl<A: AggregateContract> Host<A> {
-    /// The ids of a command record that could not be read as one of `A`'s commands, when its
-    /// `command_id` field can be read and is within the limits.
-    fn readable_ids(&self, key: Option<&[u8]>, value: &Value) -> Option<CommandRef> {
-        let command_id = string_field(value, "command_id")?;
-        if command_id.is_empty() || command_id.len() > self.limits.max_id_bytes {
-            return None;
-        }
-        let aggregate_id = key
-            .map(|k| cut(&String::from_utf8_lossy(k), self.limits.max_id_bytes).to_string())
-            .unwrap_or_default();
-        let correlation_id = string_field(value, "correlation_id")
-            .filter(|c| !c.is_empty() && c.len() <= self.limits.max_id_bytes)
-            .unwrap_or(command_id);
-        Some(CommandRef {
-            command_id: command_id.to_string(),
-            aggregate_id,
-            correlation_id: correlation_id.to_string(),
-        })
+/// The ids of a command record that cannot be read as a command of its aggregate (another type, a
+/// value that does not fit), when its `command_id` field can be read and is within `limits`; the
+/// aggregate id is the record key.
+pub fn readable_ids(key: Option<&[u8]>, value: &Value, limits: Limits) -> Option<CommandRef> {
+    let command_id = string_field(value, "command_id")?;
+    if command_id.is_empty() || command_id.len() > limits.max_id_bytes {
+        return None;
     }
+    let aggregate_id = key
+        .map(|k| cut(&String::from_utf8_lossy(k), limits.max_id_bytes).to_string())
+        .unwrap_or_default();
+    let correlation_id = string_field(value, "correlation_id")
+        .filter(|c| !c.is_empty() && c.len() <= limits.max_id_bytes)
+        .unwrap_or(command_id);
+    Some(CommandRef {
+        command_id: command_id.to_string(),
+        aggregate_id,
+        correlation_id: correlation_id.to_string(),
+    })
 }
 
-impl<A: AggregateContract> Hosted for Host<A> {
-    fn aggregate_type(&self) -> &'static str {
-        A::TYPE
-    }
-
-    fn topics(&self) -> &Topics {
-        &self.topics
-    }
-
-    fn state_record(&self) -> &'static str {
-        A::STATE_RECORD
-    }
-
-    fn decide(
+impl<A: AggregateContract> Host<A> {
+    fn decide_inner(
         &mut self,
         partition: i32,
         key: Option<&[u8]>,
@@ -341,11 +328,10 @@ impl<A: AggregateContract> Hosted for Host<A> {
         value: &Value,
         stamp: Stamp,
     ) -> Result<Decided, Poison> {
-        self.pending = None;
         let limits = self.limits;
         let command = A::command(full_name, value).map_err(|e| Poison {
             reason: e.to_string(),
-            command: self.readable_ids(key, value),
+            command: readable_ids(key, value, self.limits),
         })?;
         let meta = A::meta(&command);
         let poison = |reason: String, readable: bool| Poison {
@@ -535,6 +521,48 @@ impl<A: AggregateContract> Hosted for Host<A> {
             result,
             duplicate,
             state,
+        })
+    }
+}
+
+impl<A: AggregateContract> Hosted for Host<A> {
+    fn aggregate_type(&self) -> &'static str {
+        A::TYPE
+    }
+
+    fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    fn state_record(&self) -> &'static str {
+        A::STATE_RECORD
+    }
+
+    fn decide(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        full_name: &str,
+        value: &Value,
+        stamp: Stamp,
+    ) -> Result<Decided, Poison> {
+        self.pending = None;
+        // The domain's conversions (reading the command, writing events and state) run here too; a
+        // panic in them is the command's fault. `pending` is set last, after everything that can fail.
+        let limits = self.limits;
+        catch_unwind(AssertUnwindSafe(|| {
+            self.decide_inner(partition, key, full_name, value, stamp)
+        }))
+        .unwrap_or_else(|panic| {
+            self.pending = None;
+            Err(Poison {
+                reason: format!(
+                    "the {} contract panicked on {full_name}: {}",
+                    A::TYPE,
+                    panic_message(panic.as_ref())
+                ),
+                command: readable_ids(key, value, limits),
+            })
         })
     }
 

@@ -140,7 +140,8 @@ impl<A: Aggregate> Tracked<A> {
     /// What `decision` makes of this aggregate, computed without changing it: the domain state after
     /// the accepted events (`None`: unchanged), the version, the command remembered and how many of the
     /// oldest remembered commands leave the window. A duplicate changes nothing (`None`). `at_ms` is the
-    /// window's clock for this command.
+    /// window's clock for this command; it never goes back behind the newest remembered command, so a
+    /// command stamped in the past (a replay, a late producer) is not aged out by the next one.
     pub fn prepare(
         &self,
         command_id: &str,
@@ -148,6 +149,10 @@ impl<A: Aggregate> Tracked<A> {
         decision: &Decision<A::Event>,
         window: DedupWindow,
     ) -> Option<Next<A>> {
+        let at_ms = self
+            .recent
+            .back()
+            .map_or(at_ms, |newest| newest.at_ms.max(at_ms));
         let (aggregate, version, outcome) = match decision {
             Decision::Duplicate(_) => return None,
             Decision::Accept { events, version } => (
@@ -389,6 +394,23 @@ mod tests {
         assert!(
             t.prepare("b", 3, &t.decide("b", None, &2), w).is_none(),
             "a duplicate"
+        );
+    }
+
+    #[test]
+    fn a_command_stamped_in_the_past_is_not_aged_out_by_the_next() {
+        let w = DedupWindow {
+            max_commands: 100,
+            max_age_ms: 100,
+            max_bytes: 1 << 20,
+        };
+        let mut t = Tracked::<Counter>::default();
+        run(&mut t, "a", 1_000, None, 0, w);
+        run(&mut t, "old", 0, None, 0, w);
+        run(&mut t, "b", 1_050, None, 0, w);
+        assert!(
+            matches!(t.decide("old", None, &0), Decision::Duplicate(_)),
+            "the late command is remembered at the aggregate's clock"
         );
     }
 }

@@ -131,6 +131,16 @@ impl TopicSpec {
 }
 
 impl Topology {
+    /// The topic configs `spec` gets: its own, and `min.insync.replicas` = replication factor - 1 (at
+    /// least 1) unless it sets one, so that a write acknowledged by `acks=all` survives the loss of one
+    /// broker while one broker may be down without stopping writes.
+    pub fn configs_of(&self, spec: &TopicSpec) -> BTreeMap<String, String> {
+        let mut out = spec.configs();
+        out.entry("min.insync.replicas".into())
+            .or_insert_with(|| (self.replication_of(spec) - 1).max(1).to_string());
+        out
+    }
+
     /// Parse a topology from TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, Error> {
         let topology: Topology = toml::from_str(text).map_err(|e| Error::Topology {
@@ -261,7 +271,7 @@ pub async fn apply(
     if !missing.is_empty() && !dry_run {
         let configs: Vec<Vec<(String, String)>> = missing
             .iter()
-            .map(|t| t.configs().into_iter().collect())
+            .map(|t| topology.configs_of(t).into_iter().collect())
             .collect();
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
@@ -349,7 +359,7 @@ pub async fn apply(
             source: rdkafka::error::KafkaError::AdminOp(code),
         })?;
         let entries = resource.entry_map();
-        for (key, want) in spec.configs() {
+        for (key, want) in topology.configs_of(spec) {
             let actual = entries
                 .get(key.as_str())
                 .and_then(|e| e.value.clone())
@@ -494,6 +504,24 @@ mod tests {
                 .map(String::as_str),
             Some("0")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn min_insync_replicas_is_one_below_the_replication_factor() -> Result<(), Error> {
+        let t = Topology::parse(
+            "[defaults]\npartitions = 1\nreplication_factor = 3\n\
+             [[topic]]\nname = \"a\"\n\
+             [[topic]]\nname = \"b\"\nreplication_factor = 1\n\
+             [[topic]]\nname = \"c\"\nconfig = { \"min.insync.replicas\" = \"3\" }\n",
+            "test",
+        )?;
+        let isr: Vec<String> = t
+            .topics
+            .iter()
+            .map(|s| t.configs_of(s)["min.insync.replicas"].clone())
+            .collect();
+        assert_eq!(isr, vec!["2", "1", "3"]);
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! The admin HTTP server. `/healthz` answers 200 while the process runs; `/readyz` answers 200 only once
+//! The admin HTTP server. `/healthz` answers 200 while the process runs and has not declared itself
+//! stuck (503 then: a restart is the better cure); `/readyz` answers 200 only once
 //! the service says it is ready (its dependencies answer, its state is restored) and 503 before that or
 //! while it drains; `/metrics` is the Prometheus text exposition of the service's registry.
 
@@ -16,19 +17,33 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 
-/// Whether the service can take work. Cheap to clone; every clone sees the same flag.
+/// Whether the service can take work, and whether it is stuck. Cheap to clone; every clone sees the
+/// same flags.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    stuck: Arc<AtomicBool>,
+}
 
 impl Readiness {
     /// Mark the service ready (`true`) or not (`false`).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// Whether the service is ready now.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Mark the service healthy (`true`, the default) or stuck (`false`: `/healthz` answers 503).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.stuck.store(!healthy, Ordering::Release);
+    }
+
+    /// Whether the service is healthy now.
+    pub fn healthy(&self) -> bool {
+        !self.stuck.load(Ordering::Acquire)
     }
 }
 
@@ -82,8 +97,12 @@ impl AdminServer {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.readiness.healthy() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "stuck\n")
+    }
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {

@@ -37,6 +37,8 @@ pub struct ServiceInfo {
     pub name: &'static str,
     /// The crate version.
     pub version: &'static str,
+    /// One paragraph for `--help`: what the service does, and whether it is built or planned.
+    pub about: &'static str,
 }
 
 /// A config type a service can be started with.
@@ -62,6 +64,23 @@ impl ServiceContext {
     pub fn set_ready(&self, ready: bool) {
         self.readiness.set(ready);
         self.metrics.set_ready(ready);
+    }
+
+    /// Report healthy (or stuck: `/healthz` answers 503, so an orchestrator restarts the process).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.readiness.set_healthy(healthy);
+    }
+
+    /// Say that this service's job is not built yet: it logs so and stays not ready (`/readyz` 503,
+    /// `causeway_service_ready 0`), so that no probe, rollout or operator takes an idle process for a
+    /// working one. `what` names the missing work.
+    pub fn not_built(&self, what: &str) {
+        self.set_ready(false);
+        tracing::warn!(
+            service = self.info.name,
+            missing = what,
+            "not built yet: this process connects to its dependencies and idles; it never reports ready"
+        );
     }
 
     /// Retry `check` with backoff while it fails with a transient error. Returns `Ok(true)` once it
@@ -124,7 +143,16 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<anyhow::Error>,
 {
-    let args = Args::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command()
+        .name(info.name)
+        .about(info.about)
+        .version(info.version)
+        .get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     let config: C = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

@@ -19,6 +19,7 @@ use causeway_runtime::{ServiceInfo, service};
 const INFO: ServiceInfo = ServiceInfo {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
+    about: "Processes commands exactly once per Kafka partition: events, changelog state, results and offsets in one transaction per batch; hosts the domain its config names.",
 };
 
 fn main() -> ExitCode {

@@ -2,7 +2,7 @@
 //! processor (crates/kafka) hosting the configured aggregates of the configured domain (as the build
 //! registers it in causeway-domains) until shutdown.
 
-use causeway_kafka::processor::Processor;
+use causeway_kafka::processor::{Probe, Processor};
 use causeway_runtime::ServiceContext;
 
 use crate::config::Config;
@@ -57,10 +57,11 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let runtime = tokio::runtime::Handle::current();
     let shutdown = ctx.shutdown.clone();
     let metrics = ctx.metrics.clone();
-    let ready = ctx.clone();
+    let probes = ctx.clone();
     tokio::task::spawn_blocking(move || {
-        processor.run(runtime, shutdown, metrics.registry(), |r| {
-            ready.set_ready(r)
+        processor.run(runtime, shutdown, metrics.registry(), move |probe| {
+            probes.set_ready(probe == Probe::Ready);
+            probes.set_healthy(probe != Probe::Stuck);
         })
     })
     .await

@@ -23,6 +23,7 @@ use causeway_runtime::{ServiceInfo, service};
 const INFO: ServiceInfo = ServiceInfo {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
+    about: "HTTP command API: POST /v1/commands/{aggregate}/{command} checked against the Avro contracts and produced to Kafka (202 once acknowledged); GET /v1/commands/{command_id} for the result.",
 };
 
 fn main() -> ExitCode {

@@ -1,5 +1,5 @@
-//! The job of `projector-clickhouse`. Until projections land it waits for Kafka and ClickHouse, reports
-//! ready, and runs until the shutdown signal.
+//! The job of `projector-clickhouse`. Until projections land it waits for Kafka and ClickHouse,
+//! says it is not built yet (never ready), and runs until the shutdown signal.
 
 use causeway_runtime::ServiceContext;
 
@@ -16,7 +16,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     if !ctx.wait_for("clickhouse", || sink::ping(&client)).await? {
         return Ok(());
     }
-    ctx.set_ready(true);
+    ctx.not_built("projections into ClickHouse (planned)");
     ctx.shutdown.wait().await;
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! The job of `projector-redis`. Until projections land it waits for Kafka and Redis, reports ready, and
-//! runs until the shutdown signal.
+//! The job of `projector-redis`. Until projections land it waits for Kafka and Redis, says it
+//! is not built yet (never ready), and runs until the shutdown signal.
 
 use causeway_runtime::ServiceContext;
 
@@ -15,7 +15,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     if !ctx.wait_for("redis", || store::ping(&config.redis)).await? {
         return Ok(());
     }
-    ctx.set_ready(true);
+    ctx.not_built("projections into Redis (planned)");
     ctx.shutdown.wait().await;
     Ok(())
 }

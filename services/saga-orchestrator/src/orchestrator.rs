@@ -1,5 +1,5 @@
-//! The job of `saga-orchestrator`. Until its real work lands it waits for Kafka, reports ready, and runs until the
-//! shutdown signal.
+//! The job of `saga-orchestrator`. Until its real work lands it waits for Kafka,
+//! says it is not built yet (never ready), and runs until the shutdown signal.
 
 use causeway_runtime::ServiceContext;
 
@@ -11,7 +11,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     if !causeway_kafka::client::wait_for_broker(&ctx, &config.kafka).await? {
         return Ok(());
     }
-    ctx.set_ready(true);
+    ctx.not_built("saga orchestration (planned)");
     ctx.shutdown.wait().await;
     Ok(())
 }

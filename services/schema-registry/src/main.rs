@@ -10,6 +10,7 @@ use schema_registry::{config, registry};
 const INFO: ServiceInfo = ServiceInfo {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
+    about: "A Confluent-compatible schema registry (REST API, compatibility checks) stored in a Kafka topic.",
 };
 
 fn main() -> ExitCode {

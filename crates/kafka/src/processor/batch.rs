@@ -17,7 +17,6 @@ impl Run {
     pub(super) fn run(
         &mut self,
         consumer: &BaseConsumer<Rebalances>,
-        ready: &dyn Fn(bool),
     ) -> Result<(), ProcessorError> {
         let interval = Duration::from_millis(self.config.commit_interval_ms);
         let mut backoff = Duration::from_millis(100);
@@ -59,9 +58,17 @@ impl Run {
                     break;
                 }
             }
+            let restoring = self
+                .partitions
+                .values()
+                .any(|s| *s == PartitionState::Restoring);
+            self.progress.busy(!batch.is_empty() || restoring);
             if !batch.is_empty() {
                 match self.process(consumer, &batch) {
-                    Ok(()) => backoff = Duration::from_millis(100),
+                    Ok(()) => {
+                        self.progress.moved();
+                        backoff = Duration::from_millis(100);
+                    }
                     Err(BatchError::Stop(e)) => return Err(e),
                     Err(BatchError::Retry(why)) => {
                         let touched: HashSet<Owned> = batch
@@ -76,12 +83,17 @@ impl Run {
                     }
                 }
             }
-            self.restore_pending(consumer)?;
+            if self.restore_pending(consumer)? {
+                self.progress.moved();
+            }
             if !announced && self.restored() {
                 // Ready stays on through later rebalances: they pause only the partitions that move.
                 announced = true;
-                ready(true);
-                tracing::info!(partitions = self.partitions.len(), "processor ready");
+                self.progress.restored();
+                tracing::info!(
+                    partitions = self.partitions.len(),
+                    "first assignment restored"
+                );
             }
         }
         tracing::info!("processor stopping: no transaction open");

@@ -4,15 +4,15 @@
 //! against the topics' size limit before any of it is sent or kept: all or nothing. What cannot be
 //! built is poison: a dead letter, and a `dead_lettered` result when the command id can be read.
 
-use causeway_contracts::hosting::{CommandRef, Decided, Poison, Stamp};
+use causeway_contracts::hosting::{CommandRef, Decided, Poison, Stamp, readable_ids};
 use causeway_contracts::records::{CommandOutcome, CommandResult};
 use causeway_contracts::wire::WireError;
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 use super::error::BatchError;
-use super::{Run, now_ms};
+use super::{FORWARDED, Run, now_ms};
 use crate::headers;
 use crate::partitioner::home_partition;
 
@@ -21,6 +21,11 @@ const RESULT_RECORD: &str = "causeway.CommandResult";
 
 /// Room kept for a record's headers (trace context) and framing beside its key and value.
 const RECORD_OVERHEAD: usize = 1024;
+
+/// The header a forwarded command carries: the partition it was found on. A record that carries it and
+/// is still off its home partition was forwarded by a processor that counts the topic's partitions
+/// differently (the topic grew): it is dead-lettered rather than sent round again.
+pub const FORWARDED_FROM: &str = "causeway.forwarded-from";
 
 /// A command's records, encoded: nothing is sent until all of them are.
 struct Encoded {
@@ -49,7 +54,7 @@ impl Run {
             if let Some(key) = m.key() {
                 let home = home_partition(key, self.layout.partitions[host]);
                 if home != partition {
-                    self.forward(host, m, home)?;
+                    self.off_home(host, partition, m, home, now)?;
                     continue;
                 }
             }
@@ -69,12 +74,67 @@ impl Run {
         Ok(())
     }
 
-    /// Send `m` unchanged (key, value, headers, timestamp) to partition `home` of its topic.
+    /// A command found off its key's home partition: forwarded there, unless it was forwarded before
+    /// or is too large to send again (then it is poison).
+    fn off_home(
+        &mut self,
+        host: usize,
+        partition: i32,
+        m: &BorrowedMessage<'_>,
+        home: i32,
+        now: i64,
+    ) -> Result<(), BatchError> {
+        let headers = m.headers();
+        let forwarded_before = headers.is_some_and(|h| h.iter().any(|h| h.key == FORWARDED_FROM));
+        let size = m.payload_len()
+            + m.key_len()
+            + headers.map_or(0, |h| {
+                h.iter()
+                    .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                    .sum()
+            })
+            + RECORD_OVERHEAD;
+        let limit = self.record_limits.of(m.topic());
+        let reason = if forwarded_before {
+            format!(
+                "forwarded once already and still off its home partition {home}: the processors \
+                 disagree on the partition count of {} (restart them after a topic grows)",
+                m.topic()
+            )
+        } else if size > limit {
+            format!(
+                "off its home partition {home}, and at {size} bytes too large to forward ({} takes \
+                 at most {limit})",
+                m.topic()
+            )
+        } else {
+            self.forward(host, m, home, partition)?;
+            return Ok(());
+        };
+        let command = self.ids_of(m)?;
+        self.poisoned(host, partition, m, Poison { reason, command }, now)
+    }
+
+    /// The ids of `m` when its value decodes and its command id can be read.
+    fn ids_of(&self, m: &BorrowedMessage<'_>) -> Result<Option<CommandRef>, BatchError> {
+        let Some(bytes) = m.payload() else {
+            return Ok(None);
+        };
+        match self.block_on(self.codec.decode_value(bytes, &self.upcasters)) {
+            Ok(decoded) => Ok(readable_ids(m.key(), &decoded.value, self.limits)),
+            Err(e @ WireError::Registry(_)) => Err(e.into()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Send `m` unchanged (key, value, headers, timestamp) to partition `home` of its topic, marked as
+    /// forwarded from `from`.
     fn forward(
-        &self,
+        &mut self,
         host: usize,
         m: &BorrowedMessage<'_>,
         home: i32,
+        from: i32,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(m.topic()).partition(home);
         if let Some(k) = m.key() {
@@ -86,9 +146,16 @@ impl Run {
         if let Some(ms) = m.timestamp().to_millis() {
             record = record.timestamp(ms);
         }
-        if let Some(h) = m.headers() {
-            record = record.headers(h.detach());
-        }
+        let from = from.to_string();
+        let marker = Header {
+            key: FORWARDED_FROM,
+            value: Some(from.as_bytes()),
+        };
+        let headers = match m.headers() {
+            Some(h) => h.detach().insert(marker),
+            None => OwnedHeaders::new().insert(marker),
+        };
+        record = record.headers(headers);
         tracing::debug!(
             topic = m.topic(),
             from = m.partition(),
@@ -97,10 +164,7 @@ impl Run {
             "forwarding a command to its key's home partition"
         );
         self.send(record)?;
-        self.meters
-            .forwarded
-            .with_label_values(&[self.hosts[host].aggregate_type()])
-            .inc();
+        *self.batch_counts.entry((host, FORWARDED)).or_default() += 1;
         Ok(())
     }
 
@@ -174,10 +238,7 @@ impl Run {
             (false, CommandOutcome::Accepted) => "accepted",
             (false, CommandOutcome::Rejected) => "rejected",
         };
-        self.meters
-            .commands
-            .with_label_values(&[self.hosts[host].aggregate_type(), outcome])
-            .inc();
+        *self.batch_counts.entry((host, outcome)).or_default() += 1;
         let out_headers = trace_headers(m);
         let events_topic = self.hosts[host].topics().events.as_str();
         let key = aggregate_id.as_bytes();
@@ -280,10 +341,10 @@ impl Run {
     ) -> Result<(), BatchError> {
         self.dead_letter(m, &poison.reason, now)?;
         let aggregate = self.hosts[host].aggregate_type();
-        self.meters
-            .commands
-            .with_label_values(&[aggregate, "dead_lettered"])
-            .inc();
+        *self
+            .batch_counts
+            .entry((host, "dead_lettered"))
+            .or_default() += 1;
         let Some(command) = poison.command else {
             return Ok(());
         };

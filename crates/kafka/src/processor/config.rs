@@ -42,6 +42,10 @@ pub struct ProcessorConfig {
     /// Most bytes of remembered command ids and rejection reasons per aggregate (idempotency window,
     /// by size), so that no state record outgrows its topic's message size.
     pub dedup_max_bytes: usize,
+    /// `/readyz` answers 503 while no batch has committed for this long although work is waiting, in ms.
+    pub stall_ready_ms: u64,
+    /// `/healthz` answers 503 (a restart is the better cure) once that has lasted this long, in ms.
+    pub stall_health_ms: u64,
     /// Most bytes of a command id, aggregate id or correlation id; a command with a longer one is
     /// dead-lettered.
     pub max_id_bytes: usize,
@@ -67,6 +71,8 @@ impl Default for ProcessorConfig {
             dedup_max_commands: window.max_commands,
             dedup_max_age_ms: window.max_age_ms,
             dedup_max_bytes: window.max_bytes,
+            stall_ready_ms: 30_000,
+            stall_health_ms: 300_000,
             max_id_bytes: limits.max_id_bytes,
             max_reason_bytes: limits.max_reason_bytes,
         }
@@ -151,6 +157,12 @@ impl ProcessorConfig {
         }
         if self.dedup_max_bytes < 1024 {
             bad("dedup_max_bytes", "must be at least 1024");
+        }
+        if self.stall_ready_ms < 1000 {
+            bad("stall_ready_ms", "must be at least 1000");
+        }
+        if self.stall_health_ms <= self.stall_ready_ms {
+            bad("stall_health_ms", "must be more than stall_ready_ms");
         }
         if !(16..=65_536).contains(&self.max_id_bytes) {
             bad("max_id_bytes", "must be between 16 and 65536");

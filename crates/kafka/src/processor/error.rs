@@ -7,6 +7,8 @@
 //!   with a new producer ([`BatchError::Stop`]). Fencing is one fatal case and is named as such; a
 //!   transaction that outlived `transaction.timeout.ms` is reported as a timeout.
 
+use std::time::Duration;
+
 use causeway_contracts::wire::WireError;
 use causeway_core::{Classify, ErrorClass};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -29,6 +31,10 @@ pub enum ProcessorError {
         "the transaction timed out (transaction.timeout.ms) and was aborted by the broker: {0}"
     )]
     TimedOut(KafkaError),
+    /// An abort failed with an error that is neither retriable nor fatal: the producer's transaction
+    /// state is unknown. Fatal to this producer: restart.
+    #[error("abort_transaction failed: {0}")]
+    AbortFailed(String),
     /// librdkafka reported a fatal producer error other than fencing. Fatal: restart.
     #[error("fatal transactional producer error: {0}")]
     FatalProducer(KafkaError),
@@ -60,6 +66,7 @@ impl Classify for ProcessorError {
             ProcessorError::Wire(e) => e.class(),
             ProcessorError::Fenced(_)
             | ProcessorError::TimedOut(_)
+            | ProcessorError::AbortFailed(_)
             | ProcessorError::FatalProducer(_)
             | ProcessorError::Topics(_)
             | ProcessorError::Changelog { .. } => ErrorClass::Fatal,
@@ -108,8 +115,20 @@ pub(super) fn is_fencing(e: &KafkaError) -> bool {
     )
 }
 
-/// The processor's error for a fatal transactional error `e`.
-pub(super) fn fatal(e: KafkaError) -> ProcessorError {
+/// The processor's error for a fatal transactional error `e`, in a transaction open for `age` of a
+/// `timeout` (`transaction.timeout.ms`). librdkafka reports both a takeover by another producer and the
+/// broker's abort of a transaction that outlived its timeout as `__FENCED` (it normalises
+/// INVALID_PRODUCER_EPOCH and PRODUCER_FENCED into it), so the transaction's age tells them apart.
+pub(super) fn fatal(e: KafkaError, age: Duration, timeout: Duration) -> ProcessorError {
+    if age >= timeout
+        && (is_fencing(&e)
+            || matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::InvalidProducerEpoch)
+            ))
+    {
+        return ProcessorError::TimedOut(e);
+    }
     if is_fencing(&e) {
         return ProcessorError::Fenced(e);
     }
@@ -126,9 +145,10 @@ pub(super) fn fatal(e: KafkaError) -> ProcessorError {
 }
 
 impl From<KafkaError> for BatchError {
+    /// Outside a transaction's calls (a send): fatal or worth an abort and another try.
     fn from(e: KafkaError) -> Self {
         match txn_class(&e) {
-            TxnClass::Fatal => BatchError::Stop(fatal(e)),
+            TxnClass::Fatal => BatchError::Stop(fatal(e, Duration::ZERO, Duration::MAX)),
             TxnClass::Abortable | TxnClass::Retriable => BatchError::Retry(e.to_string()),
         }
     }
@@ -159,15 +179,23 @@ mod tests {
 
     #[test]
     fn plain_errors_are_classed_by_code() {
-        let fenced = KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced);
-        assert_eq!(txn_class(&fenced), TxnClass::Fatal);
-        assert!(matches!(fatal(fenced), ProcessorError::Fenced(_)));
+        let second = Duration::from_secs(1);
+        let limit = Duration::from_secs(10);
+        // What librdkafka reports for both a takeover and a transaction the broker timed out.
+        let fenced = || KafkaError::MessageProduction(RDKafkaErrorCode::Fenced);
+        assert_eq!(txn_class(&fenced()), TxnClass::Fatal);
+        assert!(
+            matches!(fatal(fenced(), second, limit), ProcessorError::Fenced(_)),
+            "fenced inside the timeout: another producer took over"
+        );
+        assert!(
+            matches!(
+                fatal(fenced(), limit * 2, limit),
+                ProcessorError::TimedOut(_)
+            ),
+            "fenced after the timeout: the broker aborted the transaction"
+        );
         let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         assert_eq!(txn_class(&timeout), TxnClass::Abortable);
-        let epoch = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch);
-        assert!(
-            matches!(fatal(epoch), ProcessorError::TimedOut(_)),
-            "an epoch bumped by the broker's timeout is a timeout, not fencing"
-        );
     }
 }

@@ -27,6 +27,7 @@
 //! - `batch.rs`: the loop: poll a batch, process it, react to rebalances and failures.
 //! - `command.rs`: one command record: forward, decide, build, write.
 //! - `transaction.rs`: begin, commit, abort by librdkafka's contract; sending and delivery waits.
+//! - `progress.rs`: readiness and health from progress (a stall with work waiting).
 //! - `restore.rs`: restoring the state of assigned partitions from the changelog.
 //! - `dead_letter.rs`: dead letters and their headers.
 //! - `rebalance.rs`: the consumer context that queues assignment changes.
@@ -37,6 +38,7 @@ mod config;
 mod dead_letter;
 mod error;
 mod meters;
+mod progress;
 mod rebalance;
 mod restore;
 mod transaction;
@@ -56,6 +58,7 @@ use tokio::runtime::Handle;
 pub use config::ProcessorConfig;
 pub use dead_letter::dlq_headers;
 pub use error::ProcessorError;
+pub use progress::Probe;
 pub use rebalance::{Change, Rebalances};
 
 use crate::config::{KafkaConfig, OffsetMode};
@@ -94,6 +97,9 @@ enum PartitionState {
 /// The hosted aggregate index and partition of a command record.
 type Owned = (usize, i32);
 
+/// The outcome label under which [`Run::batch_counts`] tallies forwarded records.
+const FORWARDED: &str = "forwarded";
+
 /// How long a blocking Kafka call may take before the batch is retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -131,14 +137,16 @@ impl Processor {
     }
 
     /// Run until `shutdown` fires (Ok) or a fatal error. Blocks: call from a thread of its own.
-    /// `runtime` runs the registry calls; `ready` is told `true` once the group's first assignment is
-    /// restored (the instance processes commands: a rolling update waits for it), `false` when it stops.
+    /// `runtime` runs the registry calls; `report` is told (from a thread of its own) when the instance
+    /// turns [`Probe::Ready`] (the group's first assignment is restored: a rolling update waits for it),
+    /// [`Probe::NotReady`] (no batch committed for `stall_ready_ms` although work is waiting, or
+    /// stopping) or [`Probe::Stuck`] (the same for `stall_health_ms`).
     pub fn run(
         self,
         runtime: Handle,
         shutdown: Shutdown,
         registry: &Registry,
-        ready: impl Fn(bool),
+        report: impl Fn(Probe) + Send + 'static,
     ) -> Result<(), ProcessorError> {
         let meters = Meters::new(registry).map_err(|e| {
             ProcessorError::Kafka(Error::Task(format!("cannot register metrics: {e}")))
@@ -168,7 +176,12 @@ impl Processor {
         );
         let layout = Layout::check(&consumer, &self.hosts, &self.config.results_topic)?;
         let record_limits = self.record_limits(&runtime, &kafka);
-        let producer = transaction::producer(&kafka, &self.config, &transactional_id)?;
+        let producer = transaction::producer(
+            &kafka,
+            &self.config,
+            &transactional_id,
+            record_limits.smallest(),
+        )?;
         let topics: Vec<&str> = self
             .hosts
             .iter()
@@ -188,6 +201,14 @@ impl Processor {
             "processor consuming"
         );
         let codec = Codec::new(&self.config.registry_url);
+        let progress = progress::Progress::new();
+        let watchdog = progress::watch(
+            progress.clone(),
+            Duration::from_millis(self.config.stall_ready_ms),
+            Duration::from_millis(self.config.stall_health_ms),
+            shutdown.clone(),
+            report,
+        );
         let mut run = Run {
             dlq_topic: self.config.dlq_topic(),
             limits: self.config.limits(),
@@ -203,11 +224,17 @@ impl Processor {
             partitions: HashMap::new(),
             assigned: false,
             batch_states: HashMap::new(),
+            batch_counts: HashMap::new(),
+            transaction_began: std::time::Instant::now(),
             meters,
             shutdown,
+            progress,
         };
-        let outcome = run.run(&consumer, &ready);
-        ready(false);
+        let outcome = run.run(&consumer);
+        run.progress.done();
+        if watchdog.join().is_err() {
+            tracing::error!("the readiness watchdog panicked");
+        }
         outcome
     }
 
@@ -265,6 +292,13 @@ struct RecordLimits {
 impl RecordLimits {
     fn of(&self, topic: &str) -> usize {
         self.by_topic.get(topic).copied().unwrap_or(self.default)
+    }
+
+    fn smallest(&self) -> usize {
+        self.by_topic
+            .values()
+            .copied()
+            .fold(self.default, usize::min)
     }
 }
 
@@ -363,9 +397,15 @@ struct Run {
     /// The encoded state records of the batch being built, the latest per aggregate: each changed
     /// state is written once per transaction.
     batch_states: HashMap<(usize, i32, String), Vec<u8>>,
+    /// Commands of the open transaction by host and outcome (and forwarded records, as [`FORWARDED`]),
+    /// added to the metrics once it commits.
+    batch_counts: HashMap<(usize, &'static str), u64>,
+    /// When the open transaction began.
+    transaction_began: std::time::Instant,
     dlq_topic: String,
     meters: Meters,
     shutdown: Shutdown,
+    progress: std::sync::Arc<progress::Progress>,
 }
 
 impl Run {

@@ -22,7 +22,7 @@ impl Run {
     pub(super) fn restore_pending(
         &mut self,
         consumer: &BaseConsumer<Rebalances>,
-    ) -> Result<(), ProcessorError> {
+    ) -> Result<bool, ProcessorError> {
         let pending: Vec<Owned> = self
             .partitions
             .iter()
@@ -30,7 +30,7 @@ impl Run {
             .map(|(o, _)| *o)
             .collect();
         if pending.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let started = Instant::now();
         // 1. Committed offsets first: with read_committed, the broker answers only once no transactional
@@ -46,7 +46,7 @@ impl Run {
                 // Leave them Restoring: the next turn of the loop tries again.
                 tracing::warn!(error = %e, "cannot read committed offsets; will retry");
                 std::thread::sleep(Duration::from_millis(200));
-                return Ok(());
+                return Ok(false);
             }
         };
         // 2. The changelog of each, to its end.
@@ -63,7 +63,7 @@ impl Run {
                 self.hosts[host].drop_partition(p);
             }
             if !self.restore_changelog(host, &parts)? {
-                return Ok(()); // shutting down
+                return Ok(false); // shutting down
             }
         }
         // 3. Position at the committed offsets (the earliest record when none), then resume.
@@ -76,7 +76,7 @@ impl Run {
                 consumer.seek(element.topic(), element.partition(), offset, CALL_TIMEOUT)
             {
                 tracing::warn!(error = %e, topic = element.topic(), partition = element.partition(), "seek failed; will retry");
-                return Ok(());
+                return Ok(false);
             }
         }
         consumer
@@ -95,7 +95,7 @@ impl Run {
             ms = started.elapsed().as_millis() as u64,
             "state restored; partitions resumed"
         );
-        Ok(())
+        Ok(true)
     }
 
     /// Read `partitions` of host `host`'s changelog from the beginning to the end (read_committed).

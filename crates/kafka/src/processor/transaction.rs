@@ -13,6 +13,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::FORWARDED;
 use super::error::{BatchError, ProcessorError, TxnClass, fatal, is_fencing, txn_class};
 use super::rebalance::Rebalances;
 use super::{CALL_TIMEOUT, ProcessorConfig, Run};
@@ -24,13 +25,22 @@ use crate::error::Error;
 const DELIVERY_WAIT: Duration = Duration::from_micros(200);
 
 /// The transactional producer, initialised (a previous incarnation's open transaction is aborted).
+/// `smallest_topic_limit` is the smallest `max.message.bytes` of the topics it writes to: the broker
+/// applies that limit to a whole record batch, and librdkafka does not split a batch the broker refused,
+/// so batches are kept within it.
 pub(super) fn producer(
     kafka: &KafkaConfig,
     config: &ProcessorConfig,
     transactional_id: &str,
+    smallest_topic_limit: usize,
 ) -> Result<BaseProducer, ProcessorError> {
     let mut producer_config =
         kafka.transactional_producer_config("aggregate-processor", transactional_id);
+    if !kafka.properties.contains_key("batch.size") {
+        // Room for the record batch's own header (61 bytes) and some slack.
+        let batch = smallest_topic_limit.saturating_sub(512).max(1024);
+        producer_config.set("batch.size", batch.min(1_000_000).to_string());
+    }
     if !kafka.properties.contains_key("transaction.timeout.ms") {
         producer_config.set(
             "transaction.timeout.ms",
@@ -69,7 +79,16 @@ impl Run {
         batch: &[BorrowedMessage<'_>],
     ) -> Result<(), BatchError> {
         let started = Instant::now();
-        self.producer.begin_transaction()?;
+        self.transaction_began = started;
+        if let Err(e) = self.producer.begin_transaction() {
+            // A transaction left open (an abort that did not finish) makes begin fail: abort it.
+            let cause = match txn_class(&e) {
+                TxnClass::Fatal => BatchError::Stop(self.fatal(e)),
+                _ => BatchError::Retry(format!("begin_transaction: {e}")),
+            };
+            return Err(self.abort_for(cause));
+        }
+        self.batch_counts.clear();
         if let Err(e) = self.fill(batch) {
             return Err(self.abort_for(e));
         }
@@ -106,6 +125,21 @@ impl Run {
             .transactions
             .with_label_values(&["committed"])
             .inc();
+        // Counted once committed: an aborted batch is processed again.
+        for ((host, outcome), n) in self.batch_counts.drain() {
+            let aggregate = self.hosts[host].aggregate_type();
+            if outcome == FORWARDED {
+                self.meters
+                    .forwarded
+                    .with_label_values(&[aggregate])
+                    .inc_by(n);
+            } else {
+                self.meters
+                    .commands
+                    .with_label_values(&[aggregate, outcome])
+                    .inc_by(n);
+            }
+        }
         self.meters.batch_records.observe(batch.len() as f64);
         self.meters
             .transaction_seconds
@@ -133,7 +167,7 @@ impl Run {
                     TxnClass::Retriable | TxnClass::Abortable => {
                         return Err(BatchError::Retry(format!("{what}: {e}")));
                     }
-                    TxnClass::Fatal => return Err(BatchError::Stop(fatal(e))),
+                    TxnClass::Fatal => return Err(BatchError::Stop(self.fatal(e))),
                 },
             }
         }
@@ -146,6 +180,7 @@ impl Run {
             host.discard();
         }
         self.batch_states.clear();
+        self.batch_counts.clear();
         if let BatchError::Stop(_) = cause {
             // A fatal producer cannot abort; the broker (or the next incarnation) will.
             return cause;
@@ -159,11 +194,22 @@ impl Run {
         }) {
             Ok(()) => cause,
             Err(BatchError::Stop(e)) => BatchError::Stop(e),
-            Err(BatchError::Retry(why)) => {
-                tracing::warn!(error = %why, "abort_transaction failed");
-                cause
-            }
+            // Shutdown interrupted a retriable abort: the broker (or the next incarnation's
+            // init_transactions) aborts the transaction.
+            Err(BatchError::Retry(_)) if self.shutdown.is_triggered() => cause,
+            // Neither done nor retriable: the producer's state is unknown, and every later begin
+            // would fail. Stop for a restart with a new producer.
+            Err(BatchError::Retry(why)) => BatchError::Stop(ProcessorError::AbortFailed(why)),
         }
+    }
+
+    /// The processor's error for a fatal error of the open transaction.
+    fn fatal(&self, e: KafkaError) -> ProcessorError {
+        fatal(
+            e,
+            self.transaction_began.elapsed(),
+            Duration::from_millis(self.config.transaction_timeout_ms),
+        )
     }
 
     /// Send `record`, waiting while librdkafka's queue is full.

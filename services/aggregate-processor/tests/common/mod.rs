@@ -474,12 +474,19 @@ pub async fn verify_inventory(world: &World, load: &[(&'static str, String, Stoc
     let results = world.read_all(&world.results_topic).await;
     let mut per_command: HashMap<String, usize> = HashMap::new();
     let mut accepted = 0usize;
+    // (aggregate id, version, command id) of every accepted result, to match with the events one by one.
+    let mut accepted_set = std::collections::BTreeSet::new();
     for r in &results {
         let (_, value) = r.record.as_ref().unwrap_or_else(|| panic!("a null result"));
         let result: CommandResult =
             apache_avro::from_value(value).unwrap_or_else(|e| panic!("{e}"));
         if result.outcome == CommandOutcome::Accepted {
             accepted += 1;
+            accepted_set.insert((
+                result.aggregate_id.clone(),
+                result.new_version.unwrap_or(-1),
+                result.command_id.clone(),
+            ));
         }
         *per_command.entry(result.command_id).or_default() += 1;
     }
@@ -502,6 +509,7 @@ pub async fn verify_inventory(world: &World, load: &[(&'static str, String, Stoc
 
     let events = world.read_all(&world.topic("inventory", "events")).await;
     assert_eq!(events.len(), accepted, "one event per accepted command");
+    let mut event_set = std::collections::BTreeSet::new();
     let mut by_sku: HashMap<String, Vec<InventoryEvent>> = HashMap::new();
     let mut versions: HashMap<String, Vec<i64>> = HashMap::new();
     for e in &events {
@@ -519,8 +527,21 @@ pub async fn verify_inventory(world: &World, load: &[(&'static str, String, Stoc
             .entry(key.clone())
             .or_default()
             .push(metadata.aggregate_version);
+        event_set.insert((
+            metadata.aggregate_id.clone(),
+            metadata.aggregate_version,
+            metadata.causation_id.clone(),
+        ));
         by_sku.entry(key).or_default().push(event);
     }
+    let unmatched: Vec<_> = accepted_set
+        .symmetric_difference(&event_set)
+        .take(5)
+        .collect();
+    assert!(
+        unmatched.is_empty(),
+        "accepted results and events differ (aggregate, version, command): {unmatched:?}"
+    );
     for (sku, v) in &versions {
         let expected: Vec<i64> = (1..=i64::try_from(v.len()).unwrap_or(0)).collect();
         assert_eq!(v, &expected, "{sku}: event versions in log order");
