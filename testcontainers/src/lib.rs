@@ -14,6 +14,7 @@
 //!
 //! # Layout
 //! - [`native`]: the native backend (drives `native/stack.sh`).
+//! - [`faulty`]: a fault-injecting proxy to put between a service and a real component.
 //! - [`process`]: start a service binary with a config, wait for `/readyz`, stop it with SIGTERM.
 //! - `docker` (feature `docker`): the Docker backend.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod faulty;
 pub mod native;
 pub mod process;
 

@@ -21,6 +21,19 @@ pub struct Registered {
     pub version: i64,
 }
 
+/// How long any registry call may take, connect included: every call the suite makes to a registry has
+/// this bound (a registry that stalls is a transient failure, not a hang).
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The HTTP client every caller of a registry uses: bounded connect and call time.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 /// A registry at a base URL.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
@@ -32,7 +45,7 @@ impl RegistryClient {
     /// A client for the registry at `base` (e.g. `http://127.0.0.1:18081`).
     pub fn new(base: &str) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: http_client(),
             base: base.trim_end_matches('/').to_string(),
         }
     }

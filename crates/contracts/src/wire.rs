@@ -2,6 +2,12 @@
 //! datum. Encoding looks up the latest schema of the record's subject (TopicRecordNameStrategy) in the
 //! registry, decoding looks the writer's schema up by id; both cache what they fetched (through
 //! schema_registry_converter), so the registry is asked once per schema, not once per record.
+//!
+//! Registry failures are classified by HTTP status and Confluent error code, never cached, and every
+//! call is bounded by [`crate::registry::CALL_TIMEOUT`]: no answer, a refused connection, 5xx, 401,
+//! 403, 408 and 429 are transient (the registry, or its credentials, will come back); an unknown
+//! schema id (40403) is the record's fault, poison, after a few quick retries (a schema registered a
+//! moment ago through another registry instance may not have reached this one yet).
 
 use std::sync::Arc;
 
@@ -67,30 +73,75 @@ impl std::fmt::Debug for Codec {
     }
 }
 
-/// Whether the registry failed (so trying again may help), rather than the record or the value:
-/// the converter marks network failures and 502/503 answers retriable; other 5xx answers are the
-/// registry's trouble too. A 4xx (an unknown schema id, say) is the record's.
-fn registry_error(e: &SRCError) -> bool {
-    e.retriable || e.error.contains("failed with status 5")
+/// What a registry failure means for the record at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The registry (or the way to it, or our credentials) failed: try again later.
+    Transient,
+    /// The schema id is not known to the registry (Confluent error code 40403).
+    UnknownSchema,
+    /// Anything else: the record or the value is at fault.
+    Permanent,
 }
 
-fn encode_error(e: &SRCError, topic: &str, full_name: &str) -> WireError {
-    if registry_error(e) {
-        WireError::Registry(e.to_string())
-    } else {
-        WireError::Unencodable {
-            subject: crate::subject::topic_record_name(topic, full_name),
-            why: e.to_string(),
+/// The HTTP status of a converter error ("... failed with status 404 Not Found").
+fn status_of(e: &SRCError) -> Option<u16> {
+    let (_, rest) = e.error.split_once("failed with status ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// The Confluent error code of a converter error (its cause reads "error_code: 40403, message: ...").
+fn error_code_of(e: &SRCError) -> Option<u32> {
+    let cause = e.cause.as_deref()?;
+    let (_, rest) = cause.split_once("error_code: ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The one place a registry failure is classified.
+fn failure(e: &SRCError) -> Failure {
+    // The converter marks transport failures (refused, reset, timed out) and 502/503 retriable.
+    if e.retriable {
+        return Failure::Transient;
+    }
+    match (status_of(e), error_code_of(e)) {
+        (Some(status), _) if status >= 500 || matches!(status, 401 | 403 | 408 | 429) => {
+            Failure::Transient
         }
+        (_, Some(40403)) => Failure::UnknownSchema,
+        _ => Failure::Permanent,
     }
 }
 
+/// How often, and how far apart, an unknown schema id is asked for again before the record is poison.
+const UNKNOWN_SCHEMA_RETRIES: u32 = 3;
+const UNKNOWN_SCHEMA_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Codec {
-    /// A codec for the registry at `url`.
+    /// A codec for the registry at `url`; each call is bounded by [`crate::registry::CALL_TIMEOUT`].
     pub fn new(url: &str) -> Self {
+        let settings = || {
+            SrSettings::new_builder(url.to_string())
+                .set_timeout(crate::registry::CALL_TIMEOUT)
+                .build()
+                .unwrap_or_else(|_| SrSettings::new(url.to_string()))
+        };
         Self {
-            encoder: Arc::new(AvroEncoder::new(SrSettings::new(url.to_string()))),
-            decoder: Arc::new(AvroDecoder::new(SrSettings::new(url.to_string()))),
+            encoder: Arc::new(AvroEncoder::new(settings())),
+            decoder: Arc::new(AvroDecoder::new(settings())),
+        }
+    }
+
+    fn encode_error(&self, e: &SRCError, topic: &str, full_name: &str) -> WireError {
+        // The converter caches a non-retriable failure for good: a registry answering 401 or 500 for
+        // a moment would fail this subject until a restart.
+        self.encoder.remove_errors_from_cache();
+        match failure(e) {
+            Failure::Transient => WireError::Registry(e.to_string()),
+            Failure::UnknownSchema | Failure::Permanent => WireError::Unencodable {
+                subject: crate::subject::topic_record_name(topic, full_name),
+                why: e.to_string(),
+            },
         }
     }
 
@@ -106,7 +157,7 @@ impl Codec {
         self.encoder
             .encode_struct(value, &strategy)
             .await
-            .map_err(|e| encode_error(&e, topic, full_name))
+            .map_err(|e| self.encode_error(&e, topic, full_name))
     }
 
     /// Encode an Avro value (e.g. from [`crate::json::to_avro`]) as record `full_name` on `topic`.
@@ -121,7 +172,7 @@ impl Codec {
         self.encoder
             .encode_value(value, &strategy)
             .await
-            .map_err(|e| encode_error(&e, topic, full_name))
+            .map_err(|e| self.encode_error(&e, topic, full_name))
     }
 
     /// Decode a record in Confluent's wire format into `T`.
@@ -150,13 +201,25 @@ impl Codec {
         bytes: &[u8],
         upcasters: &Upcasters,
     ) -> Result<Decoded<apache_avro::types::Value>, WireError> {
-        let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
-            if registry_error(&e) {
-                WireError::Registry(e.to_string())
-            } else {
-                WireError::Undecodable(e.to_string())
+        let mut attempts = 0;
+        let decoded = loop {
+            match self.decoder.decode(Some(bytes)).await {
+                Ok(d) => break d,
+                Err(e) => {
+                    self.decoder.remove_errors_from_cache();
+                    match failure(&e) {
+                        Failure::Transient => return Err(WireError::Registry(e.to_string())),
+                        Failure::UnknownSchema if attempts < UNKNOWN_SCHEMA_RETRIES => {
+                            attempts += 1;
+                            tokio::time::sleep(UNKNOWN_SCHEMA_BACKOFF * attempts).await;
+                        }
+                        Failure::UnknownSchema | Failure::Permanent => {
+                            return Err(WireError::Undecodable(e.to_string()));
+                        }
+                    }
+                }
             }
-        })?;
+        };
         let full_name = decoded.name.map(|n| n.fullname(None)).ok_or_else(|| {
             WireError::Undecodable("the writer schema is not a named record".into())
         })?;
@@ -164,5 +227,54 @@ impl Codec {
             .apply(&full_name, decoded.value)
             .map_err(WireError::Undecodable)?;
         Ok(Decoded { full_name, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: &str, code: u32) -> SRCError {
+        SRCError::non_retryable_with_cause(
+            std::io::Error::other(format!("error_code: {code}, message: m")),
+            &format!("HTTP request to schema registry failed with status {status}"),
+        )
+    }
+
+    #[test]
+    fn registry_failures_are_classified_by_status_and_code() {
+        assert_eq!(
+            failure(&answered("500 Internal Server Error", 50001)),
+            Failure::Transient
+        );
+        assert_eq!(
+            failure(&answered("401 Unauthorized", 40101)),
+            Failure::Transient
+        );
+        assert_eq!(
+            failure(&answered("403 Forbidden", 40301)),
+            Failure::Transient
+        );
+        assert_eq!(
+            failure(&answered("429 Too Many Requests", 42901)),
+            Failure::Transient
+        );
+        assert_eq!(
+            failure(&answered("404 Not Found", 40403)),
+            Failure::UnknownSchema
+        );
+        assert_eq!(
+            failure(&answered("404 Not Found", 40401)),
+            Failure::Permanent
+        );
+        assert_eq!(
+            failure(&answered("422 Unprocessable Entity", 42201)),
+            Failure::Permanent
+        );
+        let refused = SRCError::retryable_with_cause(
+            std::io::Error::other("connection refused"),
+            "http call to schema registry failed",
+        );
+        assert_eq!(failure(&refused), Failure::Transient);
     }
 }

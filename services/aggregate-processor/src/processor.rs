@@ -14,7 +14,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         return Ok(());
     }
     let registry = config.processor.registry_url.clone();
-    let http = reqwest::Client::new();
+    let http = causeway_contracts::registry::http_client();
     let reachable = ctx
         .wait_for("schema registry", || {
             let http = http.clone();

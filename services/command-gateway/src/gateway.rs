@@ -64,7 +64,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         producer,
         codec,
         schemas: RwLock::new(HashMap::new()),
-        http: reqwest::Client::new(),
+        http: causeway_contracts::registry::http_client(),
         results,
     });
     let shutdown = ctx.shutdown.clone();

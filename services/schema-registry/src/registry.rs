@@ -50,7 +50,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let app = Arc::new(App {
         log: log.clone(),
         default_level: registry.default_level(),
-        http: reqwest::Client::new(),
+        http: causeway_contracts::registry::http_client(),
         max_body: registry.max_request_bytes,
         own_url: registry.advertised_url(),
         write_timeout: std::time::Duration::from_millis(registry.write_timeout_ms),

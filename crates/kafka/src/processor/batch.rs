@@ -29,6 +29,8 @@ impl Run {
             let mut deadline: Option<Instant> = None;
             while batch.len() < self.config.max_batch_records {
                 let timeout = match deadline {
+                    // While a restore is in progress the loop comes back to it at once.
+                    None if self.restore.is_some() => Duration::from_millis(1),
                     None => Duration::from_millis(100),
                     Some(_) => Duration::ZERO,
                 };
@@ -126,6 +128,15 @@ impl Run {
                             self.hosts[owned.0].drop_partition(partition);
                             gone.insert(owned);
                         }
+                    }
+                    // A restore of a partition no longer ours is abandoned; the partitions it was
+                    // restoring that are still ours start a new one.
+                    if self
+                        .restore
+                        .as_ref()
+                        .is_some_and(|r| gone.iter().any(|o| r.covers(o)))
+                    {
+                        self.restore = None;
                     }
                     batch.retain(|m| {
                         self.owned(m.topic(), m.partition())

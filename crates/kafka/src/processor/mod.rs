@@ -229,6 +229,7 @@ impl Processor {
             meters,
             shutdown,
             progress,
+            restore: None,
         };
         let outcome = run.run(&consumer);
         run.progress.done();
@@ -406,6 +407,8 @@ struct Run {
     meters: Meters,
     shutdown: Shutdown,
     progress: std::sync::Arc<progress::Progress>,
+    /// The restore in progress, if any.
+    restore: Option<restore::Restore>,
 }
 
 impl Run {

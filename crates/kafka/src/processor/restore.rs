@@ -1,5 +1,9 @@
 //! Restoring the state of assigned partitions: committed offsets first (so a previous owner's last
 //! transaction has ended), then the changelog to its end (read_committed), then position and resume.
+//!
+//! A restore runs in steps of at most [`STEP`] between polls of the group consumer, so however long a
+//! changelog is, the consumer keeps polling (its restoring partitions paused, the others processing)
+//! and `max.poll.interval.ms` is never exceeded: the instance keeps its membership.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -17,41 +21,171 @@ use super::{CALL_TIMEOUT, Owned, PartitionState, Run};
 use crate::config::OffsetMode;
 use crate::error::Error;
 
+/// Longest one restore step reads before the loop polls the group consumer again.
+const STEP: Duration = Duration::from_millis(100);
+
+/// How long the committed offsets may take to become stable before the loop polls again and retries
+/// (a previous owner's transaction still open holds them back until it ends).
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A restore in progress: the command partitions it restores, their committed offsets, and one
+/// changelog reader per hosted aggregate type.
+pub(super) struct Restore {
+    owned: Vec<Owned>,
+    committed: TopicPartitionList,
+    readers: Vec<Reader>,
+    started: Instant,
+}
+
+impl Restore {
+    fn records_read(&self) -> u64 {
+        self.readers.iter().map(|r| r.read).sum()
+    }
+
+    /// Whether it restores `owned`.
+    pub(super) fn covers(&self, owned: &Owned) -> bool {
+        self.owned.contains(owned)
+    }
+}
+
+/// Where a reader got to in one step.
+enum Step {
+    /// Its changelog partitions are read to their end.
+    Done,
+    /// Not yet: go on next turn.
+    Later,
+    /// It lost its place: the restore starts over.
+    Restart,
+}
+
+struct Reader {
+    host: usize,
+    consumer: BaseConsumer,
+    remaining: HashSet<i32>,
+    /// Changelog records read so far.
+    read: u64,
+}
+
 impl Run {
-    /// Restore every partition waiting for it, then position and resume it.
+    /// One step of restoring the partitions waiting for it: start a restore, read some of the
+    /// changelog, or finish (position and resume). `Ok(true)` when a restore finished.
     pub(super) fn restore_pending(
         &mut self,
         consumer: &BaseConsumer<Rebalances>,
     ) -> Result<bool, ProcessorError> {
-        let pending: Vec<Owned> = self
+        if self.restore.is_none() && !self.start_restore(consumer)? {
+            return Ok(false);
+        }
+        let Some(mut restore) = self.restore.take() else {
+            return Ok(false);
+        };
+        let deadline = Instant::now() + STEP;
+        let before = restore.records_read();
+        let result = self.restore_step(&mut restore, deadline);
+        if restore.records_read() > before {
+            // Reading a long changelog is progress, not a stall.
+            self.progress.moved();
+        }
+        match result? {
+            Step::Done => {}
+            Step::Later => {
+                self.restore = Some(restore);
+                return Ok(false);
+            }
+            Step::Restart => return Ok(false),
+        }
+        self.finish_restore(consumer, restore)
+    }
+
+    /// Read each reader's changelog on, until all are at their end or the step's time is up.
+    fn restore_step(
+        &mut self,
+        restore: &mut Restore,
+        deadline: Instant,
+    ) -> Result<Step, ProcessorError> {
+        for reader in &mut restore.readers {
+            match self.read_changelog(reader, deadline)? {
+                Step::Done => {}
+                // Interrupted (the step's time, a registry outage, shutdown): go on next turn.
+                // Restart: the partitions stay Restoring, and the next turn starts a new restore.
+                other => return Ok(other),
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// Every changelog is read: position the command partitions at their committed offsets and resume.
+    fn finish_restore(
+        &mut self,
+        consumer: &BaseConsumer<Rebalances>,
+        restore: Restore,
+    ) -> Result<bool, ProcessorError> {
+        // Position at the committed offsets (the earliest record when none), then resume.
+        for element in restore.committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            if let Err(e) =
+                consumer.seek(element.topic(), element.partition(), offset, CALL_TIMEOUT)
+            {
+                tracing::warn!(error = %e, topic = element.topic(), partition = element.partition(), "seek failed; will retry");
+                self.restore = Some(restore);
+                return Ok(false);
+            }
+        }
+        consumer
+            .resume(&restore.committed)
+            .map_err(|source| Error::Operation {
+                operation: "resume restored partitions",
+                source,
+            })?;
+        for owned in &restore.owned {
+            self.partitions.insert(*owned, PartitionState::Ready);
+        }
+        let states: usize = self.hosts.iter().map(|h| h.states()).sum();
+        tracing::info!(
+            partitions = restore.owned.len(),
+            states,
+            ms = restore.started.elapsed().as_millis() as u64,
+            "state restored; partitions resumed"
+        );
+        Ok(true)
+    }
+
+    /// Begin restoring every partition waiting for it. `Ok(false)` when there is none, or its committed
+    /// offsets are not stable yet (tried again next turn).
+    fn start_restore(
+        &mut self,
+        consumer: &BaseConsumer<Rebalances>,
+    ) -> Result<bool, ProcessorError> {
+        let owned: Vec<Owned> = self
             .partitions
             .iter()
             .filter(|(_, s)| **s == PartitionState::Restoring)
             .map(|(o, _)| *o)
             .collect();
-        if pending.is_empty() {
+        if owned.is_empty() {
             return Ok(false);
         }
         let started = Instant::now();
-        // 1. Committed offsets first: with read_committed, the broker answers only once no transactional
-        //    offset commit is pending, so a previous owner's last transaction has ended (committed or
-        //    aborted) before the changelog is read.
+        // Committed offsets first: with read_committed, the broker answers only once no transactional
+        // offset commit is pending, so a previous owner's last transaction has ended (committed or
+        // aborted) before the changelog is read.
         let mut commands = TopicPartitionList::new();
-        for &(host, partition) in &pending {
+        for &(host, partition) in &owned {
             commands.add_partition(&self.hosts[host].topics().commands, partition);
         }
-        let committed = match consumer.committed_offsets(commands.clone(), CALL_TIMEOUT) {
+        let committed = match consumer.committed_offsets(commands, COMMITTED_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
-                // Leave them Restoring: the next turn of the loop tries again.
-                tracing::warn!(error = %e, "cannot read committed offsets; will retry");
-                std::thread::sleep(Duration::from_millis(200));
+                tracing::debug!(error = %e, "committed offsets not stable yet; will retry");
                 return Ok(false);
             }
         };
-        // 2. The changelog of each, to its end.
+        let mut readers = Vec::new();
         for host in 0..self.hosts.len() {
-            let parts: Vec<i32> = pending
+            let parts: Vec<i32> = owned
                 .iter()
                 .filter(|(h, _)| *h == host)
                 .map(|(_, p)| *p)
@@ -62,90 +196,75 @@ impl Run {
             for &p in &parts {
                 self.hosts[host].drop_partition(p);
             }
-            if !self.restore_changelog(host, &parts)? {
-                return Ok(false); // shutting down
-            }
+            readers.push(self.reader(host, &parts)?);
         }
-        // 3. Position at the committed offsets (the earliest record when none), then resume.
-        for element in committed.elements() {
-            let offset = match element.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            if let Err(e) =
-                consumer.seek(element.topic(), element.partition(), offset, CALL_TIMEOUT)
-            {
-                tracing::warn!(error = %e, topic = element.topic(), partition = element.partition(), "seek failed; will retry");
-                return Ok(false);
-            }
-        }
-        consumer
-            .resume(&commands)
-            .map_err(|source| Error::Operation {
-                operation: "resume restored partitions",
-                source,
-            })?;
-        for owned in &pending {
-            self.partitions.insert(*owned, PartitionState::Ready);
-        }
-        let states: usize = self.hosts.iter().map(|h| h.states()).sum();
-        tracing::info!(
-            partitions = pending.len(),
-            states,
-            ms = started.elapsed().as_millis() as u64,
-            "state restored; partitions resumed"
-        );
+        self.restore = Some(Restore {
+            owned,
+            committed,
+            readers,
+            started,
+        });
         Ok(true)
     }
 
-    /// Read `partitions` of host `host`'s changelog from the beginning to the end (read_committed).
-    /// `Ok(false)` when shutdown interrupted it.
-    fn restore_changelog(
-        &mut self,
-        host: usize,
-        partitions: &[i32],
-    ) -> Result<bool, ProcessorError> {
-        let topic = self.hosts[host].topics().changelog.clone();
+    /// A consumer of `partitions` of host `host`'s changelog from the beginning (read_committed).
+    fn reader(&self, host: usize, partitions: &[i32]) -> Result<Reader, ProcessorError> {
+        let topic = &self.hosts[host].topics().changelog;
         let mut config = self.kafka.consumer_config(
             "aggregate-processor-restore",
             &format!("{}-restore", self.config.group_id),
             OffsetMode::Transactional,
         );
         config.set("enable.partition.eof", "true");
-        let restorer: BaseConsumer = config.create().map_err(|source| Error::Client {
+        let consumer: BaseConsumer = config.create().map_err(|source| Error::Client {
             what: "restore consumer",
             source,
         })?;
         let mut list = TopicPartitionList::new();
         for &p in partitions {
-            list.add_partition_offset(&topic, p, Offset::Beginning)
+            list.add_partition_offset(topic, p, Offset::Beginning)
                 .map_err(|source| Error::Operation {
                     operation: "assign the changelog",
                     source,
                 })?;
         }
-        restorer.assign(&list).map_err(|source| Error::Operation {
+        consumer.assign(&list).map_err(|source| Error::Operation {
             operation: "assign the changelog",
             source,
         })?;
-        let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
+        Ok(Reader {
+            host,
+            consumer,
+            remaining: partitions.iter().copied().collect(),
+            read: 0,
+        })
+    }
+
+    /// Read `reader`'s changelog until its end or `deadline`.
+    fn read_changelog(
+        &mut self,
+        reader: &mut Reader,
+        deadline: Instant,
+    ) -> Result<Step, ProcessorError> {
+        let host = reader.host;
         let aggregate = self.hosts[host].aggregate_type();
         let restored = self.meters.restored.with_label_values(&[aggregate]);
-        while !remaining.is_empty() {
-            if self.shutdown.is_triggered() {
-                return Ok(false);
+        while !reader.remaining.is_empty() {
+            if self.shutdown.is_triggered() || Instant::now() >= deadline {
+                return Ok(Step::Later);
             }
-            match restorer.poll(Duration::from_millis(200)) {
+            match reader.consumer.poll(Duration::from_millis(10)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    remaining.remove(&p);
+                    reader.remaining.remove(&p);
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, topic = %topic, "restore consumer error")
+                    tracing::warn!(error = %e, aggregate, "restore consumer error")
                 }
                 Some(Ok(m)) => {
+                    let topic = m.topic();
                     let fail = |why: String| ProcessorError::Changelog {
-                        topic: topic.clone(),
+                        topic: topic.to_string(),
                         partition: m.partition(),
                         offset: m.offset(),
                         why,
@@ -158,31 +277,36 @@ impl Run {
                     let value = match m.payload() {
                         None => None,
                         Some(bytes) => {
-                            let decoded = loop {
-                                match self
-                                    .block_on(self.codec.decode_value(bytes, &Upcasters::default()))
-                                {
-                                    Ok(d) => break d,
-                                    Err(WireError::Registry(e)) => {
-                                        tracing::warn!(error = %e, "registry unavailable while restoring; retrying");
-                                        std::thread::sleep(Duration::from_millis(500));
-                                        if self.shutdown.is_triggered() {
-                                            return Ok(false);
-                                        }
+                            match self
+                                .block_on(self.codec.decode_value(bytes, &Upcasters::default()))
+                            {
+                                Ok(d) => Some(d.value),
+                                Err(WireError::Registry(e)) => {
+                                    // Read this record again next turn.
+                                    tracing::warn!(error = %e, "registry unavailable while restoring; retrying");
+                                    if let Err(e) = reader.consumer.seek(
+                                        topic,
+                                        m.partition(),
+                                        Offset::Offset(m.offset()),
+                                        CALL_TIMEOUT,
+                                    ) {
+                                        tracing::warn!(error = %e, "cannot rewind the restore; starting it again");
+                                        return Ok(Step::Restart);
                                     }
-                                    Err(e) => return Err(fail(e.to_string())),
+                                    return Ok(Step::Later);
                                 }
-                            };
-                            Some(decoded.value)
+                                Err(e) => return Err(fail(e.to_string())),
+                            }
                         }
                     };
                     self.hosts[host]
                         .restore(m.partition(), key, value.as_ref())
                         .map_err(fail)?;
                     restored.inc();
+                    reader.read += 1;
                 }
             }
         }
-        Ok(true)
+        Ok(Step::Done)
     }
 }

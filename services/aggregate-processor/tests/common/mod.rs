@@ -424,6 +424,8 @@ pub struct Read {
 pub enum StockCommand {
     Add(causeway_orders::contracts::inventory::AddStock),
     Reserve(causeway_orders::contracts::inventory::ReserveStock),
+    Release(causeway_orders::contracts::inventory::ReleaseReservation),
+    Commit(causeway_orders::contracts::inventory::CommitReservation),
 }
 
 pub fn stock_load(skus: usize, per_sku: usize) -> Vec<(&'static str, String, StockCommand)> {
