@@ -64,11 +64,30 @@ pub struct Previous<'a> {
     pub schema: &'a Schema,
 }
 
+/// Most comparison steps one check may take before it is refused as too complex. Comparisons of a pair
+/// of named types are remembered, so a real schema needs a few thousand at most; the bound keeps a
+/// hostile one (deeply nested, with many branches) from holding a registry's worker for minutes.
+pub const MAX_STEPS: usize = 200_000;
+
+/// Most problems one check reports (the first ones, in schema order).
+pub const MAX_PROBLEMS: usize = 100;
+
+/// A check that would take more than [`MAX_STEPS`] steps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the schema is too complex to check for compatibility (more than {MAX_STEPS} comparison steps)"
+)]
+pub struct TooComplex;
+
 /// Every incompatibility of `candidate` with `previous` (oldest first) under `level`, as messages that
 /// name the version, the direction and Avro's reason. Empty when compatible.
-pub fn check(level: Level, candidate: &Schema, previous: &[Previous<'_>]) -> Vec<String> {
+pub fn check(
+    level: Level,
+    candidate: &Schema,
+    previous: &[Previous<'_>],
+) -> Result<Vec<String>, TooComplex> {
     let (backward, forward, transitive) = match level {
-        Level::None => return Vec::new(),
+        Level::None => return Ok(Vec::new()),
         Level::Backward => (true, false, false),
         Level::BackwardTransitive => (true, false, true),
         Level::Forward => (false, true, false),
@@ -83,14 +102,14 @@ pub fn check(level: Level, candidate: &Schema, previous: &[Previous<'_>]) -> Vec
     };
     let mut messages = Vec::new();
     for p in against.iter().rev() {
-        if backward && let Some(why) = reads(p.schema, candidate) {
+        if backward && let Some(why) = reads(p.schema, candidate)? {
             messages.push(format!(
                 "{}: the new schema cannot read data written with version {}: {why}",
                 level.as_str(),
                 p.version
             ));
         }
-        if forward && let Some(why) = reads(candidate, p.schema) {
+        if forward && let Some(why) = reads(candidate, p.schema)? {
             messages.push(format!(
                 "{}: version {} cannot read data written with the new schema: {why}",
                 level.as_str(),
@@ -98,25 +117,39 @@ pub fn check(level: Level, candidate: &Schema, previous: &[Previous<'_>]) -> Vec
             ));
         }
     }
-    messages
+    Ok(messages)
 }
 
 /// Why `reader` cannot read what `writer` wrote (every reason, joined), or `None` when it always can.
-fn reads(writer: &Schema, reader: &Schema) -> Option<String> {
-    let problems = incompatibilities(writer, reader);
-    (!problems.is_empty()).then(|| problems.join("; "))
+fn reads(writer: &Schema, reader: &Schema) -> Result<Option<String>, TooComplex> {
+    let problems = incompatibilities(writer, reader)?;
+    Ok((!problems.is_empty()).then(|| problems.join("; ")))
 }
 
-/// Every reason a reader with `reader` cannot read data written with `writer`; empty when it can.
-pub fn incompatibilities(writer: &Schema, reader: &Schema) -> Vec<String> {
+/// Every reason a reader with `reader` cannot read data written with `writer` (at most
+/// [`MAX_PROBLEMS`]); empty when it can.
+pub fn incompatibilities(writer: &Schema, reader: &Schema) -> Result<Vec<String>, TooComplex> {
     let mut checker = Checker {
         writer_names: named_types(writer),
         reader_names: named_types(reader),
         in_progress: HashSet::new(),
+        compared: HashMap::new(),
         problems: Vec::new(),
+        steps: 0,
     };
     checker.check(writer, reader, "");
-    checker.problems
+    if checker.steps > MAX_STEPS {
+        return Err(TooComplex);
+    }
+    Ok(checker
+        .problems
+        .into_iter()
+        .take(MAX_PROBLEMS)
+        .map(|(path, message)| {
+            let at = if path.is_empty() { "/" } else { path.as_str() };
+            format!("at {at}: {message}")
+        })
+        .collect())
 }
 
 struct Checker<'a> {
@@ -124,7 +157,13 @@ struct Checker<'a> {
     reader_names: HashMap<String, &'a Schema>,
     /// Pairs of named types being compared; meeting one again (a recursive type) is assumed compatible.
     in_progress: HashSet<(String, String)>,
-    problems: Vec<String>,
+    /// Pairs of named record types compared already, with their problems (paths relative to the pair):
+    /// a type used in many places is compared once, not once per place (which is exponential in the
+    /// nesting depth of a type with two fields of the type below it).
+    compared: HashMap<(String, String), Vec<(String, String)>>,
+    /// (path, message) of each problem found.
+    problems: Vec<(String, String)>,
+    steps: usize,
 }
 
 /// Every named type defined in `schema`, by full name (to resolve `Ref`s).
@@ -253,11 +292,14 @@ fn names_match(
 
 impl<'a> Checker<'a> {
     fn fail(&mut self, path: &str, message: String) {
-        let at = if path.is_empty() { "/" } else { path };
-        self.problems.push(format!("at {at}: {message}"));
+        self.problems.push((path.to_string(), message));
     }
 
     fn check(&mut self, writer: &'a Schema, reader: &'a Schema, path: &str) {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return;
+        }
         let w = shape(writer, &self.writer_names);
         let r = shape(reader, &self.reader_names);
         match (w, r) {
@@ -371,9 +413,35 @@ impl<'a> Checker<'a> {
             return;
         }
         let key = (wr.name.fullname(None), rr.name.fullname(None));
+        if let Some(found) = self.compared.get(&key) {
+            let found: Vec<(String, String)> = found
+                .iter()
+                .map(|(rel, message)| (format!("{path}{rel}"), message.clone()))
+                .collect();
+            for (at, message) in found {
+                self.fail(&at, message);
+            }
+            return;
+        }
         if !self.in_progress.insert(key.clone()) {
             return;
         }
+        // The pair's problems are found with paths relative to it, remembered, then placed at `path`.
+        let before = self.problems.len();
+        self.check_fields(wr, rr);
+        // At most MAX_PROBLEMS kept per pair (never none when there is one: the verdict stands), so
+        // that problems do not multiply with every place the pair is used.
+        let relative: Vec<(String, String)> =
+            self.problems.drain(before..).take(MAX_PROBLEMS).collect();
+        self.in_progress.remove(&key);
+        for (rel, message) in &relative {
+            self.fail(&format!("{path}{rel}"), message.clone());
+        }
+        self.compared.insert(key, relative);
+    }
+
+    fn check_fields(&mut self, wr: &'a RecordSchema, rr: &'a RecordSchema) {
+        let path = "";
         for (i, field) in rr.fields.iter().enumerate() {
             let writer_field = wr
                 .fields
@@ -394,7 +462,6 @@ impl<'a> Checker<'a> {
                 ),
             }
         }
-        self.in_progress.remove(&key);
     }
 
     /// Whether `reader` reads `writer`, without recording problems.
@@ -426,15 +493,28 @@ mod tests {
             version: 1,
             schema: &v1,
         }];
-        let backward = check(Level::Backward, &v2, &prev);
+        let backward = check(Level::Backward, &v2, &prev).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(backward.len(), 1, "{backward:?}");
         assert!(
             backward[0].contains("'b'") && backward[0].contains("default"),
             "{backward:?}"
         );
-        assert!(check(Level::Forward, &v2, &prev).is_empty());
-        assert_eq!(check(Level::Full, &v2, &prev).len(), 1);
-        assert!(check(Level::None, &v2, &prev).is_empty());
+        assert!(
+            check(Level::Forward, &v2, &prev)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_empty()
+        );
+        assert_eq!(
+            check(Level::Full, &v2, &prev)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .len(),
+            1
+        );
+        assert!(
+            check(Level::None, &v2, &prev)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -453,8 +533,13 @@ mod tests {
                 schema: &v2,
             },
         ];
-        assert!(check(Level::Backward, &v3, &prev).is_empty());
-        let transitive = check(Level::BackwardTransitive, &v3, &prev);
+        assert!(
+            check(Level::Backward, &v3, &prev)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_empty()
+        );
+        let transitive =
+            check(Level::BackwardTransitive, &v3, &prev).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(transitive.len(), 1, "{transitive:?}");
         assert!(transitive[0].contains("version 1"), "{transitive:?}");
     }
@@ -472,7 +557,55 @@ mod tests {
             version: 1,
             schema: &v1,
         }];
-        assert_eq!(check(Level::Backward, &v2, &prev).len(), 1);
-        assert!(check(Level::Forward, &v2, &prev).is_empty());
+        assert_eq!(
+            check(Level::Backward, &v2, &prev)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .len(),
+            1
+        );
+        assert!(
+            check(Level::Forward, &v2, &prev)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_empty()
+        );
+    }
+
+    /// Record T_k has two fields of type T_(k-1): a 30-level schema is 2^30 paths to the bottom.
+    fn deep(levels: usize, bottom: &str) -> Schema {
+        let mut text = format!(
+            r#"{{"type":"record","name":"T0","fields":[{{"name":"v","type":"{bottom}"}}]}}"#
+        );
+        for k in 1..=levels {
+            text = format!(
+                r#"{{"type":"record","name":"T{k}","fields":[{{"name":"a","type":{text}}},{{"name":"b","type":"T{}"}}]}}"#,
+                k - 1
+            );
+        }
+        Schema::parse_str(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_deeply_shared_type_is_compared_once() {
+        let old = deep(30, "int");
+        let new = deep(30, "string");
+        let problems = incompatibilities(&old, &new).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!problems.is_empty(), "int cannot be read as string");
+        assert!(problems.len() <= MAX_PROBLEMS);
+        assert!(problems[0].contains("/fields/0/type"), "{problems:?}");
+        assert!(incompatibilities(&old, &old).is_ok_and(|p| p.is_empty()));
+    }
+
+    #[test]
+    fn a_check_past_the_step_bound_is_refused() {
+        let branches: Vec<String> = (0..1000)
+            .map(|i| {
+                format!(
+                    r#"{{"type":"record","name":"R{i}","fields":[{{"name":"f","type":"int"}}]}}"#
+                )
+            })
+            .collect();
+        let union = Schema::parse_str(&format!("[{}]", branches.join(",")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(incompatibilities(&union, &union), Err(TooComplex));
     }
 }

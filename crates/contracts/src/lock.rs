@@ -133,7 +133,7 @@ fn problems_against(catalog: &Catalog, contract: &Contract, published: &[String]
             schema,
         })
         .collect();
-    compat::check(CONTRACT_LEVEL, &current, &previous)
+    compat::check(CONTRACT_LEVEL, &current, &previous).unwrap_or_else(|e| vec![e.to_string()])
 }
 
 #[cfg(test)]

@@ -230,8 +230,8 @@ mod tests {
         let order = r#"{"type":"record","name":"Order","namespace":"x","fields":[{"name":"a","type":"x.Line"},{"name":"b","type":{"type":"array","items":"Line"}}]}"#;
         let old = parse(order, &[line.to_string()]).unwrap_or_else(|e| panic!("{e}"));
         let new = parse(order, &[line2.to_string()]).unwrap_or_else(|e| panic!("{e}"));
-        assert!(incompatibilities(&old, &old).is_empty());
-        let problems = incompatibilities(&old, &new);
+        assert!(incompatibilities(&old, &old).is_ok_and(|p| p.is_empty()));
+        let problems = incompatibilities(&old, &new).unwrap_or_else(|e| panic!("{e}"));
         assert!(problems.iter().any(|p| p.contains("'q'")), "{problems:?}");
     }
 

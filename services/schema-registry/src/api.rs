@@ -305,15 +305,37 @@ fn candidate(store: &Store, request: &SchemaRequest) -> Result<Candidate, ApiErr
     })
 }
 
-/// The texts of `references` and of what they reference, dependencies first.
+/// Most bytes of referenced schema text one schema may pull in, all references together.
+const MAX_REFERENCED_BYTES: usize = 4 << 20;
+
+/// The texts of `references` and of what they reference, dependencies first, each (subject, version)
+/// once however often it is referenced (a diamond of references does not multiply), within
+/// [`MAX_REFERENCED_BYTES`].
 fn resolve(store: &Store, references: &[Reference], depth: usize) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0usize;
+    resolve_into(store, references, depth, &mut seen, &mut bytes, &mut out)?;
+    Ok(out)
+}
+
+fn resolve_into(
+    store: &Store,
+    references: &[Reference],
+    depth: usize,
+    seen: &mut std::collections::HashSet<(String, i32)>,
+    bytes: &mut usize,
+    out: &mut Vec<String>,
+) -> Result<(), ApiError> {
     if depth > 32 {
         return Err(ApiError::invalid_schema(
             "references nest deeper than 32 levels",
         ));
     }
-    let mut out = Vec::new();
     for r in references {
+        if !seen.insert((r.subject.clone(), r.version)) {
+            continue;
+        }
         let found = store
             .version(&r.subject, VersionSpec::Number(r.version), false)
             .map_err(|_| {
@@ -322,10 +344,16 @@ fn resolve(store: &Store, references: &[Reference], depth: usize) -> Result<Vec<
                     r.name, r.subject, r.version
                 ))
             })?;
-        out.extend(resolve(store, &found.stored.references, depth + 1)?);
+        resolve_into(store, &found.stored.references, depth + 1, seen, bytes, out)?;
+        *bytes += found.stored.schema.len();
+        if *bytes > MAX_REFERENCED_BYTES {
+            return Err(ApiError::invalid_schema(&format!(
+                "the referenced schemas exceed {MAX_REFERENCED_BYTES} bytes together"
+            )));
+        }
         out.push(found.stored.schema.clone());
     }
-    Ok(out)
+    Ok(())
 }
 
 fn parse_found(store: &Store, found: &Found) -> Result<apache_avro::Schema, ApiError> {
@@ -338,31 +366,46 @@ fn parse_found(store: &Store, found: &Found) -> Result<apache_avro::Schema, ApiE
     })
 }
 
-/// Every incompatibility of `candidate` with the subject's live versions under the subject's level.
-fn against_subject(
-    app: &App,
-    store: &Store,
-    subject: &str,
-    candidate: &apache_avro::Schema,
-) -> Result<Vec<String>, ApiError> {
+/// A compatibility check to run: the level and the versions to check against, parsed, owned, so that
+/// the check runs after the store's lock is released.
+struct Check {
+    level: Level,
+    previous: Vec<(i32, apache_avro::Schema)>,
+}
+
+/// The subject's live versions under the subject's level (read under the store's lock).
+fn against_subject(app: &App, store: &Store, subject: &str) -> Result<Check, ApiError> {
     let found = store.all_versions(subject, false);
-    let parsed: Vec<apache_avro::Schema> = found
+    let previous = found
         .iter()
-        .map(|f| parse_found(store, f))
+        .map(|f| parse_found(store, f).map(|schema| (f.version, schema)))
         .collect::<Result<_, _>>()?;
-    let previous: Vec<Previous<'_>> = found
-        .iter()
-        .zip(&parsed)
-        .map(|(f, schema)| Previous {
-            version: f.version,
-            schema,
+    Ok(Check {
+        level: level_of(app, store, subject),
+        previous,
+    })
+}
+
+impl Check {
+    /// Every incompatibility of `candidate`, computed on a blocking thread with no lock held (a check
+    /// is bounded in steps, see `compat::MAX_STEPS`, but may still take a while): 422 when the schema
+    /// is too complex to check.
+    async fn run(self, candidate: apache_avro::Schema) -> Result<Vec<String>, ApiError> {
+        tokio::task::spawn_blocking(move || {
+            let previous: Vec<Previous<'_>> = self
+                .previous
+                .iter()
+                .map(|(version, schema)| Previous {
+                    version: *version,
+                    schema,
+                })
+                .collect();
+            compat::check(self.level, &candidate, &previous)
         })
-        .collect();
-    Ok(compat::check(
-        level_of(app, store, subject),
-        candidate,
-        &previous,
-    ))
+        .await
+        .map_err(|e| ApiError::store(&format!("the compatibility check failed: {e}")))?
+        .map_err(|e| ApiError::invalid_schema(&e.to_string()))
+    }
 }
 
 fn level_of(app: &App, store: &Store, subject: &str) -> Level {
@@ -449,7 +492,9 @@ async fn register(State(app): Shared, Path(subject): Path<String>, bytes: Bytes)
     let request: SchemaRequest = body(&bytes)?;
     let mut guard = app.log.writer().await;
     let writer = guard.as_mut().ok_or_else(crate::log::not_leader)?;
-    let record = {
+    // Read what the check needs under the store's lock, check without it (only this writer, whose
+    // lock is held, changes the store meanwhile), then take the lock again to assign id and version.
+    let (mode, c, check) = {
         let store = app.log.store();
         let mode = mode_of(&store, &subject);
         if mode == Mode::Readonly {
@@ -463,12 +508,19 @@ async fn register(State(app): Shared, Path(subject): Path<String>, bytes: Bytes)
         {
             return Ok(reply(json!({ "id": id })));
         }
-        if mode != Mode::Import {
-            let messages = against_subject(&app, &store, &subject, &c.parsed)?;
-            if !messages.is_empty() {
-                return Err(ApiError::incompatible(&messages));
-            }
+        let check = (mode != Mode::Import)
+            .then(|| against_subject(&app, &store, &subject))
+            .transpose()?;
+        (mode, c, check)
+    };
+    if let Some(check) = check {
+        let messages = check.run(c.parsed.clone()).await?;
+        if !messages.is_empty() {
+            return Err(ApiError::incompatible(&messages));
         }
+    }
+    let record = {
+        let store = app.log.store();
         let existing_id = store.id_of(&c.canonical, None, &c.references);
         let (id, version) = match mode {
             Mode::Import => {
@@ -698,9 +750,13 @@ async fn check_latest(
     bytes: Bytes,
 ) -> ApiResult {
     let request: SchemaRequest = body(&bytes)?;
-    let store = app.log.store();
-    let c = candidate(&store, &request)?;
-    let messages = against_subject(&app, &store, &subject, &c.parsed)?;
+    let (c, check) = {
+        let store = app.log.store();
+        let c = candidate(&store, &request)?;
+        let check = against_subject(&app, &store, &subject)?;
+        (c, check)
+    };
+    let messages = check.run(c.parsed).await?;
     Ok(compatibility_reply(messages, flag(&q, "verbose")))
 }
 
@@ -712,22 +768,25 @@ async fn check_version(
 ) -> ApiResult {
     let spec = VersionSpec::parse(&version)?;
     let request: SchemaRequest = body(&bytes)?;
-    let store = app.log.store();
-    let found = store.version(&subject, spec, false)?;
-    let c = candidate(&store, &request)?;
-    let against = parse_found(&store, &found)?;
-    let previous = [Previous {
-        version: found.version,
-        schema: &against,
-    }];
-    // Against one named version, transitivity has nothing to add: the direction is what counts.
-    let level = match level_of(&app, &store, &subject) {
-        Level::BackwardTransitive => Level::Backward,
-        Level::ForwardTransitive => Level::Forward,
-        Level::FullTransitive => Level::Full,
-        other => other,
+    let (c, check) = {
+        let store = app.log.store();
+        let found = store.version(&subject, spec, false)?;
+        let c = candidate(&store, &request)?;
+        let against = parse_found(&store, &found)?;
+        // Against one named version, transitivity has nothing to add: the direction is what counts.
+        let level = match level_of(&app, &store, &subject) {
+            Level::BackwardTransitive => Level::Backward,
+            Level::ForwardTransitive => Level::Forward,
+            Level::FullTransitive => Level::Full,
+            other => other,
+        };
+        let check = Check {
+            level,
+            previous: vec![(found.version, against)],
+        };
+        (c, check)
     };
-    let messages = compat::check(level, &c.parsed, &previous);
+    let messages = check.run(c.parsed).await?;
     Ok(compatibility_reply(messages, flag(&q, "verbose")))
 }
 
