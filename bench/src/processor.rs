@@ -401,8 +401,7 @@ async fn gateway_runs(args: &Args, stack: &Stack) -> anyhow::Result<(Samples, Sa
                     let response = http
                         .post(format!("{base}/v1/commands/inventory/AddStock"))
                         .header("Content-Type", "application/json")
-                        .header("Idempotency-Key", &id)
-                        .body(json!({ "sku": sku, "quantity": 1 }).to_string())
+                        .body(json!({ "command_id": id, "sku": sku, "quantity": 1 }).to_string())
                         .send()
                         .await?;
                     anyhow::ensure!(

@@ -41,11 +41,14 @@ send() {
     *'"status_url"'*) ;;
     *) printf '  %-18s %-24s refused: %s\n' "$command" "" "$answer"; return ;;
   esac
-  curl -s "127.0.0.1:18080/v1/commands/$id?wait_ms=15000" | "$dir/venv/bin/python" -c '
+  local status_url
+  status_url=$(printf '%s' "$answer" | "$dir/venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["status_url"])')
+  curl -s "127.0.0.1:18080$status_url?wait_ms=15000" | "$dir/venv/bin/python" -c '
 import json, sys
 r = json.load(sys.stdin)
 what = {"accepted": "accepted, version %s" % r.get("version"),
         "rejected": "rejected: %s (%s)" % (r.get("code"), r.get("reason")),
+        "dead_lettered": "dead-lettered: %s" % r.get("reason"),
         "pending": "pending (no result yet)"}[r["status"]]
 print("  %-18s %-24s %s" % (sys.argv[1], r.get("aggregate_id", ""), what))' "$command"
 }

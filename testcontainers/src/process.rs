@@ -219,6 +219,18 @@ pub struct HttpResponse {
     pub content_type: Option<String>,
     /// The body, as text.
     pub body: String,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A minimal HTTP/1.1 request (one per connection) with an optional JSON body: enough to drive an API
@@ -274,10 +286,19 @@ pub fn http_request_with(
         name.eq_ignore_ascii_case("content-type")
             .then(|| value.trim().to_string())
     });
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        })
+        .collect();
     Ok(HttpResponse {
         status,
         content_type,
         body: body.to_string(),
+        headers,
     })
 }
 

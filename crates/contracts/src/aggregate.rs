@@ -53,6 +53,12 @@ pub trait AggregateContract:
     /// Full name of its changelog record, e.g. `causeway.orders.order.OrderState`.
     const STATE_RECORD: &'static str;
 
+    /// Namespace of its command and event records: a command `C` is record `<NAMESPACE>.C`.
+    const NAMESPACE: &'static str;
+
+    /// The command field that holds the aggregate id (the record key), e.g. `order_id`.
+    const ID_FIELD: &'static str;
+
     /// The command in record `full_name` with `value`.
     fn command(full_name: &str, value: &Value) -> Result<Self::Command, ReadError>;
 
@@ -97,6 +103,8 @@ macro_rules! aggregate_contract {
     ) => {
         impl $crate::aggregate::AggregateContract for $aggregate {
             const STATE_RECORD: &'static str = concat!($ns, ".", $state);
+            const NAMESPACE: &'static str = $ns;
+            const ID_FIELD: &'static str = stringify!($id);
 
             fn command(
                 full_name: &str,

@@ -22,6 +22,10 @@ use crate::hosting::{Host, Hosted, Limits};
 pub struct AggregateType {
     /// Its name, as in topic names (`<context>.<name>.commands`).
     pub name: &'static str,
+    /// Namespace of its command and event records.
+    pub namespace: &'static str,
+    /// The command field holding the aggregate id (the record key).
+    pub id_field: &'static str,
     host: fn(&str, DedupWindow, Limits) -> Box<dyn Hosted>,
 }
 
@@ -38,6 +42,8 @@ impl AggregateType {
     pub fn of<A: AggregateContract>() -> Self {
         Self {
             name: A::TYPE,
+            namespace: A::NAMESPACE,
+            id_field: A::ID_FIELD,
             host: |context, window, limits| Box::new(Host::<A>::new(context, window, limits)),
         }
     }

@@ -44,18 +44,15 @@ fn call(
     (r.status, json)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_posted_to_the_gateway_are_processed_and_answered() {
-    let world = World::new(2).await;
-    let _processor = world.start_processor("a");
+/// A gateway process for `world` on a port of its own, ready (its results follower caught up).
+fn start_gateway(world: &World) -> (ServiceProcess, SocketAddr) {
     let s = stack();
     let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let api_text = api.to_string();
-    let gateway_bin = workspace_binary("command-gateway");
     let sample =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../command-gateway/command-gateway.toml");
     let mut gateway = ServiceProcess::start(
-        &gateway_bin,
+        &workspace_binary("command-gateway"),
         &sample,
         &[
             (
@@ -75,6 +72,62 @@ async fn commands_posted_to_the_gateway_are_processed_and_answered() {
     gateway
         .wait_ready(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
+    (gateway, api)
+}
+
+/// Any gateway instance answers for any command: one started after a command was processed knows its
+/// result (it reads the results since its lookback before it reports ready), and two running
+/// instances answer for each other's commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_gateway_instance_answers_for_any_command() {
+    let world = World::new(2).await;
+    let _processor = world.start_processor("a");
+    let (_a, api_a) = start_gateway(&world);
+    let place = |order: &str| {
+        json!({
+            "order_id": order, "customer_id": "c-1", "currency": "EUR", "payment_account_id": "acc-1",
+            "lines": [{ "sku": "sku-1", "quantity": 1, "unit_price_cents": 500 }]
+        })
+    };
+    let (code, body) = call(
+        api_a,
+        "POST",
+        "/v1/commands/order/PlaceOrder",
+        &[],
+        Some(&place("o-1")),
+    );
+    assert_eq!(code, 202, "{body}");
+    let first = body["status_url"].as_str().unwrap_or_default().to_string();
+    let (_, status) = call(api_a, "GET", &format!("{first}?wait_ms=20000"), &[], None);
+    assert_eq!(status["status"], json!("accepted"), "{status}");
+
+    // B starts after that result was written, and knows it without waiting.
+    let (_b, api_b) = start_gateway(&world);
+    let (_, status) = call(api_b, "GET", &first, &[], None);
+    assert_eq!(
+        (status["status"].clone(), status["version"].clone()),
+        (json!("accepted"), json!(1)),
+        "{status}"
+    );
+    // A command sent through B is answered by A.
+    let (code, body) = call(
+        api_b,
+        "POST",
+        "/v1/commands/order/PlaceOrder",
+        &[],
+        Some(&place("o-2")),
+    );
+    assert_eq!(code, 202, "{body}");
+    let second = body["status_url"].as_str().unwrap_or_default().to_string();
+    let (_, status) = call(api_a, "GET", &format!("{second}?wait_ms=20000"), &[], None);
+    assert_eq!(status["status"], json!("accepted"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_posted_to_the_gateway_are_processed_and_answered() {
+    let world = World::new(2).await;
+    let _processor = world.start_processor("a");
+    let (_gateway, api) = start_gateway(&world);
 
     let place = json!({
         "order_id": "o-1", "customer_id": "c-1", "currency": "EUR", "payment_account_id": "acc-1",
@@ -93,11 +146,15 @@ async fn commands_posted_to_the_gateway_are_processed_and_answered() {
         Some(&place),
     );
     assert_eq!(code, 202, "{body}");
-    assert_eq!(body["command_id"], "place-o-1");
+    let placed = body["command_id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        body["status_url"],
+        serde_json::json!(format!("/v1/commands/{placed}"))
+    );
     let (code, body) = call(
         api,
         "GET",
-        "/v1/commands/place-o-1?wait_ms=20000",
+        &format!("/v1/commands/{placed}?wait_ms=20000"),
         &[],
         None,
     );
@@ -108,8 +165,8 @@ async fn commands_posted_to_the_gateway_are_processed_and_answered() {
         "{body}"
     );
 
-    // The same Idempotency-Key again: the first answer, no second event.
-    let (code, _) = call(
+    // The same Idempotency-Key again: the same command, the first answer, no second event.
+    let (code, again) = call(
         api,
         "POST",
         "/v1/commands/order/PlaceOrder",
@@ -117,6 +174,7 @@ async fn commands_posted_to_the_gateway_are_processed_and_answered() {
         Some(&place),
     );
     assert_eq!(code, 202);
+    assert_eq!(again["command_id"].as_str(), Some(placed.as_str()));
     // A stale expected version.
     let confirm = json!({ "order_id": "o-1", "expected_version": 0 });
     let (code, body) = call(
@@ -127,10 +185,11 @@ async fn commands_posted_to_the_gateway_are_processed_and_answered() {
         Some(&confirm),
     );
     assert_eq!(code, 202, "{body}");
+    let confirmed = body["command_id"].as_str().unwrap_or_default().to_string();
     let (_, body) = call(
         api,
         "GET",
-        "/v1/commands/confirm-o-1?wait_ms=20000",
+        &format!("/v1/commands/{confirmed}?wait_ms=20000"),
         &[],
         None,
     );

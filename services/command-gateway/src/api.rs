@@ -3,10 +3,13 @@
 //! - `POST /v1/commands/{aggregate}/{command}`: the command as JSON (its business fields; `command_id`
 //!   optional). Checked against the command's Avro contract (400 with every field problem), produced
 //!   onto `<context>.<aggregate>.commands` keyed by the aggregate id (acks=all, idempotent), answered
-//!   `202 {"command_id", "status_url"}` once the broker acknowledged. An `Idempotency-Key` header is the
-//!   command id when the body has none, so a retried request is one command.
-//! - `GET /v1/commands/{command_id}[?wait_ms=N]`: `pending`, `accepted` (with the aggregate's version) or
-//!   `rejected` (with code and reason), waiting up to `wait_ms` for a result.
+//!   `202 {"command_id", "status_url"}` once the broker acknowledged. An `Idempotency-Key` header stands
+//!   for the command id when the body has none: the id is derived from the key, the aggregate type and
+//!   the aggregate id (so the same key for two aggregates is two commands, and a retried request is one).
+//!   Ids longer than `max_id_bytes` are refused (400 naming the field). A 503 carries the command id, so
+//!   the client retries with it.
+//! - `GET /v1/commands/{command_id}[?wait_ms=N]`: `pending`, `accepted` (with the aggregate's version),
+//!   `rejected` (with code and reason) or `dead_lettered`, waiting up to `wait_ms` for a result.
 //!
 //! "Accepted" by this API means the broker has the command; whether it was applied is the status.
 
@@ -45,7 +48,13 @@ pub struct App {
     pub http: reqwest::Client,
     /// Results seen on the results topic.
     pub results: Results,
+    /// The domain served.
+    pub domain: causeway_contracts::domain::Domain,
 }
+
+/// The namespace of command ids derived from an `Idempotency-Key` (UUID v5).
+const IDEMPOTENCY_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6361_7573_6577_6179_2d69_646b_6579_0001);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,27 +94,26 @@ async fn schema_of(app: &App, subject: &str) -> Result<Arc<apache_avro::Schema>,
         app.config.registry_url.trim_end_matches('/'),
         causeway_contracts::registry::encode(subject)
     );
-    let response =
-        app.http.get(&url).send().await.map_err(|e| {
-            ApiError::Unavailable(format!("the schema registry did not answer: {e}"))
-        })?;
+    let response = app.http.get(&url).send().await.map_err(|e| {
+        ApiError::unavailable_now(format!("the schema registry did not answer: {e}"))
+    })?;
     if response.status() == StatusCode::NOT_FOUND {
         return Err(ApiError::Unknown(format!(
             "no contract is registered for {subject}"
         )));
     }
     if !response.status().is_success() {
-        return Err(ApiError::Unavailable(format!(
+        return Err(ApiError::unavailable_now(format!(
             "the schema registry answered {}",
             response.status()
         )));
     }
     let body: Value = response.json().await.map_err(|e| {
-        ApiError::Unavailable(format!("the schema registry answered nonsense: {e}"))
+        ApiError::unavailable_now(format!("the schema registry answered nonsense: {e}"))
     })?;
     let text = body["schema"].as_str().unwrap_or_default();
     let schema = causeway_contracts::schema::parse(text, &[]).map_err(|e| {
-        ApiError::Unavailable(format!("the contract of {subject} does not parse: {e}"))
+        ApiError::unavailable_now(format!("the contract of {subject} does not parse: {e}"))
     })?;
     let schema = Arc::new(schema);
     app.schemas
@@ -121,12 +129,11 @@ async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id_field = app
-        .config
-        .aggregate_ids
-        .get(&aggregate)
-        .ok_or_else(|| ApiError::Unknown(format!("no aggregate type {aggregate:?}")))?
-        .clone();
+    let aggregate_type = app
+        .domain
+        .aggregate_type(&aggregate)
+        .ok_or_else(|| ApiError::Unknown(format!("no aggregate type {aggregate:?}")))?;
+    let id_field = aggregate_type.id_field.to_string();
     let mut json: Value = serde_json::from_slice(&body)
         .map_err(|e| invalid(&format!("the body is not JSON: {e}"), vec![]))?;
     let Some(object) = json.as_object_mut() else {
@@ -140,6 +147,11 @@ async fn submit(
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
         .map_err(|_| invalid("the Idempotency-Key header is not text", vec![]))?;
+    let aggregate_id = object
+        .get(&id_field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let command_id = match (object.get("command_id").and_then(Value::as_str), key_header) {
         (Some(body_id), Some(key)) if body_id != key => {
             return Err(invalid(
@@ -151,23 +163,46 @@ async fn submit(
             ));
         }
         (Some(body_id), _) => body_id.to_string(),
-        (None, Some(key)) => key,
+        // Scoped to the aggregate: the same key sent for another aggregate is another command.
+        (None, Some(key)) => uuid::Uuid::new_v5(
+            &IDEMPOTENCY_NAMESPACE,
+            format!("{aggregate}\n{aggregate_id}\n{key}").as_bytes(),
+        )
+        .to_string(),
         (None, None) => uuid::Uuid::now_v7().to_string(),
     };
     if command_id.trim().is_empty() {
         return Err(invalid("the command id is empty", vec![]));
     }
+    let max = app.config.max_id_bytes;
+    let too_long: Vec<FieldError> = [
+        ("command_id", Some(command_id.as_str())),
+        (id_field.as_str(), Some(aggregate_id.as_str())),
+        (
+            "correlation_id",
+            object.get("correlation_id").and_then(Value::as_str),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| {
+        let len = value?.len();
+        (len > max).then(|| FieldError {
+            field: field.to_string(),
+            message: format!("is {len} bytes; at most {max} are allowed"),
+        })
+    })
+    .collect();
+    if !too_long.is_empty() {
+        return Err(invalid(&format!("not a valid {command}"), too_long));
+    }
     object.insert("command_id".into(), Value::String(command_id.clone()));
-    let aggregate_id = object
-        .get(&id_field)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
 
-    let topic = format!("{}.{aggregate}.commands", app.config.context);
-    let full_name = format!("{}.{aggregate}.{command}", app.config.namespace);
+    let topic = format!("{}.{aggregate}.commands", app.config.context());
+    let full_name = format!("{}.{command}", aggregate_type.namespace);
     let subject = topic_record_name(&topic, &full_name);
-    let schema = schema_of(&app, &subject).await?;
+    let schema = schema_of(&app, &subject)
+        .await
+        .map_err(|e| e.for_command(&command_id))?;
     let value = to_avro(&schema, &json)
         .map_err(|fields| invalid(&format!("not a valid {command}"), fields))?;
     if aggregate_id.is_empty() {
@@ -183,9 +218,12 @@ async fn submit(
         .codec
         .encode_value(&topic, &full_name, value)
         .await
-        .map_err(|e| match e {
-            WireError::Registry(why) => ApiError::Unavailable(why),
-            other => ApiError::Unavailable(other.to_string()),
+        .map_err(|e| {
+            let message = match e {
+                WireError::Registry(why) => why,
+                other => other.to_string(),
+            };
+            ApiError::unavailable(message, &command_id)
         })?;
     // The caller's trace (W3C traceparent on the request) continues onto the command record.
     let parent =
@@ -200,7 +238,10 @@ async fn submit(
         .send(record, Duration::from_millis(app.config.produce_timeout_ms))
         .await
         .map_err(|(e, _)| {
-            ApiError::Unavailable(format!("Kafka did not acknowledge the command: {e}"))
+            ApiError::unavailable(
+                format!("Kafka did not acknowledge the command (it may still land: retry with the same command_id): {e}"),
+                &command_id,
+            )
         })?;
     tracing::debug!(%command_id, %topic, %aggregate_id, "command accepted");
     let body =

@@ -1,7 +1,6 @@
 //! Configuration of `command-gateway`: a TOML file (sample: `command-gateway.toml`) plus
 //! `CAUSEWAY__SECTION__KEY` environment overrides, loaded by causeway-runtime.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use causeway_kafka::KafkaConfig;
@@ -47,12 +46,18 @@ impl Default for HttpConfig {
 pub struct GatewayConfig {
     /// The schema registry holding the command contracts.
     pub registry_url: String,
-    /// The bounded context: command topics are `<context>.<aggregate>.commands`.
+    /// The domain whose commands this gateway accepts, by the name the build registers it under
+    /// (domains/hosted): its aggregate types, their id fields and contract namespaces.
+    pub domain: String,
+    /// The bounded context: command topics are `<context>.<aggregate>.commands`. Empty: the domain's
+    /// name.
     pub context: String,
-    /// Namespace of the contracts: a command's record is `<namespace>.<aggregate>.<Command>`.
-    pub namespace: String,
-    /// Each aggregate type, with the command field that holds its id (the Kafka key).
-    pub aggregate_ids: BTreeMap<String, String>,
+    /// Most bytes of a command id, aggregate id or correlation id (400 beyond, naming the field); the
+    /// processor dead-letters longer ones.
+    pub max_id_bytes: usize,
+    /// How far back the status API knows results when an instance starts, in ms: it reads the results
+    /// topic from then on (at most `max_tracked_results` are kept).
+    pub results_lookback_ms: u64,
     /// The topic of command results, read for the status API.
     pub results_topic: String,
     /// How long the broker may take to acknowledge a command before the API answers 503, in ms.
@@ -67,16 +72,10 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             registry_url: "http://127.0.0.1:8081".into(),
-            context: "orders".into(),
-            namespace: "causeway.orders".into(),
-            aggregate_ids: [
-                ("order", "order_id"),
-                ("inventory", "sku"),
-                ("payment", "account_id"),
-            ]
-            .into_iter()
-            .map(|(a, f)| (a.to_string(), f.to_string()))
-            .collect(),
+            domain: String::new(),
+            context: String::new(),
+            max_id_bytes: 256,
+            results_lookback_ms: 24 * 3600 * 1000,
             results_topic: "causeway.command-results".into(),
             produce_timeout_ms: 5_000,
             max_status_wait_ms: 30_000,
@@ -95,13 +94,22 @@ impl Validate for Config {
                 format!("{:?} is not an http(s) URL", g.registry_url),
             ));
         }
-        if g.context.trim().is_empty() {
-            out.push(Invalid::new("gateway.context", "must not be empty"));
-        }
-        if g.aggregate_ids.is_empty() {
+        if g.domain.is_empty() {
+            out.push(Invalid::new("gateway.domain", "name the domain to serve"));
+        } else if causeway_domains::domains().get(&g.domain).is_none() {
             out.push(Invalid::new(
-                "gateway.aggregate_ids",
-                "must name at least one aggregate",
+                "gateway.domain",
+                format!(
+                    "unknown domain {:?}; this build hosts {:?}",
+                    g.domain,
+                    causeway_domains::domains().names()
+                ),
+            ));
+        }
+        if !(16..=65_536).contains(&g.max_id_bytes) {
+            out.push(Invalid::new(
+                "gateway.max_id_bytes",
+                "must be between 16 and 65536",
             ));
         }
         if g.produce_timeout_ms == 0 {
@@ -114,6 +122,17 @@ impl Validate for Config {
             out.push(Invalid::new("http.max_body_bytes", "must be at least 256"));
         }
         out
+    }
+}
+
+impl GatewayConfig {
+    /// The bounded context: `context`, or the domain's name when it is empty.
+    pub fn context(&self) -> &str {
+        if self.context.is_empty() {
+            &self.domain
+        } else {
+            &self.context
+        }
     }
 }
 

@@ -18,8 +18,40 @@ pub enum ApiError {
     },
     /// 404: no such aggregate type or command.
     Unknown(String),
-    /// 503: Kafka or the registry did not answer; retry after a few seconds.
-    Unavailable(String),
+    /// 503: Kafka or the registry did not answer; retry after a few seconds (with the command id,
+    /// when there is one, so that the retry is the same command).
+    Unavailable {
+        /// Why.
+        message: String,
+        /// The command's id, when the request got that far.
+        command_id: Option<String>,
+    },
+}
+
+impl ApiError {
+    /// 503 for command `command_id`.
+    pub fn unavailable(message: impl Into<String>, command_id: &str) -> Self {
+        ApiError::Unavailable {
+            message: message.into(),
+            command_id: Some(command_id.to_string()),
+        }
+    }
+
+    /// This answer, about command `command_id` (a 503 then names it).
+    pub fn for_command(self, command_id: &str) -> Self {
+        match self {
+            ApiError::Unavailable { message, .. } => ApiError::unavailable(message, command_id),
+            other => other,
+        }
+    }
+
+    /// 503 before a command id exists.
+    pub fn unavailable_now(message: impl Into<String>) -> Self {
+        ApiError::Unavailable {
+            message: message.into(),
+            command_id: None,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -33,8 +65,15 @@ impl IntoResponse for ApiError {
                 }),
             ),
             ApiError::Unknown(message) => (StatusCode::NOT_FOUND, json!({ "error": message })),
-            ApiError::Unavailable(message) => {
-                (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": message }))
+            ApiError::Unavailable {
+                message,
+                command_id,
+            } => {
+                let mut body = json!({ "error": message });
+                if let Some(id) = command_id {
+                    body["command_id"] = json!(id);
+                }
+                (StatusCode::SERVICE_UNAVAILABLE, body)
             }
         };
         let retry = status == StatusCode::SERVICE_UNAVAILABLE;
@@ -54,6 +93,9 @@ pub enum Error {
     /// Talking to Kafka failed; the class is Kafka's.
     #[error(transparent)]
     Kafka(#[from] causeway_kafka::Error),
+    /// A domain this build does not host. Fatal (config validation catches it first).
+    #[error("unknown domain {0:?}")]
+    UnknownDomain(String),
     /// The API listener could not be bound.
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Listen {
@@ -68,7 +110,7 @@ impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
             Error::Kafka(e) => e.class(),
-            Error::Listen { .. } => ErrorClass::Fatal,
+            Error::Listen { .. } | Error::UnknownDomain(_) => ErrorClass::Fatal,
         }
     }
 }

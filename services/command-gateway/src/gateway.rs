@@ -38,20 +38,32 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let results = Results::new(config.gateway.max_tracked_results);
     // A group of its own per process: every gateway instance sees every result.
     let group = format!("command-gateway-results-{}", uuid::Uuid::now_v7());
-    let consumer = client::consumer(
-        &config.kafka,
-        "command-gateway-results",
-        &group,
-        OffsetMode::Transactional,
-    )?;
-    Results::start_at_end(&consumer, &config.gateway.results_topic).map_err(|source| {
-        causeway_kafka::Error::Operation {
-            operation: "assign the results topic",
-            source,
-        }
+    let mut results_config =
+        config
+            .kafka
+            .consumer_config("command-gateway-results", &group, OffsetMode::Transactional);
+    // Partition ends tell the follower when it has read everything since the lookback.
+    results_config.set("enable.partition.eof", "true");
+    let consumer: rdkafka::consumer::StreamConsumer =
+        results_config
+            .create()
+            .map_err(|source| causeway_kafka::Error::Client {
+                what: "results consumer",
+                source,
+            })?;
+    let partitions = Results::start_from(
+        &consumer,
+        &config.gateway.results_topic,
+        std::time::Duration::from_millis(config.gateway.results_lookback_ms),
+    )
+    .map_err(|source| causeway_kafka::Error::Operation {
+        operation: "assign the results topic",
+        source,
     })?;
-    let follower = tokio::spawn(results.clone().follow(consumer, codec.clone()));
-
+    let domain = causeway_domains::domains()
+        .get(&config.gateway.domain)
+        .cloned()
+        .ok_or_else(|| Error::UnknownDomain(config.gateway.domain.clone()))?;
     let listen = config.http.listen;
     let listener = TcpListener::bind(listen)
         .await
@@ -59,6 +71,18 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
             addr: listen,
             source,
         })?;
+    // Ready once the results since the lookback are read (any instance then answers for any command
+    // sent since), and not while reading them fails.
+    let follower = {
+        let ctx = ctx.clone();
+        tokio::spawn(results.clone().follow(
+            consumer,
+            codec.clone(),
+            partitions,
+            move |caught_up| ctx.set_ready(caught_up),
+        ))
+    };
+
     let app = Arc::new(App {
         config: config.gateway.clone(),
         producer,
@@ -66,12 +90,12 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         schemas: RwLock::new(HashMap::new()),
         http: causeway_contracts::registry::http_client(),
         results,
+        domain,
     });
     let shutdown = ctx.shutdown.clone();
     let server = axum::serve(listener, api::router(app, config.http.max_body_bytes))
         .with_graceful_shutdown(async move { shutdown.wait().await });
     tracing::info!(%listen, "command API serving");
-    ctx.set_ready(true);
     let served = server.await;
     follower.abort();
     served.map_err(|source| Error::Listen {

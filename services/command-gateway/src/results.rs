@@ -9,6 +9,7 @@ use causeway_contracts::hosting::DEAD_LETTERED;
 use causeway_contracts::records::{CommandOutcome, CommandResult};
 use causeway_contracts::wire::Codec;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -114,40 +115,91 @@ impl Results {
         }
     }
 
-    /// Read results from `consumer` until it fails; records that do not decode are skipped (logged).
+    /// Read results from `consumer` for good. `caught_up` is told `true` once every partition was read
+    /// to the end it had at start (the status API then knows every result since the lookback), `false`
+    /// while the consumer fails (it is retried with backoff; the map keeps what it has). Records that do
+    /// not decode are skipped (logged).
     pub async fn follow(
         self,
         consumer: StreamConsumer,
         codec: Codec,
-    ) -> Result<(), rdkafka::error::KafkaError> {
+        partitions: usize,
+        caught_up: impl Fn(bool),
+    ) {
+        let mut at_end = std::collections::HashSet::new();
+        let mut ready = false;
+        let mut backoff = Duration::from_millis(100);
         loop {
-            let message = consumer.recv().await?;
-            let Some(payload) = message.payload() else {
-                continue;
-            };
-            match codec.decode::<CommandResult>(payload).await {
-                Ok(decoded) => self.insert(decoded.value),
-                Err(e) => tracing::warn!(
-                    topic = message.topic(), partition = message.partition(), offset = message.offset(),
-                    error = %e, "skipped a command result that does not decode"
-                ),
+            match consumer.recv().await {
+                Err(KafkaError::PartitionEOF(p)) => {
+                    at_end.insert(p);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading command results failed; retrying");
+                    if ready {
+                        ready = false;
+                        caught_up(false);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Ok(message) => {
+                    if let Some(payload) = message.payload() {
+                        match codec.decode::<CommandResult>(payload).await {
+                            Ok(decoded) => self.insert(decoded.value),
+                            Err(e) => tracing::warn!(
+                                topic = message.topic(), partition = message.partition(), offset = message.offset(),
+                                error = %e, "skipped a command result that does not decode"
+                            ),
+                        }
+                    }
+                }
+            }
+            backoff = Duration::from_millis(100);
+            if !ready && at_end.len() >= partitions {
+                ready = true;
+                caught_up(true);
             }
         }
     }
 
-    /// Subscribe `consumer` to `topic` from its end, so the map holds results from now on.
-    pub fn start_at_end(
+    /// Assign `consumer` every partition of `topic` from `lookback` ago (the end where nothing is that
+    /// recent), so the map holds the results since then. Returns the partition count.
+    pub fn start_from(
         consumer: &StreamConsumer,
         topic: &str,
-    ) -> Result<(), rdkafka::error::KafkaError> {
+        lookback: Duration,
+    ) -> Result<usize, KafkaError> {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let mut assignment = rdkafka::TopicPartitionList::new();
+        let since = std::time::SystemTime::now()
+            .checked_sub(lookback)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let mut wanted = rdkafka::TopicPartitionList::new();
         for t in metadata.topics() {
             for p in t.partitions() {
-                assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::End)?;
+                wanted.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(since))?;
             }
         }
-        consumer.assign(&assignment)
+        let partitions = wanted.count();
+        if partitions == 0 {
+            return Err(KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopic,
+            ));
+        }
+        let found = consumer.offsets_for_times(wanted, Duration::from_secs(10))?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for e in found.elements() {
+            let offset = match e.offset() {
+                rdkafka::Offset::Offset(o) if o >= 0 => rdkafka::Offset::Offset(o),
+                _ => rdkafka::Offset::End,
+            };
+            assignment.add_partition_offset(topic, e.partition(), offset)?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(partitions)
     }
 }
 

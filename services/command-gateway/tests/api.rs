@@ -149,10 +149,12 @@ async fn an_accepted_command_is_on_its_topic_keyed_by_aggregate_id() {
     assert_eq!(found.value.order_id, order_id);
     assert_eq!(found.value.expected_version, None);
 
-    // The Idempotency-Key header is the command id: a retried request is one command.
+    // The Idempotency-Key header stands for the command id, scoped to the aggregate: a retried
+    // request is one command; the same key for another aggregate is another command.
     let key = unique("key");
     let headers = [("Idempotency-Key", key.as_str())];
     let body = place_order(&unique("o")).to_string();
+    let other_order = place_order(&unique("o")).to_string();
     let first = gateway.call(
         "POST",
         "/v1/commands/order/PlaceOrder",
@@ -165,8 +167,32 @@ async fn an_accepted_command_is_on_its_topic_keyed_by_aggregate_id() {
         &headers,
         Some(&body),
     );
-    assert_eq!((first.0, first.1["command_id"].clone()), (202, json!(key)));
-    assert_eq!(second.1["command_id"], json!(key));
+    let third = gateway.call(
+        "POST",
+        "/v1/commands/order/PlaceOrder",
+        &headers,
+        Some(&other_order),
+    );
+    assert_eq!((first.0, second.0, third.0), (202, 202, 202));
+    let id = first.1["command_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(uuid_like(&id), "{id}");
+    assert_eq!(
+        second.1["command_id"],
+        json!(id),
+        "a retry is the same command"
+    );
+    assert_ne!(
+        third.1["command_id"],
+        json!(id),
+        "the same key for another order is another command"
+    );
+}
+
+fn uuid_like(id: &str) -> bool {
+    id.len() == 36 && id.chars().filter(|c| *c == '-').count() == 4
 }
 
 /// The fields of PlaceOrder this test reads (the gateway knows no Rust types; neither does this test).
@@ -243,6 +269,19 @@ async fn bad_commands_get_clear_answers() {
         Some(&conflicting.to_string()),
     );
     assert_eq!(status, 400);
+
+    let mut long_id = place_order(&"o".repeat(300));
+    long_id["correlation_id"] = json!("c".repeat(300));
+    let (status, body) = gateway.post(path, &long_id);
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        (status, fields),
+        (400, vec!["order_id", "correlation_id"]),
+        "{body}"
+    );
 
     let huge = json!({ "order_id": "x".repeat(200_000) }).to_string();
     let (status, _) = gateway.call("POST", path, &[], Some(&huge));

@@ -99,6 +99,23 @@ async fn kafka_gone_means_503_with_retry_after() {
         "{}",
         answer.body
     );
+    let retry_after: u64 = answer
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        retry_after > 0,
+        "a 503 says when to retry: {:?}",
+        answer.headers
+    );
+    let refused: serde_json::Value =
+        serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    assert!(
+        refused["command_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "a 503 names the command, so the client can retry it idempotently: {refused}"
+    );
 
     drop(gateway);
     tokio::task::spawn_blocking(move || drop(own))

@@ -45,6 +45,7 @@ impl Registry {
             status,
             content_type,
             body,
+            ..
         } = http_request(self.api, method, path, text.as_deref())
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         assert_eq!(
