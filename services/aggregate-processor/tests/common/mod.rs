@@ -30,6 +30,8 @@ pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/aggregate-process
 
 /// One test's topics, contracts and names.
 pub struct World {
+    /// The stack it lives on.
+    pub stack: causeway_testcontainers::Stack,
     /// The domain's name (as the processor's config names it) and its aggregate types.
     pub domain: &'static str,
     pub aggregates: Vec<&'static str>,
@@ -63,7 +65,16 @@ impl World {
         partitions: i32,
         events_config: &str,
     ) -> Self {
-        let s = stack();
+        Self::on(stack(), domain, partitions, events_config).await
+    }
+
+    /// [`World::of`] on the stack `s` (a stack of the test's own, to break).
+    pub async fn on(
+        s: &causeway_testcontainers::Stack,
+        domain: causeway_contracts::domain::Domain,
+        partitions: i32,
+        events_config: &str,
+    ) -> Self {
         let context = unique("p");
         let group = format!("{context}-processor");
         let results_topic = format!("{context}.command-results");
@@ -102,6 +113,7 @@ impl World {
         let producer = client::producer(&kafka, "test").unwrap_or_else(|e| panic!("{e}"));
         Self {
             codec: Codec::new(&s.registry_url),
+            stack: s.clone(),
             domain: domain.name,
             aggregates,
             context,
@@ -121,7 +133,7 @@ impl World {
     /// The environment that points the sample config at this world, with `instance` in the
     /// transactional id.
     pub fn env(&self, instance: &str) -> Vec<(&'static str, String)> {
-        let s = stack();
+        let s = &self.stack;
         vec![
             (
                 "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
@@ -366,22 +378,33 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The lag, asking again while the broker does not answer (a test that stops it).
     fn lag_seen_by(&self, consumer: &BaseConsumer) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.try_lag(consumer) {
+                Ok(lag) => return lag,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("reading the lag: {e}; asking again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("reading the lag: {e}"),
+            }
+        }
+    }
+
+    fn try_lag(&self, consumer: &BaseConsumer) -> Result<i64, KafkaError> {
         let mut list = TopicPartitionList::new();
         let mut ends = HashMap::new();
         for aggregate in &self.aggregates {
             let topic = self.topic(aggregate, "commands");
             for p in 0..self.partitions {
-                let (_, high) = consumer
-                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                    .unwrap_or_else(|e| panic!("{e}"));
+                let (_, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
                 ends.insert((topic.clone(), p), high);
                 list.add_partition(&topic, p);
             }
         }
-        let committed = consumer
-            .committed_offsets(list, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
         let mut lag = 0;
         for e in committed.elements() {
             let at = match e.offset() {
@@ -395,7 +418,7 @@ impl World {
             // A producer's own transaction markers follow each batch, so "caught up" allows them.
             lag += (end - at).max(0);
         }
-        lag
+        Ok(lag)
     }
 }
 

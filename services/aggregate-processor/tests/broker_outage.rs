@@ -1,0 +1,86 @@
+//! The broker stopped for about 40 s in the middle of the processor's transactions (SIGSTOP of the Kafka
+//! process of a stack of the test's own, then SIGCONT): the processor retries what librdkafka says to
+//! retry, aborts and restores what it must, and resumes; nothing is lost or applied twice, and `/readyz`
+//! says it was stalled.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causeway_testcontainers::native::TempStack;
+use common::{World, stock_load, verify_inventory};
+
+fn signal(pid: &str, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_stopped_for_forty_seconds_mid_transaction_loses_and_duplicates_nothing() {
+    // Dropped last: stops the stack and deletes its folder even when an assertion fails.
+    let own = Arc::new(TempStack::new());
+    let endpoints = {
+        let own = Arc::clone(&own);
+        tokio::task::spawn_blocking(move || own.up())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let world = World::on(&endpoints, causeway_orders::hosting::domain(), 3, "").await;
+    let load = stock_load(100, 150);
+    world.send_many("inventory", &load).await;
+    let processor = world.start_processor_with(
+        "a",
+        &[
+            // The broker's clock runs on while it is stopped: the transaction must outlive the outage.
+            ("CAUSEWAY__PROCESSOR__TRANSACTION_TIMEOUT_MS", "90000"),
+            ("CAUSEWAY__PROCESSOR__MAX_BATCH_RECORDS", "50"),
+            ("CAUSEWAY__PROCESSOR__STALL_READY_MS", "5000"),
+            ("CAUSEWAY__PROCESSOR__STALL_HEALTH_MS", "600000"),
+        ],
+    );
+    let total = i64::try_from(load.len()).unwrap_or(0);
+    // Stop the broker once the processor is well into the load.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while world.lag() > total * 2 / 3 {
+        assert!(Instant::now() < deadline, "the processor made no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = std::fs::read_to_string(own.dir.join("kafka/kafka.pid")).unwrap_or_default();
+    let pid = pid.trim().to_string();
+    signal(&pid, "-STOP");
+    let stopped = Instant::now();
+    let mut unready = false;
+    while stopped.elapsed() < Duration::from_secs(40) {
+        if let Ok((503, _)) = processor.get("/readyz") {
+            unready = true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    signal(&pid, "-CONT");
+    assert!(
+        unready,
+        "/readyz stayed 200 while no transaction could commit"
+    );
+    world.wait_caught_up(Duration::from_secs(300));
+    verify_inventory(&world, &load).await;
+    let (status, _) = processor.get("/readyz").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "ready again once the broker is back");
+    let log = processor.log();
+    let exit = processor
+        .terminate(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        exit.success(),
+        "the processor survived the outage: {exit:?}\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+    drop(world);
+    tokio::task::spawn_blocking(move || drop(own))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
