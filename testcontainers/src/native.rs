@@ -248,3 +248,65 @@ mod tests {
         assert!(parse_env("KAFKA_BOOTSTRAP=x\n").is_err());
     }
 }
+
+/// A three-broker Kafka cluster of a test's own (`native/kafka-cluster.sh`): replication 3,
+/// `min.insync.replicas` 2, for tests that lose a broker. It uses the stack's Kafka jars. Dropping it
+/// kills every node and deletes its folder.
+#[derive(Debug)]
+pub struct KafkaCluster {
+    dir: PathBuf,
+    /// The bootstrap servers, all three.
+    pub bootstrap: String,
+}
+
+impl KafkaCluster {
+    /// Start it (the shared stack is started first, for its Kafka jars); panics saying why it cannot.
+    pub fn start() -> Self {
+        let _ = crate::stack();
+        let dir = std::env::temp_dir().join(crate::unique("cluster"));
+        let ports: Vec<String> = (0..6)
+            .map(|_| crate::process::free_port().to_string())
+            .collect();
+        let mut command = Command::new("bash");
+        command
+            .arg(repo_root().join("testcontainers/native/kafka-cluster.sh"))
+            .arg("up")
+            .arg(&dir)
+            .args(&ports);
+        let (status, out, err) =
+            crate::process::run_to_exit(&mut command, std::time::Duration::from_secs(180))
+                .unwrap_or_else(|e| panic!("kafka-cluster.sh: {e}"));
+        assert!(
+            status.success(),
+            "the three-broker cluster did not start:\n{err}"
+        );
+        Self {
+            dir,
+            bootstrap: out.trim().to_string(),
+        }
+    }
+
+    /// SIGKILL node `node` (its broker id, 1..3).
+    pub fn kill(&self, node: i32) {
+        let mut command = Command::new("bash");
+        command
+            .arg(repo_root().join("testcontainers/native/kafka-cluster.sh"))
+            .arg("kill")
+            .arg(&self.dir)
+            .arg(node.to_string());
+        let (status, _, err) =
+            crate::process::run_to_exit(&mut command, std::time::Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("kafka-cluster.sh: {e}"));
+        assert!(status.success(), "cannot kill node {node}: {err}");
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("testcontainers/native/kafka-cluster.sh"))
+            .arg("down")
+            .arg(&self.dir)
+            .status();
+    }
+}

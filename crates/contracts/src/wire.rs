@@ -65,6 +65,20 @@ pub struct Decoded<T> {
 pub struct Codec {
     encoder: Arc<AvroEncoder>,
     decoder: Arc<AvroDecoder>,
+    /// Schema ids the registry said it does not know, and when: a record with one is poison at once
+    /// for [`UNKNOWN_SCHEMA_MEMORY`], so that a run of them does not cost the retries each.
+    unknown: Arc<std::sync::Mutex<std::collections::HashMap<u32, std::time::Instant>>>,
+}
+
+/// How long an unknown schema id is remembered as unknown.
+const UNKNOWN_SCHEMA_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The schema id of a record in Confluent's wire format.
+fn schema_id(bytes: &[u8]) -> Option<u32> {
+    match bytes {
+        [0, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for Codec {
@@ -109,6 +123,11 @@ fn failure(e: &SRCError) -> Failure {
             Failure::Transient
         }
         (_, Some(40403)) => Failure::UnknownSchema,
+        // A 404 that is not the registry's own (no Confluent 404xx code: a proxy or an ingress in
+        // front of it) says nothing about the record.
+        (Some(404), code) if !code.is_some_and(|c| (40400..40500).contains(&c)) => {
+            Failure::Transient
+        }
         _ => Failure::Permanent,
     }
 }
@@ -129,6 +148,7 @@ impl Codec {
         Self {
             encoder: Arc::new(AvroEncoder::new(settings())),
             decoder: Arc::new(AvroDecoder::new(settings())),
+            unknown: Arc::default(),
         }
     }
 
@@ -201,6 +221,20 @@ impl Codec {
         bytes: &[u8],
         upcasters: &Upcasters,
     ) -> Result<Decoded<apache_avro::types::Value>, WireError> {
+        let id = schema_id(bytes);
+        if let Some(id) = id {
+            let known_unknown = self
+                .unknown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .is_some_and(|at| at.elapsed() < UNKNOWN_SCHEMA_MEMORY);
+            if known_unknown {
+                return Err(WireError::Undecodable(format!(
+                    "schema id {id} is not known to the registry"
+                )));
+            }
+        }
         let mut attempts = 0;
         let decoded = loop {
             match self.decoder.decode(Some(bytes)).await {
@@ -213,9 +247,18 @@ impl Codec {
                             attempts += 1;
                             tokio::time::sleep(UNKNOWN_SCHEMA_BACKOFF * attempts).await;
                         }
-                        Failure::UnknownSchema | Failure::Permanent => {
+                        Failure::UnknownSchema => {
+                            if let Some(id) = id {
+                                let mut unknown =
+                                    self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+                                if unknown.len() > 10_000 {
+                                    unknown.clear();
+                                }
+                                unknown.insert(id, std::time::Instant::now());
+                            }
                             return Err(WireError::Undecodable(e.to_string()));
                         }
+                        Failure::Permanent => return Err(WireError::Undecodable(e.to_string())),
                     }
                 }
             }

@@ -3,10 +3,13 @@
 use std::time::Duration;
 
 use causeway_runtime::ServiceContext;
+use rdkafka::ClientContext;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{KafkaConfig, OffsetMode};
 use crate::error::Error;
@@ -62,6 +65,24 @@ pub fn consumer(
             source,
         })
 }
+
+/// The context of a consumer that reads to partition ends (`enable.partition.eof`: a restore, the
+/// gateway's results follower). Reaching an end is what it asked for, not an error: librdkafka also
+/// reports it as a client error, which rdkafka's default context would log at ERROR each time. Every
+/// other client error is logged as rdkafka does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadsToEnd;
+
+impl ClientContext for ReadsToEnd {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        tracing::error!(error = %error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for ReadsToEnd {}
 
 /// An admin client.
 pub fn admin(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, Error> {

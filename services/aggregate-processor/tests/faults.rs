@@ -124,7 +124,7 @@ async fn commands_off_their_home_partition_are_forwarded_and_decided_once() {
     load.extend(last);
 
     let processor = world.start_processor("a");
-    world.wait_caught_up(Duration::from_secs(120));
+    world.wait_results(load.len(), Duration::from_secs(120));
     verify_inventory(&world, &load).await;
     let (_, metrics) = processor.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
     let forwarded: f64 = metrics

@@ -5,75 +5,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with};
-use causeway_testcontainers::stack;
-use common::World;
-use serde_json::{Value, json};
-
-/// A binary of the workspace beside this test's own (target/<profile>/), built by `make build`.
-fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("no target directory above {}", exe.display()));
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace first (make build)",
-        bin.display()
-    );
-    bin
-}
-
-fn call(
-    api: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let body = body.map(Value::to_string);
-    let r = http_request_with(api, method, path, headers, body.as_deref())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let json = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
-    (r.status, json)
-}
-
-/// A gateway process for `world` on a port of its own, ready (its results follower caught up).
-fn start_gateway(world: &World) -> (ServiceProcess, SocketAddr) {
-    let s = stack();
-    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let api_text = api.to_string();
-    let sample =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../command-gateway/command-gateway.toml");
-    let mut gateway = ServiceProcess::start(
-        &workspace_binary("command-gateway"),
-        &sample,
-        &[
-            (
-                "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
-                s.kafka_bootstrap.as_str(),
-            ),
-            ("CAUSEWAY__HTTP__LISTEN", api_text.as_str()),
-            ("CAUSEWAY__GATEWAY__REGISTRY_URL", s.registry_url.as_str()),
-            ("CAUSEWAY__GATEWAY__CONTEXT", world.context.as_str()),
-            (
-                "CAUSEWAY__GATEWAY__RESULTS_TOPIC",
-                world.results_topic.as_str(),
-            ),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    gateway
-        .wait_ready(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}"));
-    (gateway, api)
-}
+use common::{World, call, start_gateway};
+use serde_json::json;
 
 /// Any gateway instance answers for any command: one started after a command was processed knows its
 /// result (it reads the results since its lookback before it reports ready), and two running

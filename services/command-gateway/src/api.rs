@@ -152,8 +152,18 @@ async fn submit(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    // An Idempotency-Key is scoped to the aggregate: the same key sent for another aggregate is another
+    // command. The id derived from it is what a 202 or a 503 names, so a retry may send either.
+    let scoped = |key: &str| {
+        uuid::Uuid::new_v5(
+            &IDEMPOTENCY_NAMESPACE,
+            format!("{aggregate}\n{aggregate_id}\n{key}").as_bytes(),
+        )
+        .to_string()
+    };
     let command_id = match (object.get("command_id").and_then(Value::as_str), key_header) {
-        (Some(body_id), Some(key)) if body_id != key => {
+        (Some(body_id), Some(key)) if body_id == key || body_id == scoped(&key) => scoped(&key),
+        (Some(body_id), Some(key)) => {
             return Err(invalid(
                 "command_id and the Idempotency-Key header differ",
                 vec![FieldError {
@@ -162,13 +172,8 @@ async fn submit(
                 }],
             ));
         }
-        (Some(body_id), _) => body_id.to_string(),
-        // Scoped to the aggregate: the same key sent for another aggregate is another command.
-        (None, Some(key)) => uuid::Uuid::new_v5(
-            &IDEMPOTENCY_NAMESPACE,
-            format!("{aggregate}\n{aggregate_id}\n{key}").as_bytes(),
-        )
-        .to_string(),
+        (Some(body_id), None) => body_id.to_string(),
+        (None, Some(key)) => scoped(&key),
         (None, None) => uuid::Uuid::now_v7().to_string(),
     };
     if command_id.trim().is_empty() {

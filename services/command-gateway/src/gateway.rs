@@ -44,13 +44,12 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
             .consumer_config("command-gateway-results", &group, OffsetMode::Transactional);
     // Partition ends tell the follower when it has read everything since the lookback.
     results_config.set("enable.partition.eof", "true");
-    let consumer: rdkafka::consumer::StreamConsumer =
-        results_config
-            .create()
-            .map_err(|source| causeway_kafka::Error::Client {
-                what: "results consumer",
-                source,
-            })?;
+    let consumer: rdkafka::consumer::StreamConsumer<client::ReadsToEnd> = results_config
+        .create_with_context(client::ReadsToEnd)
+        .map_err(|source| causeway_kafka::Error::Client {
+            what: "results consumer",
+            source,
+        })?;
     let partitions = Results::start_from(
         &consumer,
         &config.gateway.results_topic,

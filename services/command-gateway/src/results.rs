@@ -8,6 +8,7 @@ use std::time::Duration;
 use causeway_contracts::hosting::DEAD_LETTERED;
 use causeway_contracts::records::{CommandOutcome, CommandResult};
 use causeway_contracts::wire::Codec;
+use causeway_kafka::client::ReadsToEnd;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -121,7 +122,7 @@ impl Results {
     /// not decode are skipped (logged).
     pub async fn follow(
         self,
-        consumer: StreamConsumer,
+        consumer: StreamConsumer<ReadsToEnd>,
         codec: Codec,
         partitions: usize,
         caught_up: impl Fn(bool),
@@ -142,17 +143,17 @@ impl Results {
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Assigned again where it stands, each partition reports its end anew (librdkafka
+                    // reports an end once per offset): readiness comes back once it has caught up.
+                    at_end.clear();
+                    if let Err(e) = consumer.position().and_then(|p| consumer.assign(&p)) {
+                        tracing::warn!(error = %e, "cannot re-assign the results topic");
+                    }
                     continue;
                 }
                 Ok(message) => {
                     if let Some(payload) = message.payload() {
-                        match codec.decode::<CommandResult>(payload).await {
-                            Ok(decoded) => self.insert(decoded.value),
-                            Err(e) => tracing::warn!(
-                                topic = message.topic(), partition = message.partition(), offset = message.offset(),
-                                error = %e, "skipped a command result that does not decode"
-                            ),
-                        }
+                        self.decode_into(&codec, payload, &message).await;
                     }
                 }
             }
@@ -164,10 +165,38 @@ impl Results {
         }
     }
 
+    /// Decode a result into the map, asking again while the registry fails (a result skipped would
+    /// leave its command "pending" for good); a record that can never decode is skipped, logged.
+    async fn decode_into(
+        &self,
+        codec: &Codec,
+        payload: &[u8],
+        message: &rdkafka::message::BorrowedMessage<'_>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match codec.decode::<CommandResult>(payload).await {
+                Ok(decoded) => return self.insert(decoded.value),
+                Err(causeway_contracts::wire::WireError::Registry(e)) => {
+                    tracing::warn!(error = %e, "the registry failed while reading a command result; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        topic = message.topic(), partition = message.partition(), offset = message.offset(),
+                        error = %e, "skipped a command result that does not decode"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
     /// Assign `consumer` every partition of `topic` from `lookback` ago (the end where nothing is that
     /// recent), so the map holds the results since then. Returns the partition count.
     pub fn start_from(
-        consumer: &StreamConsumer,
+        consumer: &StreamConsumer<ReadsToEnd>,
         topic: &str,
         lookback: Duration,
     ) -> Result<usize, KafkaError> {

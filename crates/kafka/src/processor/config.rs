@@ -67,7 +67,7 @@ impl Default for ProcessorConfig {
             results_topic: "causeway.command-results".into(),
             max_batch_records: 500,
             commit_interval_ms: 50,
-            transaction_timeout_ms: 30_000,
+            transaction_timeout_ms: 60_000,
             dedup_max_commands: window.max_commands,
             dedup_max_age_ms: window.max_age_ms,
             dedup_max_bytes: window.max_bytes,
@@ -104,6 +104,17 @@ impl ProcessorConfig {
         } else {
             &self.context
         }
+    }
+
+    /// The transaction timeout in force: librdkafka's `transaction.timeout.ms` when `kafka` passes one,
+    /// else `transaction_timeout_ms`.
+    pub fn effective_transaction_timeout(&self, kafka: &crate::KafkaConfig) -> std::time::Duration {
+        let ms = kafka
+            .properties
+            .get("transaction.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(self.transaction_timeout_ms);
+        std::time::Duration::from_millis(ms)
     }
 
     /// The dead-letter topic.

@@ -30,11 +30,22 @@ pub enum ProcessorError {
     #[error(
         "the transaction timed out (transaction.timeout.ms) and was aborted by the broker: {0}"
     )]
-    TimedOut(KafkaError),
+    TimedOut(String),
     /// An abort failed with an error that is neither retriable nor fatal: the producer's transaction
     /// state is unknown. Fatal to this producer: restart.
     #[error("abort_transaction failed: {0}")]
     AbortFailed(String),
+    /// A transactional call did not return long after its own timeout (librdkafka issues 5456, 5511:
+    /// a lost coordinator can leave it blocked for good). Fatal: restart with a new client.
+    #[error(
+        "{call} did not return within {after:?}: the Kafka client is stuck (a coordinator broker was lost); stopping so that a restart gets a new client"
+    )]
+    Hung {
+        /// The call.
+        call: &'static str,
+        /// How long it was given.
+        after: Duration,
+    },
     /// librdkafka reported a fatal producer error other than fencing. Fatal: restart.
     #[error("fatal transactional producer error: {0}")]
     FatalProducer(KafkaError),
@@ -67,6 +78,7 @@ impl Classify for ProcessorError {
             ProcessorError::Fenced(_)
             | ProcessorError::TimedOut(_)
             | ProcessorError::AbortFailed(_)
+            | ProcessorError::Hung { .. }
             | ProcessorError::FatalProducer(_)
             | ProcessorError::Topics(_)
             | ProcessorError::Changelog { .. } => ErrorClass::Fatal,
@@ -127,7 +139,7 @@ pub(super) fn fatal(e: KafkaError, age: Duration, timeout: Duration) -> Processo
                 Some(RDKafkaErrorCode::InvalidProducerEpoch)
             ))
     {
-        return ProcessorError::TimedOut(e);
+        return ProcessorError::TimedOut(e.to_string());
     }
     if is_fencing(&e) {
         return ProcessorError::Fenced(e);
@@ -139,7 +151,7 @@ pub(super) fn fatal(e: KafkaError, age: Duration, timeout: Duration) -> Processo
             | RDKafkaErrorCode::OperationTimedOut
             | RDKafkaErrorCode::MessageTimedOut
             | RDKafkaErrorCode::RequestTimedOut,
-        ) => ProcessorError::TimedOut(e),
+        ) => ProcessorError::TimedOut(e.to_string()),
         _ => ProcessorError::FatalProducer(e),
     }
 }

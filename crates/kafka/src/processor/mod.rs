@@ -209,6 +209,7 @@ impl Processor {
             shutdown.clone(),
             report,
         );
+        let transaction_timeout = self.config.effective_transaction_timeout(&kafka);
         let mut run = Run {
             dlq_topic: self.config.dlq_topic(),
             limits: self.config.limits(),
@@ -218,7 +219,7 @@ impl Processor {
             upcasters: self.upcasters,
             codec,
             runtime,
-            producer,
+            producer: std::sync::Arc::new(producer),
             layout,
             record_limits,
             partitions: HashMap::new(),
@@ -226,6 +227,7 @@ impl Processor {
             batch_states: HashMap::new(),
             batch_counts: HashMap::new(),
             transaction_began: std::time::Instant::now(),
+            transaction_timeout,
             meters,
             shutdown,
             progress,
@@ -235,6 +237,13 @@ impl Processor {
         run.progress.done();
         if watchdog.join().is_err() {
             tracing::error!("the readiness watchdog panicked");
+        }
+        if let Err(e @ ProcessorError::Hung { .. }) = &outcome {
+            // Closing a consumer whose coordinator is lost can block as the call did: the process is
+            // about to exit for a restart, and the broker forgets this member when its session ends.
+            tracing::error!(error = %e, "leaving the Kafka clients unclosed");
+            std::mem::forget(consumer);
+            std::mem::forget(run);
         }
         outcome
     }
@@ -388,7 +397,7 @@ struct Run {
     upcasters: Upcasters,
     codec: Codec,
     runtime: Handle,
-    producer: BaseProducer,
+    producer: std::sync::Arc<BaseProducer>,
     layout: Layout,
     limits: Limits,
     record_limits: RecordLimits,
@@ -403,6 +412,8 @@ struct Run {
     batch_counts: HashMap<(usize, &'static str), u64>,
     /// When the open transaction began.
     transaction_began: std::time::Instant,
+    /// The transaction timeout in force (ProcessorConfig::effective_transaction_timeout).
+    transaction_timeout: Duration,
     dlq_topic: String,
     meters: Meters,
     shutdown: Shutdown,

@@ -18,11 +18,15 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::error::ProcessorError;
 use super::rebalance::Rebalances;
 use super::{CALL_TIMEOUT, Owned, PartitionState, Run};
+use crate::client::ReadsToEnd;
 use crate::config::OffsetMode;
 use crate::error::Error;
 
 /// Longest one restore step reads before the loop polls the group consumer again.
 const STEP: Duration = Duration::from_millis(100);
+
+/// How long a restore waits after a registry failure before it reads on.
+const REGISTRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// How long the committed offsets may take to become stable before the loop polls again and retries
 /// (a previous owner's transaction still open holds them back until it ends).
@@ -35,6 +39,8 @@ pub(super) struct Restore {
     committed: TopicPartitionList,
     readers: Vec<Reader>,
     started: Instant,
+    /// After a registry failure: not before this.
+    retry_at: Option<Instant>,
 }
 
 impl Restore {
@@ -54,13 +60,15 @@ enum Step {
     Done,
     /// Not yet: go on next turn.
     Later,
+    /// The registry failed: go on after [`REGISTRY_BACKOFF`].
+    Backoff,
     /// It lost its place: the restore starts over.
     Restart,
 }
 
 struct Reader {
     host: usize,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReadsToEnd>,
     remaining: HashSet<i32>,
     /// Changelog records read so far.
     read: u64,
@@ -79,6 +87,10 @@ impl Run {
         let Some(mut restore) = self.restore.take() else {
             return Ok(false);
         };
+        if restore.retry_at.is_some_and(|at| Instant::now() < at) {
+            self.restore = Some(restore);
+            return Ok(false);
+        }
         let deadline = Instant::now() + STEP;
         let before = restore.records_read();
         let result = self.restore_step(&mut restore, deadline);
@@ -89,6 +101,11 @@ impl Run {
         match result? {
             Step::Done => {}
             Step::Later => {
+                self.restore = Some(restore);
+                return Ok(false);
+            }
+            Step::Backoff => {
+                restore.retry_at = Some(Instant::now() + REGISTRY_BACKOFF);
                 self.restore = Some(restore);
                 return Ok(false);
             }
@@ -203,6 +220,7 @@ impl Run {
             committed,
             readers,
             started,
+            retry_at: None,
         });
         Ok(true)
     }
@@ -216,10 +234,13 @@ impl Run {
             OffsetMode::Transactional,
         );
         config.set("enable.partition.eof", "true");
-        let consumer: BaseConsumer = config.create().map_err(|source| Error::Client {
-            what: "restore consumer",
-            source,
-        })?;
+        let consumer: BaseConsumer<ReadsToEnd> =
+            config
+                .create_with_context(ReadsToEnd)
+                .map_err(|source| Error::Client {
+                    what: "restore consumer",
+                    source,
+                })?;
         let mut list = TopicPartitionList::new();
         for &p in partitions {
             list.add_partition_offset(topic, p, Offset::Beginning)
@@ -293,7 +314,7 @@ impl Run {
                                         tracing::warn!(error = %e, "cannot rewind the restore; starting it again");
                                         return Ok(Step::Restart);
                                     }
-                                    return Ok(Step::Later);
+                                    return Ok(Step::Backoff);
                                 }
                                 Err(e) => return Err(fail(e.to_string())),
                             }

@@ -4,6 +4,7 @@
 //! from restored state; a fatal one stops the processor.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -19,6 +20,13 @@ use super::rebalance::Rebalances;
 use super::{CALL_TIMEOUT, ProcessorConfig, Run};
 use crate::config::KafkaConfig;
 use crate::error::Error;
+
+/// A transactional call, run on a thread of its own by [`Run::bounded`].
+type Call = Box<dyn FnOnce(&BaseProducer) -> Result<(), KafkaError> + Send>;
+
+/// How long a transactional call may block (its own timeout is [`CALL_TIMEOUT`]) before the processor
+/// gives up on the producer.
+const HUNG_CALL: Duration = Duration::from_secs(60);
 
 /// How long the loop sleeps between serving delivery reports while it waits for the producer (a full
 /// queue, or the deliveries before a commit). rdkafka's own `poll` would spin through its timeout.
@@ -103,12 +111,14 @@ impl Run {
                 return Err(self.abort_for(e.into()));
             }
         }
-        let Some(group) = consumer.group_metadata() else {
-            return Err(self.abort_for(BatchError::Retry("no consumer group metadata yet".into())));
-        };
         let sent = self.retrying("send_offsets_to_transaction", || {
-            self.producer
-                .send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| BatchError::Retry("no consumer group metadata yet".into()))?;
+            let offsets = offsets.clone();
+            Ok(Box::new(move |p: &BaseProducer| {
+                p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+            }))
         });
         if let Err(e) = sent {
             return Err(self.abort_for(e));
@@ -117,7 +127,9 @@ impl Run {
             return Err(self.abort_for(e.into()));
         }
         if let Err(e) = self.retrying("commit_transaction", || {
-            self.producer.commit_transaction(CALL_TIMEOUT)
+            Ok(Box::new(|p: &BaseProducer| {
+                p.commit_transaction(CALL_TIMEOUT)
+            }))
         }) {
             return Err(self.abort_for(e));
         }
@@ -147,19 +159,27 @@ impl Run {
         Ok(())
     }
 
-    /// `call` again while it fails with a retriable error (librdkafka: "the same call may be retried"),
-    /// until it succeeds, fails otherwise, or shutdown fires.
+    /// The call `make` builds, again while it fails with a retriable error (librdkafka: "the same call
+    /// may be retried"), until it succeeds, fails otherwise, or shutdown fires. Each call is bounded
+    /// ([`Run::bounded`]).
     fn retrying(
         &self,
         what: &'static str,
-        call: impl Fn() -> Result<(), KafkaError>,
+        make: impl Fn() -> Result<Call, BatchError>,
     ) -> Result<(), BatchError> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match call() {
+            match self.bounded(what, make()?)? {
                 Ok(()) => return Ok(()),
                 Err(e) => match txn_class(&e) {
-                    TxnClass::Retriable if !self.shutdown.is_triggered() => {
+                    // Retriable, but not for ever: once the transaction has been open longer than
+                    // transaction.timeout.ms the broker has aborted it, and a call that still cannot
+                    // complete (a commit whose messages cannot be flushed) never will.
+                    TxnClass::Retriable
+                        if !self.shutdown.is_triggered()
+                            && self.transaction_began.elapsed()
+                                < self.transaction_timeout + CALL_TIMEOUT =>
+                    {
                         tracing::warn!(error = %e, call = what, "retriable; calling again");
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -169,6 +189,48 @@ impl Run {
                     }
                     TxnClass::Fatal => return Err(BatchError::Stop(self.fatal(e))),
                 },
+            }
+        }
+    }
+
+    /// Run a transactional call on a thread of its own and wait at most [`HUNG_CALL`] for it. librdkafka's
+    /// `send_offsets_to_transaction` can block far past its timeout when the group coordinator's broker
+    /// is lost (librdkafka issues 5456 and 5511, open in the bundled 2.12.1); a client in that state
+    /// never recovers, so the processor stops for a restart with a new one.
+    fn bounded(
+        &self,
+        what: &'static str,
+        call: Call,
+    ) -> Result<Result<(), KafkaError>, BatchError> {
+        let producer = Arc::clone(&self.producer);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("causeway-txn".into())
+            .spawn(move || {
+                let _ = tx.send(call(&producer));
+            });
+        if let Err(e) = spawned {
+            return Err(BatchError::Retry(format!(
+                "cannot start a thread for {what}: {e}"
+            )));
+        }
+        // Meanwhile this thread serves the delivery reports: librdkafka's abort (which purges what is
+        // still queued) and commit (which flushes) complete only once those reports are polled.
+        let started = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(result) => return Ok(result),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    if started.elapsed() < HUNG_CALL =>
+                {
+                    self.producer.poll(Duration::ZERO);
+                }
+                Err(_) => {
+                    return Err(BatchError::Stop(ProcessorError::Hung {
+                        call: what,
+                        after: HUNG_CALL,
+                    }));
+                }
             }
         }
     }
@@ -190,7 +252,9 @@ impl Run {
             .with_label_values(&["aborted"])
             .inc();
         match self.retrying("abort_transaction", || {
-            self.producer.abort_transaction(CALL_TIMEOUT)
+            Ok(Box::new(|p: &BaseProducer| {
+                p.abort_transaction(CALL_TIMEOUT)
+            }))
         }) {
             Ok(()) => cause,
             Err(BatchError::Stop(e)) => BatchError::Stop(e),
@@ -208,7 +272,7 @@ impl Run {
         fatal(
             e,
             self.transaction_began.elapsed(),
-            Duration::from_millis(self.config.transaction_timeout_ms),
+            self.transaction_timeout,
         )
     }
 

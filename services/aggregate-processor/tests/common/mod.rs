@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
@@ -15,7 +16,7 @@ use causeway_contracts::wire::Codec;
 use causeway_kafka::config::OffsetMode;
 use causeway_kafka::topology::{self, Topology};
 use causeway_kafka::{KafkaConfig, client};
-use causeway_testcontainers::process::ServiceProcess;
+use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with};
 use causeway_testcontainers::{stack, unique};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,6 +25,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
+use serde_json::Value as Json;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aggregate-processor");
 pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/aggregate-processor.toml");
@@ -45,7 +47,7 @@ pub struct World {
     producer: FutureProducer,
 }
 
-fn repo(path: &str) -> std::path::PathBuf {
+fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(path)
@@ -65,21 +67,24 @@ impl World {
         partitions: i32,
         events_config: &str,
     ) -> Self {
-        Self::on(stack(), domain, partitions, events_config).await
+        Self::on(stack(), domain, partitions, 1, events_config).await
     }
 
-    /// [`World::of`] on the stack `s` (a stack of the test's own, to break).
+    /// [`World::of`] on the stack `s` (a stack of the test's own, to break), its topics replicated
+    /// `replication` times.
     pub async fn on(
         s: &causeway_testcontainers::Stack,
         domain: causeway_contracts::domain::Domain,
         partitions: i32,
+        replication: i32,
         events_config: &str,
     ) -> Self {
         let context = unique("p");
         let group = format!("{context}-processor");
         let results_topic = format!("{context}.command-results");
         let dlq_topic = format!("{group}.dlq");
-        let mut toml = format!("[defaults]\npartitions = {partitions}\nreplication_factor = 1\n");
+        let mut toml =
+            format!("[defaults]\npartitions = {partitions}\nreplication_factor = {replication}\n");
         let aggregates = domain.aggregate_names();
         for aggregate in &aggregates {
             toml += &format!("[[topic]]\nname = \"{context}.{aggregate}.commands\"\n");
@@ -316,7 +321,8 @@ impl World {
             match consumer.poll(Duration::from_millis(500)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                // A broker of the cluster may be gone (a test killed it): the reader goes on.
+                Some(Err(e)) => eprintln!("reading {topic}: {e}"),
                 Some(Ok(m)) => out.push(Raw {
                     partition: m.partition(),
                     offset: m.offset(),
@@ -362,6 +368,62 @@ impl World {
                 "the processor did not catch up: lag {lag}"
             );
             std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Wait until the processor group has committed every command record sent so far, restarting the
+    /// processor `instance` whenever it exits, as an orchestrator would (it stops, saying why, when its
+    /// Kafka client is stuck). The running processor and the number of restarts.
+    pub fn supervise_until_caught_up(
+        &self,
+        mut processor: ServiceProcess,
+        instance: &str,
+        extra: &[(&'static str, &str)],
+        timeout: Duration,
+    ) -> (ServiceProcess, usize) {
+        let deadline = Instant::now() + timeout;
+        let mut restarts = 0;
+        loop {
+            let lag = self.lag();
+            if lag == 0 {
+                return (processor, restarts);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the processor did not catch up: lag {lag}"
+            );
+            if let Some(status) = processor.try_exit().unwrap_or_else(|e| panic!("{e}")) {
+                let log = processor.log();
+                let tail = &log[log.len().saturating_sub(2000)..];
+                assert!(
+                    !status.success() && tail.contains("\"level\":\"ERROR\""),
+                    "the processor exited ({status}) without saying why:\n{tail}"
+                );
+                eprintln!(
+                    "the processor stopped ({status}); restarting it. Its last words:\n{tail}"
+                );
+                restarts += 1;
+                processor = self.start_processor_with(instance, extra);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Wait until the results topic holds at least `n` results. For runs whose command topics get
+    /// transaction markers of the processor's own (forwarded commands): the offset committed after a
+    /// partition's last record stays one short of its end there, so the lag never reads 0.
+    pub fn wait_results(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.read_raw(&self.results_topic).len();
+            if have >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {have} of {n} results arrived"
+            );
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 
@@ -420,6 +482,67 @@ impl World {
         }
         Ok(lag)
     }
+}
+
+/// A binary of the workspace beside this test's own (target/<profile>/), built by `make build`.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("no target directory above {}", exe.display()));
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (make build)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn call(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Json>,
+) -> (u16, Json) {
+    let body = body.map(Json::to_string);
+    let r = http_request_with(api, method, path, headers, body.as_deref())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+    (r.status, json)
+}
+
+/// A gateway process for `world` on a port of its own, ready (its results follower caught up).
+pub fn start_gateway(world: &World) -> (ServiceProcess, SocketAddr) {
+    let s = &world.stack;
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let api_text = api.to_string();
+    let sample =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../command-gateway/command-gateway.toml");
+    let mut gateway = ServiceProcess::start(
+        &workspace_binary("command-gateway"),
+        &sample,
+        &[
+            (
+                "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
+                s.kafka_bootstrap.as_str(),
+            ),
+            ("CAUSEWAY__HTTP__LISTEN", api_text.as_str()),
+            ("CAUSEWAY__GATEWAY__REGISTRY_URL", s.registry_url.as_str()),
+            ("CAUSEWAY__GATEWAY__CONTEXT", world.context.as_str()),
+            (
+                "CAUSEWAY__GATEWAY__RESULTS_TOPIC",
+                world.results_topic.as_str(),
+            ),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gateway
+        .wait_ready(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (gateway, api)
 }
 
 /// A record as read back.
