@@ -428,33 +428,18 @@ pub fn assert_refuses_bad_config(bin: &Path, sample_config: &Path) {
 #[macro_export]
 macro_rules! service_binary_tests {
     (planned $bin:literal $(, $var:literal => $value:expr)* $(,)?) => {
-        #[test]
-        fn starts_with_its_sample_config_says_it_is_not_built_never_ready_and_stops_on_sigterm() {
-            let s: &$crate::Stack = $crate::stack();
-            let values: ::std::vec::Vec<(&str, ::std::string::String)> = vec![
-                ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", s.kafka_bootstrap.clone()),
-                $(($var, ($value)(s)),)*
-            ];
-            let env: ::std::vec::Vec<(&str, &str)> =
-                values.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            $crate::process::assert_planned_service_lifecycle(
-                ::std::path::Path::new(env!(concat!("CARGO_BIN_EXE_", $bin))),
-                ::std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/", $bin, ".toml")),
-                &env,
-            );
-        }
-
-        #[test]
-        fn refuses_bad_config_naming_the_key() {
-            $crate::process::assert_refuses_bad_config(
-                ::std::path::Path::new(env!(concat!("CARGO_BIN_EXE_", $bin))),
-                ::std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/", $bin, ".toml")),
-            );
-        }
+        $crate::service_binary_tests!(@tests $bin,
+            starts_with_its_sample_config_says_it_is_not_built_never_ready_and_stops_on_sigterm,
+            assert_planned_service_lifecycle $(, $var => $value)*);
     };
     ($bin:literal $(, $var:literal => $value:expr)* $(,)?) => {
+        $crate::service_binary_tests!(@tests $bin,
+            starts_with_its_sample_config_reports_ready_and_stops_on_sigterm,
+            assert_service_lifecycle $(, $var => $value)*);
+    };
+    (@tests $bin:literal, $lifecycle_test:ident, $lifecycle:ident $(, $var:literal => $value:expr)*) => {
         #[test]
-        fn starts_with_its_sample_config_reports_ready_and_stops_on_sigterm() {
+        fn $lifecycle_test() {
             let s: &$crate::Stack = $crate::stack();
             let values: ::std::vec::Vec<(&str, ::std::string::String)> = vec![
                 ("CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS", s.kafka_bootstrap.clone()),
@@ -462,7 +447,7 @@ macro_rules! service_binary_tests {
             ];
             let env: ::std::vec::Vec<(&str, &str)> =
                 values.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            $crate::process::assert_service_lifecycle(
+            $crate::process::$lifecycle(
                 ::std::path::Path::new(env!(concat!("CARGO_BIN_EXE_", $bin))),
                 ::std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/", $bin, ".toml")),
                 &env,
