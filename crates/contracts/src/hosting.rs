@@ -148,7 +148,11 @@ pub trait Hosted: Send {
     /// Full name of its changelog record.
     fn state_record(&self) -> &'static str;
     /// Decide the command in record `full_name`/`value` with record key `key` on `partition`, and build
-    /// what it leads to. The held state is unchanged until [`Hosted::commit`].
+    /// what it leads to. The held state is unchanged until [`Hosted::commit`]. With `with_state`, the
+    /// changelog record after the command is built too ([`Decided::state`]), so that a state that cannot
+    /// be written is this command's fault; without, the changed state is written once per batch
+    /// ([`Hosted::take_dirty`]), and a state that cannot be written fails the batch, which the processor
+    /// then retries command by command, with states.
     fn decide(
         &mut self,
         partition: i32,
@@ -156,9 +160,14 @@ pub trait Hosted: Send {
         full_name: &str,
         value: &Value,
         stamp: Stamp,
+        with_state: bool,
     ) -> Result<Decided, Poison>;
     /// Keep what the last [`Hosted::decide`] decided.
     fn commit(&mut self);
+    /// The states changed (committed) since the last call and not written with their command, as
+    /// changelog values, and forget that they changed. `Err` names the aggregate whose state cannot be
+    /// written.
+    fn take_dirty(&mut self, now_ms: i64, out: &mut Vec<Dirty>) -> Result<(), String>;
     /// Forget what the last [`Hosted::decide`] decided.
     fn discard(&mut self);
     /// Load one changelog record (a `None` value is a tombstone).
@@ -169,11 +178,24 @@ pub trait Hosted: Send {
     fn states(&self) -> usize;
 }
 
+/// A changed state to write to the changelog.
+#[derive(Debug)]
+pub struct Dirty {
+    /// The partition it belongs to.
+    pub partition: i32,
+    /// The aggregate id (the key).
+    pub aggregate_id: String,
+    /// The changelog record value.
+    pub value: Value,
+}
+
 /// A decided command waiting for commit.
 struct Pending<A: AggregateContract> {
     partition: i32,
     aggregate_id: String,
     next: Next<A>,
+    /// Its state record was built with it (else it is written with the batch's).
+    written: bool,
 }
 
 /// The [`Hosted`] implementation for aggregate `A`.
@@ -183,6 +205,8 @@ pub struct Host<A: AggregateContract> {
     limits: Limits,
     partitions: HashMap<i32, HashMap<String, Tracked<A>>>,
     pending: Option<Pending<A>>,
+    /// Aggregates whose committed state is still to be written this batch.
+    dirty: std::collections::HashSet<(i32, String)>,
 }
 
 impl<A: AggregateContract> std::fmt::Debug for Host<A> {
@@ -203,6 +227,7 @@ impl<A: AggregateContract> Host<A> {
             limits,
             partitions: HashMap::new(),
             pending: None,
+            dirty: std::collections::HashSet::new(),
         }
     }
 }
@@ -327,6 +352,7 @@ impl<A: AggregateContract> Host<A> {
         full_name: &str,
         value: &Value,
         stamp: Stamp,
+        with_state: bool,
     ) -> Result<Decided, Poison> {
         let limits = self.limits;
         let command = A::command(full_name, value).map_err(|e| Poison {
@@ -493,8 +519,7 @@ impl<A: AggregateContract> Host<A> {
         let next = next.filter(|n| existing.is_some() || n.aggregate.is_some());
         let state =
             match &next {
-                None => None,
-                Some(next) => {
+                Some(next) if with_state => {
                     let view = StateView {
                         aggregate_id: meta.aggregate_id,
                         version: next.version,
@@ -506,6 +531,7 @@ impl<A: AggregateContract> Host<A> {
                         poison(format!("cannot write {}: {e}", A::STATE_RECORD), true)
                     })?)
                 }
+                _ => None,
             };
         let aggregate_id = result.aggregate_id.clone();
         if let Some(next) = next {
@@ -513,6 +539,7 @@ impl<A: AggregateContract> Host<A> {
                 partition,
                 aggregate_id: aggregate_id.clone(),
                 next,
+                written: with_state,
             });
         }
         Ok(Decided {
@@ -545,13 +572,14 @@ impl<A: AggregateContract> Hosted for Host<A> {
         full_name: &str,
         value: &Value,
         stamp: Stamp,
+        with_state: bool,
     ) -> Result<Decided, Poison> {
         self.pending = None;
         // The domain's conversions (reading the command, writing events and state) run here too; a
         // panic in them is the command's fault. `pending` is set last, after everything that can fail.
         let limits = self.limits;
         catch_unwind(AssertUnwindSafe(|| {
-            self.decide_inner(partition, key, full_name, value, stamp)
+            self.decide_inner(partition, key, full_name, value, stamp, with_state)
         }))
         .unwrap_or_else(|panic| {
             self.pending = None;
@@ -570,12 +598,43 @@ impl<A: AggregateContract> Hosted for Host<A> {
         let Some(pending) = self.pending.take() else {
             return;
         };
+        if !pending.written {
+            self.dirty
+                .insert((pending.partition, pending.aggregate_id.clone()));
+        }
         self.partitions
             .entry(pending.partition)
             .or_default()
             .entry(pending.aggregate_id)
             .or_default()
             .commit(pending.next);
+    }
+
+    fn take_dirty(&mut self, now_ms: i64, out: &mut Vec<Dirty>) -> Result<(), String> {
+        for (partition, aggregate_id) in self.dirty.drain() {
+            let Some(tracked) = self
+                .partitions
+                .get(&partition)
+                .and_then(|states| states.get(&aggregate_id))
+            else {
+                continue;
+            };
+            let view = StateView {
+                aggregate_id: &aggregate_id,
+                version: tracked.version,
+                state: &tracked.aggregate,
+                recent_commands: tracked.recent.iter().map(RecentView::from).collect(),
+                updated_at: now_ms,
+            };
+            let value = apache_avro::to_value(&view)
+                .map_err(|e| format!("cannot write {} of {aggregate_id}: {e}", A::STATE_RECORD))?;
+            out.push(Dirty {
+                partition,
+                aggregate_id,
+                value,
+            });
+        }
+        Ok(())
     }
 
     fn discard(&mut self) {
@@ -601,6 +660,7 @@ impl<A: AggregateContract> Hosted for Host<A> {
 
     fn drop_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+        self.dirty.retain(|(p, _)| *p != partition);
         if self
             .pending
             .as_ref()

@@ -185,11 +185,11 @@ mod hosted {
     #[test]
     fn a_panicking_handler_is_poison_with_a_result_and_changes_nothing() {
         let mut h = Host::<Counter>::new(CONTEXT, DedupWindow::default(), Limits::default());
-        h.decide(0, Some(b"k"), ADD, &add("c-1", i64::MAX), AT)
+        h.decide(0, Some(b"k"), ADD, &add("c-1", i64::MAX), AT, true)
             .unwrap_or_else(|e| panic!("{e:?}"));
         h.commit();
         let poison = h
-            .decide(0, Some(b"k"), ADD, &add("c-2", 1), AT)
+            .decide(0, Some(b"k"), ADD, &add("c-2", 1), AT, true)
             .err()
             .unwrap_or_else(|| panic!("the overflow was accepted"));
         assert!(
@@ -199,7 +199,7 @@ mod hosted {
         );
         assert_eq!(poison.command.map(|c| c.command_id).as_deref(), Some("c-2"));
         let next = h
-            .decide(0, Some(b"k"), ADD, &add("c-3", -1), AT)
+            .decide(0, Some(b"k"), ADD, &add("c-3", -1), AT, true)
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(next.result.new_version, Some(2), "the counter goes on");
     }

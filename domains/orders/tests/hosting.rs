@@ -53,7 +53,7 @@ fn state_of(value: Option<&Value>) -> StateRecord<Order> {
 fn a_command_gives_stamped_events_a_result_and_its_state_record() {
     let mut h = host();
     let d = h
-        .decide(3, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+        .decide(3, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(d.events.len(), 1);
     assert_eq!(d.events[0].0, "causeway.orders.order.OrderPlaced");
@@ -84,7 +84,7 @@ fn a_command_gives_stamped_events_a_result_and_its_state_record() {
     h.commit();
 
     let again = h
-        .decide(3, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+        .decide(3, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(again.duplicate && again.events.is_empty() && again.state.is_none());
     assert_eq!(again.result.new_version, Some(1));
@@ -93,22 +93,22 @@ fn a_command_gives_stamped_events_a_result_and_its_state_record() {
 #[test]
 fn nothing_changes_until_commit() {
     let mut h = host();
-    h.decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+    h.decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     h.discard();
     assert_eq!(h.states(), 0, "a discarded command leaves no state");
     let d = h
-        .decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+        .decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(!d.duplicate, "a discarded command id is not remembered");
     h.commit();
     let confirmed = h
-        .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-2", "o-1"), AT)
+        .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-2", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(confirmed.result.new_version, Some(2));
     h.discard();
     let again = h
-        .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-3", "o-1"), AT)
+        .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-3", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
         again.result.new_version,
@@ -121,7 +121,7 @@ fn nothing_changes_until_commit() {
 fn a_written_state_restores_to_the_same_decisions() {
     let mut h = host();
     let d = h
-        .decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+        .decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     h.commit();
     let written = d.state.unwrap_or_else(|| panic!("no state"));
@@ -131,11 +131,11 @@ fn a_written_state_restores_to_the_same_decisions() {
         .restore(0, "o-1", Some(&written))
         .unwrap_or_else(|e| panic!("{e}"));
     let resent = restored
-        .decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+        .decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(resent.duplicate, "the command id survived the restore");
     let other = restored
-        .decide(0, Some(b"o-1"), PLACE, &place("c-2", "o-1"), AT)
+        .decide(0, Some(b"o-1"), PLACE, &place("c-2", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
         other.result.rejection_code.as_deref(),
@@ -152,7 +152,7 @@ fn a_written_state_restores_to_the_same_decisions() {
 fn a_rejection_for_an_aggregate_that_does_not_exist_leaves_no_state() {
     let mut h = host();
     let d = h
-        .decide(0, Some(b"o-9"), CONFIRM, &confirm("c-1", "o-9"), AT)
+        .decide(0, Some(b"o-9"), CONFIRM, &confirm("c-1", "o-9"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(d.result.outcome, CommandOutcome::Rejected);
     assert!(d.state.is_none(), "no state record to write");
@@ -163,7 +163,7 @@ fn a_rejection_for_an_aggregate_that_does_not_exist_leaves_no_state() {
 #[test]
 fn poison_is_named_changes_nothing_and_carries_the_ids_it_could_read() {
     let mut h = host();
-    h.decide(0, Some(b"o-1"), PLACE, &place("c-0", "o-1"), AT)
+    h.decide(0, Some(b"o-1"), PLACE, &place("c-0", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     h.commit();
     let unknown = h
@@ -173,6 +173,7 @@ fn poison_is_named_changes_nothing_and_carries_the_ids_it_could_read() {
             "causeway.orders.order.Refund",
             &place("c", "o-1"),
             AT,
+            true,
         )
         .err()
         .unwrap_or_else(|| panic!("accepted an unknown record"));
@@ -183,7 +184,7 @@ fn poison_is_named_changes_nothing_and_carries_the_ids_it_could_read() {
         "the command id of an unknown record type is still read"
     );
     let wrong_key = h
-        .decide(0, Some(b"o-2"), PLACE, &place("c", "o-1"), AT)
+        .decide(0, Some(b"o-2"), PLACE, &place("c", "o-1"), AT, true)
         .err()
         .unwrap_or_else(|| panic!("accepted"));
     assert!(
@@ -192,16 +193,16 @@ fn poison_is_named_changes_nothing_and_carries_the_ids_it_could_read() {
             .contains("is not the command's aggregate id")
     );
     assert!(wrong_key.command.is_some());
-    let no_key = h.decide(0, None, PLACE, &place("c", "o-1"), AT);
+    let no_key = h.decide(0, None, PLACE, &place("c", "o-1"), AT, true);
     assert!(no_key.is_err_and(|e| e.reason.contains("no key")));
     let no_id = h
-        .decide(0, Some(b"o-1"), PLACE, &place("", "o-1"), AT)
+        .decide(0, Some(b"o-1"), PLACE, &place("", "o-1"), AT, true)
         .err()
         .unwrap_or_else(|| panic!("accepted"));
     assert!(no_id.reason.contains("empty command_id") && no_id.command.is_none());
     h.commit();
     let next = h
-        .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-9", "o-1"), AT)
+        .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-9", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
         next.result.new_version,
@@ -209,7 +210,7 @@ fn poison_is_named_changes_nothing_and_carries_the_ids_it_could_read() {
         "the poison left the placed order at version 1"
     );
     let resent = h
-        .decide(0, Some(b"o-2"), PLACE, &place("c", "o-2"), AT)
+        .decide(0, Some(b"o-2"), PLACE, &place("c", "o-2"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(!resent.duplicate, "no poison command id was remembered");
 }
@@ -219,7 +220,7 @@ fn ids_over_the_limit_are_poison_and_reasons_are_cut() {
     let mut h = host();
     let long = "x".repeat(1_000_000);
     let long_command = h
-        .decide(0, Some(b"o-1"), PLACE, &place(&long, "o-1"), AT)
+        .decide(0, Some(b"o-1"), PLACE, &place(&long, "o-1"), AT, true)
         .err()
         .unwrap_or_else(|| panic!("accepted a 1 MB command id"));
     assert!(
@@ -232,7 +233,14 @@ fn ids_over_the_limit_are_poison_and_reasons_are_cut() {
         "no result can carry that id"
     );
     let long_aggregate = h
-        .decide(0, Some(long.as_bytes()), PLACE, &place("c-1", &long), AT)
+        .decide(
+            0,
+            Some(long.as_bytes()),
+            PLACE,
+            &place("c-1", &long),
+            AT,
+            true,
+        )
         .err()
         .unwrap_or_else(|| panic!("accepted a 1 MB aggregate id"));
     assert!(
@@ -252,18 +260,25 @@ fn ids_over_the_limit_are_poison_and_reasons_are_cut() {
 #[test]
 fn a_timestamp_in_the_future_does_not_empty_the_window() {
     let mut h = host();
-    h.decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+    h.decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     h.commit();
     let future = Stamp {
         command_at_ms: i64::MAX / 2,
         now_ms: 3_000,
     };
-    h.decide(0, Some(b"o-1"), CONFIRM, &confirm("c-2", "o-1"), future)
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    h.decide(
+        0,
+        Some(b"o-1"),
+        CONFIRM,
+        &confirm("c-2", "o-1"),
+        future,
+        true,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
     h.commit();
     let resent = h
-        .decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT)
+        .decide(0, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(
         resent.duplicate,
@@ -281,6 +296,7 @@ fn dropping_a_partition_forgets_its_states_only() {
             PLACE,
             &place(&format!("c-{id}"), id),
             AT,
+            true,
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
         h.commit();

@@ -30,7 +30,14 @@ async fn the_broker_stopped_for_forty_seconds_mid_transaction_loses_and_duplicat
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let world = World::on(&endpoints, causeway_orders::hosting::domain(), 3, 1, "").await;
+    let world = World::on(
+        &endpoints,
+        causeway_orders::hosting::domain(),
+        3,
+        1,
+        ("", ""),
+    )
+    .await;
     let load = stock_load(100, 150);
     world.send_many("inventory", &load).await;
     let settings = [

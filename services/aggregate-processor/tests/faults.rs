@@ -151,7 +151,7 @@ async fn commands_off_their_home_partition_are_forwarded_and_decided_once() {
 /// dead-lettered too; no result can carry it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_domain_is_hosted_and_its_panics_and_huge_ids_are_dead_lettered() {
-    let world = World::of(causeway_counter::domain(), 2, "").await;
+    let world = World::of(causeway_counter::domain(), 2, ("", "")).await;
     let add = |id: &str, amount: i64| AddToCounter {
         command_id: id.into(),
         counter_id: "k".into(),
@@ -243,7 +243,7 @@ async fn outputs_larger_than_a_topic_takes_are_dead_lettered_with_a_result() {
     let world = World::of(
         causeway_orders::hosting::domain(),
         1,
-        "config = { \"max.message.bytes\" = \"4000\" }",
+        ("events", "config = { \"max.message.bytes\" = \"4000\" }"),
     )
     .await;
     let place = |id: &str, order: &str, lines: usize| PlaceOrder {
@@ -355,4 +355,83 @@ async fn partition_counts_that_differ_stop_the_processor_naming_the_topics() {
             && log.contains("partition counts differ"),
         "{log}"
     );
+}
+
+/// An order whose state would outgrow its changelog topic (`max.message.bytes` small; every rejected
+/// command is remembered in the state, with its reason). States are written once per batch; the batch
+/// whose state cannot be written is retried command by command, and the commands that would make the
+/// state too large are dead-lettered with a result while the state stays writable and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_would_outgrow_its_changelog_is_dead_lettered_command_by_command() {
+    use causeway_orders::contracts::order::ConfirmOrder;
+    let world = World::of(
+        causeway_orders::hosting::domain(),
+        1,
+        ("changelog", "config = { \"max.message.bytes\" = \"3000\" }"),
+    )
+    .await;
+    let place = PlaceOrder {
+        command_id: "c-place".into(),
+        order_id: "o-1".into(),
+        customer_id: "cu".into(),
+        lines: vec![OrderLine {
+            sku: "s".into(),
+            quantity: 1,
+            unit_price_cents: 1,
+        }],
+        currency: "EUR".into(),
+        payment_account_id: "acc".into(),
+        ..PlaceOrder::default()
+    };
+    world.send("order", "PlaceOrder", "o-1", &place).await;
+    let stale: Vec<(&str, String, ConfirmOrder)> = (0..40)
+        .map(|i| {
+            (
+                "ConfirmOrder",
+                "o-1".to_string(),
+                ConfirmOrder {
+                    command_id: format!("c-stale-{i:02}"),
+                    order_id: "o-1".into(),
+                    expected_version: Some(99),
+                    ..ConfirmOrder::default()
+                },
+            )
+        })
+        .collect();
+    world.send_many("order", &stale).await;
+
+    let processor = world.start_processor("a");
+    world.wait_caught_up(Duration::from_secs(60));
+    let results = results(&world.read_all(&world.results_topic).await);
+    assert_eq!(results.len(), 41, "every command one result");
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r.rejection_code.as_deref().unwrap_or("accepted"))
+        .collect();
+    let conflicts = codes.iter().filter(|c| **c == "conflict").count();
+    let dead = codes.iter().filter(|c| **c == "dead_lettered").count();
+    assert_eq!(codes[0], "accepted");
+    assert!(
+        conflicts > 5 && dead > 5 && conflicts + dead == 40,
+        "the state took the first conflicts, then refused the rest: {codes:?}"
+    );
+    assert!(
+        codes[1..=conflicts].iter().all(|c| *c == "conflict"),
+        "in order: {codes:?}"
+    );
+    let letters = world.read_raw(&world.dlq_topic);
+    assert_eq!(letters.len(), dead);
+    let reason = header(&letters[0].headers, "causeway.dlq.reason").unwrap_or_default();
+    assert!(reason.contains("state record would be"), "{reason}");
+    let changelog = world.read_raw(&world.topic("order", "changelog"));
+    assert!(
+        changelog
+            .iter()
+            .all(|r| r.payload.as_ref().map_or(0, Vec::len) < 3000),
+        "every state record fits its topic"
+    );
+    let status = processor
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status:?}");
 }

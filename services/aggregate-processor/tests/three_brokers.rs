@@ -31,7 +31,14 @@ async fn losing_a_command_partition_leader_under_load_loses_no_accepted_command(
         kafka_bootstrap: cluster.bootstrap.clone(),
         ..shared.clone()
     };
-    let world = World::on(&endpoints, causeway_orders::hosting::domain(), 3, 3, "").await;
+    let world = World::on(
+        &endpoints,
+        causeway_orders::hosting::domain(),
+        3,
+        3,
+        ("", ""),
+    )
+    .await;
     let processor = world.start_processor("a");
     let (gateway, api) = start_gateway(&world);
 

@@ -61,6 +61,7 @@ impl Run {
             self.command(host, partition, m, now)?;
         }
         // Each changed state once, after the whole batch: the changelog keeps the latest per key.
+        self.dirty_states(now)?;
         let mut states = std::mem::take(&mut self.batch_states);
         for ((host, partition, aggregate_id), bytes) in states.drain() {
             self.send(
@@ -125,6 +126,51 @@ impl Run {
             Err(e @ WireError::Registry(_)) => Err(e.into()),
             Err(_) => Ok(None),
         }
+    }
+
+    /// Encode the states the batch's commands changed and did not write themselves, into
+    /// `batch_states`. A state that cannot be written fails the batch and turns strict mode on: the
+    /// retry builds each command's state with it, so that the command that made it unwritable is
+    /// dead-lettered alone.
+    fn dirty_states(&mut self, now: i64) -> Result<(), BatchError> {
+        let mut dirty = Vec::new();
+        for host in 0..self.hosts.len() {
+            dirty.clear();
+            let unwritable = |why: String| {
+                BatchError::Retry(format!(
+                    "a state cannot be written ({why}); retrying the batch command by command"
+                ))
+            };
+            if let Err(why) = self.hosts[host].take_dirty(now, &mut dirty) {
+                self.strict = true;
+                return Err(unwritable(why));
+            }
+            let topic = &self.hosts[host].topics().changelog;
+            let record_name = self.hosts[host].state_record();
+            let limit = self.record_limits.of(topic);
+            for state in dirty.drain(..) {
+                let bytes =
+                    match self.block_on(self.codec.encode_value(topic, record_name, state.value)) {
+                        Ok(b) => b,
+                        Err(e @ WireError::Registry(_)) => return Err(e.into()),
+                        Err(e) => {
+                            self.strict = true;
+                            return Err(unwritable(e.to_string()));
+                        }
+                    };
+                let size = bytes.len() + state.aggregate_id.len() + RECORD_OVERHEAD;
+                if size > limit {
+                    self.strict = true;
+                    return Err(unwritable(format!(
+                        "the state of {} would be {size} bytes; {topic} takes at most {limit}",
+                        state.aggregate_id
+                    )));
+                }
+                self.batch_states
+                    .insert((host, state.partition, state.aggregate_id), bytes);
+            }
+        }
+        Ok(())
     }
 
     /// Send `m` unchanged (key, value, headers, timestamp) to partition `home` of its topic, marked as
@@ -192,6 +238,7 @@ impl Run {
                         &decoded.full_name,
                         &decoded.value,
                         stamp,
+                        self.strict,
                     )
                 }
                 Err(e @ WireError::Registry(_)) => return Err(e.into()),

@@ -226,6 +226,7 @@ impl Processor {
             assigned: false,
             batch_states: HashMap::new(),
             batch_counts: HashMap::new(),
+            strict: false,
             transaction_began: std::time::Instant::now(),
             transaction_timeout,
             meters,
@@ -407,6 +408,9 @@ struct Run {
     /// The encoded state records of the batch being built, the latest per aggregate: each changed
     /// state is written once per transaction.
     batch_states: HashMap<(usize, i32, String), Vec<u8>>,
+    /// Build each command's state record with it (after a batch whose states could not be written),
+    /// instead of each changed state once per batch.
+    strict: bool,
     /// Commands of the open transaction by host and outcome (and forwarded records, as [`FORWARDED`]),
     /// added to the metrics once it commits.
     batch_counts: HashMap<(usize, &'static str), u64>,

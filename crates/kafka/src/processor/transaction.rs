@@ -137,6 +137,8 @@ impl Run {
             .transactions
             .with_label_values(&["committed"])
             .inc();
+        // A batch that needed states command by command is behind us.
+        self.strict = false;
         // Counted once committed: an aborted batch is processed again.
         for ((host, outcome), n) in self.batch_counts.drain() {
             let aggregate = self.hosts[host].aggregate_type();

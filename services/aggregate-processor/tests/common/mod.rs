@@ -57,17 +57,17 @@ impl World {
     /// The orders domain's topics `<ctx>.<aggregate>.{commands,events,changelog}` with `partitions`
     /// each, a results topic, a DLQ, and every contract registered under those topics.
     pub async fn new(partitions: i32) -> Self {
-        Self::of(causeway_orders::hosting::domain(), partitions, "").await
+        Self::of(causeway_orders::hosting::domain(), partitions, ("", "")).await
     }
 
-    /// [`World::new`] for `domain`, with `topic_config` (TOML, e.g. `config = { ... }`) added to each
-    /// events topic.
+    /// [`World::new`] for `domain`, with `topic_config` = (kind, TOML such as `config = { ... }`) added to
+    /// each topic of that kind (`events`, `changelog`).
     pub async fn of(
         domain: causeway_contracts::domain::Domain,
         partitions: i32,
-        events_config: &str,
+        topic_config: (&str, &str),
     ) -> Self {
-        Self::on(stack(), domain, partitions, 1, events_config).await
+        Self::on(stack(), domain, partitions, 1, topic_config).await
     }
 
     /// [`World::of`] on the stack `s` (a stack of the test's own, to break), its topics replicated
@@ -77,7 +77,7 @@ impl World {
         domain: causeway_contracts::domain::Domain,
         partitions: i32,
         replication: i32,
-        events_config: &str,
+        topic_config: (&str, &str),
     ) -> Self {
         let context = unique("p");
         let group = format!("{context}-processor");
@@ -87,11 +87,16 @@ impl World {
             format!("[defaults]\npartitions = {partitions}\nreplication_factor = {replication}\n");
         let aggregates = domain.aggregate_names();
         for aggregate in &aggregates {
+            let (kind, config) = topic_config;
+            let extra = |k: &str| if k == kind { config } else { "" };
             toml += &format!("[[topic]]\nname = \"{context}.{aggregate}.commands\"\n");
-            toml +=
-                &format!("[[topic]]\nname = \"{context}.{aggregate}.events\"\n{events_config}\n");
             toml += &format!(
-                "[[topic]]\nname = \"{context}.{aggregate}.changelog\"\ncleanup_policy = \"compact\"\n"
+                "[[topic]]\nname = \"{context}.{aggregate}.events\"\n{}\n",
+                extra("events")
+            );
+            toml += &format!(
+                "[[topic]]\nname = \"{context}.{aggregate}.changelog\"\ncleanup_policy = \"compact\"\n{}\n",
+                extra("changelog")
             );
         }
         toml +=
