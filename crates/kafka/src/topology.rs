@@ -320,20 +320,10 @@ pub async fn apply(
     if present.is_empty() {
         return Ok(report);
     }
-    let specifiers: Vec<ResourceSpecifier<'_>> = present
-        .iter()
-        .map(|t| ResourceSpecifier::Topic(&t.name))
-        .collect();
-    let opts = AdminOptions::new().request_timeout(Some(timeout));
-    let described = admin
-        .describe_configs(&specifiers, &opts)
-        .await
-        .map_err(|source| Error::Operation {
-            operation: "describe_configs",
-            source,
-        })?;
+    let names: Vec<&str> = present.iter().map(|t| t.name.as_str()).collect();
+    let described = describe_configs(&admin, &names, timeout).await?;
 
-    for (spec, described) in present.iter().zip(described) {
+    for (spec, entries) in present.iter().zip(described) {
         let shape = &existing[&spec.name];
         let before = report.drift.len();
         let want_partitions = topology.partitions_of(spec);
@@ -354,15 +344,11 @@ pub async fn apply(
                 actual: shape.replication_factor.to_string(),
             });
         }
-        let resource = described.map_err(|code| Error::Operation {
-            operation: "describe_configs",
-            source: rdkafka::error::KafkaError::AdminOp(code),
-        })?;
-        let entries = resource.entry_map();
         for (key, want) in topology.configs_of(spec) {
             let actual = entries
                 .get(key.as_str())
-                .and_then(|e| e.value.clone())
+                .cloned()
+                .flatten()
                 .unwrap_or_else(|| "<unset>".into());
             if actual != want {
                 report.drift.push(Drift {
@@ -389,6 +375,19 @@ pub async fn topic_config(
     timeout: Duration,
 ) -> Result<Vec<Option<String>>, Error> {
     let admin = client::admin(config)?;
+    let described = describe_configs(&admin, topics, timeout).await?;
+    Ok(described
+        .into_iter()
+        .map(|mut entries| entries.remove(key).flatten())
+        .collect())
+}
+
+/// Every config of each of `topics`, by name (`None` where the broker gives no value).
+async fn describe_configs(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Vec<HashMap<String, Option<String>>>, Error> {
     let specifiers: Vec<ResourceSpecifier<'_>> =
         topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
     let opts = AdminOptions::new().request_timeout(Some(timeout));
@@ -406,7 +405,11 @@ pub async fn topic_config(
                 operation: "describe_configs",
                 source: rdkafka::error::KafkaError::AdminOp(code),
             })?;
-            Ok(resource.get(key).and_then(|e| e.value.clone()))
+            Ok(resource
+                .entries
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect())
         })
         .collect()
 }

@@ -31,6 +31,22 @@ fn results(reads: &[common::Read]) -> Vec<CommandResult> {
         .collect()
 }
 
+/// (command id, outcome, new version, rejection code) of every result, in log order.
+async fn summary(world: &World) -> Vec<(String, CommandOutcome, Option<i64>, Option<String>)> {
+    results(&world.read_all(&world.results_topic).await)
+        .into_iter()
+        .map(|r| (r.command_id, r.outcome, r.new_version, r.rejection_code))
+        .collect()
+}
+
+/// Stop `processor` with SIGTERM; it must exit 0 (no crash, whatever the test threw at it).
+fn stop_cleanly(processor: ServiceProcess) {
+    let status = processor
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status:?}");
+}
+
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -139,10 +155,7 @@ async fn commands_off_their_home_partition_are_forwarded_and_decided_once() {
         forwarded, off_home as f64,
         "each command off its home partition forwarded once"
     );
-    let status = processor
-        .terminate(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "{status:?}");
+    stop_cleanly(processor);
 }
 
 /// The counter domain, hosted by the unchanged binary from config alone. Its handler panics past
@@ -175,11 +188,7 @@ async fn a_second_domain_is_hosted_and_its_panics_and_huge_ids_are_dead_lettered
     let processor = world.start_processor("a");
     world.wait_caught_up(Duration::from_secs(60));
 
-    let summary: Vec<(String, CommandOutcome, Option<i64>, Option<String>)> =
-        results(&world.read_all(&world.results_topic).await)
-            .into_iter()
-            .map(|r| (r.command_id, r.outcome, r.new_version, r.rejection_code))
-            .collect();
+    let summary = summary(&world).await;
     assert_eq!(
         summary,
         vec![
@@ -229,10 +238,7 @@ async fn a_second_domain_is_hosted_and_its_panics_and_huge_ids_are_dead_lettered
         vec!["c-1", "c-3"],
         "dead-lettered commands leave no trace in the state"
     );
-    let status = processor
-        .terminate(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "no crash: {status:?}");
+    stop_cleanly(processor);
 }
 
 /// An order whose event the events topic will never accept (its `max.message.bytes` is small) is
@@ -278,11 +284,7 @@ async fn outputs_larger_than_a_topic_takes_are_dead_lettered_with_a_result() {
 
     let processor = world.start_processor("a");
     world.wait_caught_up(Duration::from_secs(60));
-    let summary: Vec<(String, CommandOutcome, Option<i64>, Option<String>)> =
-        results(&world.read_all(&world.results_topic).await)
-            .into_iter()
-            .map(|r| (r.command_id, r.outcome, r.new_version, r.rejection_code))
-            .collect();
+    let summary = summary(&world).await;
     assert_eq!(
         summary,
         vec![
@@ -303,10 +305,7 @@ async fn outputs_larger_than_a_topic_takes_are_dead_lettered_with_a_result() {
     assert!(reason.contains("max.message.bytes"), "{reason}");
     let events = world.read_raw(&world.topic("order", "events"));
     assert_eq!(events.len(), 2, "no event of the dead-lettered order");
-    let status = processor
-        .terminate(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "{status:?}");
+    stop_cleanly(processor);
 }
 
 /// Commands, events and changelog of one aggregate type with different partition counts: the processor
@@ -430,8 +429,5 @@ async fn a_state_that_would_outgrow_its_changelog_is_dead_lettered_command_by_co
             .all(|r| r.payload.as_ref().map_or(0, Vec::len) < 3000),
         "every state record fits its topic"
     );
-    let status = processor
-        .terminate(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "{status:?}");
+    stop_cleanly(processor);
 }
