@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use causeway_kafka::KafkaConfig;
 use clap::{Args, Parser, Subcommand};
 
-/// Operate a Causeway deployment: topics, schemas, replay, dead letters, lag.
+/// Operate a Causeway deployment: topics and schemas (replay, dead letters and lag are planned).
 #[derive(Debug, Parser)]
 #[command(name = "causeway", version, about, long_about = None)]
 struct Cli {

@@ -8,11 +8,55 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released; good enough on a test machine).
+/// A free TCP port on 127.0.0.1 for a server a test starts. It is picked outside the kernel's
+/// ephemeral range (net.ipv4.ip_local_port_range), where the outgoing connections of everything
+/// running on the machine take their local ports: a port handed out from inside that range can be taken
+/// by some client's connection before the server binds it. Never the same port twice in one process.
 pub fn free_port() -> u16 {
-    match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-        Ok(addr) => addr.port(),
-        Err(e) => panic!("no free port on 127.0.0.1: {e}"),
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let (low, high) = outside_ephemeral_range();
+    let span = u32::from(high - low) + 1;
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    // Start somewhere different in each process (tests of several binaries may run at once).
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for i in 0..span {
+        let port = u16::try_from(u32::from(low) + (seed.wrapping_add(i.wrapping_mul(7919))) % span)
+            .unwrap_or(low);
+        if handed.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {low}..={high}")
+}
+
+/// The ports a test server may take: above the ephemeral range when at least 1000 ports are there,
+/// else below it.
+fn outside_ephemeral_range() -> (u16, u16) {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = range
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u16>().ok());
+    let (first, last) = match (bounds.next(), bounds.next()) {
+        (Some(a), Some(b)) => (a, b),
+        _ => (32768, 60999),
+    };
+    if last <= 64_535 {
+        (last + 1, 65_535)
+    } else {
+        (
+            first.saturating_sub(10_000).max(1024),
+            first.saturating_sub(1).max(1025),
+        )
     }
 }
 

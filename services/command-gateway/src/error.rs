@@ -96,6 +96,11 @@ pub enum Error {
     /// A domain this build does not host. Fatal (config validation catches it first).
     #[error("unknown domain {0:?}")]
     UnknownDomain(String),
+    /// The results topic is not in the cluster. Fatal: provision the domain's topics.
+    #[error(
+        "the results topic {0:?} does not exist (create the domain's topics: `causeway topics apply`)"
+    )]
+    MissingResultsTopic(String),
     /// The API listener could not be bound.
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Listen {
@@ -110,7 +115,9 @@ impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
             Error::Kafka(e) => e.class(),
-            Error::Listen { .. } | Error::UnknownDomain(_) => ErrorClass::Fatal,
+            Error::Listen { .. } | Error::UnknownDomain(_) | Error::MissingResultsTopic(_) => {
+                ErrorClass::Fatal
+            }
         }
     }
 }

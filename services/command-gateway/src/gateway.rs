@@ -8,6 +8,8 @@ use causeway_contracts::wire::Codec;
 use causeway_kafka::client;
 use causeway_kafka::config::OffsetMode;
 use causeway_runtime::ServiceContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::net::TcpListener;
 
 use crate::api::{self, App};
@@ -55,9 +57,16 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         &config.gateway.results_topic,
         std::time::Duration::from_millis(config.gateway.results_lookback_ms),
     )
-    .map_err(|source| causeway_kafka::Error::Operation {
-        operation: "assign the results topic",
-        source,
+    .map_err(|source| match source {
+        KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic)
+        | KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            Error::MissingResultsTopic(config.gateway.results_topic.clone())
+        }
+        source => causeway_kafka::Error::Operation {
+            operation: "assign the results topic",
+            source,
+        }
+        .into(),
     })?;
     let domain = causeway_domains::domains()
         .get(&config.gateway.domain)

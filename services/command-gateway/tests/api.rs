@@ -2,16 +2,15 @@
 //! What it accepts lands on the command topic, decodable with the contract; what it refuses is answered
 //! with the field that is wrong; results on the results topic show up in the status API.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use causeway_contracts::catalog::Catalog;
 use causeway_contracts::records::{CommandOutcome, CommandResult};
-use causeway_contracts::registry::RegistryClient;
 use causeway_contracts::wire::Codec;
 use causeway_kafka::config::OffsetMode;
-use causeway_kafka::topology::{self, Topology};
 use causeway_kafka::{KafkaConfig, client};
 use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with};
 use causeway_testcontainers::{stack, unique};
@@ -23,28 +22,10 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_command-gateway");
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/command-gateway.toml");
 
-fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
 /// Topics of the domain and the contracts, as `make demo` provisions them.
 async fn prepared() -> KafkaConfig {
     let s = stack();
-    let kafka = KafkaConfig::for_servers(s.kafka_bootstrap.clone());
-    let mut topology =
-        Topology::load(&repo("domains/orders/topology.toml")).unwrap_or_else(|e| panic!("{e}"));
-    topology.defaults.replication_factor = 1;
-    topology::apply(&kafka, &topology, false, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let catalog = Catalog::load(&repo("avro")).unwrap_or_else(|e| panic!("{e}"));
-    RegistryClient::new(&s.registry_url)
-        .register_catalog(&catalog, |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    kafka
+    common::provision(&s.kafka_bootstrap, &s.registry_url).await
 }
 
 struct Gateway {

@@ -1,23 +1,15 @@
 //! When Kafka stops answering, the gateway says so (503 with Retry-After) instead of hanging or
 //! pretending. It runs against a stack of its own (own folder and ports), whose Kafka the test kills.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use causeway_contracts::catalog::Catalog;
-use causeway_contracts::registry::RegistryClient;
-use causeway_kafka::KafkaConfig;
-use causeway_kafka::topology::{self, Topology};
 use causeway_testcontainers::native::TempStack;
 use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with};
-
-fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_gone_means_503_with_retry_after() {
@@ -31,18 +23,7 @@ async fn kafka_gone_means_503_with_retry_after() {
     };
     let bootstrap = endpoints.kafka_bootstrap.clone();
     let registry = endpoints.registry_url.clone();
-    let kafka = KafkaConfig::for_servers(bootstrap.clone());
-    let mut topology =
-        Topology::load(&repo("domains/orders/topology.toml")).unwrap_or_else(|e| panic!("{e}"));
-    topology.defaults.replication_factor = 1;
-    topology::apply(&kafka, &topology, false, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let catalog = Catalog::load(&repo("avro")).unwrap_or_else(|e| panic!("{e}"));
-    RegistryClient::new(&registry)
-        .register_catalog(&catalog, |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    common::provision(&bootstrap, &registry).await;
 
     let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let api_text = api.to_string();

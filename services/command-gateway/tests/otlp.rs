@@ -1,22 +1,27 @@
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, a service exports spans over OTLP; a collector that is not
 //! there must neither stop it from becoming ready nor hold up its exit on SIGTERM.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use causeway_testcontainers::process::{ServiceProcess, free_port};
 use causeway_testcontainers::stack;
 
-#[test]
-fn an_unreachable_collector_does_not_block_start_or_stop() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_does_not_block_start_or_stop() {
+    let s = stack();
+    common::provision(&s.kafka_bootstrap, &s.registry_url).await;
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     let api = format!("127.0.0.1:{}", free_port());
     let env = [
         ("CAUSEWAY__HTTP__LISTEN", api.as_str()),
         (
             "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
-            stack().kafka_bootstrap.as_str(),
+            s.kafka_bootstrap.as_str(),
         ),
+        ("CAUSEWAY__GATEWAY__REGISTRY_URL", s.registry_url.as_str()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
     ];
@@ -124,6 +129,7 @@ async fn spans_reach_a_receiving_collector() {
         .unwrap_or_else(|e| panic!("{e}"));
     let api_text = api.to_string();
     let s = stack();
+    common::provision(&s.kafka_bootstrap, &s.registry_url).await;
     let env = [
         ("CAUSEWAY__HTTP__LISTEN", api_text.as_str()),
         (

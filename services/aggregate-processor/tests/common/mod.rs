@@ -315,17 +315,20 @@ impl World {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         consumer.assign(&list).unwrap_or_else(|e| panic!("{e}"));
-        let mut remaining = partitions;
+        self.wait_stable(topic, partitions);
+        let mut ended = std::collections::HashSet::new();
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(120);
-        while remaining > 0 {
+        while ended.len() < partitions {
             assert!(
                 Instant::now() < deadline,
                 "reading {topic} did not reach its end"
             );
             match consumer.poll(Duration::from_millis(500)) {
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    ended.insert(p);
+                }
                 // A broker of the cluster may be gone (a test killed it): the reader goes on.
                 Some(Err(e)) => eprintln!("reading {topic}: {e}"),
                 Some(Ok(m)) => out.push(Raw {
@@ -352,6 +355,47 @@ impl World {
             }
         }
         out
+    }
+
+    /// Wait until no transaction is open on any partition of `topic`: its last stable offset (the end
+    /// a read-committed reader sees) equals its high watermark. An instance killed mid-transaction
+    /// leaves one open until the transaction timeout aborts it, and while it is open the transactions
+    /// other instances commit after it are not readable yet.
+    fn wait_stable(&self, topic: &str, partitions: usize) {
+        let committed: BaseConsumer = self
+            .kafka
+            .consumer_config("test-lso", &unique("lso"), OffsetMode::Transactional)
+            .create()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut uncommitted_config =
+            self.kafka
+                .consumer_config("test-hwm", &unique("hwm"), OffsetMode::Transactional);
+        uncommitted_config.set("isolation.level", "read_uncommitted");
+        let uncommitted: BaseConsumer = uncommitted_config
+            .create()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for p in 0..partitions {
+            let p = i32::try_from(p).unwrap_or(0);
+            loop {
+                let watermarks = committed
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .and_then(|(_, lso)| {
+                        uncommitted
+                            .fetch_watermarks(topic, p, Duration::from_secs(10))
+                            .map(|(_, high)| (lso, high))
+                    });
+                match watermarks {
+                    Ok((lso, high)) if lso >= high => break,
+                    Ok((lso, high)) => assert!(
+                        Instant::now() < deadline,
+                        "{topic} [{p}]: a transaction stays open (last stable offset {lso}, high watermark {high})"
+                    ),
+                    Err(e) => assert!(Instant::now() < deadline, "{topic} [{p}]: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
     }
 
     /// Wait until the processor group has committed every command record sent so far.
