@@ -219,8 +219,19 @@ impl Default for TempStack {
 }
 
 impl Drop for TempStack {
+    /// Stops the stack. Its folder (data and logs) is deleted after a passing test and kept after a
+    /// failing one, for its logs and topics to be read.
     fn drop(&mut self) {
-        if self.dir.exists() {
+        if !self.dir.exists() {
+            return;
+        }
+        if std::thread::panicking() {
+            let _ = self.run("down", false);
+            eprintln!(
+                "the test failed: its stack's data and logs are kept in {}",
+                self.dir.display()
+            );
+        } else {
             let _ = self.run("wipe", false);
         }
     }

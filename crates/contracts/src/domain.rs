@@ -16,6 +16,8 @@ use causeway_core::tracked::DedupWindow;
 
 use crate::aggregate::AggregateContract;
 use crate::hosting::{Host, Hosted, Limits};
+use crate::projecting::{Projecting, Projector};
+use causeway_core::projection::Projection;
 
 /// One aggregate type of a domain, and how to host it.
 #[derive(Clone, Copy)]
@@ -54,6 +56,45 @@ impl AggregateType {
     }
 }
 
+/// One projection of a domain, and how to host it.
+#[derive(Clone, Copy)]
+pub struct ProjectionType {
+    /// Its name (keys, tables, metrics, the CLI).
+    pub name: &'static str,
+    /// The aggregate type whose events it reads.
+    pub aggregate: &'static str,
+    host: fn() -> Box<dyn Projecting>,
+}
+
+impl std::fmt::Debug for ProjectionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionType")
+            .field("name", &self.name)
+            .field("aggregate", &self.aggregate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectionType {
+    /// Projection `P`.
+    pub fn of<P>() -> Self
+    where
+        P: Projection,
+        P::Aggregate: AggregateContract,
+    {
+        Self {
+            name: P::NAME,
+            aggregate: <P::Aggregate as causeway_core::Aggregate>::TYPE,
+            host: || Box::new(Projector::<P>::default()),
+        }
+    }
+
+    /// A host for it.
+    pub fn host(&self) -> Box<dyn Projecting> {
+        (self.host)()
+    }
+}
+
 /// A domain: its name, its default bounded context (the first segment of its topics), its topology
 /// file and its aggregate types.
 #[derive(Debug, Clone)]
@@ -64,6 +105,8 @@ pub struct Domain {
     pub topology: &'static str,
     /// Its aggregate types.
     pub aggregates: Vec<AggregateType>,
+    /// Its projections (read models).
+    pub projections: Vec<ProjectionType>,
 }
 
 impl Domain {
@@ -73,7 +116,23 @@ impl Domain {
             name,
             topology,
             aggregates: Vec::new(),
+            projections: Vec::new(),
         }
+    }
+
+    /// With projection `P` too.
+    pub fn projection<P>(mut self) -> Self
+    where
+        P: Projection,
+        P::Aggregate: AggregateContract,
+    {
+        self.projections.push(ProjectionType::of::<P>());
+        self
+    }
+
+    /// Its projection named `name`.
+    pub fn projection_type(&self, name: &str) -> Option<&ProjectionType> {
+        self.projections.iter().find(|p| p.name == name)
     }
 
     /// With aggregate `A` too.

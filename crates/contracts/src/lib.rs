@@ -10,6 +10,8 @@
 //! - [`aggregate`]: [`aggregate::AggregateContract`], how an aggregate's Rust types meet their contracts.
 //! - [`hosting`]: an aggregate type hosted by a processor: what a command does to the held states, all
 //!   or nothing, with size limits and caught panics.
+//! - [`projecting`]: a projection hosted by a projector: an event record in, the change to its
+//!   document out, with poison (unreadable events, refusals, panics) said apart.
 //! - [`domain`]: [`domain::Domain`], the one value a domain crate exports for the services to host.
 //! - [`subject`]: schema registry subject names (TopicRecordNameStrategy).
 //! - [`json`]: JSON as a person writes it to an Avro value of a schema, with errors by field.
@@ -28,6 +30,7 @@ pub mod domain;
 pub mod hosting;
 pub mod json;
 pub mod lock;
+pub mod projecting;
 pub mod records;
 pub mod registry;
 pub mod schema;

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`aggregate`]: the [`Aggregate`] contract (`handle` decides, `apply` folds) and [`Rejection`].
+//! - [`projection`]: the [`Projection`] contract (an aggregate's events in, [`Change`]s to one read
+//!   model's documents out).
 //! - [`tracked`]: what the processor keeps per aggregate: version, recent command ids (idempotency) and
 //!   the expected-version check (optimistic concurrency).
 //! - [`error`]: the four error classes (Transient, Poison, Rejected, Fatal) and the [`Classify`] trait
@@ -11,8 +13,10 @@
 
 pub mod aggregate;
 pub mod error;
+pub mod projection;
 pub mod tracked;
 
 pub use aggregate::{Aggregate, Rejection};
 pub use error::{Classify, ErrorClass};
+pub use projection::{Change, Document, EventInfo, Projection};
 pub use tracked::{Decision, DedupWindow, Next, Outcome, Tracked};

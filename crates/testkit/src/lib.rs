@@ -8,9 +8,78 @@
 //!
 //! `then` also checks that applying the produced events to the state does not panic, and `then_state`
 //! checks the state they lead to.
+//!
+//! Projections the same way, from events to the document they lead to:
+//!
+//! ```text
+//! projected::<StockBySku>([stock_added("tea", 5), reserved("tea", "o-1", 2)])
+//!     .then_fields([("available", "3"), ("reserved", "2")]);
+//! ```
 #![forbid(unsafe_code)]
 
+use causeway_core::projection::{Document, EventInfo, Projection};
 use causeway_core::{Aggregate, Rejection};
+
+/// The document of one aggregate after `events` (versions 1, 2, ...; event `n` at `n` seconds past
+/// the epoch), each projected by `P` and applied as a projector applies it. Panics, naming the event,
+/// when the projection refuses one.
+#[track_caller]
+pub fn projected<P: Projection>(
+    events: impl IntoIterator<Item = <P::Aggregate as Aggregate>::Event>,
+) -> Projected {
+    let projection = P::default();
+    let mut document = Document::default();
+    for (i, event) in events.into_iter().enumerate() {
+        let version = i64::try_from(i).unwrap_or(i64::MAX - 1) + 1;
+        let info = EventInfo {
+            aggregate_id: "id",
+            version,
+            occurred_at_ms: version * 1000,
+        };
+        match projection.project(&event, &info) {
+            Ok(change) => {
+                let names = change.set.iter().map(|(n, _)| n);
+                for name in names.chain(change.add.iter().map(|(n, _)| n)) {
+                    assert!(
+                        P::FIELDS.contains(name),
+                        "{} changes field {name}, which is not in its FIELDS",
+                        P::NAME
+                    );
+                }
+                document.apply(&info, &change);
+            }
+            Err(why) => panic!("{} refused {event:?}: {why}", P::NAME),
+        }
+    }
+    Projected { document }
+}
+
+/// A document built by [`projected`].
+#[derive(Debug)]
+pub struct Projected {
+    document: Document,
+}
+
+impl Projected {
+    /// Assert each of `expected` (field, value as text) is in the document; returns it.
+    #[track_caller]
+    pub fn then_fields<'a>(self, expected: impl IntoIterator<Item = (&'a str, &'a str)>) -> Document {
+        for (name, value) in expected {
+            assert_eq!(
+                self.document.field(name),
+                Some(value),
+                "field {name} of {:?}",
+                self.document
+            );
+        }
+        self.document
+    }
+
+    /// The document.
+    pub fn document(&self) -> &Document {
+        &self.document
+    }
+}
 
 /// A state built from past events.
 #[derive(Debug)]

@@ -18,6 +18,9 @@ pub fn domain() -> Domain {
         .aggregate::<Order>()
         .aggregate::<Inventory>()
         .aggregate::<Account>()
+        .projection::<crate::projections::OrderById>()
+        .projection::<crate::projections::StockBySku>()
+        .projection::<crate::projections::AccountBalance>()
 }
 
 aggregate_contract! {

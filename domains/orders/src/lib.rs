@@ -7,6 +7,8 @@
 //! - [`contracts`]: the commands and events of `avro/orders/` as Rust types.
 //! - [`order`], [`inventory`], [`payment`]: the aggregates: their rules, pure (`handle` decides,
 //!   `apply` folds), each tested given/when/then.
+//! - [`projections`]: the read models (order by id, stock by SKU, account balance), pure mappings
+//!   from events to document changes, each tested given/when/then.
 //! - [`hosting`]: how each aggregate's commands, events and state map to their Avro records, for the
 //!   aggregate processor.
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@ pub mod hosting;
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod projections;
 
 /// The domain's topology file, as text (see `topology.toml` beside this crate's Cargo.toml).
 pub const TOPOLOGY: &str = include_str!("../topology.toml");

@@ -670,6 +670,8 @@ pub async fn verify_inventory(world: &World, load: &[(&'static str, String, Stoc
 
     let results = world.read_all(&world.results_topic).await;
     let mut per_command: HashMap<String, usize> = HashMap::new();
+    // Where each result is and what it says, to tell a second decision from a resend answered twice.
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
     let mut accepted = 0usize;
     // (aggregate id, version, command id) of every accepted result, to match with the events one by one.
     let mut accepted_set = std::collections::BTreeSet::new();
@@ -685,12 +687,17 @@ pub async fn verify_inventory(world: &World, load: &[(&'static str, String, Stoc
                 result.command_id.clone(),
             ));
         }
+        seen.entry(result.command_id.clone()).or_default().push(format!(
+            "[{}]@{} {:?} v{:?}",
+            r.partition, r.offset, result.outcome, result.new_version
+        ));
         *per_command.entry(result.command_id).or_default() += 1;
     }
     let duplicated: Vec<_> = per_command
         .iter()
         .filter(|(_, n)| **n != 1)
         .take(5)
+        .map(|(id, _)| (id, seen.get(id)))
         .collect();
     assert!(
         duplicated.is_empty(),
