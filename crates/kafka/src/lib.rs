@@ -12,16 +12,21 @@
 //! - [`group`]: consumer-group membership that always closes (rebalances without blocking requests).
 //! - [`processor`]: the transactional processor: commands in, events, states, results and offsets out
 //!   in one transaction per batch.
+//! - [`dead_letter`]: dead letters and their headers, for every consumer.
+//! - [`runner`]: the consumer runner of every non-transactional consumer (projectors): batches,
+//!   offsets stored after the writes, one retry / dead-letter policy.
 //! - [`error`]: [`Error`], classified once into Transient / Poison / Fatal.
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod config;
+pub mod dead_letter;
 pub mod error;
 pub mod group;
 pub mod headers;
 pub mod partitioner;
 pub mod processor;
+pub mod runner;
 pub mod topology;
 
 pub use config::KafkaConfig;

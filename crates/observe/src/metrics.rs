@@ -27,6 +27,13 @@ pub mod names {
     pub const PROCESSOR_RESTORED_RECORDS_TOTAL: &str = "causeway_processor_restored_records_total";
     /// Counter: command records found off their key's home partition and forwarded there, by aggregate type.
     pub const PROCESSOR_FORWARDED_TOTAL: &str = "causeway_processor_forwarded_commands_total";
+    /// Counter: records handled by a consumer runner (projectors), by `group` and `outcome` (written,
+    /// skipped, dead_lettered).
+    pub const CONSUMER_RECORDS_TOTAL: &str = "causeway_consumer_records_total";
+    /// Counter: transient failures a consumer runner retried, by `group`.
+    pub const CONSUMER_RETRIES_TOTAL: &str = "causeway_consumer_retries_total";
+    /// Histogram: time a consumer runner took per batch (prepare, write, store offsets), in seconds.
+    pub const CONSUMER_BATCH_SECONDS: &str = "causeway_consumer_batch_seconds";
 }
 
 /// A service's metrics registry with the metrics every service has.

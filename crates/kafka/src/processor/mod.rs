@@ -56,7 +56,7 @@ use rdkafka::producer::BaseProducer;
 use tokio::runtime::Handle;
 
 pub use config::ProcessorConfig;
-pub use dead_letter::dlq_headers;
+pub use crate::dead_letter::dlq_headers;
 pub use error::ProcessorError;
 pub use progress::Probe;
 pub use rebalance::{Change, Rebalances};

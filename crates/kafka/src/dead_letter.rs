@@ -1,0 +1,130 @@
+//! Dead letters, one way for every consumer (the processor inside its transaction, the consumer runner
+//! with its own producer): a record that cannot be processed goes to `<group>.dlq` unchanged (key,
+//! value, original headers with the trace context), with headers that say why, where it came from and
+//! since when, so that it can be inspected and replayed. A value or headers too large for the DLQ topic
+//! are left out (the record stays at its topic, partition and offset) and the dead letter says so.
+
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+
+/// Header names of a dead letter (the original headers are kept before them).
+pub mod dlq_headers {
+    /// Why the record could not be processed.
+    pub const REASON: &str = "causeway.dlq.reason";
+    /// Its error class (`poison`).
+    pub const CLASS: &str = "causeway.dlq.class";
+    /// The topic it was read from.
+    pub const TOPIC: &str = "causeway.dlq.topic";
+    /// Its partition there.
+    pub const PARTITION: &str = "causeway.dlq.partition";
+    /// Its offset there.
+    pub const OFFSET: &str = "causeway.dlq.offset";
+    /// Its timestamp there, ms since the epoch (absent when it had none).
+    pub const TIMESTAMP: &str = "causeway.dlq.timestamp";
+    /// The consumer group that gave up on it.
+    pub const GROUP: &str = "causeway.dlq.group";
+    /// When it was dead-lettered, in ms since the epoch.
+    pub const AT: &str = "causeway.dlq.at";
+    /// How many times processing it was tried.
+    pub const ATTEMPTS: &str = "causeway.dlq.attempts";
+    /// When processing it failed first, in ms since the epoch.
+    pub const FIRST_FAILURE: &str = "causeway.dlq.first-failure";
+    /// Set when the record's value was too large for the DLQ topic and left out (it stays at its
+    /// topic, partition and offset): its size in bytes.
+    pub const VALUE_OMITTED: &str = "causeway.dlq.value-omitted-bytes";
+}
+
+/// Room kept for a dead letter's own headers and the record's framing.
+pub const DLQ_OVERHEAD: usize = 2048;
+
+/// Why and since when a record is dead-lettered.
+#[derive(Debug, Clone, Copy)]
+pub struct Why<'a> {
+    /// The reason (already cut to the configured length).
+    pub reason: &'a str,
+    /// The error class.
+    pub class: &'a str,
+    /// The consumer group.
+    pub group: &'a str,
+    /// Now, ms since the epoch.
+    pub at: i64,
+    /// Tries so far.
+    pub attempts: u32,
+    /// When it failed first, ms since the epoch.
+    pub first_failure: i64,
+}
+
+/// The dead letter of `m` to `topic`, at most `limit` bytes (the DLQ topic's largest record), its key
+/// cut to `max_key_bytes`.
+pub fn record<'m, M: Message>(
+    m: &'m M,
+    topic: &'m str,
+    why: &Why<'_>,
+    limit: usize,
+    max_key_bytes: usize,
+) -> BaseRecord<'m, [u8], [u8]> {
+    let original = m.headers();
+    let original_bytes: usize = original
+        .map(|h| {
+            (0..h.count())
+                .map(|i| {
+                    let h = h.get(i);
+                    h.key.len() + h.value.map_or(0, <[u8]>::len)
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    let key = m.key().map(|k| &k[..k.len().min(max_key_bytes)]);
+    let room =
+        limit.saturating_sub(DLQ_OVERHEAD + why.reason.len() + key.map_or(0, <[u8]>::len));
+    // The original headers and value when they fit; the record stays at its source either way.
+    let keep_headers = original_bytes <= room;
+    let payload = m
+        .payload()
+        .filter(|p| p.len() + if keep_headers { original_bytes } else { 0 } <= room);
+    let mut h = OwnedHeaders::new();
+    if let Some(original) = original.filter(|_| keep_headers) {
+        for i in 0..original.count() {
+            h = h.insert(original.get(i));
+        }
+    }
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    let timestamp = m.timestamp().to_millis().map(|t| t.to_string());
+    let at = why.at.to_string();
+    let attempts = why.attempts.to_string();
+    let first = why.first_failure.to_string();
+    let omitted = match (m.payload(), payload) {
+        (Some(p), None) => Some(p.len().to_string()),
+        _ => None,
+    };
+    for (key, value) in [
+        (dlq_headers::REASON, Some(why.reason)),
+        (dlq_headers::CLASS, Some(why.class)),
+        (dlq_headers::TOPIC, Some(m.topic())),
+        (dlq_headers::PARTITION, Some(partition.as_str())),
+        (dlq_headers::OFFSET, Some(offset.as_str())),
+        (dlq_headers::TIMESTAMP, timestamp.as_deref()),
+        (dlq_headers::GROUP, Some(why.group)),
+        (dlq_headers::AT, Some(at.as_str())),
+        (dlq_headers::ATTEMPTS, Some(attempts.as_str())),
+        (dlq_headers::FIRST_FAILURE, Some(first.as_str())),
+        (dlq_headers::VALUE_OMITTED, omitted.as_deref()),
+    ] {
+        if let Some(value) = value {
+            h = h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+    }
+    let mut record: BaseRecord<'m, [u8], [u8]> = BaseRecord::to(topic).headers(h);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(p) = payload {
+        record = record.payload(p);
+    }
+    record
+}

@@ -1,0 +1,671 @@
+//! The consumer runner: one loop for every non-transactional consumer (the projectors now, the DLQ
+//! reprocessor later). At least once in delivery; what a [`Handler`] writes must be idempotent.
+//!
+//! - Batches by count (`max_batch_records`) and time (`max_batch_ms` after the first record).
+//! - Offsets are stored only after the batch's writes (and its dead letters) are durable; librdkafka
+//!   commits stored offsets periodically and on revocation.
+//! - One error policy. A transient failure (a store or the registry away) is retried with exponential
+//!   backoff and jitter while every assigned partition is paused: order is kept, the consumer keeps
+//!   polling (its membership holds), and the instance reports not ready. A poison record (undecodable,
+//!   unknown schema, a mapping that fails) goes to `<group>.dlq` with headers saying why, where from
+//!   and since when, and the stream goes on. Nothing is dropped silently.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use causeway_runtime::Shutdown;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{KafkaConfig, OffsetMode};
+use crate::dead_letter::{self, Why};
+use crate::error::Error;
+use crate::group::{GroupConsumer, Member, Membership};
+
+/// How long a blocking Kafka call of the runner may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest dead letter the runner writes (librdkafka's default `message.max.bytes`).
+const DLQ_LIMIT: usize = 1_000_000;
+
+/// Longest key kept in a dead letter.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// How the runner consumes: the `[consumer]` section of a service that uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerConfig {
+    /// Records per batch, at most.
+    pub max_batch_records: usize,
+    /// How long a batch collects after its first record, in ms.
+    pub max_batch_ms: u64,
+    /// First wait before a transient failure is retried, in ms (doubled each time, with jitter).
+    pub retry_initial_ms: u64,
+    /// Longest wait between retries, in ms.
+    pub retry_max_ms: u64,
+    /// Longest reason kept in a dead letter, in bytes.
+    pub max_reason_bytes: usize,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_records: 2000,
+            max_batch_ms: 50,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+            max_reason_bytes: 1024,
+        }
+    }
+}
+
+impl RunnerConfig {
+    /// Start-up checks for the section at `section`.
+    pub fn check(&self, section: &str) -> Vec<causeway_runtime::Invalid> {
+        let mut out = Vec::new();
+        if self.max_batch_records == 0 {
+            out.push(causeway_runtime::Invalid::new(
+                format!("{section}.max_batch_records"),
+                "must be at least 1",
+            ));
+        }
+        if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
+            out.push(causeway_runtime::Invalid::new(
+                format!("{section}.retry_max_ms"),
+                "retry_initial_ms must be at least 1 and retry_max_ms at least retry_initial_ms",
+            ));
+        }
+        out
+    }
+}
+
+/// Why a record or a batch could not be handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// It may work later (a store or the registry away): retried, in order.
+    Transient(String),
+    /// The record can never be handled: dead-lettered.
+    Poison(String),
+    /// Writing the batch found item `n` poison (a store refused it): that record is dead-lettered and
+    /// the rest written again.
+    PoisonItem(usize, String),
+}
+
+/// What a consumer does with its records.
+pub trait Handler {
+    /// A record made ready to write.
+    type Item;
+    /// What `record` becomes; `Ok(None)` when there is nothing to write for it.
+    fn prepare(&mut self, record: &BorrowedMessage<'_>) -> Result<Option<Self::Item>, Failure>;
+    /// Write `items` durably. An `Err` means none of them is known to be written (they are written
+    /// again: writes are idempotent).
+    fn write(&mut self, items: &[Self::Item]) -> Result<(), Failure>;
+}
+
+/// Where the runner stands, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Assigned and writing.
+    Ready,
+    /// Not assigned yet, or retrying a transient failure.
+    NotReady,
+}
+
+/// The consumer context: membership that always closes, and whether the group assigned partitions
+/// (possibly none) at least once.
+#[derive(Debug)]
+struct RunnerContext {
+    membership: Membership,
+    assigned: std::sync::atomic::AtomicBool,
+}
+
+impl ClientContext for RunnerContext {}
+
+impl Member for RunnerContext {
+    fn membership(&self) -> &Membership {
+        &self.membership
+    }
+}
+
+impl ConsumerContext for RunnerContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        self.membership.rebalance(self, consumer, err, partitions);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance {
+            tracing::info!(partitions = list.count(), "partitions assigned");
+            self.assigned
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The runner's metrics, labelled with its group.
+#[derive(Debug, Clone)]
+struct Meters {
+    records: IntCounterVec,
+    retries: IntCounterVec,
+    batch_seconds: Histogram,
+}
+
+impl Meters {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        use causeway_observe::metrics::names;
+        let records = IntCounterVec::new(
+            Opts::new(
+                names::CONSUMER_RECORDS_TOTAL,
+                "Records handled by a consumer runner, by group and outcome (written, skipped, dead_lettered).",
+            ),
+            &["group", "outcome"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                names::CONSUMER_RETRIES_TOTAL,
+                "Transient failures retried by a consumer runner, by group.",
+            ),
+            &["group"],
+        )?;
+        let batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                names::CONSUMER_BATCH_SECONDS,
+                "Time to handle one batch (prepare, write, store offsets), in seconds.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 14)?),
+        )?;
+        registry.register(Box::new(records.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(batch_seconds.clone()))?;
+        Ok(Self {
+            records,
+            retries,
+            batch_seconds,
+        })
+    }
+}
+
+/// A consumer group's loop over `topics`.
+#[derive(Debug)]
+pub struct Runner {
+    kafka: KafkaConfig,
+    config: RunnerConfig,
+    group: String,
+    topics: Vec<String>,
+}
+
+impl Runner {
+    /// A runner for group `group` over `topics`.
+    pub fn new(kafka: KafkaConfig, config: RunnerConfig, group: &str, topics: Vec<String>) -> Self {
+        Self {
+            kafka,
+            config,
+            group: group.to_string(),
+            topics,
+        }
+    }
+
+    /// The group's dead-letter topic.
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.group)
+    }
+
+    /// Run `handler` until `shutdown` fires (Ok) or a fatal error. Blocks: call from a thread of its
+    /// own. `report` is told when the runner turns ready or not.
+    pub fn run<H: Handler>(
+        self,
+        mut handler: H,
+        shutdown: Shutdown,
+        registry: &Registry,
+        report: impl Fn(Status),
+    ) -> Result<(), Error> {
+        let meters = Meters::new(registry)
+            .map_err(|e| Error::Task(format!("cannot register metrics: {e}")))?;
+        let config: ClientConfig =
+            self.kafka
+                .consumer_config("consumer", &self.group, OffsetMode::StoreAfterEffect);
+        let consumer: GroupConsumer<BaseConsumer<RunnerContext>, RunnerContext> =
+            GroupConsumer::new(
+                config
+                    .create_with_context(RunnerContext {
+                        membership: Membership::new(&config),
+                        assigned: std::sync::atomic::AtomicBool::new(false),
+                    })
+                    .map_err(|source| Error::Client {
+                        what: "consumer",
+                        source,
+                    })?,
+            );
+        let producer: BaseProducer = self
+            .kafka
+            .producer_config("dead-letters")
+            .create()
+            .map_err(|source| Error::Client {
+                what: "dead-letter producer",
+                source,
+            })?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| Error::Operation {
+                operation: "subscribe",
+                source,
+            })?;
+        tracing::info!(group = %self.group, topics = ?topics, "consuming");
+        let mut loop_ = Loop {
+            dlq_topic: self.dlq_topic(),
+            runner: &self,
+            consumer: &consumer,
+            producer,
+            meters,
+            shutdown,
+            report: &report,
+            ready: None,
+            rewind: HashMap::new(),
+        };
+        loop_.run(&mut handler);
+        tracing::info!(group = %self.group, "consumer stopping");
+        // The offsets stored so far, committed before the consumer leaves.
+        if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+            && !matches!(
+                e,
+                KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)
+            )
+        {
+            tracing::warn!(error = %e, "final offset commit failed; the next owner reads some records again");
+        }
+        Ok(())
+    }
+}
+
+/// One run of the loop.
+struct Loop<'a, R: Fn(Status)> {
+    runner: &'a Runner,
+    consumer: &'a BaseConsumer<RunnerContext>,
+    producer: BaseProducer,
+    dlq_topic: String,
+    meters: Meters,
+    shutdown: Shutdown,
+    report: &'a R,
+    ready: Option<bool>,
+    /// Records received while paused and not handled: per partition, the earliest offset to read
+    /// again once resumed.
+    rewind: HashMap<(String, i32), i64>,
+}
+
+/// A record being retried: when it failed first and how often it was tried.
+#[derive(Debug, Clone, Copy)]
+struct Attempts {
+    first_failure: i64,
+    count: u32,
+}
+
+impl<'a, R: Fn(Status)> Loop<'a, R> {
+    fn set_ready(&mut self, ready: bool) {
+        if self.ready != Some(ready) {
+            self.ready = Some(ready);
+            (self.report)(if ready {
+                Status::Ready
+            } else {
+                Status::NotReady
+            });
+        }
+    }
+
+    fn run<H: Handler>(&mut self, handler: &mut H) {
+        while !self.shutdown.is_triggered() {
+            let batch = self.collect();
+            if self.ready.is_none()
+                && self
+                    .consumer
+                    .context()
+                    .assigned
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                self.set_ready(true);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let Some(()) = self.handle(handler, &batch) else {
+                // Shutdown while retrying: nothing stored, the next owner reads the batch again.
+                return;
+            };
+            let mut offsets = TopicPartitionList::new();
+            let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+            for m in &batch {
+                let o = next.entry((m.topic(), m.partition())).or_insert(0);
+                *o = (*o).max(m.offset() + 1);
+            }
+            for ((topic, partition), offset) in next {
+                let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
+            }
+            drop(batch);
+            if let Err(e) = self.consumer.store_offsets(&offsets) {
+                // A partition revoked meanwhile: its next owner handles those records again.
+                tracing::debug!(error = %e, "cannot store some offsets");
+            }
+            self.resume();
+            self.meters
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// A batch: what is fetched, up to the count, for at most the batch time after its first record.
+    fn collect(&mut self) -> Vec<BorrowedMessage<'a>> {
+        let consumer: &'a BaseConsumer<RunnerContext> = self.consumer;
+        let config = &self.runner.config;
+        let mut batch = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        while batch.len() < config.max_batch_records && !self.shutdown.is_triggered() {
+            let timeout = match deadline {
+                None => Duration::from_millis(100),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            match consumer.poll(timeout) {
+                Some(Ok(m)) => {
+                    deadline.get_or_insert_with(|| {
+                        Instant::now() + Duration::from_millis(config.max_batch_ms)
+                    });
+                    batch.push(m);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None if deadline.is_some() => break,
+                None => return batch,
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        batch
+    }
+
+    /// Prepare, dead-letter and write `batch`. `None` when shutdown interrupted a retry.
+    fn handle<H: Handler>(&mut self, handler: &mut H, batch: &[BorrowedMessage<'_>]) -> Option<()> {
+        let group = self.runner.group.clone();
+        let mut items = Vec::with_capacity(batch.len());
+        // For each item, the record it came from.
+        let mut sources = Vec::with_capacity(batch.len());
+        let mut dead = 0usize;
+        for (i, m) in batch.iter().enumerate() {
+            let mut attempts: Option<Attempts> = None;
+            loop {
+                match handler.prepare(m) {
+                    Ok(Some(item)) => {
+                        items.push(item);
+                        sources.push(i);
+                        break;
+                    }
+                    Ok(None) => {
+                        self.meters
+                            .records
+                            .with_label_values(&[&group, "skipped"])
+                            .inc();
+                        break;
+                    }
+                    Err(Failure::Transient(why)) => {
+                        let a = attempts.get_or_insert(Attempts {
+                            first_failure: now_ms(),
+                            count: 0,
+                        });
+                        a.count += 1;
+                        let count = a.count;
+                        if !self.wait_retry("prepare", &why, count) {
+                            return None;
+                        }
+                    }
+                    Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
+                        let a = attempts.unwrap_or(Attempts {
+                            first_failure: now_ms(),
+                            count: 0,
+                        });
+                        self.dead_letter(m, &why, a.count + 1, a.first_failure)?;
+                        dead += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut attempts = 0u32;
+        let mut first_failure = 0i64;
+        loop {
+            if items.is_empty() {
+                break;
+            }
+            match handler.write(&items) {
+                Ok(()) => break,
+                Err(Failure::Transient(why)) => {
+                    attempts += 1;
+                    if attempts == 1 {
+                        first_failure = now_ms();
+                    }
+                    if !self.wait_retry("write", &why, attempts) {
+                        return None;
+                    }
+                }
+                Err(Failure::PoisonItem(n, why)) if n < items.len() => {
+                    let source = sources.remove(n);
+                    drop(items.remove(n));
+                    let first = if attempts == 0 { now_ms() } else { first_failure };
+                    self.dead_letter(&batch[source], &why, attempts + 1, first)?;
+                    dead += 1;
+                }
+                // Poison without saying which: the batch is written one record at a time to find it.
+                Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
+                    if items.len() == 1 {
+                        let source = sources.remove(0);
+                        items.clear();
+                        self.dead_letter(&batch[source], &why, attempts + 1, now_ms())?;
+                        dead += 1;
+                    } else {
+                        tracing::warn!(error = %why, "a write refused the batch; writing its records one by one");
+                        let mut kept_items = Vec::new();
+                        let mut kept_sources = Vec::new();
+                        for (item, source) in items.drain(..).zip(sources.drain(..)) {
+                            match handler.write(std::slice::from_ref(&item)) {
+                                Ok(()) => {}
+                                Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
+                                    self.dead_letter(&batch[source], &why, attempts + 1, now_ms())?;
+                                    dead += 1;
+                                }
+                                Err(Failure::Transient(_)) => {
+                                    kept_items.push(item);
+                                    kept_sources.push(source);
+                                }
+                            }
+                        }
+                        items = kept_items;
+                        sources = kept_sources;
+                    }
+                }
+            }
+        }
+        // The dead letters are durable before the offsets move past their records.
+        if dead > 0 {
+            let mut tries = 0u32;
+            while let Err(e) = self.producer.flush(CALL_TIMEOUT) {
+                tries += 1;
+                if !self.wait_retry("dead letters", &e.to_string(), tries) {
+                    return None;
+                }
+            }
+            self.meters
+                .records
+                .with_label_values(&[&group, "dead_lettered"])
+                .inc_by(dead as u64);
+        }
+        self.meters
+            .records
+            .with_label_values(&[&group, "written"])
+            .inc_by(items.len() as u64);
+        self.set_ready(true);
+        Some(())
+    }
+
+    /// Send `m` to the dead-letter topic (delivery is awaited before the batch's offsets are stored).
+    fn dead_letter(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        why: &str,
+        attempts: u32,
+        first_failure: i64,
+    ) -> Option<()> {
+        let runner: &'a Runner = self.runner;
+        let topic = self.dlq_topic.clone();
+        let reason = causeway_contracts::hosting::cut(why, runner.config.max_reason_bytes);
+        tracing::warn!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            reason,
+            "dead-lettering a record"
+        );
+        let why = Why {
+            reason,
+            class: "poison",
+            group: &runner.group,
+            at: now_ms(),
+            attempts,
+            first_failure,
+        };
+        let mut record = dead_letter::record(m, &topic, &why, DLQ_LIMIT, MAX_KEY_BYTES);
+        let mut tries = 0u32;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Some(()),
+                Err((e, back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(10));
+                    if !matches!(
+                        e,
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        tries += 1;
+                        if !self.wait_retry("dead letter", &e.to_string(), tries) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a transient failure: pause what is assigned, wait the backoff (polling, so that the
+    /// membership holds), report not ready. `false` when shutdown fired.
+    fn wait_retry(&mut self, what: &str, why: &str, attempt: u32) -> bool {
+        let config = &self.runner.config;
+        self.meters
+            .retries
+            .with_label_values(&[&self.runner.group])
+            .inc();
+        if attempt >= 3 {
+            self.set_ready(false);
+        }
+        let exp = config
+            .retry_initial_ms
+            .saturating_mul(1u64 << attempt.min(20).saturating_sub(1))
+            .min(config.retry_max_ms);
+        // Full jitter between half and the whole of the backoff.
+        let wait = Duration::from_millis(exp / 2 + jitter(exp / 2 + 1));
+        tracing::warn!(call = what, error = why, attempt, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if self.shutdown.is_triggered() {
+                return false;
+            }
+            if let Ok(assigned) = self.consumer.assignment() {
+                let _ = self.consumer.pause(&assigned);
+            }
+            // Serves rebalances and keeps the membership; a record that still arrives is read again
+            // after the resume.
+            if let Some(Ok(m)) = self
+                .consumer
+                .poll(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)))
+            {
+                let at = self
+                    .rewind
+                    .entry((m.topic().to_string(), m.partition()))
+                    .or_insert(m.offset());
+                *at = (*at).min(m.offset());
+            }
+        }
+        true
+    }
+
+    /// Resume every assigned partition, reading again what arrived while paused.
+    fn resume(&mut self) {
+        for ((topic, partition), offset) in self.rewind.drain() {
+            if let Err(e) =
+                self.consumer
+                    .seek(&topic, partition, Offset::Offset(offset), CALL_TIMEOUT)
+            {
+                tracing::debug!(error = %e, topic, partition, "cannot rewind a partition no longer ours");
+            }
+        }
+        if let Ok(assigned) = self.consumer.assignment() {
+            let _ = self.consumer.resume(&assigned);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A number in `0..bound`, well spread enough for backoff jitter.
+fn jitter(bound: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    let mut x = nanos ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x % bound.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_bounds() {
+        for bound in [1, 2, 100, 10_000] {
+            assert!(jitter(bound) < bound);
+        }
+        assert_eq!(jitter(0), 0);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let c = RunnerConfig {
+            max_batch_records: 0,
+            retry_initial_ms: 10,
+            retry_max_ms: 5,
+            ..RunnerConfig::default()
+        };
+        let problems: Vec<String> = c.check("consumer").into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            problems,
+            ["consumer.max_batch_records", "consumer.retry_max_ms"]
+        );
+    }
+}
