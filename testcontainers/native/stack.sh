@@ -243,7 +243,7 @@ EOF
 start_redis() {
   local r=$dir/redis
   mkdir -p "$r"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always --daemonize yes \
     --dir "$r" --pidfile "$r/redis.pid" --logfile "$r/redis.log" 9>&- \
     || die "redis-server failed to start: $r/redis.log"
   local deadline=$((SECONDS + 10))

@@ -194,9 +194,15 @@ mod tests {
     #[test]
     fn a_change_applies_once_and_only_when_newer() {
         let mut d = Document::default();
-        let c = Change::none().text("status", "PLACED").add("n", 2).index("by", "k", 5);
+        let c = Change::none()
+            .text("status", "PLACED")
+            .add("n", 2)
+            .index("by", "k", 5);
         assert!(d.apply(&info(1), &c));
-        assert!(!d.apply(&info(1), &c), "the same event again changes nothing");
+        assert!(
+            !d.apply(&info(1), &c),
+            "the same event again changes nothing"
+        );
         assert_eq!(d.field("n"), Some("2"));
         assert!(d.apply(&info(2), &Change::none().add("n", -5)));
         assert!(!d.apply(&info(1), &c), "an older event changes nothing");

@@ -76,8 +76,7 @@ pub fn record<'m, M: Message>(
         })
         .unwrap_or(0);
     let key = m.key().map(|k| &k[..k.len().min(max_key_bytes)]);
-    let room =
-        limit.saturating_sub(DLQ_OVERHEAD + why.reason.len() + key.map_or(0, <[u8]>::len));
+    let room = limit.saturating_sub(DLQ_OVERHEAD + why.reason.len() + key.map_or(0, <[u8]>::len));
     // The original headers and value when they fit; the record stays at its source either way.
     let keep_headers = original_bytes <= room;
     let payload = m

@@ -53,6 +53,10 @@ pub struct RunnerConfig {
     pub retry_max_ms: u64,
     /// Longest reason kept in a dead letter, in bytes.
     pub max_reason_bytes: usize,
+    /// A stable identity of this instance in its group (e.g. the pod name of a StatefulSet): with one,
+    /// a restarted instance gets its partitions back at once instead of after its old session times
+    /// out (`session.timeout.ms`). Empty: a new member each start.
+    pub instance_id: String,
 }
 
 impl Default for RunnerConfig {
@@ -63,6 +67,7 @@ impl Default for RunnerConfig {
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
             max_reason_bytes: 1024,
+            instance_id: String::new(),
         }
     }
 }
@@ -97,6 +102,9 @@ pub enum Failure {
     /// Writing the batch found item `n` poison (a store refused it): that record is dead-lettered and
     /// the rest written again.
     PoisonItem(usize, String),
+    /// Nothing can go on (e.g. the store refuses the credentials): the runner stops without storing
+    /// the batch's offsets, for a restart once it is fixed.
+    Fatal(String),
 }
 
 /// What a consumer does with its records.
@@ -233,9 +241,14 @@ impl Runner {
     ) -> Result<(), Error> {
         let meters = Meters::new(registry)
             .map_err(|e| Error::Task(format!("cannot register metrics: {e}")))?;
-        let config: ClientConfig =
+        let mut config: ClientConfig =
             self.kafka
                 .consumer_config("consumer", &self.group, OffsetMode::StoreAfterEffect);
+        if !self.config.instance_id.is_empty()
+            && !self.kafka.properties.contains_key("group.instance.id")
+        {
+            config.set("group.instance.id", &self.config.instance_id);
+        }
         let consumer: GroupConsumer<BaseConsumer<RunnerContext>, RunnerContext> =
             GroupConsumer::new(
                 config
@@ -274,8 +287,10 @@ impl Runner {
             report: &report,
             ready: None,
             rewind: HashMap::new(),
+            fatal: None,
         };
         loop_.run(&mut handler);
+        let fatal = loop_.fatal.take();
         tracing::info!(group = %self.group, "consumer stopping");
         // The offsets stored so far, committed before the consumer leaves.
         if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
@@ -286,7 +301,10 @@ impl Runner {
         {
             tracing::warn!(error = %e, "final offset commit failed; the next owner reads some records again");
         }
-        Ok(())
+        match fatal {
+            Some(why) => Err(Error::Task(why)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -303,6 +321,8 @@ struct Loop<'a, R: Fn(Status)> {
     /// Records received while paused and not handled: per partition, the earliest offset to read
     /// again once resumed.
     rewind: HashMap<(String, i32), i64>,
+    /// Why the loop stopped, when a failure was fatal.
+    fatal: Option<String>,
 }
 
 /// A record being retried: when it failed first and how often it was tried.
@@ -341,7 +361,8 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             }
             let started = Instant::now();
             let Some(()) = self.handle(handler, &batch) else {
-                // Shutdown while retrying: nothing stored, the next owner reads the batch again.
+                // Shutdown while retrying, or a fatal failure: nothing stored, the next owner reads
+                // the batch again.
                 return;
             };
             let mut offsets = TopicPartitionList::new();
@@ -428,6 +449,10 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                             return None;
                         }
                     }
+                    Err(Failure::Fatal(why)) => {
+                        self.fatal = Some(why);
+                        return None;
+                    }
                     Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
                         let a = attempts.unwrap_or(Attempts {
                             first_failure: now_ms(),
@@ -448,6 +473,10 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             }
             match handler.write(&items) {
                 Ok(()) => break,
+                Err(Failure::Fatal(why)) => {
+                    self.fatal = Some(why);
+                    return None;
+                }
                 Err(Failure::Transient(why)) => {
                     attempts += 1;
                     if attempts == 1 {
@@ -460,7 +489,11 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 Err(Failure::PoisonItem(n, why)) if n < items.len() => {
                     let source = sources.remove(n);
                     drop(items.remove(n));
-                    let first = if attempts == 0 { now_ms() } else { first_failure };
+                    let first = if attempts == 0 {
+                        now_ms()
+                    } else {
+                        first_failure
+                    };
                     self.dead_letter(&batch[source], &why, attempts + 1, first)?;
                     dead += 1;
                 }
@@ -478,6 +511,10 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                         for (item, source) in items.drain(..).zip(sources.drain(..)) {
                             match handler.write(std::slice::from_ref(&item)) {
                                 Ok(()) => {}
+                                Err(Failure::Fatal(why)) => {
+                                    self.fatal = Some(why);
+                                    return None;
+                                }
                                 Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
                                     self.dead_letter(&batch[source], &why, attempts + 1, now_ms())?;
                                     dead += 1;
@@ -581,7 +618,13 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             .min(config.retry_max_ms);
         // Full jitter between half and the whole of the backoff.
         let wait = Duration::from_millis(exp / 2 + jitter(exp / 2 + 1));
-        tracing::warn!(call = what, error = why, attempt, wait_ms = wait.as_millis() as u64, "transient failure; retrying");
+        tracing::warn!(
+            call = what,
+            error = why,
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            "transient failure; retrying"
+        );
         let until = Instant::now() + wait;
         while Instant::now() < until {
             if self.shutdown.is_triggered() {
@@ -592,10 +635,11 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             }
             // Serves rebalances and keeps the membership; a record that still arrives is read again
             // after the resume.
-            if let Some(Ok(m)) = self
-                .consumer
-                .poll(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)))
-            {
+            if let Some(Ok(m)) = self.consumer.poll(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100)),
+            ) {
                 let at = self
                     .rewind
                     .entry((m.topic().to_string(), m.partition()))

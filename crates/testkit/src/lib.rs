@@ -63,7 +63,10 @@ pub struct Projected {
 impl Projected {
     /// Assert each of `expected` (field, value as text) is in the document; returns it.
     #[track_caller]
-    pub fn then_fields<'a>(self, expected: impl IntoIterator<Item = (&'a str, &'a str)>) -> Document {
+    pub fn then_fields<'a>(
+        self,
+        expected: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Document {
         for (name, value) in expected {
             assert_eq!(
                 self.document.field(name),

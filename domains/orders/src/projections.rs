@@ -50,7 +50,10 @@ impl Projection for OrderById {
                     .text("status", "PLACED")
                     .text("customer_id", &e.customer_id)
                     .text("currency", &e.currency)
-                    .set("lines", Value::Json(serde_json::Value::from(lines).to_string()))
+                    .set(
+                        "lines",
+                        Value::Json(serde_json::Value::from(lines).to_string()),
+                    )
                     .int("total_cents", e.total_cents)
                     .int("placed_at", info.occurred_at_ms)
                     .index(ORDERS_BY_CUSTOMER, &e.customer_id, info.occurred_at_ms)

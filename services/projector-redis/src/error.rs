@@ -11,6 +11,9 @@ pub enum Error {
     /// Talking to Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The configuration does not fit this build (checked at start too).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Classify for Error {
@@ -18,6 +21,7 @@ impl Classify for Error {
         match self {
             Error::Kafka(e) => e.class(),
             Error::Redis(e) => classify_redis(e),
+            Error::Config(_) => ErrorClass::Fatal,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`config`]: the service's config file (`projector-redis.toml` beside Cargo.toml is the sample).
 //! - [`error`]: the service's errors, classified.
-//! - [`store`]: the Redis connection and the calls the projector makes.
+//! - [`store`]: the Redis connection, the key layout and the script that applies an event.
 //! - [`projector`]: the service's job.
 #![forbid(unsafe_code)]
 

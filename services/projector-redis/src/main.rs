@@ -1,6 +1,5 @@
 //! `projector-redis`: keeps read models in Redis from the event topics, at least once in delivery and
-//! exactly once in effect (version-checked atomic scripts). Today it connects to Kafka and Redis and
-//! idles, never ready; projections arrive with the projection issue.
+//! exactly once in effect (version-checked atomic scripts).
 //!
 //! The service is a library plus this `main`, so that tests can use its Redis client.
 #![forbid(unsafe_code)]
@@ -13,7 +12,7 @@ use projector_redis::{config, projector};
 const INFO: ServiceInfo = ServiceInfo {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
-    about: "Keeps read models in Redis from the event topics. PLANNED: not built yet; today it connects to Kafka and Redis, idles and never reports ready.",
+    about: "Keeps the read models of a domain's projections in Redis from its event topics: each event applied once in effect (version-checked, atomic, with its offset), poison events to <group_id>.dlq. PLANNED: the read API, rebuilds and freshness metrics.",
 };
 
 fn main() -> ExitCode {

@@ -1,11 +1,23 @@
-//! The job of `projector-redis`. Until projections land it waits for Kafka and Redis, says it
-//! is not built yet (never ready), and runs until the shutdown signal.
+//! The job of `projector-redis`: wait for Kafka, the registry and Redis, then run the consumer runner
+//! (crates/kafka) over the event topics of the configured domain's projections, applying each event to
+//! its document with `apply.lua` (newer versions only, offset recorded, atomically), a batch per
+//! pipeline.
 
+use std::collections::HashMap;
+
+use causeway_contracts::projecting::{Projected, Projecting};
+use causeway_contracts::upcast::Upcasters;
+use causeway_contracts::wire::{Codec, WireError};
+use causeway_core::ErrorClass;
+use causeway_kafka::runner::{Failure, Handler, Runner, Status};
 use causeway_runtime::ServiceContext;
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+use redis::aio::ConnectionManager;
 
 use crate::config::Config;
-use crate::error::Error;
-use crate::store;
+use crate::error::{Error, classify_redis};
+use crate::store::{self, Keys};
 
 /// Run until shutdown.
 pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
@@ -15,7 +27,219 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     if !ctx.wait_for("redis", || store::ping(&config.redis)).await? {
         return Ok(());
     }
-    ctx.not_built("projections into Redis (planned)");
-    ctx.shutdown.wait().await;
+    let domains = causeway_domains::domains();
+    let domain = domains
+        .get(&config.projector.domain)
+        .ok_or_else(|| Error::Config(format!("unknown domain {:?}", config.projector.domain)))?;
+    let hosted: Vec<Box<dyn Projecting>> = domain
+        .projections
+        .iter()
+        .filter(|p| {
+            config.projector.projections.is_empty()
+                || config.projector.projections.iter().any(|n| n == p.name)
+        })
+        .map(|p| p.host())
+        .collect();
+    let context = config.projector.context().to_string();
+    let mut topics: Vec<String> = hosted
+        .iter()
+        .map(|p| format!("{context}.{}.events", p.aggregate_type()))
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let mut connection = store::connect(&config.redis).await?;
+    let script = store::apply_script();
+    script.load_async(&mut connection).await?;
+    let handler = Projections {
+        by_topic: topics
+            .iter()
+            .map(|t| {
+                let aggregate = t
+                    .strip_prefix(&format!("{context}."))
+                    .and_then(|r| r.strip_suffix(".events"))
+                    .unwrap_or_default();
+                let indices = hosted
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.aggregate_type() == aggregate)
+                    .map(|(i, _)| i)
+                    .collect();
+                (t.clone(), indices)
+            })
+            .collect(),
+        keys: hosted
+            .iter()
+            .map(|p| {
+                Keys::new(
+                    &config.projector.key_prefix,
+                    p.name(),
+                    config.projector.generation,
+                )
+            })
+            .collect(),
+        hosted,
+        codec: Codec::new(&config.projector.registry_url),
+        upcasters: Upcasters::default(),
+        runtime: tokio::runtime::Handle::current(),
+        connection,
+        script,
+    };
+    let runner = Runner::new(
+        config.kafka.clone(),
+        config.consumer.clone(),
+        &config.projector.group_id,
+        topics,
+    );
+    let shutdown = ctx.shutdown.clone();
+    let metrics = ctx.metrics.clone();
+    let probes = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        runner.run(handler, shutdown, metrics.registry(), move |status| {
+            probes.set_ready(status == Status::Ready);
+        })
+    })
+    .await
+    .map_err(|e| Error::Config(format!("the projector task failed: {e}")))??;
     Ok(())
+}
+
+/// One record's writes: each hosted projection of its aggregate, projected.
+#[derive(Debug)]
+struct Item {
+    field: String,
+    offset: i64,
+    writes: Vec<(usize, Projected)>,
+}
+
+/// The hosted projections as the runner's handler.
+struct Projections {
+    hosted: Vec<Box<dyn Projecting>>,
+    keys: Vec<Keys>,
+    /// Per event topic, the indices of the projections that read it.
+    by_topic: HashMap<String, Vec<usize>>,
+    codec: Codec,
+    upcasters: Upcasters,
+    runtime: tokio::runtime::Handle,
+    connection: ConnectionManager,
+    script: redis::Script,
+}
+
+impl Handler for Projections {
+    type Item = Item;
+
+    fn prepare(&mut self, record: &BorrowedMessage<'_>) -> Result<Option<Item>, Failure> {
+        let Some(indices) = self.by_topic.get(record.topic()) else {
+            return Ok(None);
+        };
+        // A tombstone says nothing about a document.
+        let Some(bytes) = record.payload() else {
+            return Ok(None);
+        };
+        let decoded = self
+            .runtime
+            .block_on(self.codec.decode_value(bytes, &self.upcasters))
+            .map_err(|e| match e {
+                WireError::Registry(why) => Failure::Transient(format!("schema registry: {why}")),
+                other => Failure::Poison(other.to_string()),
+            })?;
+        let mut writes = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let projected = self.hosted[i]
+                .project(&decoded.full_name, &decoded.value)
+                .map_err(Failure::Poison)?;
+            writes.push((i, projected));
+        }
+        Ok(Some(Item {
+            field: format!("{}:{}", record.topic(), record.partition()),
+            offset: record.offset(),
+            writes,
+        }))
+    }
+
+    fn write(&mut self, items: &[Item]) -> Result<(), Failure> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        // For each script call, the item it belongs to.
+        let mut owner = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            for (i, projected) in &item.writes {
+                let keys = &self.keys[*i];
+                let change = &projected.change;
+                let call = pipe
+                    .cmd("EVALSHA")
+                    .arg(self.script.get_hash())
+                    .arg(2 + change.index.len())
+                    .arg(keys.doc(&projected.aggregate_id))
+                    .arg(keys.offsets());
+                for entry in &change.index {
+                    call.arg(keys.index(entry.index, &entry.key));
+                }
+                call.arg(projected.version)
+                    .arg(projected.occurred_at_ms)
+                    .arg(&item.field)
+                    .arg(item.offset)
+                    .arg(change.set.len());
+                for (name, value) in &change.set {
+                    call.arg(*name).arg(value.to_string());
+                }
+                call.arg(change.add.len());
+                for (name, delta) in &change.add {
+                    call.arg(*name).arg(*delta);
+                }
+                call.arg(&projected.aggregate_id);
+                for entry in &change.index {
+                    call.arg(entry.score);
+                }
+                owner.push(n);
+            }
+        }
+        if owner.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        let answers: Vec<redis::RedisResult<i64>> = self
+            .runtime
+            .block_on(pipe.query_async(&mut connection))
+            .map_err(|e| failure(&e))?;
+        for (n, answer) in answers.into_iter().enumerate() {
+            if let Err(e) = answer {
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                ) {
+                    // The script cache was emptied (Redis restarted): load it, write again.
+                    let loaded = self
+                        .runtime
+                        .block_on(self.script.load_async(&mut connection));
+                    return Err(Failure::Transient(match loaded {
+                        Ok(_) => format!("redis: {e} (script loaded again)"),
+                        Err(l) => format!("redis: {e}; loading the script: {l}"),
+                    }));
+                }
+                return Err(match failure(&e) {
+                    Failure::Poison(why) => {
+                        Failure::PoisonItem(owner.get(n).copied().unwrap_or(0), why)
+                    }
+                    other => other,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a Redis error means for the batch.
+fn failure(e: &redis::RedisError) -> Failure {
+    match classify_redis(e) {
+        ErrorClass::Transient => Failure::Transient(format!("redis: {e}")),
+        _ if matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                | redis::ErrorKind::Extension
+        ) =>
+        {
+            Failure::Poison(format!("redis refused the write: {e}"))
+        }
+        _ => Failure::Fatal(format!("redis: {e}")),
+    }
 }

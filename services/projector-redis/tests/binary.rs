@@ -1,4 +1,12 @@
-//! The `projector-redis` binary as a process against the test stack: it starts with its sample config, says it
-//! is not built yet and never reports ready, stops on SIGTERM with exit 0, and refuses bad config naming the key.
+//! The `projector-redis` binary as a process against the test stack: it starts with its sample config
+//! (hosting every projection of the orders domain), reports ready, stops on SIGTERM with exit 0, and
+//! refuses bad config naming the key.
 
-causeway_testcontainers::service_binary_tests!(planned "projector-redis", "CAUSEWAY__REDIS__URL" => |s: &causeway_testcontainers::Stack| s.redis_url.clone());
+use causeway_testcontainers::Stack;
+
+causeway_testcontainers::service_binary_tests!(
+    "projector-redis",
+    "CAUSEWAY__REDIS__URL" => |s: &Stack| s.redis_url.clone(),
+    "CAUSEWAY__PROJECTOR__REGISTRY_URL" => |s: &Stack| s.registry_url.clone(),
+    "CAUSEWAY__PROJECTOR__GROUP_ID" => |_: &Stack| causeway_testcontainers::unique("projector-redis"),
+);

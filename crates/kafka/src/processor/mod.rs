@@ -55,8 +55,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseProducer;
 use tokio::runtime::Handle;
 
-pub use config::ProcessorConfig;
 pub use crate::dead_letter::dlq_headers;
+pub use config::ProcessorConfig;
 pub use error::ProcessorError;
 pub use progress::Probe;
 pub use rebalance::{Change, Rebalances};

@@ -687,10 +687,12 @@ pub async fn verify_inventory(world: &World, load: &[(&'static str, String, Stoc
                 result.command_id.clone(),
             ));
         }
-        seen.entry(result.command_id.clone()).or_default().push(format!(
-            "[{}]@{} {:?} v{:?}",
-            r.partition, r.offset, result.outcome, result.new_version
-        ));
+        seen.entry(result.command_id.clone())
+            .or_default()
+            .push(format!(
+                "[{}]@{} {:?} v{:?}",
+                r.partition, r.offset, result.outcome, result.new_version
+            ));
         *per_command.entry(result.command_id).or_default() += 1;
     }
     let duplicated: Vec<_> = per_command
