@@ -16,10 +16,28 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The Redis server holding the read models.
     pub redis: RedisConfig,
+    /// The read API.
+    pub http: HttpConfig,
     /// What is projected.
     pub projector: ProjectorConfig,
     /// How the event topics are consumed (batches, retries, dead letters).
     pub consumer: RunnerConfig,
+}
+
+/// The read API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the read API.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8083)),
+        }
+    }
 }
 
 /// The projections hosted and where their documents live.

@@ -15,6 +15,7 @@ use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use redis::aio::ConnectionManager;
 
+use crate::api::{ReadApi, Served};
 use crate::config::Config;
 use crate::error::{Error, classify_redis};
 use crate::store::{self, Keys};
@@ -50,6 +51,44 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let mut connection = store::connect(&config.redis).await?;
     let script = store::apply_script();
     script.load_async(&mut connection).await?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot listen on {} (http.listen): {e}",
+                config.http.listen
+            ))
+        })?;
+    let read_api = std::sync::Arc::new(ReadApi {
+        projections: hosted
+            .iter()
+            .map(|p| {
+                (
+                    p.name(),
+                    Served {
+                        name: p.name(),
+                        aggregate: p.aggregate_type(),
+                        fields: p.fields(),
+                        keys: Keys::new(
+                            &config.projector.key_prefix,
+                            p.name(),
+                            config.projector.generation,
+                        ),
+                    },
+                )
+            })
+            .collect(),
+        connection: connection.clone(),
+    });
+    let server = {
+        let shutdown = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, crate::api::router(read_api))
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await
+        })
+    };
+    tracing::info!(listen = %config.http.listen, "read API serving");
     let handler = Projections {
         by_topic: topics
             .iter()
@@ -100,7 +139,11 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     })
     .await
     .map_err(|e| Error::Config(format!("the projector task failed: {e}")))??;
-    Ok(())
+    match server.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Config(format!("the read API failed: {e}"))),
+        Err(e) => Err(Error::Config(format!("the read API task failed: {e}"))),
+    }
 }
 
 /// One record's writes: each hosted projection of its aggregate, projected.

@@ -7,6 +7,7 @@ use causeway_testcontainers::Stack;
 causeway_testcontainers::service_binary_tests!(
     "projector-redis",
     "CAUSEWAY__REDIS__URL" => |s: &Stack| s.redis_url.clone(),
+    "CAUSEWAY__HTTP__LISTEN" => |_: &Stack| format!("127.0.0.1:{}", causeway_testcontainers::process::free_port()),
     "CAUSEWAY__PROJECTOR__REGISTRY_URL" => |s: &Stack| s.registry_url.clone(),
     "CAUSEWAY__PROJECTOR__GROUP_ID" => |_: &Stack| causeway_testcontainers::unique("projector-redis"),
 );

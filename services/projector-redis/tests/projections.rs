@@ -156,3 +156,123 @@ async fn killed_mid_batch_again_and_again_it_applies_every_event_once() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(exit.success(), "{exit}");
 }
+
+/// GET `path` of the read API: status and JSON body.
+async fn read(api: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let path = path.to_string();
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        causeway_testcontainers::process::http_get(api, &path).unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_api_waits_for_a_version_pages_an_index_and_names_bad_parameters() {
+    use causeway_orders::contracts::order::OrderConfirmed;
+    let world = World::new(1).await;
+    let topic = world.topic("order");
+    let placed = |n: i64| OrderPlaced {
+        metadata: metadata(&format!("o-{n}"), 1),
+        order_id: format!("o-{n}"),
+        customer_id: "c-9".into(),
+        lines: Vec::new(),
+        currency: "EUR".into(),
+        payment_account_id: "acc".into(),
+        total_cents: 250 * n,
+    };
+    let mut records = Vec::new();
+    for n in 1..=3i64 {
+        let mut e = placed(n);
+        e.metadata.occurred_at += n;
+        records.push((
+            format!("o-{n}"),
+            encode(&world, &topic, "OrderPlaced", &e).await,
+        ));
+    }
+    world.send(&topic, &records).await;
+    let (service, api) = world.start_serving(&[]);
+
+    let (status, doc) = read(api, "/v1/read/order-by-id/o-1?min_version=1&wait_ms=10000").await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["fields"]["status"], "PLACED");
+    assert_eq!(doc["fields"]["total_cents"], "250");
+
+    // Version 2 is not there: accepted, not yet applied.
+    let (status, doc) = read(api, "/v1/read/order-by-id/o-1?min_version=2&wait_ms=200").await;
+    assert_eq!(status, 202, "{doc}");
+    assert_eq!(doc["applied"], false);
+    assert_eq!(doc["version"], 1);
+
+    // A read waiting for version 2 is answered once it lands.
+    let waiting = tokio::spawn(read(
+        api,
+        "/v1/read/order-by-id/o-1?min_version=2&wait_ms=10000",
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let confirmed = OrderConfirmed {
+        metadata: metadata("o-1", 2),
+        order_id: "o-1".into(),
+    };
+    let bytes = encode(&world, &topic, "OrderConfirmed", &confirmed).await;
+    world.send(&topic, &[("o-1".to_string(), bytes)]).await;
+    let (status, doc) = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["version"], 2);
+    assert_eq!(doc["fields"]["status"], "CONFIRMED");
+
+    let (status, page) = read(
+        api,
+        &format!("/v1/read/order-by-id/index/{ORDERS_BY_CUSTOMER}/c-9?limit=2"),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["o-3", "o-2"], "newest first, one page: {page}");
+    let (_, page) = read(
+        api,
+        &format!("/v1/read/order-by-id/index/{ORDERS_BY_CUSTOMER}/c-9?offset=2&limit=2"),
+    )
+    .await;
+    assert_eq!(page["items"][0]["id"], "o-1", "{page}");
+
+    for (path, want) in [
+        ("/v1/read/order-by-id/no-such-order", 404),
+        ("/v1/read/no-such-projection/o-1", 404),
+        ("/v1/read/order-by-id/o-1?min_version=abc", 400),
+        ("/v1/read/order-by-id/o-1?min_version=0", 400),
+        ("/v1/read/order-by-id/o-1?wait_ms=999999", 400),
+        (
+            "/v1/read/order-by-id/index/orders-by-customer/c-9?limit=0",
+            400,
+        ),
+        (
+            "/v1/read/order-by-id/index/orders-by-customer/c-9?offset=-1",
+            400,
+        ),
+    ] {
+        let (status, body) = read(api, path).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+
+    let (status, spec) = read(api, "/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(spec["openapi"], "3.0.3");
+    assert!(
+        spec["components"]["schemas"]["stock-by-sku"]["properties"]["fields"]["properties"]
+            ["reserved"]
+            .is_object(),
+        "{spec}"
+    );
+    let exit = service
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(exit.success(), "{exit}");
+}

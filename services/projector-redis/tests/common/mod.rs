@@ -121,8 +121,19 @@ impl World {
     }
 
     pub fn start_with(&self, extra: &[(&str, &str)]) -> ServiceProcess {
+        self.start_serving(extra).0
+    }
+
+    /// The projector with `extra` environment, and the address of its read API.
+    pub fn start_serving(&self, extra: &[(&str, &str)]) -> (ServiceProcess, std::net::SocketAddr) {
         let s = &self.stack;
+        let api = std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            causeway_testcontainers::process::free_port(),
+        ));
+        let listen = api.to_string();
         let mut env = vec![
+            ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
             (
                 "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
                 s.kafka_bootstrap.as_str(),
@@ -145,7 +156,7 @@ impl World {
         service
             .wait_ready(Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}"));
-        service
+        (service, api)
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
