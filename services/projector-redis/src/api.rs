@@ -65,6 +65,26 @@ pub fn router(api: Arc<ReadApi>) -> Router {
         .with_state(api)
 }
 
+/// A request the API refuses: its status and why.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, self.message)
+    }
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
@@ -87,12 +107,12 @@ fn number(
     name: &str,
     default: i64,
     range: std::ops::RangeInclusive<i64>,
-) -> Result<i64, Response> {
+) -> Result<i64, Refusal> {
     match query.get(name) {
         None => Ok(default),
         Some(text) => match text.parse::<i64>() {
             Ok(n) if range.contains(&n) => Ok(n),
-            _ => Err(error(
+            _ => Err(refuse(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "{name} must be a whole number from {} to {}, not {text:?}",
@@ -104,11 +124,11 @@ fn number(
     }
 }
 
-fn served<'a>(api: &'a ReadApi, projection: &str) -> Result<&'a Served, Response> {
+fn served<'a>(api: &'a ReadApi, projection: &str) -> Result<&'a Served, Refusal> {
     api.projections.get(projection).ok_or_else(|| {
         let mut known: Vec<&str> = api.projections.keys().copied().collect();
         known.sort_unstable();
-        error(
+        refuse(
             StatusCode::NOT_FOUND,
             format!("no projection {projection:?}; served: {known:?}"),
         )
@@ -140,18 +160,18 @@ async fn document(
 ) -> Response {
     let served = match served(&api, &projection) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let min_version = match query.get("min_version") {
         None => None,
         Some(_) => match number(&query, "min_version", 0, 1..=i64::MAX) {
             Ok(n) => Some(n),
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         },
     };
     let wait = match number(&query, "wait_ms", 0, 0..=MAX_WAIT_MS as i64) {
         Ok(n) => Duration::from_millis(n.unsigned_abs()),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let key = served.keys.doc(&id);
     let deadline = Instant::now() + wait;
@@ -202,15 +222,15 @@ async fn index(
 ) -> Response {
     let served = match served(&api, &projection) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let offset = match number(&query, "offset", 0, 0..=1_000_000) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let limit = match number(&query, "limit", 20, 1..=100) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut connection = api.connection.clone();
     let ids: Vec<(String, i64)> = match redis::cmd("ZREVRANGE")
