@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use causeway_runtime::Shutdown;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -38,6 +38,9 @@ const DLQ_LIMIT: usize = 1_000_000;
 
 /// Longest key kept in a dead letter.
 const MAX_KEY_BYTES: usize = 1024;
+
+/// How often the lag metrics are computed.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// How the runner consumes: the `[consumer]` section of a service that uses it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,9 +136,34 @@ pub enum Status {
 struct RunnerContext {
     membership: Membership,
     assigned: std::sync::atomic::AtomicBool,
+    group: String,
+    /// Records not yet handled per assigned partition, from librdkafka's statistics.
+    lag_records: IntGaugeVec,
+    /// Their sum at the last statistics.
+    total_lag: std::sync::atomic::AtomicI64,
 }
 
-impl ClientContext for RunnerContext {}
+impl ClientContext for RunnerContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the lag of each partition being
+    /// fetched, its end (the last stable offset, read_committed) minus the offset stored (applied).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.lag_records.reset();
+        let mut total = 0i64;
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.fetch_state == "none" || p.consumer_lag_stored < 0 {
+                    continue;
+                }
+                total += p.consumer_lag_stored;
+                self.lag_records
+                    .with_label_values(&[&self.group, topic, &partition.to_string()])
+                    .set(p.consumer_lag_stored);
+            }
+        }
+        self.total_lag
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 impl Member for RunnerContext {
     fn membership(&self) -> &Membership {
@@ -168,6 +196,8 @@ struct Meters {
     records: IntCounterVec,
     retries: IntCounterVec,
     batch_seconds: Histogram,
+    lag_records: IntGaugeVec,
+    lag_seconds: Gauge,
 }
 
 impl Meters {
@@ -194,13 +224,28 @@ impl Meters {
             )
             .buckets(prometheus::exponential_buckets(0.001, 2.0, 14)?),
         )?;
+        let lag_records = IntGaugeVec::new(
+            Opts::new(
+                names::CONSUMER_LAG_RECORDS,
+                "Records not yet handled, per assigned partition (its end minus the consumer's position).",
+            ),
+            &["group", "topic", "partition"],
+        )?;
+        let lag_seconds = Gauge::new(
+            names::CONSUMER_LAG_SECONDS,
+            "How far behind the consumer is in time: 0 when no record waits, else now minus the timestamp of the last record handled.",
+        )?;
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(batch_seconds.clone()))?;
+        registry.register(Box::new(lag_records.clone()))?;
+        registry.register(Box::new(lag_seconds.clone()))?;
         Ok(Self {
             records,
             retries,
             batch_seconds,
+            lag_records,
+            lag_seconds,
         })
     }
 }
@@ -249,12 +294,19 @@ impl Runner {
         {
             config.set("group.instance.id", &self.config.instance_id);
         }
+        // The lag metrics come from librdkafka's statistics.
+        if !self.kafka.properties.contains_key("statistics.interval.ms") {
+            config.set("statistics.interval.ms", "1000");
+        }
         let consumer: GroupConsumer<BaseConsumer<RunnerContext>, RunnerContext> =
             GroupConsumer::new(
                 config
                     .create_with_context(RunnerContext {
                         membership: Membership::new(&config),
                         assigned: std::sync::atomic::AtomicBool::new(false),
+                        group: self.group.clone(),
+                        lag_records: meters.lag_records.clone(),
+                        total_lag: std::sync::atomic::AtomicI64::new(0),
                     })
                     .map_err(|source| Error::Client {
                         what: "consumer",
@@ -288,6 +340,8 @@ impl Runner {
             ready: None,
             rewind: HashMap::new(),
             fatal: None,
+            last_timestamp: None,
+            lag_at: Instant::now(),
         };
         loop_.run(&mut handler);
         let fatal = loop_.fatal.take();
@@ -323,6 +377,10 @@ struct Loop<'a, R: Fn(Status)> {
     rewind: HashMap<(String, i32), i64>,
     /// Why the loop stopped, when a failure was fatal.
     fatal: Option<String>,
+    /// Timestamp (ms) of the last record handled.
+    last_timestamp: Option<i64>,
+    /// When the lag metrics were last computed.
+    lag_at: Instant,
 }
 
 /// A record being retried: when it failed first and how often it was tried.
@@ -357,7 +415,13 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 self.set_ready(true);
             }
             if batch.is_empty() {
+                if self.lag_at.elapsed() >= LAG_EVERY {
+                    self.update_lag();
+                }
                 continue;
+            }
+            if let Some(t) = batch.last().and_then(|m| m.timestamp().to_millis()) {
+                self.last_timestamp = Some(t);
             }
             let started = Instant::now();
             let Some(()) = self.handle(handler, &batch) else {
@@ -383,7 +447,26 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             self.meters
                 .batch_seconds
                 .observe(started.elapsed().as_secs_f64());
+            if self.lag_at.elapsed() >= LAG_EVERY {
+                self.update_lag();
+            }
         }
+    }
+
+    /// The time lag: 0 when no record waits (librdkafka's last statistics), else now minus the
+    /// timestamp of the last record handled.
+    fn update_lag(&mut self) {
+        self.lag_at = Instant::now();
+        let waiting = self
+            .consumer
+            .context()
+            .total_lag
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let behind = match self.last_timestamp {
+            Some(t) if waiting > 0 => ((now_ms() - t).max(0) as f64) / 1000.0,
+            _ => 0.0,
+        };
+        self.meters.lag_seconds.set(behind);
     }
 
     /// A batch: what is fetched, up to the count, for at most the batch time after its first record.

@@ -34,6 +34,10 @@ pub mod names {
     pub const CONSUMER_RETRIES_TOTAL: &str = "causeway_consumer_retries_total";
     /// Histogram: time a consumer runner took per batch (prepare, write, store offsets), in seconds.
     pub const CONSUMER_BATCH_SECONDS: &str = "causeway_consumer_batch_seconds";
+    /// Gauge: records not yet handled by a consumer runner, by `group`, `topic` and `partition`.
+    pub const CONSUMER_LAG_RECORDS: &str = "causeway_consumer_lag_records";
+    /// Gauge: how far behind a consumer runner is in time (0 when nothing waits), in seconds.
+    pub const CONSUMER_LAG_SECONDS: &str = "causeway_consumer_lag_seconds";
 }
 
 /// A service's metrics registry with the metrics every service has.

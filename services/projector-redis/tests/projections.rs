@@ -80,6 +80,33 @@ async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_
 
     let dead = world.dead_letters(1);
     assert_eq!(dead.len(), 1, "one dead letter: {dead:?}");
+    // The metrics say so too, and that nothing waits any more.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = service.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
+        let dead_counted = metrics.lines().any(|l| {
+            l.starts_with("causeway_consumer_records_total")
+                && l.contains(&format!("group=\"{}\"", world.group))
+                && l.contains("outcome=\"dead_lettered\"")
+                && l.ends_with(" 1")
+        });
+        let lag: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("causeway_consumer_lag_records{") && l.contains(&topic))
+            .collect();
+        let caught_up = lag.len() == 3 && lag.iter().all(|l| l.ends_with(" 0"));
+        let in_time = metrics
+            .lines()
+            .any(|l| l == "causeway_consumer_lag_seconds 0");
+        if dead_counted && caught_up && in_time {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics: dead letter counted {dead_counted}, lag 0 on 3 partitions {caught_up} ({lag:?}), 0 s behind {in_time}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (key, headers) = &dead[0];
     assert_eq!(key.as_deref(), Some("poison-key"));
     let header = |name: &str| headers.get(name).map(String::as_str);
