@@ -74,6 +74,12 @@ where
     fn project(&self, full_name: &str, value: &Value) -> Result<Projected, String> {
         let metadata = metadata_of(value)
             .ok_or_else(|| format!("{full_name}: no readable `metadata` field"))?;
+        if metadata.aggregate_id.is_empty() || metadata.aggregate_version < 1 {
+            return Err(format!(
+                "{full_name}: metadata names aggregate {:?} at version {}; an event has an id and a version from 1",
+                metadata.aggregate_id, metadata.aggregate_version
+            ));
+        }
         // The domain's code runs here; a panic in it is the event's fault, not the process's.
         catch_unwind(AssertUnwindSafe(|| {
             let event = P::Aggregate::event(full_name, value).map_err(|e| e.to_string())?;
@@ -92,6 +98,17 @@ where
             )
         })?
         .map_err(|why| format!("projection {} refused {full_name}: {why}", P::NAME))
+        .and_then(|change| {
+            let names = change.set.iter().map(|(n, _)| *n);
+            match names.chain(change.add.iter().map(|(n, _)| *n)).find(|n| n.starts_with('_') || n.is_empty()) {
+                // `_version` and `_event_time` are the document's own.
+                Some(n) => Err(format!(
+                    "projection {} changes field {n:?} on {full_name}: names starting with '_' are reserved",
+                    P::NAME
+                )),
+                None => Ok(change),
+            }
+        })
         .map(|change| Projected {
             aggregate_id: metadata.aggregate_id,
             version: metadata.aggregate_version,

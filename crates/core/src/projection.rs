@@ -43,7 +43,8 @@ impl fmt::Display for Value {
 }
 
 /// An entry of a secondary index: the document filed under `key` of index `index`, ordered by `score`
-/// (listed highest first). Filing the same entry again changes nothing.
+/// (listed highest first). A document is filed once per key of an index: filing it again under the
+/// same key moves it to the new score.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
     /// The index, e.g. `orders-by-customer`.
@@ -163,9 +164,15 @@ impl Document {
             self.fields
                 .insert(name, now.saturating_add(*delta).to_string());
         }
+        // One entry per (index, key): filing again moves it to the new score.
         for entry in &change.index {
-            if !self.index.contains(entry) {
-                self.index.push(entry.clone());
+            match self
+                .index
+                .iter_mut()
+                .find(|e| e.index == entry.index && e.key == entry.key)
+            {
+                Some(e) => e.score = entry.score,
+                None => self.index.push(entry.clone()),
             }
         }
         self.version = info.version;

@@ -21,7 +21,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Serialize};
 
@@ -181,8 +181,17 @@ impl ConsumerContext for RunnerContext {
         self.membership.rebalance(self, consumer, err, partitions);
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
         if let rdkafka::consumer::Rebalance::Assign(list) = rebalance {
+            // A pause the runner set (during a retry) outlives a revocation in librdkafka; a partition
+            // assigned again must not stay paused. A retry in progress pauses it again.
+            if let Err(e) = consumer.resume(list) {
+                tracing::warn!(error = %e, "cannot resume assigned partitions");
+            }
             tracing::info!(partitions = list.count(), "partitions assigned");
             self.assigned
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -313,10 +322,10 @@ impl Runner {
                         source,
                     })?,
             );
-        let producer: BaseProducer = self
+        let producer: BaseProducer<Deliveries> = self
             .kafka
             .producer_config("dead-letters")
-            .create()
+            .create_with_context(Deliveries::default())
             .map_err(|source| Error::Client {
                 what: "dead-letter producer",
                 source,
@@ -348,10 +357,7 @@ impl Runner {
         tracing::info!(group = %self.group, "consumer stopping");
         // The offsets stored so far, committed before the consumer leaves.
         if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
-            && !matches!(
-                e,
-                KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)
-            )
+            && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
         {
             tracing::warn!(error = %e, "final offset commit failed; the next owner reads some records again");
         }
@@ -366,7 +372,7 @@ impl Runner {
 struct Loop<'a, R: Fn(Status)> {
     runner: &'a Runner,
     consumer: &'a BaseConsumer<RunnerContext>,
-    producer: BaseProducer,
+    producer: BaseProducer<Deliveries>,
     dlq_topic: String,
     meters: Meters,
     shutdown: Shutdown,
@@ -381,6 +387,53 @@ struct Loop<'a, R: Fn(Status)> {
     last_timestamp: Option<i64>,
     /// When the lag metrics were last computed.
     lag_at: Instant,
+}
+
+/// A record of the batch to dead-letter: which, why, after how many tries, since when.
+#[derive(Debug)]
+struct Parked {
+    source: usize,
+    why: String,
+    attempts: u32,
+    first_failure: i64,
+}
+
+/// The dead-letter producer's context: whether a delivery failed since the last reset.
+#[derive(Debug, Default)]
+struct Deliveries {
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    fn reset(&self) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn failed(&self, why: &str) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| why.to_string());
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed(&format!("a dead letter was not delivered: {e}"));
+        }
+    }
 }
 
 /// A record being retried: when it failed first and how often it was tried.
@@ -404,6 +457,9 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
 
     fn run<H: Handler>(&mut self, handler: &mut H) {
         while !self.shutdown.is_triggered() {
+            if !self.rewind.is_empty() {
+                self.resume();
+            }
             let batch = self.collect();
             if self.ready.is_none()
                 && self
@@ -504,7 +560,8 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
         let mut items = Vec::with_capacity(batch.len());
         // For each item, the record it came from.
         let mut sources = Vec::with_capacity(batch.len());
-        let mut dead = 0usize;
+        // Records to dead-letter, sent once the batch is written.
+        let mut parked: Vec<Parked> = Vec::new();
         for (i, m) in batch.iter().enumerate() {
             let mut attempts: Option<Attempts> = None;
             loop {
@@ -541,8 +598,12 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                             first_failure: now_ms(),
                             count: 0,
                         });
-                        self.dead_letter(m, &why, a.count + 1, a.first_failure)?;
-                        dead += 1;
+                        parked.push(Parked {
+                            source: i,
+                            why,
+                            attempts: a.count + 1,
+                            first_failure: a.first_failure,
+                        });
                         break;
                     }
                 }
@@ -577,16 +638,24 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                     } else {
                         first_failure
                     };
-                    self.dead_letter(&batch[source], &why, attempts + 1, first)?;
-                    dead += 1;
+                    parked.push(Parked {
+                        source,
+                        why,
+                        attempts: attempts + 1,
+                        first_failure: first,
+                    });
                 }
                 // Poison without saying which: the batch is written one record at a time to find it.
                 Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
                     if items.len() == 1 {
                         let source = sources.remove(0);
                         items.clear();
-                        self.dead_letter(&batch[source], &why, attempts + 1, now_ms())?;
-                        dead += 1;
+                        parked.push(Parked {
+                            source,
+                            why,
+                            attempts: attempts + 1,
+                            first_failure: now_ms(),
+                        });
                     } else {
                         tracing::warn!(error = %why, "a write refused the batch; writing its records one by one");
                         let mut kept_items = Vec::new();
@@ -599,8 +668,12 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                                     return None;
                                 }
                                 Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
-                                    self.dead_letter(&batch[source], &why, attempts + 1, now_ms())?;
-                                    dead += 1;
+                                    parked.push(Parked {
+                                        source,
+                                        why,
+                                        attempts: attempts + 1,
+                                        first_failure: now_ms(),
+                                    });
                                 }
                                 Err(Failure::Transient(_)) => {
                                     kept_items.push(item);
@@ -615,18 +688,12 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             }
         }
         // The dead letters are durable before the offsets move past their records.
-        if dead > 0 {
-            let mut tries = 0u32;
-            while let Err(e) = self.producer.flush(CALL_TIMEOUT) {
-                tries += 1;
-                if !self.wait_retry("dead letters", &e.to_string(), tries) {
-                    return None;
-                }
-            }
+        if !parked.is_empty() {
+            self.send_dead_letters(batch, &parked)?;
             self.meters
                 .records
                 .with_label_values(&[&group, "dead_lettered"])
-                .inc_by(dead as u64);
+                .inc_by(parked.len() as u64);
         }
         self.meters
             .records
@@ -636,50 +703,66 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
         Some(())
     }
 
-    /// Send `m` to the dead-letter topic (delivery is awaited before the batch's offsets are stored).
-    fn dead_letter(
+    /// Send the dead letters of `parked` records of `batch` and wait until the broker has every one
+    /// of them; a failed delivery (the topic missing, not authorised, a broker away) is a transient
+    /// failure: all are sent again after the backoff (a dead letter may then be there twice; none is
+    /// missing). `None` when shutdown fired.
+    fn send_dead_letters(
         &mut self,
-        m: &BorrowedMessage<'_>,
-        why: &str,
-        attempts: u32,
-        first_failure: i64,
+        batch: &[BorrowedMessage<'_>],
+        parked: &[Parked],
     ) -> Option<()> {
         let runner: &'a Runner = self.runner;
         let topic = self.dlq_topic.clone();
-        let reason = causeway_contracts::hosting::cut(why, runner.config.max_reason_bytes);
-        tracing::warn!(
-            topic = m.topic(),
-            partition = m.partition(),
-            offset = m.offset(),
-            reason,
-            "dead-lettering a record"
-        );
-        let why = Why {
-            reason,
-            class: "poison",
-            group: &runner.group,
-            at: now_ms(),
-            attempts,
-            first_failure,
-        };
-        let mut record = dead_letter::record(m, &topic, &why, DLQ_LIMIT, MAX_KEY_BYTES);
         let mut tries = 0u32;
         loop {
-            match self.producer.send(record) {
-                Ok(()) => return Some(()),
-                Err((e, back)) => {
-                    record = back;
-                    self.producer.poll(Duration::from_millis(10));
-                    if !matches!(
-                        e,
-                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                    ) {
-                        tries += 1;
-                        if !self.wait_retry("dead letter", &e.to_string(), tries) {
-                            return None;
+            self.producer.context().reset();
+            for p in parked {
+                let m = &batch[p.source];
+                let reason =
+                    causeway_contracts::hosting::cut(&p.why, runner.config.max_reason_bytes);
+                tracing::warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    reason,
+                    "dead-lettering a record"
+                );
+                let why = Why {
+                    reason,
+                    class: "poison",
+                    group: &runner.group,
+                    at: now_ms(),
+                    attempts: p.attempts,
+                    first_failure: p.first_failure,
+                };
+                let mut record = dead_letter::record(m, &topic, &why, DLQ_LIMIT, MAX_KEY_BYTES);
+                loop {
+                    match self.producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            record = back;
+                            if self.shutdown.is_triggered() {
+                                return None;
+                            }
+                            self.producer.poll(Duration::from_millis(10));
+                        }
+                        Err((e, _)) => {
+                            self.producer.context().failed(&e.to_string());
+                            break;
                         }
                     }
                 }
+            }
+            let flushed = self.producer.flush(CALL_TIMEOUT);
+            let failure = match (flushed, self.producer.context().failure()) {
+                (Ok(()), None) => return Some(()),
+                (Err(e), _) => e.to_string(),
+                (Ok(()), Some(why)) => why,
+            };
+            tries += 1;
+            if !self.wait_retry("dead letters", &failure, tries) {
+                return None;
             }
         }
     }
@@ -733,19 +816,33 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
         true
     }
 
-    /// Resume every assigned partition, reading again what arrived while paused.
+    /// Resume every assigned partition, reading again what arrived while paused. A partition whose
+    /// rewind fails while it is still ours stays paused, its rewind kept for the next turn: resuming it
+    /// would skip the records dropped while paused.
     fn resume(&mut self) {
+        let assigned = self.consumer.assignment().unwrap_or_default();
+        let mut kept = HashMap::new();
         for ((topic, partition), offset) in self.rewind.drain() {
             if let Err(e) =
                 self.consumer
                     .seek(&topic, partition, Offset::Offset(offset), CALL_TIMEOUT)
             {
-                tracing::debug!(error = %e, topic, partition, "cannot rewind a partition no longer ours");
+                if assigned.find_partition(&topic, partition).is_some() {
+                    tracing::warn!(error = %e, topic, partition, "cannot rewind a partition; it stays paused and is rewound next turn");
+                    kept.insert((topic, partition), offset);
+                } else {
+                    tracing::debug!(error = %e, topic, partition, "a partition no longer ours is not rewound");
+                }
             }
         }
-        if let Ok(assigned) = self.consumer.assignment() {
-            let _ = self.consumer.resume(&assigned);
+        let mut resumed = TopicPartitionList::new();
+        for e in assigned.elements() {
+            if !kept.contains_key(&(e.topic().to_string(), e.partition())) {
+                let _ = resumed.add_partition(e.topic(), e.partition());
+            }
         }
+        let _ = self.consumer.resume(&resumed);
+        self.rewind = kept;
     }
 }
 

@@ -4,6 +4,20 @@
 --   n_set, n_set pairs (field, value), n_add, n_add pairs (field, delta), member, one score per index.
 -- The offset is recorded even when the event is old (a replay moves the recorded position on).
 local doc = KEYS[1]
+-- Refuse before writing anything: a script error half-way would leave a change half applied.
+local function expect(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= kind then
+    return 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. kind
+  end
+end
+local wrong = expect(doc, 'hash') or expect(KEYS[2], 'hash')
+for k = 3, #KEYS do
+  wrong = wrong or expect(KEYS[k], 'zset')
+end
+if wrong then
+  return redis.error_reply(wrong)
+end
 local seen = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '-1')
 if tonumber(ARGV[4]) > seen then
   redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])

@@ -190,6 +190,14 @@ impl Handler for Projections {
             let projected = self.hosted[i]
                 .project(&decoded.full_name, &decoded.value)
                 .map_err(Failure::Poison)?;
+            // The record key is the aggregate id (the processor writes it so): another key means the
+            // record is not where the aggregate's other events are, and their order is not kept.
+            if record.key() != Some(projected.aggregate_id.as_bytes()) {
+                return Err(Failure::Poison(format!(
+                    "the record key is not the event's aggregate id {:?}",
+                    projected.aggregate_id
+                )));
+            }
             writes.push((i, projected));
         }
         Ok(Some(Item {
@@ -243,7 +251,11 @@ impl Handler for Projections {
         let answers: Vec<redis::RedisResult<i64>> = self
             .runtime
             .block_on(pipe.query_async(&mut connection))
-            .map_err(|e| failure(&e))?;
+            .map_err(|e| match failure(&e) {
+                // The whole pipeline failing says nothing about one event.
+                Failure::Fatal(why) => Failure::Fatal(why),
+                _ => Failure::Transient(format!("redis: {e}")),
+            })?;
         for (n, answer) in answers.into_iter().enumerate() {
             if let Err(e) = answer {
                 if matches!(
@@ -271,18 +283,22 @@ impl Handler for Projections {
     }
 }
 
-/// What a Redis error means for the batch.
+/// What a Redis error means for the batch. Only what the script itself refuses for one event is that
+/// event's poison: a generic error (`ERR`, raised by the script) or a key of another type
+/// (`WRONGTYPE`). Credentials and permissions are fatal (a restart once fixed); everything else (out of
+/// memory, a failing persistence, a busy or loading server, a failover, an unknown error code) is
+/// transient: retried, and never a reason to drop an event.
 fn failure(e: &redis::RedisError) -> Failure {
-    match classify_redis(e) {
-        ErrorClass::Transient => Failure::Transient(format!("redis: {e}")),
-        _ if matches!(
-            e.kind(),
-            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                | redis::ErrorKind::Extension
-        ) =>
-        {
+    use redis::{ErrorKind, ServerErrorKind as S};
+    if matches!(classify_redis(e), ErrorClass::Transient) {
+        return Failure::Transient(format!("redis: {e}"));
+    }
+    match (e.kind(), e.code()) {
+        (ErrorKind::Server(S::ResponseError), _) | (_, Some("WRONGTYPE")) => {
             Failure::Poison(format!("redis refused the write: {e}"))
         }
-        _ => Failure::Fatal(format!("redis: {e}")),
+        (ErrorKind::AuthenticationFailed | ErrorKind::Server(S::NoPerm), _)
+        | (_, Some("NOAUTH" | "WRONGPASS")) => Failure::Fatal(format!("redis: {e}")),
+        _ => Failure::Transient(format!("redis: {e}")),
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use causeway_core::projection::{Document, EventInfo, Projection};
 use causeway_kafka::dead_letter::dlq_headers;
+use causeway_orders::contracts::inventory::StockAdded;
 use causeway_orders::contracts::order::OrderPlaced;
 use causeway_orders::order::OrderEvent;
 use causeway_orders::projections::{ORDERS_BY_CUSTOMER, OrderById};
@@ -62,10 +63,42 @@ async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_
     }
     world.send(&order_topic, &order_records).await;
 
+    // Two more poison events: one whose record key is not its aggregate id, and one whose document
+    // key holds something that is not a document (Redis refuses that one write with WRONGTYPE).
+    let stray = StockAdded {
+        metadata: metadata("sku-stray", 1),
+        sku: "sku-stray".into(),
+        quantity: 1,
+        available: 1,
+    };
+    let stray = encode(&world, &topic, "StockAdded", &stray).await;
+    let clash = StockAdded {
+        metadata: metadata("sku-clash", 1),
+        sku: "sku-clash".into(),
+        quantity: 1,
+        available: 1,
+    };
+    let clash = encode(&world, &topic, "StockAdded", &clash).await;
+    let mut redis = world.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(world.doc_key("stock-by-sku", "sku-clash"))
+        .arg("not a hash")
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    world
+        .send(
+            &topic,
+            &[
+                ("another-key".to_string(), stray),
+                ("sku-clash".to_string(), clash),
+            ],
+        )
+        .await;
+
     let service = world.start();
     world.wait_documents("stock-by-sku", &expected).await;
     world.wait_documents("order-by-id", &orders_expected).await;
-    let mut redis = world.redis().await;
     let newest_first: Vec<String> = redis::cmd("ZREVRANGE")
         .arg(format!(
             "{}:order-by-id:g1:index:{ORDERS_BY_CUSTOMER}:c-0",
@@ -78,8 +111,19 @@ async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(newest_first, ["o-4", "o-2", "o-0"]);
 
-    let dead = world.dead_letters(1);
-    assert_eq!(dead.len(), 1, "one dead letter: {dead:?}");
+    let dead = world.dead_letters(3);
+    assert_eq!(dead.len(), 3, "three dead letters: {dead:?}");
+    let reason_of = |key: &str| {
+        dead.iter()
+            .find(|(k, _)| k.as_deref() == Some(key))
+            .and_then(|(_, h)| h.get(dlq_headers::REASON).cloned())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason_of("another-key").contains("aggregate id"),
+        "{dead:?}"
+    );
+    assert!(reason_of("sku-clash").contains("WRONGTYPE"), "{dead:?}");
     // The metrics say so too, and that nothing waits any more.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -88,7 +132,7 @@ async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_
             l.starts_with("causeway_consumer_records_total")
                 && l.contains(&format!("group=\"{}\"", world.group))
                 && l.contains("outcome=\"dead_lettered\"")
-                && l.ends_with(" 1")
+                && l.ends_with(" 3")
         });
         let lag: Vec<&str> = metrics
             .lines()
@@ -107,8 +151,10 @@ async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (key, headers) = &dead[0];
-    assert_eq!(key.as_deref(), Some("poison-key"));
+    let (_, headers) = dead
+        .iter()
+        .find(|(k, _)| k.as_deref() == Some("poison-key"))
+        .unwrap_or_else(|| panic!("no dead letter for poison-key: {dead:?}"));
     let header = |name: &str| headers.get(name).map(String::as_str);
     assert_eq!(header(dlq_headers::TOPIC), Some(topic.as_str()));
     assert_eq!(header(dlq_headers::CLASS), Some("poison"));
