@@ -13,6 +13,7 @@ macro_rules! say {
     }};
 }
 
+mod projections;
 mod schema;
 mod topics;
 
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use causeway_kafka::KafkaConfig;
 use clap::{Args, Parser, Subcommand};
 
-/// Operate a Causeway deployment: topics and schemas (replay, dead letters and lag are planned).
+/// Operate a Causeway deployment: topics, schemas, projection lag (replay, dead letters and rebuilds are planned).
 #[derive(Debug, Parser)]
 #[command(name = "causeway", version, about, long_about = None)]
 struct Cli {
@@ -37,6 +38,9 @@ enum Command {
     /// Check, lock and register the Avro contracts under avro/.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// The read models (projections) of a domain: how far their projector is behind.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
 }
 
 /// How to reach Kafka; shared by every subcommand that talks to it.
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Topics(cmd) => topics::run(cmd).await,
             Command::Schema(cmd) => schema::run(cmd).await,
+            Command::Projections(cmd) => projections::run(cmd).await,
         }
     })
 }

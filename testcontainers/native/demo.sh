@@ -67,6 +67,24 @@ send payment   Deposit          "{\"account_id\":\"$acct\",\"amount_cents\":\"lo
 echo "  and a resend of the first command (same Idempotency-Key): its first answer, no new event:"
 send payment   OpenAccount      "{\"account_id\":\"$acct\",\"currency\":\"EUR\"}" 1
 
+step "The read models in Redis (projector-redis: GET 127.0.0.1:18083/v1/read/<projection>/<id>)"
+# Read your writes: ConfirmOrder gave the order version 2; the read waits (at most 5 s) until it is applied.
+read_model() {
+  curl -s "127.0.0.1:18083$1" | "$dir/venv/bin/python" -c '
+import json, sys
+d = json.load(sys.stdin)
+if "items" in d:
+    print("  %-44s %s" % (sys.argv[1], ", ".join("%s (%s, version %s)" % (i["id"], i["fields"].get("status"), i["version"]) for i in d["items"])))
+elif "error" in d:
+    print("  %-44s %s" % (sys.argv[1], d["error"]))
+else:
+    print("  %-44s version %s: %s" % (sys.argv[1], d["version"], json.dumps(d["fields"], sort_keys=True)))' "$1"
+}
+read_model "/v1/read/order-by-id/$order?min_version=2&wait_ms=5000"
+read_model "/v1/read/stock-by-sku/tea-$run?min_version=2&wait_ms=5000"
+read_model "/v1/read/account-balance/$acct?min_version=3&wait_ms=5000"
+read_model "/v1/read/order-by-id/index/orders-by-customer/alice?limit=3"
+
 step "The processor's metrics (curl -s 127.0.0.1:9402/metrics)"
 curl -s 127.0.0.1:9402/metrics | grep -E '^causeway_processor_(commands|transactions)_total' | sed 's/^/  /'
 
@@ -86,6 +104,11 @@ What you can do next:
                                             send a command (status: GET /v1/commands/<command_id>?wait_ms=5000)
   curl -s 127.0.0.1:9402/metrics | grep causeway_processor
                                             what the aggregate processor did
+  curl -s 127.0.0.1:18083/v1/read/order-by-id/<order id>?min_version=<version>&wait_ms=5000
+                                            a read model, once the version a command gave is applied
+  curl -s 127.0.0.1:18083/v1/openapi.json   the read API
+  curl -s 127.0.0.1:9404/metrics | grep causeway_consumer
+                                            what projector-redis did, and its lag
   make status                               what runs, and whether it is ready
   tail -f .stack/services/*.log             the services' JSON logs
   make down                                 stop the services and the stack

@@ -22,7 +22,7 @@ services=(
   "command-gateway 9401 built"
   "aggregate-processor 9402 built"
   "projector-clickhouse 9403 planned"
-  "projector-redis 9404 planned"
+  "projector-redis 9404 built"
   "saga-orchestrator 9405 planned"
   "dlq-reprocessor 9406 planned"
 )
@@ -46,7 +46,7 @@ start() {
     # Only the sections a service has may be overridden: an unknown key is a config error.
     local extra=()
     case $name in
-      projector-redis) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL") ;;
+      projector-redis) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
       projector-clickhouse) extra=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL") ;;
     esac
     env "CAUSEWAY__ADMIN__LISTEN=127.0.0.1:$port" "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP" "${extra[@]}" \

@@ -36,6 +36,9 @@ pub enum Error {
     /// A background task running a blocking client call panicked or was cancelled. Transient.
     #[error("Kafka client task failed: {0}")]
     Task(String),
+    /// A topic the operation needs is not in the cluster. Fatal: create it (`causeway topics apply`).
+    #[error("topic {0} does not exist (create it: `causeway topics apply`)")]
+    MissingTopic(String),
     /// A topology file is unreadable or invalid. Fatal.
     #[error("topology {path}: {message}")]
     Topology {
@@ -49,7 +52,9 @@ pub enum Error {
 impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
-            Error::Client { .. } | Error::Topology { .. } => ErrorClass::Fatal,
+            Error::Client { .. } | Error::Topology { .. } | Error::MissingTopic(_) => {
+                ErrorClass::Fatal
+            }
             Error::Unreachable { .. } | Error::Task(_) => ErrorClass::Transient,
             Error::Operation { source, .. } => classify_kafka(source),
         }

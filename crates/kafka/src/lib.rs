@@ -13,6 +13,7 @@
 //! - [`processor`]: the transactional processor: commands in, events, states, results and offsets out
 //!   in one transaction per batch.
 //! - [`dead_letter`]: dead letters and their headers, for every consumer.
+//! - [`lag`]: how far a consumer group is behind, from outside it (records and seconds).
 //! - [`runner`]: the consumer runner of every non-transactional consumer (projectors): batches,
 //!   offsets stored after the writes, one retry / dead-letter policy.
 //! - [`error`]: [`Error`], classified once into Transient / Poison / Fatal.
@@ -24,6 +25,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod group;
 pub mod headers;
+pub mod lag;
 pub mod partitioner;
 pub mod processor;
 pub mod runner;

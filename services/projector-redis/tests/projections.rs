@@ -188,6 +188,15 @@ async fn killed_mid_batch_again_and_again_it_applies_every_event_once() {
     let (records, expected) = inventory_events(&world, 300, 60).await;
     let topic = world.topic("inventory");
     world.send(&topic, &records).await;
+    // Nothing applied yet: `causeway projections status` counts every event as waiting.
+    let before = world.status();
+    let waiting = before.get("stock-by-sku").copied().unwrap_or((-1, 0.0));
+    assert_eq!(
+        waiting.0,
+        i64::try_from(records.len()).unwrap_or(0),
+        "{before:?}"
+    );
+    assert!(waiting.1 >= 0.0, "{before:?}");
     // Small batches, so that each kill lands between many of them.
     let small = [("CAUSEWAY__CONSUMER__MAX_BATCH_RECORDS", "50")];
     let mut service = world.start_with(&small);
@@ -224,6 +233,16 @@ async fn killed_mid_batch_again_and_again_it_applies_every_event_once() {
         world.dead_letters(0).is_empty(),
         "no dead letter after kills"
     );
+    // Applied and committed (librdkafka commits stored offsets every 5 s): nothing waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = world.status();
+        if after.get("stock-by-sku") == Some(&(0, 0.0)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{after:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let exit = service
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -352,3 +352,40 @@ pub async fn encode<T: serde::Serialize>(
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+impl World {
+    /// `causeway projections status` for this world's projector group: per projection, (lag in
+    /// records, seconds behind), as the CLI prints them. The CLI is a binary of the workspace, built
+    /// beside this test's own (`make build`).
+    pub fn status(&self) -> HashMap<String, (i64, f64)> {
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+        let cli = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("causeway"))
+            .unwrap_or_else(|| panic!("no target directory above {}", exe.display()));
+        let (status, stdout, stderr) = causeway_testcontainers::process::run_to_exit(
+            std::process::Command::new(&cli)
+                .args(["projections", "status", "--context", &self.context])
+                .args(["--group", &self.group])
+                .args(["--bootstrap-servers", &self.stack.kafka_bootstrap]),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{} (build it: make build): {e}", cli.display()));
+        assert!(status.success(), "{status}: {stderr}");
+        stdout
+            .lines()
+            .skip(2)
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                match cols.as_slice() {
+                    [name, _, records, behind] => Some((
+                        (*name).to_string(),
+                        (records.parse().ok()?, behind.parse().ok()?),
+                    )),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}

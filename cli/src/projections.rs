@@ -1,0 +1,110 @@
+//! `causeway projections`: the read models of a domain and how far their projector is behind.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::KafkaArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Per projection, the records its projector has not applied yet and how old the oldest is.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The domain (as the build registers it).
+    #[arg(long, default_value = "orders")]
+    domain: String,
+    /// The first segment of the event topics (default: the domain's name).
+    #[arg(long)]
+    context: Option<String>,
+    /// The projector's consumer group (its `projector.group_id`).
+    #[arg(long, default_value = "projector-redis")]
+    group: String,
+    /// How long to wait for the brokers, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    timeout: u64,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+pub async fn run(cmd: ProjectionsCommand) -> ExitCode {
+    match cmd {
+        ProjectionsCommand::Status(args) => status(args).await,
+    }
+}
+
+async fn status(args: StatusArgs) -> ExitCode {
+    let kafka = match args.kafka.config() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("causeway projections status: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let domains = causeway_domains::domains();
+    let Some(domain) = domains.get(&args.domain) else {
+        eprintln!(
+            "causeway projections status: unknown domain {:?}; this build hosts {:?}",
+            args.domain,
+            domains.names()
+        );
+        return ExitCode::from(2);
+    };
+    let context = args
+        .context
+        .clone()
+        .unwrap_or_else(|| domain.name.to_string());
+    let mut topics: Vec<String> = domain
+        .projections
+        .iter()
+        .map(|p| format!("{context}.{}.events", p.aggregate))
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let group = args.group.clone();
+    let timeout = Duration::from_secs(args.timeout);
+    let lag = tokio::task::spawn_blocking(move || {
+        causeway_kafka::lag::group_lag(&kafka, &group, &topics, timeout)
+    })
+    .await;
+    let lag = match lag {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            eprintln!("causeway projections status: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("causeway projections status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    say!("group {}", args.group);
+    say!(
+        "{:<20} {:<36} {:>12} {:>12}",
+        "PROJECTION",
+        "TOPIC",
+        "LAG_RECORDS",
+        "BEHIND_S"
+    );
+    for p in &domain.projections {
+        let topic = format!("{context}.{}.events", p.aggregate);
+        let parts: Vec<_> = lag.iter().filter(|l| l.topic == topic).collect();
+        let records: i64 = parts.iter().map(|l| l.records).sum();
+        let behind = parts
+            .iter()
+            .filter_map(|l| l.seconds)
+            .fold(0.0f64, f64::max);
+        say!(
+            "{:<20} {:<36} {:>12} {:>12.1}",
+            p.name,
+            topic,
+            records,
+            behind
+        );
+    }
+    ExitCode::SUCCESS
+}
