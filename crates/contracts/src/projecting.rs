@@ -118,8 +118,8 @@ where
     }
 }
 
-/// The `metadata` field of an event record.
-fn metadata_of(value: &Value) -> Option<EventMetadata> {
+/// The `metadata` field of an event record, if it reads as [`EventMetadata`].
+pub fn metadata_of(value: &Value) -> Option<EventMetadata> {
     let Value::Record(fields) = value else {
         return None;
     };

@@ -14,6 +14,7 @@
 //!   in one transaction per batch.
 //! - [`dead_letter`]: dead letters and their headers, for every consumer.
 //! - [`lag`]: how far a consumer group is behind, from outside it (records and seconds).
+//! - [`projector`]: what every projector shares: its config, events decoded and projected.
 //! - [`runner`]: the consumer runner of every non-transactional consumer (projectors): batches,
 //!   offsets stored after the writes, one retry / dead-letter policy.
 //! - [`error`]: [`Error`], classified once into Transient / Poison / Fatal.
@@ -28,6 +29,7 @@ pub mod headers;
 pub mod lag;
 pub mod partitioner;
 pub mod processor;
+pub mod projector;
 pub mod runner;
 pub mod topology;
 

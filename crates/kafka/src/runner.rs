@@ -331,6 +331,23 @@ impl Runner {
                 source,
             })?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        // A topic that is not there would never be assigned: say so and stop, as the processor does.
+        for topic in &topics {
+            let metadata =
+                consumer
+                    .fetch_metadata(Some(topic), CALL_TIMEOUT)
+                    .map_err(|source| Error::Operation {
+                        operation: "fetch topic metadata",
+                        source,
+                    })?;
+            let found = metadata
+                .topics()
+                .iter()
+                .any(|t| t.error().is_none() && !t.partitions().is_empty());
+            if !found {
+                return Err(Error::MissingTopic((*topic).to_string()));
+            }
+        }
         consumer
             .subscribe(&topics)
             .map_err(|source| Error::Operation {

@@ -2,12 +2,13 @@
 //! `CAUSEWAY__SECTION__KEY` environment overrides, loaded by causeway-runtime.
 
 use causeway_kafka::KafkaConfig;
+use causeway_kafka::projector::ProjectorConfig;
 use causeway_kafka::runner::RunnerConfig;
 use causeway_runtime::{AdminConfig, Invalid, Validate, service::ServiceConfig};
 use serde::{Deserialize, Serialize};
 
 /// The whole config file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The admin server (`/metrics`, `/healthz`, `/readyz`).
@@ -24,6 +25,19 @@ pub struct Config {
     pub consumer: RunnerConfig,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            admin: AdminConfig::default(),
+            kafka: KafkaConfig::default(),
+            redis: RedisConfig::default(),
+            http: HttpConfig::default(),
+            projector: ProjectorConfig::with_group("projector-redis"),
+            consumer: RunnerConfig::default(),
+        }
+    }
+}
+
 /// The read API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,51 +50,6 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8083)),
-        }
-    }
-}
-
-/// The projections hosted and where their documents live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProjectorConfig {
-    /// The domain whose projections are hosted, by the name the build registers it under.
-    pub domain: String,
-    /// The first segment of the event topics (`<context>.<aggregate>.events`); empty: the domain's name.
-    pub context: String,
-    /// The projections to host (empty: all of the domain's).
-    pub projections: Vec<String>,
-    /// The consumer group; dead letters go to `<group_id>.dlq`.
-    pub group_id: String,
-    /// The schema registry the events were written with.
-    pub registry_url: String,
-    /// First segment of every Redis key: `<key_prefix>:<projection>:g<generation>:...`.
-    pub key_prefix: String,
-    /// The generation written (a rebuild writes a new one beside the live one).
-    pub generation: u32,
-}
-
-impl Default for ProjectorConfig {
-    fn default() -> Self {
-        Self {
-            domain: "orders".into(),
-            context: String::new(),
-            projections: Vec::new(),
-            group_id: "projector-redis".into(),
-            registry_url: "http://127.0.0.1:18081".into(),
-            key_prefix: "causeway".into(),
-            generation: 1,
-        }
-    }
-}
-
-impl ProjectorConfig {
-    /// The context in force.
-    pub fn context(&self) -> &str {
-        if self.context.is_empty() {
-            &self.domain
-        } else {
-            &self.context
         }
     }
 }
@@ -128,53 +97,11 @@ impl Validate for Config {
         if let Err(e) = redis::Client::open(self.redis.url.as_str()) {
             out.push(Invalid::new("redis.url", format!("not a Redis URL: {e}")));
         }
-        if self.projector.group_id.trim().is_empty() {
-            out.push(Invalid::new("projector.group_id", "must not be empty"));
-        }
-        if self.projector.key_prefix.is_empty() || self.projector.key_prefix.contains(':') {
-            out.push(Invalid::new(
-                "projector.key_prefix",
-                "must be a non-empty word without ':'",
-            ));
-        }
-        if self.projector.generation == 0 {
-            out.push(Invalid::new("projector.generation", "must be at least 1"));
-        }
         let domains = causeway_domains::domains();
-        match domains.get(&self.projector.domain) {
-            None => out.push(Invalid::new(
-                "projector.domain",
-                format!(
-                    "unknown domain {:?}; this build hosts {:?}",
-                    self.projector.domain,
-                    domains.names()
-                ),
-            )),
-            Some(domain) => {
-                if domain.projections.is_empty() {
-                    out.push(Invalid::new(
-                        "projector.domain",
-                        format!("domain {:?} registers no projection", domain.name),
-                    ));
-                }
-                for name in &self.projector.projections {
-                    if domain.projection_type(name).is_none() {
-                        out.push(Invalid::new(
-                            "projector.projections",
-                            format!(
-                                "unknown projection {name:?}; domain {:?} has {:?}",
-                                domain.name,
-                                domain
-                                    .projections
-                                    .iter()
-                                    .map(|p| p.name)
-                                    .collect::<Vec<_>>()
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
+        let known: Option<Vec<&str>> = domains
+            .get(&self.projector.domain)
+            .map(|d| d.projections.iter().map(|p| p.name).collect());
+        out.extend(self.projector.check("projector", known.as_deref()));
         out
     }
 }

@@ -3,15 +3,11 @@
 //! its document with `apply.lua` (newer versions only, offset recorded, atomically), a batch per
 //! pipeline.
 
-use std::collections::HashMap;
-
-use causeway_contracts::projecting::{Projected, Projecting};
-use causeway_contracts::upcast::Upcasters;
-use causeway_contracts::wire::{Codec, WireError};
+use causeway_contracts::projecting::Projecting;
 use causeway_core::ErrorClass;
+use causeway_kafka::projector::{Decided, EventReader};
 use causeway_kafka::runner::{Failure, Handler, Runner, Status};
 use causeway_runtime::ServiceContext;
-use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use redis::aio::ConnectionManager;
 
@@ -42,12 +38,12 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         .map(|p| p.host())
         .collect();
     let context = config.projector.context().to_string();
-    let mut topics: Vec<String> = hosted
-        .iter()
-        .map(|p| format!("{context}.{}.events", p.aggregate_type()))
-        .collect();
-    topics.sort();
-    topics.dedup();
+    let aggregates: Vec<&str> = {
+        let mut a: Vec<&str> = hosted.iter().map(|p| p.aggregate_type()).collect();
+        a.sort_unstable();
+        a.dedup();
+        a
+    };
     let mut connection = store::connect(&config.redis).await?;
     let script = store::apply_script();
     script.load_async(&mut connection).await?;
@@ -59,21 +55,28 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
                 config.http.listen
             ))
         })?;
+    let keys: Vec<Keys> = hosted
+        .iter()
+        .map(|p| {
+            Keys::new(
+                &config.projector.prefix,
+                p.name(),
+                config.projector.generation,
+            )
+        })
+        .collect();
     let read_api = std::sync::Arc::new(ReadApi {
         projections: hosted
             .iter()
-            .map(|p| {
+            .zip(&keys)
+            .map(|(p, keys)| {
                 (
                     p.name(),
                     Served {
                         name: p.name(),
                         aggregate: p.aggregate_type(),
                         fields: p.fields(),
-                        keys: Keys::new(
-                            &config.projector.key_prefix,
-                            p.name(),
-                            config.projector.generation,
-                        ),
+                        keys: keys.clone(),
                     },
                 )
             })
@@ -89,36 +92,17 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         })
     };
     tracing::info!(listen = %config.http.listen, "read API serving");
-    let handler = Projections {
-        by_topic: topics
-            .iter()
-            .map(|t| {
-                let aggregate = t
-                    .strip_prefix(&format!("{context}."))
-                    .and_then(|r| r.strip_suffix(".events"))
-                    .unwrap_or_default();
-                let indices = hosted
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.aggregate_type() == aggregate)
-                    .map(|(i, _)| i)
-                    .collect();
-                (t.clone(), indices)
-            })
-            .collect(),
-        keys: hosted
-            .iter()
-            .map(|p| {
-                Keys::new(
-                    &config.projector.key_prefix,
-                    p.name(),
-                    config.projector.generation,
-                )
-            })
-            .collect(),
+    let reader = EventReader::new(
         hosted,
-        codec: Codec::new(&config.projector.registry_url),
-        upcasters: Upcasters::default(),
+        &context,
+        &aggregates,
+        &config.projector.registry_url,
+        tokio::runtime::Handle::current(),
+    );
+    let topics = reader.topics();
+    let handler = Projections {
+        reader,
+        keys,
         runtime: tokio::runtime::Handle::current(),
         connection,
         script,
@@ -146,68 +130,23 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     }
 }
 
-/// One record's writes: each hosted projection of its aggregate, projected.
-#[derive(Debug)]
-struct Item {
-    field: String,
-    offset: i64,
-    writes: Vec<(usize, Projected)>,
-}
-
 /// The hosted projections as the runner's handler.
 struct Projections {
-    hosted: Vec<Box<dyn Projecting>>,
+    reader: EventReader,
     keys: Vec<Keys>,
-    /// Per event topic, the indices of the projections that read it.
-    by_topic: HashMap<String, Vec<usize>>,
-    codec: Codec,
-    upcasters: Upcasters,
     runtime: tokio::runtime::Handle,
     connection: ConnectionManager,
     script: redis::Script,
 }
 
 impl Handler for Projections {
-    type Item = Item;
+    type Item = Decided;
 
-    fn prepare(&mut self, record: &BorrowedMessage<'_>) -> Result<Option<Item>, Failure> {
-        let Some(indices) = self.by_topic.get(record.topic()) else {
-            return Ok(None);
-        };
-        // A tombstone says nothing about a document.
-        let Some(bytes) = record.payload() else {
-            return Ok(None);
-        };
-        let decoded = self
-            .runtime
-            .block_on(self.codec.decode_value(bytes, &self.upcasters))
-            .map_err(|e| match e {
-                WireError::Registry(why) => Failure::Transient(format!("schema registry: {why}")),
-                other => Failure::Poison(other.to_string()),
-            })?;
-        let mut writes = Vec::with_capacity(indices.len());
-        for &i in indices {
-            let projected = self.hosted[i]
-                .project(&decoded.full_name, &decoded.value)
-                .map_err(Failure::Poison)?;
-            // The record key is the aggregate id (the processor writes it so): another key means the
-            // record is not where the aggregate's other events are, and their order is not kept.
-            if record.key() != Some(projected.aggregate_id.as_bytes()) {
-                return Err(Failure::Poison(format!(
-                    "the record key is not the event's aggregate id {:?}",
-                    projected.aggregate_id
-                )));
-            }
-            writes.push((i, projected));
-        }
-        Ok(Some(Item {
-            field: format!("{}:{}", record.topic(), record.partition()),
-            offset: record.offset(),
-            writes,
-        }))
+    fn prepare(&mut self, record: &BorrowedMessage<'_>) -> Result<Option<Decided>, Failure> {
+        self.reader.read(record)
     }
 
-    fn write(&mut self, items: &[Item]) -> Result<(), Failure> {
+    fn write(&mut self, items: &[Decided]) -> Result<(), Failure> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         // For each script call, the item it belongs to.
@@ -227,7 +166,7 @@ impl Handler for Projections {
                 }
                 call.arg(projected.version)
                     .arg(projected.occurred_at_ms)
-                    .arg(&item.field)
+                    .arg(&item.position)
                     .arg(item.offset)
                     .arg(change.set.len());
                 for (name, value) in &change.set {

@@ -142,7 +142,7 @@ impl World {
             ("CAUSEWAY__PROJECTOR__REGISTRY_URL", s.registry_url.as_str()),
             ("CAUSEWAY__PROJECTOR__CONTEXT", self.context.as_str()),
             ("CAUSEWAY__PROJECTOR__GROUP_ID", self.group.as_str()),
-            ("CAUSEWAY__PROJECTOR__KEY_PREFIX", self.prefix.as_str()),
+            ("CAUSEWAY__PROJECTOR__PREFIX", self.prefix.as_str()),
             // Restarts get the partitions back at once.
             ("CAUSEWAY__CONSUMER__INSTANCE_ID", "instance-a"),
         ];

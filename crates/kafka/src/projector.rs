@@ -1,0 +1,246 @@
+//! What every projector shares: its `[projector]` config, and the first half of its handler: an event
+//! record decoded through the registry and projected by each hosted projection of its aggregate, with
+//! the error policy of the consumer runner (a registry away is transient; an undecodable record, a
+//! projection's refusal or panic, a record whose key is not its aggregate id are poison).
+
+use std::collections::HashMap;
+
+use apache_avro::types::Value;
+use causeway_contracts::projecting::{Projected, Projecting, metadata_of};
+use causeway_contracts::records::EventMetadata;
+use causeway_contracts::upcast::Upcasters;
+use causeway_contracts::wire::{Codec, WireError};
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::runner::Failure;
+
+/// The `[projector]` section of a projector: which projections, from which topics, into what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorConfig {
+    /// The domain whose projections are hosted, by the name the build registers it under.
+    pub domain: String,
+    /// The first segment of the event topics (`<context>.<aggregate>.events`); empty: the domain's name.
+    pub context: String,
+    /// The projections to host (empty: all of the domain's).
+    pub projections: Vec<String>,
+    /// The consumer group; dead letters go to `<group_id>.dlq`.
+    pub group_id: String,
+    /// The schema registry the events were written with.
+    pub registry_url: String,
+    /// First segment of every key or table name the projector writes.
+    pub prefix: String,
+    /// The generation written (a rebuild writes a new one beside the live one).
+    pub generation: u32,
+}
+
+impl Default for ProjectorConfig {
+    /// No group: a service's own defaults name its group ([`ProjectorConfig::with_group`]).
+    fn default() -> Self {
+        Self::with_group("")
+    }
+}
+
+impl ProjectorConfig {
+    /// The defaults of a projector whose group is `group_id`.
+    pub fn with_group(group_id: &str) -> Self {
+        Self {
+            domain: "orders".into(),
+            context: String::new(),
+            projections: Vec::new(),
+            group_id: group_id.into(),
+            registry_url: "http://127.0.0.1:18081".into(),
+            prefix: "causeway".into(),
+            generation: 1,
+        }
+    }
+
+    /// The context in force.
+    pub fn context(&self) -> &str {
+        if self.context.is_empty() {
+            &self.domain
+        } else {
+            &self.context
+        }
+    }
+
+    /// Start-up checks of the section at `section`, for a domain with these projection names.
+    pub fn check(&self, section: &str, known: Option<&[&str]>) -> Vec<causeway_runtime::Invalid> {
+        use causeway_runtime::Invalid;
+        let mut out = Vec::new();
+        if self.group_id.trim().is_empty() {
+            out.push(Invalid::new(
+                format!("{section}.group_id"),
+                "must not be empty",
+            ));
+        }
+        let word = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !word(&self.prefix) {
+            out.push(Invalid::new(
+                format!("{section}.prefix"),
+                "must be a non-empty word of letters, digits, '_' and '-'",
+            ));
+        }
+        if self.generation == 0 {
+            out.push(Invalid::new(
+                format!("{section}.generation"),
+                "must be at least 1",
+            ));
+        }
+        match known {
+            None => out.push(Invalid::new(
+                format!("{section}.domain"),
+                format!("unknown domain {:?}", self.domain),
+            )),
+            Some([]) => out.push(Invalid::new(
+                format!("{section}.domain"),
+                format!("domain {:?} registers no projection", self.domain),
+            )),
+            Some(names) => {
+                for name in &self.projections {
+                    if !names.contains(&name.as_str()) {
+                        out.push(Invalid::new(
+                            format!("{section}.projections"),
+                            format!(
+                                "unknown projection {name:?}; domain {:?} has {names:?}",
+                                self.domain
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// An event record, decoded and projected.
+#[derive(Debug)]
+pub struct Decided {
+    /// `<topic>:<partition>`.
+    pub position: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// The event record's full name.
+    pub full_name: String,
+    /// Its value.
+    pub value: Value,
+    /// Its metadata.
+    pub metadata: EventMetadata,
+    /// Per hosted projection reading its aggregate: the projection's index and what it changes.
+    pub writes: Vec<(usize, Projected)>,
+}
+
+/// The hosted projections and how to read their events.
+pub struct EventReader {
+    /// The projections.
+    pub hosted: Vec<Box<dyn Projecting>>,
+    /// Per event topic, the indices of the projections that read it (none: read for itself).
+    pub by_topic: HashMap<String, Vec<usize>>,
+    codec: Codec,
+    upcasters: Upcasters,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for EventReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventReader")
+            .field("by_topic", &self.by_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventReader {
+    /// A reader of the events of `aggregates` under `context` for `hosted` projections (which read
+    /// some of those aggregates), decoding through `registry_url` on `runtime`.
+    pub fn new(
+        hosted: Vec<Box<dyn Projecting>>,
+        context: &str,
+        aggregates: &[&str],
+        registry_url: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        let by_topic = aggregates
+            .iter()
+            .map(|a| {
+                let indices = hosted
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.aggregate_type() == *a)
+                    .map(|(i, _)| i)
+                    .collect();
+                (format!("{context}.{a}.events"), indices)
+            })
+            .collect();
+        Self {
+            hosted,
+            by_topic,
+            codec: Codec::new(registry_url),
+            upcasters: Upcasters::default(),
+            runtime,
+        }
+    }
+
+    /// The topics it reads, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.by_topic.keys().cloned().collect();
+        t.sort();
+        t
+    }
+
+    /// `record` decoded and projected; `Ok(None)` for a record of no topic read here, or a tombstone.
+    pub fn read(&self, record: &BorrowedMessage<'_>) -> Result<Option<Decided>, Failure> {
+        let Some(indices) = self.by_topic.get(record.topic()) else {
+            return Ok(None);
+        };
+        // A tombstone says nothing about a document.
+        let Some(bytes) = record.payload() else {
+            return Ok(None);
+        };
+        let decoded = self
+            .runtime
+            .block_on(self.codec.decode_value(bytes, &self.upcasters))
+            .map_err(|e| match e {
+                WireError::Registry(why) => Failure::Transient(format!("schema registry: {why}")),
+                other => Failure::Poison(other.to_string()),
+            })?;
+        let metadata = metadata_of(&decoded.value).ok_or_else(|| {
+            Failure::Poison(format!(
+                "{}: no readable `metadata` field",
+                decoded.full_name
+            ))
+        })?;
+        // The record key is the aggregate id (the processor writes it so): another key means the
+        // record is not where the aggregate's other events are, and their order is not kept.
+        if record.key() != Some(metadata.aggregate_id.as_bytes()) {
+            return Err(Failure::Poison(format!(
+                "the record key is not the event's aggregate id {:?}",
+                metadata.aggregate_id
+            )));
+        }
+        let mut writes = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let projected = self.hosted[i]
+                .project(&decoded.full_name, &decoded.value)
+                .map_err(Failure::Poison)?;
+            writes.push((i, projected));
+        }
+        Ok(Some(Decided {
+            position: format!("{}:{}", record.topic(), record.partition()),
+            partition: record.partition(),
+            offset: record.offset(),
+            full_name: decoded.full_name,
+            value: decoded.value,
+            metadata,
+            writes,
+        }))
+    }
+}
