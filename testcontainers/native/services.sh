@@ -21,7 +21,7 @@ bin=${CAUSEWAY_BIN_DIR:-$repo/target/debug}
 services=(
   "command-gateway 9401 built"
   "aggregate-processor 9402 built"
-  "projector-clickhouse 9403 planned"
+  "projector-clickhouse 9403 built"
   "projector-redis 9404 built"
   "saga-orchestrator 9405 planned"
   "dlq-reprocessor 9406 planned"
@@ -47,7 +47,7 @@ start() {
     local extra=()
     case $name in
       projector-redis) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
-      projector-clickhouse) extra=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL") ;;
+      projector-clickhouse) extra=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
     esac
     env "CAUSEWAY__ADMIN__LISTEN=127.0.0.1:$port" "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP" "${extra[@]}" \
       setsid "$bin/$name" --config "$repo/services/$name/$name.toml" > "$run/$name.log" 2>&1 < /dev/null &

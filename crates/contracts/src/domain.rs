@@ -107,6 +107,20 @@ pub struct Domain {
     pub aggregates: Vec<AggregateType>,
     /// Its projections (read models).
     pub projections: Vec<ProjectionType>,
+    /// Analytics views over its projections' ClickHouse tables.
+    pub views: Vec<View>,
+}
+
+/// An analytics view a domain defines over its projections' documents in ClickHouse: a `SELECT` in
+/// the SQL that ClickHouse 18.16 and current servers share, naming each projection's table as
+/// `{projection-name}` (one row per document: `id`, `version`, `event_time_ms` and its fields as
+/// strings; read it with `FINAL`). The ClickHouse projector creates it as `<prefix>_<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// Its name.
+    pub name: &'static str,
+    /// Its `SELECT`.
+    pub select: &'static str,
 }
 
 impl Domain {
@@ -117,7 +131,14 @@ impl Domain {
             topology,
             aggregates: Vec::new(),
             projections: Vec::new(),
+            views: Vec::new(),
         }
+    }
+
+    /// With the analytics view `name` defined by `select` (see [`View`]).
+    pub fn view(mut self, name: &'static str, select: &'static str) -> Self {
+        self.views.push(View { name, select });
+        self
     }
 
     /// With projection `P` too.

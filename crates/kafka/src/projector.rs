@@ -123,6 +123,8 @@ impl ProjectorConfig {
 /// An event record, decoded and projected.
 #[derive(Debug)]
 pub struct Decided {
+    /// Its aggregate type.
+    pub aggregate: &'static str,
     /// `<topic>:<partition>`.
     pub position: String,
     /// Its partition.
@@ -143,8 +145,9 @@ pub struct Decided {
 pub struct EventReader {
     /// The projections.
     pub hosted: Vec<Box<dyn Projecting>>,
-    /// Per event topic, the indices of the projections that read it (none: read for itself).
-    pub by_topic: HashMap<String, Vec<usize>>,
+    /// Per event topic, its aggregate type and the indices of the projections that read it (none:
+    /// read for itself).
+    pub by_topic: HashMap<String, (&'static str, Vec<usize>)>,
     codec: Codec,
     upcasters: Upcasters,
     runtime: tokio::runtime::Handle,
@@ -164,7 +167,7 @@ impl EventReader {
     pub fn new(
         hosted: Vec<Box<dyn Projecting>>,
         context: &str,
-        aggregates: &[&str],
+        aggregates: &[&'static str],
         registry_url: &str,
         runtime: tokio::runtime::Handle,
     ) -> Self {
@@ -177,7 +180,7 @@ impl EventReader {
                     .filter(|(_, p)| p.aggregate_type() == *a)
                     .map(|(i, _)| i)
                     .collect();
-                (format!("{context}.{a}.events"), indices)
+                (format!("{context}.{a}.events"), (*a, indices))
             })
             .collect();
         Self {
@@ -198,7 +201,7 @@ impl EventReader {
 
     /// `record` decoded and projected; `Ok(None)` for a record of no topic read here, or a tombstone.
     pub fn read(&self, record: &BorrowedMessage<'_>) -> Result<Option<Decided>, Failure> {
-        let Some(indices) = self.by_topic.get(record.topic()) else {
+        let Some((aggregate, indices)) = self.by_topic.get(record.topic()) else {
             return Ok(None);
         };
         // A tombstone says nothing about a document.
@@ -227,13 +230,14 @@ impl EventReader {
             )));
         }
         let mut writes = Vec::with_capacity(indices.len());
-        for &i in indices {
+        for &i in indices.iter() {
             let projected = self.hosted[i]
                 .project(&decoded.full_name, &decoded.value)
                 .map_err(Failure::Poison)?;
             writes.push((i, projected));
         }
         Ok(Some(Decided {
+            aggregate,
             position: format!("{}:{}", record.topic(), record.partition()),
             partition: record.partition(),
             offset: record.offset(),

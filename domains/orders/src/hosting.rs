@@ -21,6 +21,7 @@ pub fn domain() -> Domain {
         .projection::<crate::projections::OrderById>()
         .projection::<crate::projections::StockBySku>()
         .projection::<crate::projections::AccountBalance>()
+        .view("daily_sales", crate::projections::DAILY_SALES)
 }
 
 aggregate_contract! {

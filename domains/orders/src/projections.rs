@@ -3,12 +3,21 @@
 //!   first) in index `orders-by-customer`.
 //! - [`StockBySku`]: units available and reserved per SKU.
 //! - [`AccountBalance`]: an account's currency, balance and funds held.
+//! - [`DAILY_SALES`]: the daily sales rollup over the order documents (ClickHouse).
 
 use causeway_core::projection::{Change, EventInfo, Projection, Value};
 
 use crate::inventory::{Inventory, InventoryEvent};
 use crate::order::{Order, OrderEvent};
 use crate::payment::{Account, PaymentEvent};
+
+/// The daily sales rollup (ClickHouse): per day (UTC) and currency, the orders placed and not
+/// cancelled, and their total. Computed from the deduplicated order documents, so it is exact whatever
+/// the projector delivered twice.
+pub const DAILY_SALES: &str = "SELECT toDate(toDateTime(intDiv(toInt64(placed_at), 1000), 'UTC')) AS day, \
+     currency, count() AS orders, sum(toInt64(total_cents)) AS total_cents \
+     FROM {order-by-id} FINAL WHERE status != 'CANCELLED' AND placed_at != '' \
+     GROUP BY day, currency";
 
 /// The index of orders by customer.
 pub const ORDERS_BY_CUSTOMER: &str = "orders-by-customer";

@@ -2,11 +2,13 @@
 //! `CAUSEWAY__SECTION__KEY` environment overrides, loaded by causeway-runtime.
 
 use causeway_kafka::KafkaConfig;
+use causeway_kafka::projector::ProjectorConfig;
+use causeway_kafka::runner::RunnerConfig;
 use causeway_runtime::{AdminConfig, Invalid, Validate, service::ServiceConfig};
 use serde::{Deserialize, Serialize};
 
 /// The whole config file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The admin server (`/metrics`, `/healthz`, `/readyz`).
@@ -15,6 +17,27 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The ClickHouse server holding the analytics tables.
     pub clickhouse: ClickHouseConfig,
+    /// What is projected (`prefix` is the first word of every table name).
+    pub projector: ProjectorConfig,
+    /// How the event topics are consumed (batches, retries, dead letters).
+    pub consumer: RunnerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            admin: AdminConfig::default(),
+            kafka: KafkaConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
+            projector: ProjectorConfig::with_group("projector-clickhouse"),
+            // Inserts of thousands of rows.
+            consumer: RunnerConfig {
+                max_batch_records: 5000,
+                max_batch_ms: 200,
+                ..RunnerConfig::default()
+            },
+        }
+    }
 }
 
 /// Where the analytics tables live.
@@ -73,6 +96,12 @@ impl Validate for Config {
         if self.clickhouse.database.trim().is_empty() {
             out.push(Invalid::new("clickhouse.database", "must not be empty"));
         }
+        out.extend(self.consumer.check("consumer"));
+        let domains = causeway_domains::domains();
+        let known: Option<Vec<&str>> = domains
+            .get(&self.projector.domain)
+            .map(|d| d.projections.iter().map(|p| p.name).collect());
+        out.extend(self.projector.check("projector", known.as_deref()));
         out
     }
 }

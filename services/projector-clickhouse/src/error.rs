@@ -11,6 +11,10 @@ pub enum Error {
     /// Talking to ClickHouse failed.
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
+    /// Something that should not happen (a domain the config check let through, an answer that does
+    /// not parse). Fatal.
+    #[error("{0}")]
+    Unexpected(String),
 }
 
 impl Classify for Error {
@@ -18,6 +22,7 @@ impl Classify for Error {
         match self {
             Error::Kafka(e) => e.class(),
             Error::ClickHouse(e) => classify_clickhouse(e),
+            Error::Unexpected(_) => ErrorClass::Fatal,
         }
     }
 }

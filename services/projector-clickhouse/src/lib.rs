@@ -4,6 +4,7 @@
 //! - [`config`]: the service's config file (`projector-clickhouse.toml` beside Cargo.toml is the sample).
 //! - [`error`]: the service's errors, classified.
 //! - [`sink`]: the ClickHouse client (TCP_NODELAY, settings that work from 18.16 to current servers).
+//! - [`tables`]: the tables and views, created and migrated at start; JSON rows read back.
 //! - [`projector`]: the service's job.
 #![forbid(unsafe_code)]
 
@@ -11,3 +12,4 @@ pub mod config;
 pub mod error;
 pub mod projector;
 pub mod sink;
+pub mod tables;

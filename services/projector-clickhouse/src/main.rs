@@ -1,6 +1,5 @@
 //! `projector-clickhouse`: writes analytics tables in ClickHouse from the event topics, at least once in
-//! delivery and exactly once in effect (rows carry a version; ReplacingMergeTree deduplicates). Today it
-//! connects to Kafka and ClickHouse and idles, never ready (not built yet); projections arrive with the projection issue.
+//! delivery and exactly once in effect (rows carry a version; ReplacingMergeTree deduplicates).
 //!
 //! The service is a library plus this `main`, so that tests can use its ClickHouse client.
 #![forbid(unsafe_code)]
@@ -13,7 +12,7 @@ use projector_clickhouse::{config, projector};
 const INFO: ServiceInfo = ServiceInfo {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
-    about: "Writes analytics tables in ClickHouse from the event topics. PLANNED: not built yet; today it connects to Kafka and ClickHouse, idles and never reports ready.",
+    about: "Writes a domain's events and its projections' documents into ClickHouse tables (created and migrated at start), exactly once in effect (version columns, ReplacingMergeTree read with FINAL), with the domain's analytics views (e.g. daily_sales); poison events to <group_id>.dlq. PLANNED: rebuilds.",
 };
 
 fn main() -> ExitCode {

@@ -1,11 +1,27 @@
-//! The job of `projector-clickhouse`. Until projections land it waits for Kafka and ClickHouse,
-//! says it is not built yet (never ready), and runs until the shutdown signal.
+//! The job of `projector-clickhouse`: wait for Kafka and ClickHouse, create or migrate the tables, then
+//! run the consumer runner (crates/kafka) over every event topic of the configured domain. Each batch:
+//! its events inserted into the events table (one INSERT), and for each projection the documents the
+//! batch touches read back (`FINAL`), the changes applied by the reference semantics (newer versions
+//! only) and the changed documents inserted with their version (one INSERT per projection). A batch
+//! delivered again changes nothing: its events collapse by (aggregate, version), its changes are older
+//! than the documents.
 
+use std::collections::BTreeMap;
+
+use causeway_contracts::projecting::Projecting;
+use causeway_core::ErrorClass;
+use causeway_core::projection::{Document, EventInfo};
+use causeway_kafka::projector::{Decided, EventReader};
+use causeway_kafka::runner::{Failure, Handler, Runner, Status};
 use causeway_runtime::ServiceContext;
+use clickhouse::Client;
+use rdkafka::message::BorrowedMessage;
+use serde_json::{Map, Value, json};
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, classify_clickhouse};
 use crate::sink;
+use crate::tables::{self, Names, ident, literal};
 
 /// Run until shutdown.
 pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
@@ -16,7 +32,316 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     if !ctx.wait_for("clickhouse", || sink::ping(&client)).await? {
         return Ok(());
     }
-    ctx.not_built("projections into ClickHouse (planned)");
-    ctx.shutdown.wait().await;
+    let domains = causeway_domains::domains();
+    let domain = domains.get(&config.projector.domain).ok_or_else(|| {
+        Error::Unexpected(format!("unknown domain {:?}", config.projector.domain))
+    })?;
+    let hosted: Vec<Box<dyn Projecting>> = domain
+        .projections
+        .iter()
+        .filter(|p| {
+            config.projector.projections.is_empty()
+                || config.projector.projections.iter().any(|n| n == p.name)
+        })
+        .map(|p| p.host())
+        .collect();
+    let names = Names::new(&config.projector.prefix, config.projector.generation);
+    let shapes: Vec<(&str, &[&str])> = hosted.iter().map(|p| (p.name(), p.fields())).collect();
+    // A view needs every projection it reads.
+    let views: Vec<(&str, &str)> = domain
+        .views
+        .iter()
+        .filter(|v| {
+            domain
+                .projections
+                .iter()
+                .filter(|p| v.select.contains(&format!("{{{}}}", p.name)))
+                .all(|p| shapes.iter().any(|(n, _)| *n == p.name))
+        })
+        .map(|v| (v.name, v.select))
+        .collect();
+    tables::migrate(&client, &names, &shapes, &views).await?;
+    tracing::info!(
+        events = names.events(),
+        projections = shapes.len(),
+        views = views.len(),
+        "tables ready"
+    );
+    let aggregates = domain.aggregate_names();
+    let tables: Vec<String> = hosted.iter().map(|p| names.documents(p.name())).collect();
+    let reader = EventReader::new(
+        hosted,
+        config.projector.context(),
+        &aggregates,
+        &config.projector.registry_url,
+        tokio::runtime::Handle::current(),
+    );
+    let topics = reader.topics();
+    let handler = Sink {
+        reader,
+        tables,
+        events: names.events(),
+        client,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let runner = Runner::new(
+        config.kafka.clone(),
+        config.consumer.clone(),
+        &config.projector.group_id,
+        topics,
+    );
+    let shutdown = ctx.shutdown.clone();
+    let metrics = ctx.metrics.clone();
+    let probes = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        runner.run(handler, shutdown, metrics.registry(), move |status| {
+            probes.set_ready(status == Status::Ready);
+        })
+    })
+    .await
+    .map_err(|e| Error::Unexpected(format!("the projector task failed: {e}")))??;
     Ok(())
+}
+
+/// The runner's handler: events and documents into ClickHouse.
+struct Sink {
+    reader: EventReader,
+    /// Per hosted projection, its documents table.
+    tables: Vec<String>,
+    events: String,
+    client: Client,
+    runtime: tokio::runtime::Handle,
+}
+
+/// An event decided, and its payload as JSON text.
+type Item = (Decided, String);
+
+impl Handler for Sink {
+    type Item = Item;
+
+    fn prepare(&mut self, record: &BorrowedMessage<'_>) -> Result<Option<Item>, Failure> {
+        let Some(decided) = self.reader.read(record)? else {
+            return Ok(None);
+        };
+        // The payload must be writable as JSON; if not, the event is poison here, not the batch.
+        let payload = Value::try_from(decided.value.clone())
+            .map_err(|e| {
+                Failure::Poison(format!(
+                    "{}: not expressible as JSON: {e}",
+                    decided.full_name
+                ))
+            })?
+            .to_string();
+        Ok(Some((decided, payload)))
+    }
+
+    fn write(&mut self, batch: &[Item]) -> Result<(), Failure> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let events = event_rows(batch);
+        let items: Vec<&Decided> = batch.iter().map(|(d, _)| d).collect();
+        let mut statements = vec![insert(&self.events, &events)];
+        for (i, table) in self.tables.iter().enumerate() {
+            let touched: Vec<&Decided> = items
+                .iter()
+                .copied()
+                .filter(|d| d.writes.iter().any(|(p, _)| *p == i))
+                .collect();
+            if touched.is_empty() {
+                continue;
+            }
+            let rows = self.runtime.block_on(self.documents(i, table, &touched))?;
+            if !rows.is_empty() {
+                statements.push(insert(table, &rows));
+            }
+        }
+        for sql in statements {
+            self.runtime
+                .block_on(self.client.query_raw(&sql).execute())
+                .map_err(|e| failure(&e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink {
+    /// The rows of projection `i`'s documents that `touched` changes: read back, changed, versioned.
+    async fn documents(
+        &self,
+        i: usize,
+        table: &str,
+        touched: &[&Decided],
+    ) -> Result<Vec<String>, Failure> {
+        let mut ids: Vec<&str> = touched
+            .iter()
+            .flat_map(|d| d.writes.iter().filter(|(p, _)| *p == i))
+            .map(|(_, w)| w.aggregate_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let list: Vec<String> = ids.iter().map(|id| literal(id)).collect();
+        let sql = format!(
+            "SELECT * FROM {} FINAL WHERE id IN ({})",
+            ident(table),
+            list.join(", ")
+        );
+        let stored = tables::fetch_json_rows(&self.client, &sql)
+            .await
+            .map_err(|e| match e {
+                Error::ClickHouse(e) => failure(&e),
+                other => Failure::Fatal(other.to_string()),
+            })?;
+        let fields = self.reader.hosted[i].fields();
+        let mut docs: BTreeMap<String, (Document, bool)> = BTreeMap::new();
+        for row in stored {
+            let Some(id) = row.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            let number = |k: &str| {
+                row.get(k)
+                    .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+                    .unwrap_or(0)
+            };
+            let mut doc = Document {
+                version: number("version"),
+                event_time_ms: number("event_time_ms"),
+                ..Document::default()
+            };
+            for f in fields {
+                if let Some(v) = row
+                    .get(*f)
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                {
+                    doc.fields.insert(f, v.to_string());
+                }
+            }
+            docs.insert(id.to_string(), (doc, false));
+        }
+        for d in touched {
+            for (_, w) in d.writes.iter().filter(|(p, _)| *p == i) {
+                let entry = docs
+                    .entry(w.aggregate_id.clone())
+                    .or_insert_with(|| (Document::default(), false));
+                let info = EventInfo {
+                    aggregate_id: &w.aggregate_id,
+                    version: w.version,
+                    occurred_at_ms: w.occurred_at_ms,
+                };
+                if entry.0.apply(&info, &w.change) {
+                    entry.1 = true;
+                }
+            }
+        }
+        Ok(docs
+            .into_iter()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|(id, (doc, _))| {
+                let mut row = Map::new();
+                row.insert("id".into(), json!(id));
+                row.insert("version".into(), json!(doc.version));
+                row.insert("event_time_ms".into(), json!(doc.event_time_ms));
+                for f in fields {
+                    row.insert(
+                        (*f).to_string(),
+                        json!(doc.fields.get(f).cloned().unwrap_or_default()),
+                    );
+                }
+                Value::Object(row).to_string()
+            })
+            .collect())
+    }
+}
+
+/// The events table's rows of `items`.
+fn event_rows(items: &[Item]) -> Vec<String> {
+    items
+        .iter()
+        .map(|(d, payload)| {
+            let m = &d.metadata;
+            let (topic, _) = d.position.rsplit_once(':').unwrap_or((&d.position, ""));
+            json!({
+                "event_id": m.event_id,
+                "event_type": d.full_name,
+                "aggregate_type": d.aggregate,
+                "aggregate_id": m.aggregate_id,
+                "version": m.aggregate_version,
+                "occurred_at_ms": m.occurred_at,
+                "day": day(m.occurred_at),
+                "causation_id": m.causation_id,
+                "correlation_id": m.correlation_id,
+                "topic": topic,
+                "partition": d.partition,
+                "offset": d.offset,
+                "payload": payload,
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// An INSERT of `rows` (JSON objects, one per line) into `table`.
+fn insert(table: &str, rows: &[String]) -> String {
+    let mut sql = format!("INSERT INTO {} FORMAT JSONEachRow\n", ident(table));
+    for r in rows {
+        sql.push_str(r);
+        sql.push('\n');
+    }
+    sql
+}
+
+/// The UTC day of `ms` since the epoch, as `YYYY-MM-DD` (days-from-civil inverted).
+fn day(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    // ClickHouse's Date holds 1970..2105; outside, the nearest end.
+    let (y, m, d) = if y < 1970 {
+        (1970, 1, 1)
+    } else if y > 2105 {
+        (2105, 12, 31)
+    } else {
+        (y, m, d)
+    };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// What a ClickHouse error means for the batch: never one event's fault (every value is written as a
+/// string or a number it was checked to be); transient when the server may recover, else fatal.
+fn failure(e: &clickhouse::error::Error) -> Failure {
+    match classify_clickhouse(e) {
+        ErrorClass::Transient => Failure::Transient(format!("clickhouse: {e}")),
+        _ => Failure::Fatal(format!("clickhouse: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_calendar_days() {
+        assert_eq!(day(0), "1970-01-01");
+        assert_eq!(day(1_700_000_000_000), "2023-11-14");
+        assert_eq!(day(951_782_400_000), "2000-02-29");
+        assert_eq!(day(-5), "1970-01-01");
+        assert_eq!(day(i64::MAX), "2105-12-31");
+    }
+
+    #[test]
+    fn inserts_are_one_json_object_per_line() {
+        let sql = insert("t", &[r#"{"a":"?"}"#.into(), r#"{"a":"x"}"#.into()]);
+        assert_eq!(
+            sql,
+            "INSERT INTO `t` FORMAT JSONEachRow\n{\"a\":\"?\"}\n{\"a\":\"x\"}\n"
+        );
+    }
 }
