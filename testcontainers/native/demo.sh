@@ -85,6 +85,18 @@ read_model "/v1/read/stock-by-sku/tea-$run?min_version=2&wait_ms=5000"
 read_model "/v1/read/account-balance/$acct?min_version=3&wait_ms=5000"
 read_model "/v1/read/order-by-id/index/orders-by-customer/alice?limit=3"
 
+step "Analytics in ClickHouse (projector-clickhouse): the daily sales rollup and the event log"
+# The projector writes in batches: wait (at most 15 s) until this run's confirmed order is in.
+for _ in $(seq 1 75); do
+  n=$(curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT count() FROM causeway_order_by_id_g1 FINAL WHERE id = '$order' AND status = 'CONFIRMED'" || true)
+  [ "$n" = 1 ] && break
+  sleep 0.2
+done
+echo "  SELECT * FROM causeway_daily_sales ORDER BY day"
+curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT day, currency, orders, total_cents FROM causeway_daily_sales ORDER BY day FORMAT PrettyCompactMonoBlock" | sed 's/^/  /'
+echo "  SELECT aggregate_type, count() FROM causeway_events FINAL GROUP BY aggregate_type"
+curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT aggregate_type, count() AS events FROM causeway_events FINAL GROUP BY aggregate_type ORDER BY aggregate_type FORMAT PrettyCompactMonoBlock" | sed 's/^/  /'
+
 step "The processor's metrics (curl -s 127.0.0.1:9402/metrics)"
 curl -s 127.0.0.1:9402/metrics | grep -E '^causeway_processor_(commands|transactions)_total' | sed 's/^/  /'
 
@@ -107,6 +119,9 @@ What you can do next:
   curl -s 127.0.0.1:18083/v1/read/order-by-id/<order id>?min_version=<version>&wait_ms=5000
                                             a read model, once the version a command gave is applied
   curl -s 127.0.0.1:18083/v1/openapi.json   the read API
+  target/debug/causeway projections status  how far projector-redis is behind (--group projector-clickhouse)
+  curl -s $CLICKHOUSE_URL/ --data-binary 'SELECT * FROM causeway_daily_sales'
+                                            the daily sales rollup (also causeway_events, causeway_order_by_id_g1, ...)
   curl -s 127.0.0.1:9404/metrics | grep causeway_consumer
                                             what projector-redis did, and its lag
   make status                               what runs, and whether it is ready
