@@ -27,6 +27,9 @@ pub struct StatusArgs {
     /// How long to wait for the brokers, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     timeout: u64,
+    /// One line per partition too (committed offset, end, lag).
+    #[arg(long)]
+    partitions: bool,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -105,6 +108,18 @@ async fn status(args: StatusArgs) -> ExitCode {
             records,
             behind
         );
+        if args.partitions {
+            for l in &parts {
+                say!(
+                    "  [{}] committed {} end {} lag {} behind {}",
+                    l.partition,
+                    l.committed.map_or("-".to_string(), |c| c.to_string()),
+                    l.end,
+                    l.records,
+                    l.seconds.map_or("-".to_string(), |s| format!("{s:.1}"))
+                );
+            }
+        }
     }
     ExitCode::SUCCESS
 }

@@ -96,12 +96,16 @@ pub fn group_lag(
                 _ => None,
             });
         let from = at.unwrap_or(low).max(low);
-        let records = (end - from).max(0);
-        let seconds = if records > 0 {
-            oldest_age(&reader, &topic, partition, from, timeout)
-        } else {
-            None
-        };
+        let mut records = (end - from).max(0);
+        let mut seconds = None;
+        if records > 0 {
+            match oldest(&reader, &topic, partition, (from, end), timeout) {
+                // Only transaction markers or aborted records are left: nothing to handle.
+                Oldest::Nothing => records = 0,
+                Oldest::Age(s) => seconds = Some(s),
+                Oldest::Unknown => {}
+            }
+        }
         out.push(PartitionLag {
             topic,
             partition,
@@ -114,29 +118,61 @@ pub fn group_lag(
     Ok(out)
 }
 
-/// Seconds since the record at `offset` (or the next one a read_committed reader sees) was written.
-fn oldest_age(
+/// What waits at an offset.
+enum Oldest {
+    /// No record a read_committed reader sees (transaction markers, aborted records).
+    Nothing,
+    /// A record written this many seconds ago.
+    Age(f64),
+    /// It could not be read in time.
+    Unknown,
+}
+
+/// The oldest record a read_committed reader sees from `offset` on (before `end`), and how old it is.
+fn oldest(
     reader: &BaseConsumer,
     topic: &str,
     partition: i32,
-    offset: i64,
+    (offset, end): (i64, i64),
     timeout: Duration,
-) -> Option<f64> {
+) -> Oldest {
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition, Offset::Offset(offset))
-        .ok()?;
-    reader.assign(&list).ok()?;
+    if list
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .is_err()
+        || reader.assign(&list).is_err()
+    {
+        return Oldest::Unknown;
+    }
     let deadline = std::time::Instant::now() + timeout.min(Duration::from_secs(5));
     while std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
-            let written = m.timestamp().to_millis()?;
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .ok()?
-                .as_millis();
-            let now = i64::try_from(now).ok()?;
-            return Some(((now - written).max(0) as f64) / 1000.0);
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let Some(written) = m.timestamp().to_millis() else {
+                    return Oldest::Unknown;
+                };
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                return Oldest::Age(((now - written).max(0) as f64) / 1000.0);
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Oldest::Nothing,
+            // librdkafka moves the position past transaction markers without a record (and without
+            // a partition end event when a marker is all there is): at the end, nothing waits.
+            _ => {
+                let at = reader.position().ok().and_then(|p| {
+                    p.find_partition(topic, partition)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
+                });
+                if at.is_some_and(|o| o >= end) {
+                    return Oldest::Nothing;
+                }
+            }
         }
     }
-    None
+    Oldest::Unknown
 }

@@ -236,7 +236,7 @@ impl Meters {
         let lag_records = IntGaugeVec::new(
             Opts::new(
                 names::CONSUMER_LAG_RECORDS,
-                "Records not yet handled, per assigned partition (its end minus the consumer's position).",
+                "Records not yet handled, per assigned partition (its end, the last stable offset, minus the offset stored).",
             ),
             &["group", "topic", "partition"],
         )?;
@@ -489,6 +489,7 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             }
             if batch.is_empty() {
                 if self.lag_at.elapsed() >= LAG_EVERY {
+                    self.store_positions();
                     self.update_lag();
                 }
                 continue;
@@ -523,6 +524,30 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             if self.lag_at.elapsed() >= LAG_EVERY {
                 self.update_lag();
             }
+        }
+    }
+
+    /// While idle: store each partition's position, which librdkafka moves past transaction markers
+    /// (the processor ends every transaction with one) without handing out a record. Every record
+    /// handed out has been handled at this point (the last batch is done, nothing is being rewound),
+    /// so nothing is skipped, and the lag no longer counts the markers.
+    fn store_positions(&mut self) {
+        if !self.rewind.is_empty() {
+            return;
+        }
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let mut list = TopicPartitionList::new();
+        for e in positions.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                let _ = list.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
+            }
+        }
+        if list.count() > 0
+            && let Err(e) = self.consumer.store_offsets(&list)
+        {
+            tracing::debug!(error = %e, "cannot store positions");
         }
     }
 
