@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use causeway_kafka::KafkaConfig;
 use clap::{Args, Parser, Subcommand};
 
-/// Operate a Causeway deployment: topics, schemas, projection lag (replay, dead letters and rebuilds are planned).
+/// Operate a Causeway deployment: topics, schemas, projections (lag, rebuild); replay and dead letters are planned.
 #[derive(Debug, Parser)]
 #[command(name = "causeway", version, about, long_about = None)]
 struct Cli {
@@ -38,7 +38,7 @@ enum Command {
     /// Check, lock and register the Avro contracts under avro/.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
-    /// The read models (projections) of a domain: how far their projector is behind.
+    /// The read models (projections) of a domain: how far their projector is behind; rebuilds.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
 }

@@ -11,6 +11,40 @@ use crate::KafkaArgs;
 pub enum ProjectionsCommand {
     /// Per projection, the records its projector has not applied yet and how old the oldest is.
     Status(StatusArgs),
+    /// Rebuild a projection's read model in Redis from offset 0 beside the live one, switch reads to
+    /// it once complete, and delete the old one; projector-redis keeps running meanwhile.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The projection (e.g. order-by-id).
+    name: String,
+    /// The domain (as the build registers it).
+    #[arg(long, default_value = "orders")]
+    domain: String,
+    /// The first segment of the event topics (default: the domain's name).
+    #[arg(long)]
+    context: Option<String>,
+    /// The projector's key prefix (its `projector.prefix`).
+    #[arg(long, default_value = "causeway")]
+    prefix: String,
+    /// The Redis of the read models. The default is the local stack of `make up`.
+    #[arg(
+        long,
+        env = "CAUSEWAY_REDIS_URL",
+        default_value = "redis://127.0.0.1:16379"
+    )]
+    redis: String,
+    /// The schema registry. The default is the local stack of `make up`.
+    #[arg(
+        long,
+        env = "CAUSEWAY_REGISTRY_URL",
+        default_value = "http://127.0.0.1:18081"
+    )]
+    registry: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +71,100 @@ pub struct StatusArgs {
 pub async fn run(cmd: ProjectionsCommand) -> ExitCode {
     match cmd {
         ProjectionsCommand::Status(args) => status(args).await,
+        ProjectionsCommand::Rebuild(args) => rebuild(args).await,
+    }
+}
+
+async fn rebuild(args: RebuildArgs) -> ExitCode {
+    let kafka = match args.kafka.config() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("causeway projections rebuild: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let domains = causeway_domains::domains();
+    let Some(domain) = domains.get(&args.domain) else {
+        eprintln!(
+            "causeway projections rebuild: unknown domain {:?}; this build hosts {:?}",
+            args.domain,
+            domains.names()
+        );
+        return ExitCode::from(2);
+    };
+    let Some(projection) = domain.projection_type(&args.name) else {
+        eprintln!(
+            "causeway projections rebuild: domain {:?} has no projection {:?}; it has {:?}",
+            domain.name,
+            args.name,
+            domain
+                .projections
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        );
+        return ExitCode::from(2);
+    };
+    if redis::Client::open(args.redis.as_str()).is_err() {
+        eprintln!(
+            "causeway projections rebuild: --redis {:?} is not a Redis URL",
+            args.redis
+        );
+        return ExitCode::from(2);
+    }
+    let context = args
+        .context
+        .clone()
+        .unwrap_or_else(|| domain.name.to_string());
+    let hosted = projection.host();
+    let runtime = tokio::runtime::Handle::current();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let redis = projector_redis::config::RedisConfig {
+            url: args.redis.clone(),
+        };
+        let plan = projector_redis::rebuild::Plan {
+            kafka: &kafka,
+            redis: &redis,
+            registry_url: &args.registry,
+            context: &context,
+            prefix: &args.prefix,
+        };
+        projector_redis::rebuild::rebuild(&plan, hosted, &runtime, |p| {
+            let left = p.total.saturating_sub(p.events) as f64 / p.rate.max(1.0);
+            say!(
+                "generation {}: {} of {} events, {:.0}/s, about {:.0} s left",
+                p.generation,
+                p.events,
+                p.total,
+                p.rate,
+                left
+            );
+        })
+    })
+    .await;
+    match outcome {
+        Ok(Ok(o)) => {
+            say!(
+                "{}: reads switched from generation {} to {} ({} events replayed, {} poison skipped, in {:.1} s); generation {} deleted ({} keys)",
+                args.name,
+                o.old,
+                o.new,
+                o.events,
+                o.poison,
+                o.elapsed.as_secs_f64(),
+                o.old,
+                o.deleted
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("causeway projections rebuild: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("causeway projections rebuild: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use axum::routing::get;
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 
-use crate::store::Keys;
+use crate::store::{self, Generations, Keys};
 
 /// The longest wait a read may ask for, in ms.
 pub const MAX_WAIT_MS: u64 = 10_000;
@@ -41,8 +41,8 @@ pub struct Served {
     pub aggregate: &'static str,
     /// Its fields.
     pub fields: &'static [&'static str],
-    /// Where its documents are.
-    pub keys: Keys,
+    /// Its generations (reads go to the live one).
+    pub generations: Generations,
 }
 
 /// What the handlers share.
@@ -124,6 +124,16 @@ fn number(
     }
 }
 
+/// The keys of the generation readers see now.
+async fn live_keys(
+    connection: &mut ConnectionManager,
+    served: &Served,
+) -> Result<Keys, redis::RedisError> {
+    Ok(served
+        .generations
+        .keys(store::live(connection, &served.generations).await?))
+}
+
 fn served<'a>(api: &'a ReadApi, projection: &str) -> Result<&'a Served, Refusal> {
     api.projections.get(projection).ok_or_else(|| {
         let mut known: Vec<&str> = api.projections.keys().copied().collect();
@@ -173,10 +183,15 @@ async fn document(
         Ok(n) => Duration::from_millis(n.unsigned_abs()),
         Err(r) => return r.into_response(),
     };
-    let key = served.keys.doc(&id);
     let deadline = Instant::now() + wait;
     let mut connection = api.connection.clone();
     loop {
+        // The live generation, again at each look: a rebuild may switch it meanwhile.
+        let keys = match live_keys(&mut connection, served).await {
+            Ok(k) => k,
+            Err(e) => return unavailable(&e),
+        };
+        let key = keys.doc(&id);
         let stored: HashMap<String, String> = match redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut connection)
@@ -233,8 +248,12 @@ async fn index(
         Err(r) => return r.into_response(),
     };
     let mut connection = api.connection.clone();
+    let keys = match live_keys(&mut connection, served).await {
+        Ok(k) => k,
+        Err(e) => return unavailable(&e),
+    };
     let ids: Vec<(String, i64)> = match redis::cmd("ZREVRANGE")
-        .arg(served.keys.index(&index, &key))
+        .arg(keys.index(&index, &key))
         .arg(offset)
         .arg(offset + limit - 1)
         .arg("WITHSCORES")
@@ -246,7 +265,7 @@ async fn index(
     };
     let mut pipe = redis::pipe();
     for (id, _) in &ids {
-        pipe.cmd("HGETALL").arg(served.keys.doc(id));
+        pipe.cmd("HGETALL").arg(keys.doc(id));
     }
     let docs: Vec<HashMap<String, String>> = if ids.is_empty() {
         Vec::new()

@@ -4,7 +4,6 @@
 //! pipeline.
 
 use causeway_contracts::projecting::Projecting;
-use causeway_core::ErrorClass;
 use causeway_kafka::projector::{Decided, EventReader};
 use causeway_kafka::runner::{Failure, Handler, Runner, Status};
 use causeway_runtime::ServiceContext;
@@ -13,8 +12,8 @@ use redis::aio::ConnectionManager;
 
 use crate::api::{ReadApi, Served};
 use crate::config::Config;
-use crate::error::{Error, classify_redis};
-use crate::store::{self, Keys};
+use crate::error::Error;
+use crate::store::{self, Generations, Keys};
 
 /// Run until shutdown.
 pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
@@ -55,28 +54,31 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
                 config.http.listen
             ))
         })?;
-    let keys: Vec<Keys> = hosted
+    let generations: Vec<Generations> = hosted
         .iter()
         .map(|p| {
-            Keys::new(
+            Generations::new(
                 &config.projector.prefix,
                 p.name(),
                 config.projector.generation,
             )
         })
         .collect();
+    for g in &generations {
+        store::init_generations(&mut connection, g).await?;
+    }
     let read_api = std::sync::Arc::new(ReadApi {
         projections: hosted
             .iter()
-            .zip(&keys)
-            .map(|(p, keys)| {
+            .zip(&generations)
+            .map(|(p, g)| {
                 (
                     p.name(),
                     Served {
                         name: p.name(),
                         aggregate: p.aggregate_type(),
                         fields: p.fields(),
-                        keys: keys.clone(),
+                        generations: g.clone(),
                     },
                 )
             })
@@ -102,7 +104,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let topics = reader.topics();
     let handler = Projections {
         reader,
-        keys,
+        generations,
         runtime: tokio::runtime::Handle::current(),
         connection,
         script,
@@ -133,7 +135,8 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
 /// The hosted projections as the runner's handler.
 struct Projections {
     reader: EventReader,
-    keys: Vec<Keys>,
+    /// Per hosted projection, its generations in Redis.
+    generations: Vec<Generations>,
     runtime: tokio::runtime::Handle,
     connection: ConnectionManager,
     script: redis::Script,
@@ -147,97 +150,35 @@ impl Handler for Projections {
     }
 
     fn write(&mut self, items: &[Decided]) -> Result<(), Failure> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        // For each script call, the item it belongs to.
-        let mut owner = Vec::new();
-        for (n, item) in items.iter().enumerate() {
-            for (i, projected) in &item.writes {
-                let keys = &self.keys[*i];
-                let change = &projected.change;
-                let call = pipe
-                    .cmd("EVALSHA")
-                    .arg(self.script.get_hash())
-                    .arg(2 + change.index.len())
-                    .arg(keys.doc(&projected.aggregate_id))
-                    .arg(keys.offsets());
-                for entry in &change.index {
-                    call.arg(keys.index(entry.index, &entry.key));
-                }
-                call.arg(projected.version)
-                    .arg(projected.occurred_at_ms)
-                    .arg(&item.position)
-                    .arg(item.offset)
-                    .arg(change.set.len());
-                for (name, value) in &change.set {
-                    call.arg(*name).arg(value.to_string());
-                }
-                call.arg(change.add.len());
-                for (name, delta) in &change.add {
-                    call.arg(*name).arg(*delta);
-                }
-                call.arg(&projected.aggregate_id);
-                for entry in &change.index {
-                    call.arg(entry.score);
-                }
-                owner.push(n);
-            }
-        }
-        if owner.is_empty() {
-            return Ok(());
-        }
+        // The generation each projection writes, read at every write; none while a rebuild switches
+        // generations (docs/adr/0011-projections.md): the batch waits, partitions paused, like any
+        // transient failure, and is written to the new generation once it is live.
         let mut connection = self.connection.clone();
-        let answers: Vec<redis::RedisResult<i64>> = self
+        let targets = self
             .runtime
-            .block_on(pipe.query_async(&mut connection))
-            .map_err(|e| match failure(&e) {
-                // The whole pipeline failing says nothing about one event.
+            .block_on(store::targets(&mut connection, &self.generations))
+            .map_err(|e| match store::failure(&e) {
                 Failure::Fatal(why) => Failure::Fatal(why),
                 _ => Failure::Transient(format!("redis: {e}")),
             })?;
-        for (n, answer) in answers.into_iter().enumerate() {
-            if let Err(e) = answer {
-                if matches!(
-                    e.kind(),
-                    redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-                ) {
-                    // The script cache was emptied (Redis restarted): load it, write again.
-                    let loaded = self
-                        .runtime
-                        .block_on(self.script.load_async(&mut connection));
-                    return Err(Failure::Transient(match loaded {
-                        Ok(_) => format!("redis: {e} (script loaded again)"),
-                        Err(l) => format!("redis: {e}; loading the script: {l}"),
-                    }));
+        let mut keys: Vec<Vec<Keys>> = Vec::with_capacity(targets.len());
+        for (i, target) in targets.iter().enumerate() {
+            match target {
+                Some(n) => keys.push(vec![self.generations[i].keys(*n)]),
+                None if items.iter().any(|d| d.writes.iter().any(|(p, _)| *p == i)) => {
+                    return Err(Failure::Transient(format!(
+                        "a rebuild of {} is switching generations",
+                        self.reader.hosted[i].name()
+                    )));
                 }
-                return Err(match failure(&e) {
-                    Failure::Poison(why) => {
-                        Failure::PoisonItem(owner.get(n).copied().unwrap_or(0), why)
-                    }
-                    other => other,
-                });
+                None => keys.push(Vec::new()),
             }
         }
-        Ok(())
-    }
-}
-
-/// What a Redis error means for the batch. Only what the script itself refuses for one event is that
-/// event's poison: a generic error (`ERR`, raised by the script) or a key of another type
-/// (`WRONGTYPE`). Credentials and permissions are fatal (a restart once fixed); everything else (out of
-/// memory, a failing persistence, a busy or loading server, a failover, an unknown error code) is
-/// transient: retried, and never a reason to drop an event.
-fn failure(e: &redis::RedisError) -> Failure {
-    use redis::{ErrorKind, ServerErrorKind as S};
-    if matches!(classify_redis(e), ErrorClass::Transient) {
-        return Failure::Transient(format!("redis: {e}"));
-    }
-    match (e.kind(), e.code()) {
-        (ErrorKind::Server(S::ResponseError), _) | (_, Some("WRONGTYPE")) => {
-            Failure::Poison(format!("redis refused the write: {e}"))
-        }
-        (ErrorKind::AuthenticationFailed | ErrorKind::Server(S::NoPerm), _)
-        | (_, Some("NOAUTH" | "WRONGPASS")) => Failure::Fatal(format!("redis: {e}")),
-        _ => Failure::Transient(format!("redis: {e}")),
+        self.runtime.block_on(store::apply_batch(
+            &mut connection,
+            &self.script,
+            items,
+            |i| &keys[i],
+        ))
     }
 }

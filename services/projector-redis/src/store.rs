@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use causeway_core::ErrorClass;
+use causeway_kafka::projector::Decided;
+use causeway_kafka::runner::Failure;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisConfig;
-use crate::error::Error;
+use crate::error::{Error, classify_redis};
 
 /// How long connecting may take before it counts as a (transient) failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -71,5 +74,201 @@ impl Keys {
     /// The hash of the last offset applied per `<topic>:<partition>`.
     pub fn offsets(&self) -> String {
         format!("{}offsets", self.base)
+    }
+}
+
+/// The generations of one projection: which one readers see and projectors write
+/// (`<prefix>:<projection>:live`), and whether a rebuild is switching to a new one
+/// (`<prefix>:<projection>:paused`, with an expiry: projectors do not write meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generations {
+    prefix: String,
+    projection: String,
+    /// The generation when none is recorded yet (`projector.generation`).
+    pub default: u32,
+}
+
+impl Generations {
+    /// The generations of `projection` under `prefix`.
+    pub fn new(prefix: &str, projection: &str, default: u32) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            projection: projection.to_string(),
+            default,
+        }
+    }
+
+    /// The key naming the generation readers see and projectors write.
+    pub fn live_key(&self) -> String {
+        format!("{}:{}:live", self.prefix, self.projection)
+    }
+
+    /// The key a rebuild sets while it switches generations.
+    pub fn paused_key(&self) -> String {
+        format!("{}:{}:paused", self.prefix, self.projection)
+    }
+
+    /// The keys of generation `n`.
+    pub fn keys(&self, n: u32) -> Keys {
+        Keys::new(&self.prefix, &self.projection, n)
+    }
+
+    /// The pattern of every key of generation `n` (for SCAN).
+    pub fn pattern(&self, n: u32) -> String {
+        format!("{}:{}:g{n}:*", self.prefix, self.projection)
+    }
+}
+
+/// Record the default generation as live, unless one is recorded already.
+pub async fn init_generations(
+    connection: &mut ConnectionManager,
+    g: &Generations,
+) -> Result<(), Error> {
+    let _: Option<String> = redis::cmd("SET")
+        .arg(g.live_key())
+        .arg(g.default)
+        .arg("NX")
+        .query_async(connection)
+        .await?;
+    Ok(())
+}
+
+/// The generation readers see.
+pub async fn live(
+    connection: &mut ConnectionManager,
+    g: &Generations,
+) -> Result<u32, redis::RedisError> {
+    let live: Option<String> = redis::cmd("GET")
+        .arg(g.live_key())
+        .query_async(connection)
+        .await?;
+    Ok(live.and_then(|v| v.parse().ok()).unwrap_or(g.default))
+}
+
+/// For each of `generations` (one round trip): the generation to write, or `None` while a rebuild
+/// switches generations.
+pub async fn targets(
+    connection: &mut ConnectionManager,
+    generations: &[Generations],
+) -> Result<Vec<Option<u32>>, redis::RedisError> {
+    let mut cmd = redis::cmd("MGET");
+    for g in generations {
+        cmd.arg(g.live_key()).arg(g.paused_key());
+    }
+    let values: Vec<Option<String>> = cmd.query_async(connection).await?;
+    Ok(generations
+        .iter()
+        .zip(values.chunks(2))
+        .map(|(g, pair)| match pair {
+            [_, Some(_)] => None,
+            [live, None] => Some(
+                live.as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(g.default),
+            ),
+            _ => Some(g.default),
+        })
+        .collect())
+}
+
+/// Apply `items` (decided events) with `script`, to every generation `keys(i)` lists for projection
+/// `i`: one pipeline of script calls. The error policy of the consumer runner: a failed pipeline is
+/// transient (or fatal), a call refused for one event is that item's poison, a script the server lost
+/// is loaded again.
+pub async fn apply_batch<'k>(
+    connection: &mut ConnectionManager,
+    script: &redis::Script,
+    items: &[Decided],
+    keys: impl Fn(usize) -> &'k [Keys],
+) -> Result<(), Failure> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    // For each script call, the item it belongs to.
+    let mut owner = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        for (i, projected) in &item.writes {
+            for keys in keys(*i) {
+                let change = &projected.change;
+                let call = pipe
+                    .cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(2 + change.index.len())
+                    .arg(keys.doc(&projected.aggregate_id))
+                    .arg(keys.offsets());
+                for entry in &change.index {
+                    call.arg(keys.index(entry.index, &entry.key));
+                }
+                call.arg(projected.version)
+                    .arg(projected.occurred_at_ms)
+                    .arg(&item.position)
+                    .arg(item.offset)
+                    .arg(change.set.len());
+                for (name, value) in &change.set {
+                    call.arg(*name).arg(value.to_string());
+                }
+                call.arg(change.add.len());
+                for (name, delta) in &change.add {
+                    call.arg(*name).arg(*delta);
+                }
+                call.arg(&projected.aggregate_id);
+                for entry in &change.index {
+                    call.arg(entry.score);
+                }
+                owner.push(n);
+            }
+        }
+    }
+    if owner.is_empty() {
+        return Ok(());
+    }
+    let answers: Vec<redis::RedisResult<i64>> =
+        pipe.query_async(connection)
+            .await
+            .map_err(|e| match failure(&e) {
+                // The whole pipeline failing says nothing about one event.
+                Failure::Fatal(why) => Failure::Fatal(why),
+                _ => Failure::Transient(format!("redis: {e}")),
+            })?;
+    for (n, answer) in answers.into_iter().enumerate() {
+        if let Err(e) = answer {
+            if matches!(
+                e.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+            ) {
+                // The script cache was emptied (Redis restarted): load it, write again.
+                let loaded = script.load_async(connection).await;
+                return Err(Failure::Transient(match loaded {
+                    Ok(_) => format!("redis: {e} (script loaded again)"),
+                    Err(l) => format!("redis: {e}; loading the script: {l}"),
+                }));
+            }
+            return Err(match failure(&e) {
+                Failure::Poison(why) => {
+                    Failure::PoisonItem(owner.get(n).copied().unwrap_or(0), why)
+                }
+                other => other,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What a Redis error means for the batch. Only what the script itself refuses for one event is that
+/// event's poison: a generic error (`ERR`, raised by the script) or a key of another type
+/// (`WRONGTYPE`). Credentials and permissions are fatal (a restart once fixed); everything else (out of
+/// memory, a failing persistence, a busy or loading server, a failover, an unknown error code) is
+/// transient: retried, and never a reason to drop an event.
+pub fn failure(e: &redis::RedisError) -> Failure {
+    use redis::{ErrorKind, ServerErrorKind as S};
+    if matches!(classify_redis(e), ErrorClass::Transient) {
+        return Failure::Transient(format!("redis: {e}"));
+    }
+    match (e.kind(), e.code()) {
+        (ErrorKind::Server(S::ResponseError), _) | (_, Some("WRONGTYPE")) => {
+            Failure::Poison(format!("redis refused the write: {e}"))
+        }
+        (ErrorKind::AuthenticationFailed | ErrorKind::Server(S::NoPerm), _)
+        | (_, Some("NOAUTH" | "WRONGPASS")) => Failure::Fatal(format!("redis: {e}")),
+        _ => Failure::Transient(format!("redis: {e}")),
     }
 }

@@ -13,7 +13,7 @@ use causeway_orders::contracts::inventory::StockAdded;
 use causeway_orders::contracts::order::OrderPlaced;
 use causeway_orders::order::OrderEvent;
 use causeway_orders::projections::{ORDERS_BY_CUSTOMER, OrderById};
-use common::{World, encode, inventory_events, metadata};
+use common::{World, encode, events, inventory_events, metadata};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_headers() {
@@ -363,6 +363,109 @@ async fn the_read_api_waits_for_a_version_pages_an_index_and_names_bad_parameter
             .is_object(),
         "{spec}"
     );
+    let exit = service
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(exit.success(), "{exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_traffic_ends_equal_and_reads_never_see_it_half_built() {
+    let world = World::new(3).await;
+    // Versions 1..=40 of 100 SKUs; the first half before the projector starts, the rest as traffic.
+    let (records, expected) = inventory_events(&world, 100, 40).await;
+    let topic = world.topic("inventory");
+    let (before, traffic) = records.split_at(records.len() / 2);
+    world.send(&topic, before).await;
+    let (service, api) = world.start_serving(&[]);
+
+    // Readers: a document's version never goes back and a document once seen never disappears.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut seen: std::collections::HashMap<String, i64> = Default::default();
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for s in (0..100).step_by(7) {
+                    let id = format!("sku-{s}");
+                    let (status, doc) = read(api, &format!("/v1/read/stock-by-sku/{id}")).await;
+                    reads += 1;
+                    let last = seen.get(&id).copied();
+                    match (status, last) {
+                        (404, None) => continue,
+                        (200, _) => {}
+                        _ => panic!("{id}: {status} {doc} after version {last:?}"),
+                    }
+                    let version = doc["version"].as_i64().unwrap_or(-1);
+                    assert!(
+                        last.is_none_or(|l| version >= l),
+                        "{id}: version {version} after {last:?}: a half-built generation"
+                    );
+                    seen.insert(id, version);
+                }
+            }
+            reads
+        })
+    };
+    // Traffic while the rebuild runs.
+    let traffic_task = {
+        let chunks: Vec<Vec<(String, Vec<u8>)>> = traffic.chunks(200).map(<[_]>::to_vec).collect();
+        let world_topic = topic.clone();
+        let producer = world.producer_handle();
+        tokio::spawn(async move {
+            for chunk in chunks {
+                events::send_with(&producer, &world_topic, &chunk).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = world.stack.clone();
+    let context = world.context.clone();
+    let prefix = world.prefix.clone();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        causeway_testcontainers::process::run_to_exit(
+            std::process::Command::new(events::cli())
+                .args([
+                    "projections",
+                    "rebuild",
+                    "stock-by-sku",
+                    "--context",
+                    &context,
+                ])
+                .args(["--prefix", &prefix, "--redis", &s.redis_url])
+                .args(["--registry", &s.registry_url])
+                .args(["--bootstrap-servers", &s.kafka_bootstrap]),
+            Duration::from_secs(120),
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status}: {stderr}\n{stdout}");
+    assert!(
+        stdout.contains("reads switched from generation 1 to 2"),
+        "{stdout}"
+    );
+    traffic_task.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(world.live("stock-by-sku").await, 2);
+    world.wait_documents("stock-by-sku", &expected).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(reads > 0);
+    // The old generation is gone.
+    let mut redis = world.redis().await;
+    let (_, left): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg(format!("{}:stock-by-sku:g1:*", world.prefix))
+        .arg("COUNT")
+        .arg(100_000)
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(left.is_empty(), "generation 1 keys left: {left:?}");
     let exit = service
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));

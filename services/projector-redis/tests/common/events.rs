@@ -122,31 +122,12 @@ impl World {
 
     /// Send already encoded records (key, bytes) to `topic`, waiting for every acknowledgement.
     pub async fn send(&self, topic: &str, records: &[(String, Vec<u8>)]) {
-        let mut pending = Vec::with_capacity(records.len());
-        for (key, bytes) in records {
-            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
-                .key(key.as_str())
-                .payload(bytes.as_slice());
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    Err((_, back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        }
-        for f in pending {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => panic!("produce to {topic}: {e}"),
-                Err(_) => panic!("delivery to {topic} cancelled"),
-            }
-        }
+        send_with(&self.producer, topic, records).await;
+    }
+
+    /// The producer, for a task of its own.
+    pub fn producer_handle(&self) -> rdkafka::producer::FutureProducer {
+        self.producer.clone()
     }
 
     /// Every record of the group's DLQ: (key, headers).
@@ -299,12 +280,7 @@ impl World {
     /// records, seconds behind), as the CLI prints them. The CLI is a binary of the workspace, built
     /// beside this test's own (`make build`).
     pub fn status(&self) -> HashMap<String, (i64, f64)> {
-        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-        let cli = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|d| d.join("causeway"))
-            .unwrap_or_else(|| panic!("no target directory above {}", exe.display()));
+        let cli = cli();
         let (status, stdout, stderr) = causeway_testcontainers::process::run_to_exit(
             std::process::Command::new(&cli)
                 .args(["projections", "status", "--context", &self.context])
@@ -328,5 +304,48 @@ impl World {
                 }
             })
             .collect()
+    }
+}
+
+/// The `causeway` CLI, a binary of the workspace built beside this test's own (`make build`).
+pub fn cli() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("causeway"))
+        .unwrap_or_else(|| panic!("no target directory above {}", exe.display()))
+}
+
+/// Send already encoded records (key, bytes) to `topic` with `producer`, waiting for every
+/// acknowledgement.
+pub async fn send_with(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    records: &[(String, Vec<u8>)],
+) {
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, bytes) in records {
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .key(key.as_str())
+            .payload(bytes.as_slice());
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((_, back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+    for f in pending {
+        match f.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => panic!("produce to {topic}: {e}"),
+            Err(_) => panic!("delivery to {topic} cancelled"),
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! the projector-redis process and its documents in Redis.
 #![allow(dead_code)]
 
-mod events;
+pub mod events;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -50,8 +50,20 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The key of a document in generation 1 (the first).
     pub fn doc_key(&self, projection: &str, id: &str) -> String {
         format!("{}:{projection}:g1:doc:{id}", self.prefix)
+    }
+
+    /// The generation readers of `projection` see.
+    pub async fn live(&self, projection: &str) -> u32 {
+        let mut redis = self.redis().await;
+        let live: Option<String> = redis::cmd("GET")
+            .arg(format!("{}:{projection}:live", self.prefix))
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        live.and_then(|l| l.parse().ok()).unwrap_or(1)
     }
 
     /// Wait until every document of `projection` equals `expected` (fields and version).
@@ -59,10 +71,14 @@ impl World {
         let mut redis = self.redis().await;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
+            let generation = self.live(projection).await;
             let mut differ = Vec::new();
             for (id, doc) in expected {
                 let stored: HashMap<String, String> = redis::cmd("HGETALL")
-                    .arg(self.doc_key(projection, id))
+                    .arg(format!(
+                        "{}:{projection}:g{generation}:doc:{id}",
+                        self.prefix
+                    ))
                     .query_async(&mut redis)
                     .await
                     .unwrap_or_else(|e| panic!("{e}"));
