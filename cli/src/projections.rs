@@ -229,8 +229,15 @@ async fn status(args: StatusArgs) -> ExitCode {
             .iter()
             .filter_map(|l| l.seconds)
             .fold(0.0f64, f64::max);
+        // How old the oldest waiting record is could not be read: say so rather than 0.
+        let unknown = parts.iter().any(|l| l.records > 0 && l.seconds.is_none());
+        let behind = if unknown {
+            "-".to_string()
+        } else {
+            format!("{behind:.1}")
+        };
         say!(
-            "{:<20} {:<36} {:>12} {:>12.1}",
+            "{:<20} {:<36} {:>12} {:>12}",
             p.name,
             topic,
             records,

@@ -27,52 +27,58 @@ impl Classify for Error {
     }
 }
 
-/// ClickHouse errors, classified once: the network and timeouts are transient; a response naming
-/// authentication is fatal; anything else the server refused (a bad query, a type mismatch) cannot
-/// succeed by retrying and is fatal to the batch that caused it.
+/// ClickHouse errors, classified once. Fatal only what no retry can fix: authentication (516, and 192
+/// / 193 on older servers), access (497), a database or table that is not there (81, 60), a query the
+/// server cannot parse or a column it does not know (62, 47): these need an operator or a fix.
+/// Everything else (the network, timeouts, memory, too many parts or queries, a server starting or
+/// stopping, a proxy's 5xx, an answer cut short) is transient: retried with backoff.
 pub fn classify_clickhouse(e: &clickhouse::error::Error) -> ErrorClass {
     use clickhouse::error::Error as E;
     match e {
-        E::Network(_) | E::TimedOut => ErrorClass::Transient,
-        // Code 516 AUTHENTICATION_FAILED; 192 UNKNOWN_USER, 193 WRONG_PASSWORD on older servers.
-        E::BadResponse(text)
-            if ["Code: 516", "Code: 192", "Code: 193"]
-                .iter()
-                .any(|c| text.contains(c)) =>
-        {
-            ErrorClass::Fatal
-        }
-        // Code 241 MEMORY_LIMIT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES, 252 TOO_MANY_PARTS: back off.
-        E::BadResponse(text)
-            if ["Code: 241", "Code: 202", "Code: 252"]
-                .iter()
-                .any(|c| text.contains(c)) =>
-        {
-            ErrorClass::Transient
-        }
-        _ => ErrorClass::Fatal,
+        E::BadResponse(text) => match server_code(text) {
+            Some(516 | 192 | 193 | 497 | 81 | 60 | 62 | 47) => ErrorClass::Fatal,
+            _ => ErrorClass::Transient,
+        },
+        E::InvalidParams(_) | E::Custom(_) => ErrorClass::Fatal,
+        _ => ErrorClass::Transient,
     }
+}
+
+/// The code of a ClickHouse exception message (`Code: 241. DB::Exception: ...`).
+fn server_code(text: &str) -> Option<u32> {
+    let at = text.find("Code: ")?;
+    let digits: String = text[at + 6..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clickhouse::error::Error as E;
 
     #[test]
-    fn server_codes_map_to_classes() {
-        use clickhouse::error::Error as E;
-        assert_eq!(classify_clickhouse(&E::TimedOut), ErrorClass::Transient);
+    fn only_what_no_retry_fixes_is_fatal() {
+        let bad = |t: &str| classify_clickhouse(&E::BadResponse(t.into()));
         assert_eq!(
-            classify_clickhouse(&E::BadResponse(
-                "Code: 252, e.displayText() = Too many parts".into()
-            )),
+            bad("Code: 516. DB::Exception: Authentication failed"),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            bad("Code: 60. DB::Exception: Table x doesn't exist"),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            bad("Code: 241. DB::Exception: Memory limit"),
             ErrorClass::Transient
         );
         assert_eq!(
-            classify_clickhouse(&E::BadResponse(
-                "Code: 193, e.displayText() = Wrong password".into()
-            )),
-            ErrorClass::Fatal
+            bad("Code: 159. DB::Exception: Timeout exceeded"),
+            ErrorClass::Transient
         );
+        assert_eq!(bad("503 Service Unavailable"), ErrorClass::Transient);
+        assert_eq!(classify_clickhouse(&E::TimedOut), ErrorClass::Transient);
     }
 }

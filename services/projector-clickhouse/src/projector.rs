@@ -60,7 +60,15 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         })
         .map(|v| (v.name, v.select))
         .collect();
-    tables::migrate(&client, &names, &shapes, &views).await?;
+    // The tables, again while ClickHouse fails in a way that may pass (it may be starting).
+    let migrated = ctx
+        .wait_for("clickhouse tables", || {
+            tables::migrate(&client, &names, &shapes, &views)
+        })
+        .await?;
+    if !migrated {
+        return Ok(());
+    }
     tracing::info!(
         events = names.events(),
         projections = shapes.len(),
@@ -158,8 +166,17 @@ impl Handler for Sink {
         }
         for sql in statements {
             self.runtime
-                .block_on(self.client.query_raw(&sql).execute())
-                .map_err(|e| failure(&e))?;
+                .block_on(bounded(async {
+                    self.client
+                        .query_raw(&sql)
+                        .execute()
+                        .await
+                        .map_err(Error::from)
+                }))
+                .map_err(|e| match e {
+                    Error::ClickHouse(e) => failure(&e),
+                    other => Failure::Transient(other.to_string()),
+                })?;
         }
         Ok(())
     }
@@ -180,18 +197,29 @@ impl Sink {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let list: Vec<String> = ids.iter().map(|id| literal(id)).collect();
-        let sql = format!(
-            "SELECT * FROM {} FINAL WHERE id IN ({})",
-            ident(table),
-            list.join(", ")
-        );
-        let stored = tables::fetch_json_rows(&self.client, &sql)
-            .await
-            .map_err(|e| match e {
-                Error::ClickHouse(e) => failure(&e),
-                other => Failure::Fatal(other.to_string()),
-            })?;
+        // The ids in queries of at most SELECT_BYTES each (a server refuses queries over its
+        // max_query_size, 256 KiB by default).
+        let mut stored = Vec::new();
+        let mut list = String::new();
+        let mut ids = ids.into_iter().peekable();
+        while let Some(id) = ids.next() {
+            if !list.is_empty() {
+                list.push_str(", ");
+            }
+            list.push_str(&literal(id));
+            if list.len() >= SELECT_BYTES || ids.peek().is_none() {
+                let sql = format!("SELECT * FROM {} FINAL WHERE id IN ({list})", ident(table));
+                let rows = bounded(tables::fetch_json_rows(&self.client, &sql))
+                    .await
+                    .map_err(|e| match e {
+                        Error::ClickHouse(e) => failure(&e),
+                        // An answer cut short (an error in the middle of a stream) may pass.
+                        other => Failure::Transient(other.to_string()),
+                    })?;
+                stored.extend(rows);
+                list.clear();
+            }
+        }
         let fields = self.reader.hosted[i].fields();
         let mut docs: BTreeMap<String, (Document, bool)> = BTreeMap::new();
         for row in stored {
@@ -201,11 +229,16 @@ impl Sink {
             let number = |k: &str| {
                 row.get(k)
                     .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-                    .unwrap_or(0)
+                    .ok_or_else(|| {
+                        // Read as 0 it would apply every change again: stop instead.
+                        Failure::Fatal(format!(
+                            "{table}: the {k} of document {id:?} does not read as a number: {row:?}"
+                        ))
+                    })
             };
             let mut doc = Document {
-                version: number("version"),
-                event_time_ms: number("event_time_ms"),
+                version: number("version")?,
+                event_time_ms: number("event_time_ms")?,
                 ..Document::default()
             };
             for f in fields {
@@ -279,6 +312,21 @@ fn event_rows(items: &[Item]) -> Vec<String> {
             .to_string()
         })
         .collect()
+}
+
+/// Longest id list of one SELECT, in bytes.
+const SELECT_BYTES: usize = 64 * 1024;
+
+/// How long one ClickHouse call may take before it counts as a (transient) failure: a server that
+/// stops answering must not hold the runner (and its Kafka membership) for ever.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `call`, bounded by [`CALL_TIMEOUT`].
+async fn bounded<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::ClickHouse(clickhouse::error::Error::TimedOut)),
+    }
 }
 
 /// An INSERT of `rows` (JSON objects, one per line) into `table`.

@@ -58,8 +58,12 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// The columns every documents table has; a projection field may not be named so.
+pub const DOCUMENT_COLUMNS: [&str; 3] = ["id", "version", "event_time_ms"];
+
 /// Create what is missing: the events table, each projection's documents table (with a column for
-/// each of its fields), and each view (`select` with `{projection}` names replaced by their tables).
+/// each of its fields), and each view (`select` with `{projection}` names replaced by their tables;
+/// made again at each start, so that it follows the generation and its SQL).
 pub async fn migrate(
     client: &Client,
     names: &Names,
@@ -77,6 +81,11 @@ pub async fn migrate(
     );
     client.query_raw(&events).execute().await?;
     for (projection, fields) in projections {
+        if let Some(f) = fields.iter().find(|f| DOCUMENT_COLUMNS.contains(f)) {
+            return Err(Error::Unexpected(format!(
+                "projection {projection} has a field named {f:?}, a column every documents table has"
+            )));
+        }
         let table = names.documents(projection);
         let mut columns = String::from("id String, version Int64, event_time_ms Int64");
         for f in *fields {
@@ -96,7 +105,12 @@ pub async fn migrate(
                     ident(&table),
                     ident(f)
                 );
-                client.query_raw(&alter).execute().await?;
+                if let Err(e) = client.query_raw(&alter).execute().await {
+                    // Another instance starting at the same time may have added it.
+                    if !column_names(client, &table).await?.iter().any(|c| c == f) {
+                        return Err(e.into());
+                    }
+                }
                 tracing::info!(table, column = f, "column added");
             }
         }
