@@ -6,10 +6,13 @@
 //! - `registry.rs`: the schema registry: `GET /schemas/ids/{id}` and registration.
 //! - `processor.rs`: the command path: processor throughput (1 and 2 instances) beside Kafka's own
 //!   producer perf tool, the gateway, end-to-end latency, the processor's memory.
+//! - `projectors.rs`: the read side: projector-redis beside redis-benchmark, projector-clickhouse beside
+//!   a clickhouse-client bulk insert, a command until its read model shows it.
 //! - `stats.rs`: latency percentiles and rates.
 #![forbid(unsafe_code)]
 
 mod processor;
+mod projectors;
 mod registry;
 mod stats;
 
@@ -29,6 +32,8 @@ enum Bench {
     Registry(registry::Args),
     /// The command path: aggregate processor and command gateway (release builds).
     Processor(processor::Args),
+    /// The read side: projector-redis and projector-clickhouse, and a command until its read model.
+    Projectors(projectors::Args),
 }
 
 #[tokio::main]
@@ -36,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Registry(args) => registry::run(args).await,
         Bench::Processor(args) => processor::run(args).await,
+        Bench::Projectors(args) => projectors::run(args).await,
     }
 }

@@ -54,15 +54,16 @@ pub struct Args {
 }
 
 /// Topics and contracts of one run, under a context of its own.
-struct World {
-    context: String,
-    kafka: KafkaConfig,
-    codec: Codec,
-    stack: Stack,
+pub(crate) struct World {
+    pub(crate) context: String,
+    pub(crate) kafka: KafkaConfig,
+    pub(crate) codec: Codec,
+    pub(crate) stack: Stack,
+    pub(crate) partitions: i32,
 }
 
 impl World {
-    async fn new(stack: &Stack, partitions: i32) -> anyhow::Result<Self> {
+    pub(crate) async fn new(stack: &Stack, partitions: i32) -> anyhow::Result<Self> {
         let context = unique("bench");
         let mut declared =
             format!("[defaults]\npartitions = {partitions}\nreplication_factor = 1\n");
@@ -98,6 +99,7 @@ impl World {
             context,
             kafka,
             stack: stack.clone(),
+            partitions,
         })
     }
 
@@ -148,7 +150,7 @@ impl World {
         Ok(bytes_total / n.max(1))
     }
 
-    fn processor(&self, bin: &Path, instance: &str) -> anyhow::Result<ServiceProcess> {
+    pub(crate) fn processor(&self, bin: &Path, instance: &str) -> anyhow::Result<ServiceProcess> {
         let config =
             native::repo_root().join("services/aggregate-processor/aggregate-processor.toml");
         let group = format!("{}-processor", self.context);

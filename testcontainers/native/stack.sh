@@ -43,6 +43,7 @@ install() {
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server)
+  command -v clickhouse-client >/dev/null 2>&1 || missing+=(clickhouse-client)
   command -v kcat >/dev/null 2>&1 || missing+=(kcat)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
