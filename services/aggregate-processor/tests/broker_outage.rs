@@ -20,11 +20,16 @@ fn signal(pid: &str, signal: &str) {
     assert!(ok.success(), "kill {signal} {pid}");
 }
 
-// Not in `make test` yet: in one fresh-clone run of three, a few commands came out with two results
-// after the broker was killed and restarted (the other runs, and every local run, passed). Until the
-// cause is found (issue 8, closing note of session 4) this test would make CI fail at random; run it
-// with `cargo test -p aggregate-processor --test broker_outage -- --ignored`.
-#[ignore = "exactly-once after a broker kill fails 1 run in 3: under investigation (issue 8)"]
+// Not in `make test` yet: it fails about one run in three (issue 8). Failures seen: a few commands with
+// two results (session 4), and 50 accepted results (one batch) whose events are missing (session 5,
+// on a test that now reads only once no transaction is open). What the failing run's logs show: the
+// single KRaft node, killed and started again on its data, loads its coordinators and serves as leader
+// from its own stale metadata for several seconds before it can register again (the controller answers
+// DUPLICATE_BROKER_REGISTRATION until the old registration's session ends), then resigns every partition
+// and takes them back under a new epoch; the processor's transactions span that window. Next: the same
+// test on separate controller and broker processes (a production layout) to tell a processor defect
+// from that window. Run it with `cargo test -p aggregate-processor --test broker_outage -- --ignored`.
+#[ignore = "exactly-once across a restart of the only (combined-mode) KRaft node fails 1 run in 3: under investigation (issue 8)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_stopped_for_forty_seconds_mid_transaction_loses_and_duplicates_nothing() {
     // Dropped last: stops the stack and deletes its folder even when an assertion fails.
