@@ -471,3 +471,44 @@ async fn a_rebuild_under_traffic_ends_equal_and_reads_never_see_it_half_built() 
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(exit.success(), "{exit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_and_one_leaving_loses_and_doubles_nothing() {
+    let world = World::new(6).await;
+    let (records, expected) = inventory_events(&world, 200, 30).await;
+    let topic = world.topic("inventory");
+    let (first, rest) = records.split_at(records.len() / 3);
+    world.send(&topic, first).await;
+    let small = |id: &'static str| {
+        [
+            ("CAUSEWAY__CONSUMER__MAX_BATCH_RECORDS", "100"),
+            ("CAUSEWAY__CONSUMER__INSTANCE_ID", id),
+            // The instance that leaves hands its partitions over this soon.
+            ("CAUSEWAY__KAFKA__PROPERTIES__session.timeout.ms", "6000"),
+        ]
+    };
+    let a = world.start_with(&small("instance-a"));
+    let b = world.start_with(&small("instance-b"));
+    // Events keep coming while one instance is killed: the other takes its partitions over.
+    let traffic = {
+        let producer = world.producer_handle();
+        let topic = topic.clone();
+        let chunks: Vec<Vec<(String, Vec<u8>)>> = rest.chunks(500).map(<[_]>::to_vec).collect();
+        tokio::spawn(async move {
+            for chunk in chunks {
+                events::send_with(&producer, &topic, &chunk).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = a.kill().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    traffic.await.unwrap_or_else(|e| panic!("{e}"));
+    world.wait_documents("stock-by-sku", &expected).await;
+    assert!(world.dead_letters(0).is_empty(), "no dead letter");
+    let exit = b
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(exit.success(), "{exit}");
+}
