@@ -57,6 +57,21 @@ pub struct Args {
     seconds: u64,
 }
 
+/// The event topics of the domain's other aggregates (the bench world has the inventory's): a projector
+/// reading every aggregate's events finds them (empty).
+async fn other_topics(world: &World) -> anyhow::Result<()> {
+    let mut declared = format!(
+        "[defaults]\npartitions = {}\nreplication_factor = 1\n",
+        world.partitions
+    );
+    for aggregate in ["order", "payment"] {
+        declared += &format!("[[topic]]\nname = \"{}.{aggregate}.events\"\n", world.context);
+    }
+    let topology = causeway_kafka::Topology::parse(&declared, "bench")?;
+    causeway_kafka::topology::apply(&world.kafka, &topology, false, Duration::from_secs(30)).await?;
+    Ok(())
+}
+
 /// Preload `n` StockAdded events over `aggregates` SKUs (versions 1, 2, ... per SKU) into the
 /// world's inventory events topic; the end offset of each partition.
 async fn preload(world: &World, n: usize, aggregates: usize) -> anyhow::Result<HashMap<i32, i64>> {
@@ -175,6 +190,7 @@ async fn redis_run(args: &Args, stack: &Stack) -> anyhow::Result<Duration> {
         &[
             ("CAUSEWAY__REDIS__URL", stack.redis_url.as_str()),
             ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
+            ("CAUSEWAY__PROJECTOR__PROJECTIONS", r#"["stock-by-sku"]"#),
         ],
     )?;
     let ready = started.elapsed();
@@ -214,10 +230,10 @@ fn redis_ceiling(stack: &Stack, n: usize) -> anyhow::Result<Samples> {
         .args(["-P", "64", "-q", "-t", "hset"])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    // e.g. "HSET: 555555.56 requests per second, p50=0.839 msec"
+    // The last line, e.g. "HSET: 555555.56 requests per second, p50=0.839 msec" (progress lines before).
     let rate: f64 = text
-        .split("HSET:")
-        .nth(1)
+        .rsplit("HSET:")
+        .next()
         .and_then(|r| r.split_whitespace().next())
         .and_then(|r| r.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("redis-benchmark said: {text}"))?;
@@ -240,6 +256,7 @@ async fn clickhouse(http: &reqwest::Client, url: &str, sql: &str) -> anyhow::Res
 /// them all; then `clickhouse-client` inserting the same rows in one bulk INSERT.
 async fn clickhouse_runs(args: &Args, stack: &Stack) -> anyhow::Result<(Duration, Duration)> {
     let world = World::new(stack, args.partitions).await?;
+    other_topics(&world).await?;
     preload(&world, args.events, args.aggregates).await?;
     let prefix = unique("bench").replace('-', "_");
     let http = reqwest::Client::new();
