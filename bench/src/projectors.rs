@@ -65,10 +65,14 @@ async fn other_topics(world: &World) -> anyhow::Result<()> {
         world.partitions
     );
     for aggregate in ["order", "payment"] {
-        declared += &format!("[[topic]]\nname = \"{}.{aggregate}.events\"\n", world.context);
+        declared += &format!(
+            "[[topic]]\nname = \"{}.{aggregate}.events\"\n",
+            world.context
+        );
     }
     let topology = causeway_kafka::Topology::parse(&declared, "bench")?;
-    causeway_kafka::topology::apply(&world.kafka, &topology, false, Duration::from_secs(30)).await?;
+    causeway_kafka::topology::apply(&world.kafka, &topology, false, Duration::from_secs(30))
+        .await?;
     Ok(())
 }
 
