@@ -54,28 +54,7 @@ pub fn group_lag(
     let mut list = TopicPartitionList::new();
     let mut ends = Vec::new();
     for topic in topics {
-        let metadata = offsets
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|source| Error::Operation {
-                operation: "fetch topic metadata",
-                source,
-            })?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(Error::MissingTopic(topic.clone()));
-        }
-        for p in partitions {
-            let (low, end) = offsets
-                .fetch_watermarks(topic, p, timeout)
-                .map_err(|source| Error::Operation {
-                    operation: "fetch watermarks",
-                    source,
-                })?;
+        for (p, low, end) in partition_ends(&offsets, topic, timeout)? {
             list.add_partition(topic, p);
             ends.push((topic.clone(), p, low, end));
         }
@@ -175,4 +154,39 @@ fn oldest(
         }
     }
     Oldest::Unknown
+}
+
+/// Each partition of `topic`: (partition, low watermark, end a read_committed reader sees, i.e. the last
+/// stable offset). A topic that does not exist is [`Error::MissingTopic`].
+pub fn partition_ends<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, Error> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| Error::Operation {
+            operation: "fetch topic metadata",
+            source,
+        })?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(Error::MissingTopic(topic.to_string()));
+    }
+    let mut out = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let (low, end) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|source| Error::Operation {
+                operation: "fetch watermarks",
+                source,
+            })?;
+        out.push((p, low, end));
+    }
+    Ok(out)
 }

@@ -57,6 +57,16 @@ impl ProjectorConfig {
         }
     }
 
+    /// The projections of `domain` this config hosts (`projections`, or all of them).
+    pub fn hosted(&self, domain: &causeway_contracts::domain::Domain) -> Vec<Box<dyn Projecting>> {
+        domain
+            .projections
+            .iter()
+            .filter(|p| self.projections.is_empty() || self.projections.iter().any(|n| n == p.name))
+            .map(|p| p.host())
+            .collect()
+    }
+
     /// The context in force.
     pub fn context(&self) -> &str {
         if self.context.is_empty() {
@@ -247,4 +257,26 @@ impl EventReader {
             writes,
         }))
     }
+}
+
+/// Run `handler` under `runner` on a thread of its own until shutdown, with the service's metrics, its
+/// readiness following the runner's.
+pub async fn serve<H>(
+    runner: crate::runner::Runner,
+    handler: H,
+    ctx: &causeway_runtime::ServiceContext,
+) -> Result<(), crate::Error>
+where
+    H: crate::runner::Handler + Send + 'static,
+{
+    let shutdown = ctx.shutdown.clone();
+    let metrics = ctx.metrics.clone();
+    let probes = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        runner.run(handler, shutdown, metrics.registry(), move |status| {
+            probes.set_ready(status == crate::runner::Status::Ready);
+        })
+    })
+    .await
+    .map_err(|e| crate::Error::Task(format!("the consumer task failed: {e}")))?
 }

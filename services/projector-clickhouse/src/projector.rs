@@ -8,11 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use causeway_contracts::projecting::Projecting;
 use causeway_core::ErrorClass;
 use causeway_core::projection::{Document, EventInfo};
 use causeway_kafka::projector::{Decided, EventReader};
-use causeway_kafka::runner::{Failure, Handler, Runner, Status};
+use causeway_kafka::runner::{Failure, Handler, Runner};
 use causeway_runtime::ServiceContext;
 use clickhouse::Client;
 use rdkafka::message::BorrowedMessage;
@@ -36,15 +35,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let domain = domains.get(&config.projector.domain).ok_or_else(|| {
         Error::Unexpected(format!("unknown domain {:?}", config.projector.domain))
     })?;
-    let hosted: Vec<Box<dyn Projecting>> = domain
-        .projections
-        .iter()
-        .filter(|p| {
-            config.projector.projections.is_empty()
-                || config.projector.projections.iter().any(|n| n == p.name)
-        })
-        .map(|p| p.host())
-        .collect();
+    let hosted = config.projector.hosted(domain);
     let names = Names::new(&config.projector.prefix, config.projector.generation);
     let shapes: Vec<(&str, &[&str])> = hosted.iter().map(|p| (p.name(), p.fields())).collect();
     // A view needs every projection it reads.
@@ -98,16 +89,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         &config.projector.group_id,
         topics,
     );
-    let shutdown = ctx.shutdown.clone();
-    let metrics = ctx.metrics.clone();
-    let probes = ctx.clone();
-    tokio::task::spawn_blocking(move || {
-        runner.run(handler, shutdown, metrics.registry(), move |status| {
-            probes.set_ready(status == Status::Ready);
-        })
-    })
-    .await
-    .map_err(|e| Error::Unexpected(format!("the projector task failed: {e}")))??;
+    causeway_kafka::projector::serve(runner, handler, &ctx).await?;
     Ok(())
 }
 

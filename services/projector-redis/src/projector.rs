@@ -3,9 +3,8 @@
 //! its document with `apply.lua` (newer versions only, offset recorded, atomically), a batch per
 //! pipeline.
 
-use causeway_contracts::projecting::Projecting;
 use causeway_kafka::projector::{Decided, EventReader};
-use causeway_kafka::runner::{Failure, Handler, Runner, Status};
+use causeway_kafka::runner::{Failure, Handler, Runner};
 use causeway_runtime::ServiceContext;
 use rdkafka::message::BorrowedMessage;
 use redis::aio::ConnectionManager;
@@ -27,15 +26,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let domain = domains
         .get(&config.projector.domain)
         .ok_or_else(|| Error::Config(format!("unknown domain {:?}", config.projector.domain)))?;
-    let hosted: Vec<Box<dyn Projecting>> = domain
-        .projections
-        .iter()
-        .filter(|p| {
-            config.projector.projections.is_empty()
-                || config.projector.projections.iter().any(|n| n == p.name)
-        })
-        .map(|p| p.host())
-        .collect();
+    let hosted = config.projector.hosted(domain);
     let context = config.projector.context().to_string();
     let aggregates: Vec<&str> = {
         let mut a: Vec<&str> = hosted.iter().map(|p| p.aggregate_type()).collect();
@@ -115,16 +106,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         &config.projector.group_id,
         topics,
     );
-    let shutdown = ctx.shutdown.clone();
-    let metrics = ctx.metrics.clone();
-    let probes = ctx.clone();
-    tokio::task::spawn_blocking(move || {
-        runner.run(handler, shutdown, metrics.registry(), move |status| {
-            probes.set_ready(status == Status::Ready);
-        })
-    })
-    .await
-    .map_err(|e| Error::Config(format!("the projector task failed: {e}")))??;
+    causeway_kafka::projector::serve(runner, handler, &ctx).await?;
     match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Error::Config(format!("the read API failed: {e}"))),

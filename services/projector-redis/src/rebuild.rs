@@ -347,33 +347,12 @@ impl<P: FnMut(Progress)> Replay<P> {
 
 /// Per partition of `topic`: (low watermark, last stable offset).
 fn ends(consumer: &BaseConsumer, topic: &str) -> Result<HashMap<i32, (i64, i64)>, Error> {
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|source| causeway_kafka::Error::Operation {
-            operation: "fetch topic metadata",
-            source,
-        })?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(causeway_kafka::Error::MissingTopic(topic.to_string()).into());
-    }
-    let mut out = HashMap::new();
-    for p in partitions {
-        let (low, end) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(|source| causeway_kafka::Error::Operation {
-                operation: "fetch watermarks",
-                source,
-            })?;
-        out.insert(p, (low, end));
-    }
-    Ok(out)
+    Ok(
+        causeway_kafka::lag::partition_ends(consumer, topic, Duration::from_secs(10))?
+            .into_iter()
+            .map(|(p, low, end)| (p, (low, end)))
+            .collect(),
+    )
 }
 
 /// Delete every key matching `pattern` (SCAN, then UNLINK in pages).
