@@ -12,7 +12,7 @@ use projector_redis::{config, projector};
 const INFO: ServiceInfo = ServiceInfo {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
-    about: "Keeps the read models of a domain's projections in Redis from its event topics: each event applied once in effect (version-checked, atomic, with its offset), poison events to <group_id>.dlq. PLANNED: the read API, rebuilds and freshness metrics.",
+    about: "Keeps the read models of a domain's projections in Redis from its event topics: each event applied once in effect (version-checked, atomic, with its offset), poison events to <group_id>.dlq; serves them over HTTP (GET /v1/read/{projection}/{id}?min_version=N&wait_ms=M, index pages, /v1/openapi.json). Rebuild one with `causeway projections rebuild <name>`; lag: `causeway projections status`.",
 };
 
 fn main() -> ExitCode {
