@@ -120,6 +120,8 @@ What you can do next:
                                             a read model, once the version a command gave is applied
   curl -s 127.0.0.1:18083/v1/openapi.json   the read API
   target/debug/causeway projections status  how far projector-redis is behind (--group projector-clickhouse)
+  target/debug/causeway projections rebuild order-by-id
+                                            rebuild a Redis read model from offset 0 while it serves, then switch
   curl -s $CLICKHOUSE_URL/ --data-binary 'SELECT * FROM causeway_daily_sales'
                                             the daily sales rollup (also causeway_events, causeway_order_by_id_g1, ...)
   curl -s 127.0.0.1:9404/metrics | grep causeway_consumer
