@@ -1,14 +1,25 @@
 //! The `command-gateway` binary as a process against the test stack: it starts with its sample config
-//! (its API on a port of its own), reports ready, stops on SIGTERM with exit 0, and refuses bad config
-//! naming the key.
+//! (its API on a port of its own, the domain's topics provisioned first), reports ready, stops on
+//! SIGTERM with exit 0, and refuses bad config naming the key.
+
+mod common;
 
 use causeway_testcontainers::Stack;
 use causeway_testcontainers::process::free_port;
 
+/// The registry of `s`, once the topics and contracts the sample config serves are there (this test
+/// does not lean on another having provisioned them).
+fn provisioned(s: &Stack) -> String {
+    tokio::runtime::Runtime::new()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .block_on(common::provision(&s.kafka_bootstrap, &s.registry_url));
+    s.registry_url.clone()
+}
+
 causeway_testcontainers::service_binary_tests!(
     "command-gateway",
     "CAUSEWAY__HTTP__LISTEN" => |_: &Stack| format!("127.0.0.1:{}", free_port()),
-    "CAUSEWAY__GATEWAY__REGISTRY_URL" => |s: &Stack| s.registry_url.clone(),
+    "CAUSEWAY__GATEWAY__REGISTRY_URL" => provisioned,
 );
 
 /// A results topic that is not in the cluster stops the gateway at start, naming the topic and the
