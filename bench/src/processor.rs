@@ -22,7 +22,6 @@ use causeway_orders::contracts::inventory::AddStock;
 use causeway_testcontainers::process::{ServiceProcess, free_port};
 use causeway_testcontainers::{Stack, native, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureRecord;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::json;
 
@@ -112,7 +111,7 @@ impl World {
         let topic = self.commands_topic();
         let producer = client::producer(&self.kafka, "bench")?;
         let mut bytes_total = 0;
-        let mut pending = Vec::with_capacity(n);
+        let mut records = Vec::with_capacity(n);
         for i in 0..n {
             let sku = format!("sku-{}", i % aggregates);
             let command = AddStock {
@@ -126,27 +125,11 @@ impl World {
                 .encode(&topic, "causeway.orders.inventory.AddStock", &command)
                 .await?;
             bytes_total += bytes.len();
-            let mut record = FutureRecord::to(&topic).key(&sku).payload(&bytes);
-            loop {
-                match producer.send_result(record) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    Err((_, back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                }
-            }
+            records.push((sku, bytes));
         }
-        for f in pending {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => anyhow::bail!("preload: {e}"),
-                Err(_) => anyhow::bail!("preload: delivery cancelled"),
-            }
-        }
+        client::send_all(&producer, &topic, &records)
+            .await
+            .map_err(|e| anyhow::anyhow!("preload: {e}"))?;
         Ok(bytes_total / n.max(1))
     }
 

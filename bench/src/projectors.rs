@@ -20,7 +20,6 @@ use causeway_orders::contracts::inventory::StockAdded;
 use causeway_testcontainers::process::{ServiceProcess, free_port};
 use causeway_testcontainers::{Stack, native, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureRecord;
 use serde_json::json;
 
 use crate::processor::World;
@@ -81,7 +80,7 @@ async fn other_topics(world: &World) -> anyhow::Result<()> {
 async fn preload(world: &World, n: usize, aggregates: usize) -> anyhow::Result<HashMap<i32, i64>> {
     let topic = format!("{}.inventory.events", world.context);
     let producer = client::producer(&world.kafka, "bench")?;
-    let mut pending = Vec::with_capacity(n);
+    let mut records = Vec::with_capacity(n);
     let mut versions: HashMap<usize, i64> = HashMap::new();
     for i in 0..n {
         let s = i % aggregates;
@@ -106,27 +105,11 @@ async fn preload(world: &World, n: usize, aggregates: usize) -> anyhow::Result<H
             .codec
             .encode(&topic, "causeway.orders.inventory.StockAdded", &event)
             .await?;
-        let mut record = FutureRecord::to(&topic).key(&sku).payload(&bytes);
-        loop {
-            match producer.send_result(record) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((_, back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }
+        records.push((sku, bytes));
     }
-    for f in pending {
-        match f.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => anyhow::bail!("preload: {e}"),
-            Err(_) => anyhow::bail!("preload: delivery cancelled"),
-        }
-    }
+    client::send_all(&producer, &topic, &records)
+        .await
+        .map_err(|e| anyhow::anyhow!("preload: {e}"))?;
     let consumer: BaseConsumer = world
         .kafka
         .consumer_config(

@@ -170,6 +170,25 @@ impl TempStack {
             .unwrap_or(0)
     }
 
+    /// Kill `component` (`kafka`, `redis`, `clickhouse`) with SIGKILL, as a crash would; its data stays.
+    pub fn kill(&self, component: &str) {
+        let pidfile = self.dir.join(component).join(format!("{component}.pid"));
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+        let killed = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(killed.success(), "kill -KILL {} ({component})", pid.trim());
+    }
+
+    /// Start again what is not running, on the same data and ports, as an orchestrator would after a
+    /// crash. Blocks until every component answers; panics with the script's output if one does not.
+    pub fn restart(&self) {
+        let (code, output) = self.run("up", true);
+        assert_eq!(code, Some(0), "the stack did not start again:\n{output}");
+    }
+
     /// Run `stack.sh <verb>` on it (the ports passed only when `with_ports`): exit code and output.
     pub fn run(&self, verb: &str, with_ports: bool) -> (Option<i32>, String) {
         let mut command = Command::new("bash");

@@ -25,6 +25,42 @@ pub fn producer(config: &KafkaConfig, purpose: &str) -> Result<FutureProducer, E
         })
 }
 
+/// Send every (key, value) of `records` to `topic` in order, waiting while librdkafka's queue is full,
+/// then wait for every acknowledgement. For loads, tools and tests; the services' hot paths batch
+/// their own way.
+pub async fn send_all<K: AsRef<str>, V: AsRef<[u8]>>(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(K, V)],
+) -> Result<(), KafkaError> {
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let mut record = rdkafka::producer::FutureRecord::to(topic)
+            .key(key.as_ref())
+            .payload(value.as_ref());
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((_, back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+    }
+    for f in pending {
+        match f.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e),
+            Err(_) => return Err(KafkaError::Canceled),
+        }
+    }
+    Ok(())
+}
+
 /// A transactional producer with `transactional_id`, its transactions initialised (this fences any
 /// earlier producer with the same id). Blocks up to `timeout`: call from a blocking context.
 pub fn transactional_producer(

@@ -117,7 +117,8 @@ pub trait Handler {
     /// What `record` becomes; `Ok(None)` when there is nothing to write for it.
     fn prepare(&mut self, record: &BorrowedMessage<'_>) -> Result<Option<Self::Item>, Failure>;
     /// Write `items` durably. An `Err` means none of them is known to be written (they are written
-    /// again: writes are idempotent).
+    /// again: writes are idempotent). A record the store refuses is named by
+    /// [`Failure::PoisonItem`]; a plain [`Failure::Poison`] from a write stops the runner.
     fn write(&mut self, items: &[Self::Item]) -> Result<(), Failure>;
 }
 
@@ -687,45 +688,13 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                         first_failure: first,
                     });
                 }
-                // Poison without saying which: the batch is written one record at a time to find it.
+                // A write must name the record it refuses (PoisonItem); one that does not gives no
+                // record to park, so nothing is dropped: the runner stops for a restart.
                 Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
-                    if items.len() == 1 {
-                        let source = sources.remove(0);
-                        items.clear();
-                        parked.push(Parked {
-                            source,
-                            why,
-                            attempts: attempts + 1,
-                            first_failure: now_ms(),
-                        });
-                    } else {
-                        tracing::warn!(error = %why, "a write refused the batch; writing its records one by one");
-                        let mut kept_items = Vec::new();
-                        let mut kept_sources = Vec::new();
-                        for (item, source) in items.drain(..).zip(sources.drain(..)) {
-                            match handler.write(std::slice::from_ref(&item)) {
-                                Ok(()) => {}
-                                Err(Failure::Fatal(why)) => {
-                                    self.fatal = Some(why);
-                                    return None;
-                                }
-                                Err(Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
-                                    parked.push(Parked {
-                                        source,
-                                        why,
-                                        attempts: attempts + 1,
-                                        first_failure: now_ms(),
-                                    });
-                                }
-                                Err(Failure::Transient(_)) => {
-                                    kept_items.push(item);
-                                    kept_sources.push(source);
-                                }
-                            }
-                        }
-                        items = kept_items;
-                        sources = kept_sources;
-                    }
+                    self.fatal = Some(format!(
+                        "a write refused the batch without naming the record: {why}"
+                    ));
+                    return None;
                 }
             }
         }

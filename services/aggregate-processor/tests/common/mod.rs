@@ -223,30 +223,9 @@ impl World {
                 .unwrap_or_else(|e| panic!("{e}"));
             encoded.push((key.as_str(), bytes));
         }
-        let mut pending = Vec::with_capacity(encoded.len());
-        for (key, bytes) in &encoded {
-            let mut record: FutureRecord<'_, str, [u8]> =
-                FutureRecord::to(&topic).key(*key).payload(bytes.as_slice());
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    Err((_, back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        }
-        for f in pending {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => panic!("produce to {topic}: {e}"),
-                Err(_) => panic!("delivery to {topic} cancelled"),
-            }
-        }
+        client::send_all(&self.producer, &topic, &encoded)
+            .await
+            .unwrap_or_else(|e| panic!("produce to {topic}: {e}"));
     }
 
     /// Send bytes as they are.

@@ -25,7 +25,6 @@ use causeway_testcontainers::{Stack, stack, unique};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
-use rdkafka::producer::FutureRecord;
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -323,29 +322,7 @@ pub async fn send_with(
     topic: &str,
     records: &[(String, Vec<u8>)],
 ) {
-    let mut pending = Vec::with_capacity(records.len());
-    for (key, bytes) in records {
-        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
-            .key(key.as_str())
-            .payload(bytes.as_slice());
-        loop {
-            match producer.send_result(record) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((_, back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-    }
-    for f in pending {
-        match f.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => panic!("produce to {topic}: {e}"),
-            Err(_) => panic!("delivery to {topic} cancelled"),
-        }
-    }
+    client::send_all(producer, topic, records)
+        .await
+        .unwrap_or_else(|e| panic!("produce to {topic}: {e}"));
 }
