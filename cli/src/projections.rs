@@ -11,8 +11,9 @@ use crate::KafkaArgs;
 pub enum ProjectionsCommand {
     /// Per projection, the records its projector has not applied yet and how old the oldest is.
     Status(StatusArgs),
-    /// Rebuild a projection's read model in Redis from offset 0 beside the live one, switch reads to
-    /// it once complete, and delete the old one; projector-redis keeps running meanwhile.
+    /// Rebuild a projection's read model (in Redis, or its table in ClickHouse) from offset 0 beside
+    /// the live one, switch reads to it once complete, and delete the old one; the projectors keep
+    /// running meanwhile.
     Rebuild(RebuildArgs),
 }
 
@@ -26,16 +27,33 @@ pub struct RebuildArgs {
     /// The first segment of the event topics (default: the domain's name).
     #[arg(long)]
     context: Option<String>,
-    /// The projector's key prefix (its `projector.prefix`).
+    /// The projector's key or table prefix (its `projector.prefix`).
     #[arg(long, default_value = "causeway")]
     prefix: String,
-    /// The Redis of the read models. The default is the local stack of `make up`.
+    /// Which projector's store: projector-redis's read models or projector-clickhouse's tables.
+    #[arg(long, value_enum, default_value_t = Store::Redis)]
+    store: Store,
+    /// The Redis of the read models (`--store redis`). The default is the local stack of `make up`.
     #[arg(
         long,
         env = "CAUSEWAY_REDIS_URL",
         default_value = "redis://127.0.0.1:16379"
     )]
     redis: String,
+    /// ClickHouse's HTTP interface (`--store clickhouse`). The default is the local stack of `make up`.
+    #[arg(
+        long,
+        env = "CAUSEWAY_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:18123"
+    )]
+    clickhouse: String,
+    /// The ClickHouse database of the tables.
+    #[arg(long, default_value = "default")]
+    clickhouse_database: String,
+    /// The ClickHouse user; its password, if any, is read from CAUSEWAY_CLICKHOUSE_PASSWORD (never
+    /// from the command line, where other users of the machine could see it).
+    #[arg(long, default_value = "default")]
+    clickhouse_user: String,
     /// The schema registry. The default is the local stack of `make up`.
     #[arg(
         long,
@@ -45,6 +63,15 @@ pub struct RebuildArgs {
     registry: String,
     #[command(flatten)]
     kafka: KafkaArgs,
+}
+
+/// The store a rebuild writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Store {
+    /// projector-redis's read models.
+    Redis,
+    /// projector-clickhouse's documents tables (and the views over them).
+    Clickhouse,
 }
 
 #[derive(Debug, Args)]
@@ -105,31 +132,46 @@ async fn rebuild(args: RebuildArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    if redis::Client::open(args.redis.as_str()).is_err() {
-        eprintln!(
-            "causeway projections rebuild: --redis {:?} is not a Redis URL",
-            args.redis
-        );
-        return ExitCode::from(2);
+    match args.store {
+        Store::Redis if redis::Client::open(args.redis.as_str()).is_err() => {
+            eprintln!(
+                "causeway projections rebuild: --redis {:?} is not a Redis URL",
+                args.redis
+            );
+            return ExitCode::from(2);
+        }
+        Store::Clickhouse
+            if !(args.clickhouse.starts_with("http://")
+                || args.clickhouse.starts_with("https://")) =>
+        {
+            eprintln!(
+                "causeway projections rebuild: --clickhouse {:?} is not an http:// or https:// URL of ClickHouse's HTTP interface",
+                args.clickhouse
+            );
+            return ExitCode::from(2);
+        }
+        _ => {}
     }
     let context = args
         .context
         .clone()
         .unwrap_or_else(|| domain.name.to_string());
     let hosted = projection.host();
+    let fields = hosted.fields();
+    let name = hosted.name();
+    let views: Vec<(&'static str, &'static str)> =
+        domain.views.iter().map(|v| (v.name, v.select)).collect();
+    let projections: Vec<&'static str> = domain.projections.iter().map(|p| p.name).collect();
     let runtime = tokio::runtime::Handle::current();
+    let store = args.store;
     let outcome = tokio::task::spawn_blocking(move || {
-        let redis = projector_redis::config::RedisConfig {
-            url: args.redis.clone(),
-        };
-        let plan = projector_redis::rebuild::Plan {
+        let source = causeway_kafka::rebuild::Source {
             kafka: &kafka,
-            redis: &redis,
             registry_url: &args.registry,
             context: &context,
             prefix: &args.prefix,
         };
-        projector_redis::rebuild::rebuild(&plan, hosted, &runtime, |p| {
+        let progress = |p: causeway_kafka::rebuild::Progress| {
             let left = p.total.saturating_sub(p.events) as f64 / p.rate.max(1.0);
             say!(
                 "generation {}: {} of {} events, {:.0}/s, about {:.0} s left",
@@ -139,21 +181,56 @@ async fn rebuild(args: RebuildArgs) -> ExitCode {
                 p.rate,
                 left
             );
-        })
+        };
+        match store {
+            Store::Redis => {
+                let redis = projector_redis::config::RedisConfig {
+                    url: args.redis.clone(),
+                };
+                let mut side =
+                    projector_redis::rebuild::Store::connect(&redis, &args.prefix, name, &runtime)
+                        .map_err(|e| e.to_string())?;
+                causeway_kafka::rebuild::rebuild(&source, hosted, &mut side, &runtime, progress)
+                    .map_err(|e| e.to_string())
+            }
+            Store::Clickhouse => {
+                let clickhouse = projector_clickhouse::config::ClickHouseConfig {
+                    url: args.clickhouse.clone(),
+                    database: args.clickhouse_database.clone(),
+                    user: args.clickhouse_user.clone(),
+                    password: std::env::var("CAUSEWAY_CLICKHOUSE_PASSWORD").unwrap_or_default(),
+                };
+                let mut side = projector_clickhouse::rebuild::Store::new(
+                    &clickhouse,
+                    &args.prefix,
+                    name,
+                    fields,
+                    views,
+                    projections,
+                    &runtime,
+                );
+                causeway_kafka::rebuild::rebuild(&source, hosted, &mut side, &runtime, progress)
+                    .map_err(|e| e.to_string())
+            }
+        }
     })
     .await;
+    let unit = match store {
+        Store::Redis => "keys",
+        Store::Clickhouse => "rows",
+    };
     match outcome {
         Ok(Ok(o)) => {
             say!(
-                "{}: reads switched from generation {} to {} ({} events replayed, {} poison skipped, in {:.1} s); generation {} deleted ({} keys)",
-                args.name,
+                "{}: reads switched from generation {} to {} ({} events replayed, {} poison skipped, in {:.1} s); generation {} deleted ({} {unit})",
+                name,
                 o.old,
                 o.new,
                 o.events,
                 o.poison,
                 o.elapsed.as_secs_f64(),
                 o.old,
-                o.deleted
+                o.retired
             );
             ExitCode::SUCCESS
         }

@@ -39,6 +39,10 @@ pub enum Error {
     /// A topic the operation needs is not in the cluster. Fatal: create it (`causeway topics apply`).
     #[error("topic {0} does not exist (create it: `causeway topics apply`)")]
     MissingTopic(String),
+    /// A rebuild stopped: a write its store refused for good, or a switch that never fit in its pause.
+    /// Fatal: the message says what to fix; run the rebuild again.
+    #[error("{0}")]
+    Rebuild(String),
     /// A topology file is unreadable or invalid. Fatal.
     #[error("topology {path}: {message}")]
     Topology {
@@ -52,9 +56,10 @@ pub enum Error {
 impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
-            Error::Client { .. } | Error::Topology { .. } | Error::MissingTopic(_) => {
-                ErrorClass::Fatal
-            }
+            Error::Client { .. }
+            | Error::Topology { .. }
+            | Error::MissingTopic(_)
+            | Error::Rebuild(_) => ErrorClass::Fatal,
             Error::Unreachable { .. } | Error::Task(_) => ErrorClass::Transient,
             Error::Operation { source, .. } => classify_kafka(source),
         }

@@ -15,6 +15,8 @@
 //! - [`dead_letter`]: dead letters and their headers, for every consumer.
 //! - [`lag`]: how far a consumer group is behind, from outside it (records and seconds).
 //! - [`projector`]: what every projector shares: its config, events decoded and projected.
+//! - [`rebuild`]: a projection rebuilt from offset 0 beside its live generation, then switched to
+//!   (every store's side of it: [`rebuild::Generations`]).
 //! - [`runner`]: the consumer runner of every non-transactional consumer (projectors): batches,
 //!   offsets stored after the writes, one retry / dead-letter policy.
 //! - [`error`]: [`Error`], classified once into Transient / Poison / Fatal.
@@ -30,6 +32,7 @@ pub mod lag;
 pub mod partitioner;
 pub mod processor;
 pub mod projector;
+pub mod rebuild;
 pub mod runner;
 pub mod topology;
 

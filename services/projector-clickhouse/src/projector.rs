@@ -6,7 +6,7 @@
 //! delivered again changes nothing: its events collapse by (aggregate, version), its changes are older
 //! than the documents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use causeway_core::ErrorClass;
 use causeway_core::projection::{Document, EventInfo};
@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Config;
 use crate::error::{Error, classify_clickhouse};
+use crate::generations::{self, Generation};
 use crate::sink;
 use crate::tables::{self, Names, ident, literal};
 
@@ -36,7 +37,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         Error::Unexpected(format!("unknown domain {:?}", config.projector.domain))
     })?;
     let hosted = config.projector.hosted(domain);
-    let names = Names::new(&config.projector.prefix, config.projector.generation);
+    let names = Names::new(&config.projector.prefix);
     let shapes: Vec<(&str, &[&str])> = hosted.iter().map(|p| (p.name(), p.fields())).collect();
     // A view needs every projection it reads.
     let views: Vec<(&str, &str)> = domain
@@ -54,7 +55,13 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     // The tables, again while ClickHouse fails in a way that may pass (it may be starting).
     let migrated = ctx
         .wait_for("clickhouse tables", || {
-            tables::migrate(&client, &names, &shapes, &views)
+            tables::migrate(
+                &client,
+                &names,
+                config.projector.generation,
+                &shapes,
+                &views,
+            )
         })
         .await?;
     if !migrated {
@@ -67,7 +74,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         "tables ready"
     );
     let aggregates = domain.aggregate_names();
-    let tables: Vec<String> = hosted.iter().map(|p| names.documents(p.name())).collect();
+    let projections: Vec<&'static str> = hosted.iter().map(|p| p.name()).collect();
     let reader = EventReader::new(
         hosted,
         config.projector.context(),
@@ -78,8 +85,8 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let topics = reader.topics();
     let handler = Sink {
         reader,
-        tables,
-        events: names.events(),
+        projections,
+        names,
         client,
         runtime: tokio::runtime::Handle::current(),
     };
@@ -96,9 +103,9 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
 /// The runner's handler: events and documents into ClickHouse.
 struct Sink {
     reader: EventReader,
-    /// Per hosted projection, its documents table.
-    tables: Vec<String>,
-    events: String,
+    /// The hosted projections' names.
+    projections: Vec<&'static str>,
+    names: Names,
     client: Client,
     runtime: tokio::runtime::Handle,
 }
@@ -129,10 +136,13 @@ impl Handler for Sink {
         if batch.is_empty() {
             return Ok(());
         }
-        let events = event_rows(batch);
+        // The generation each projection writes, read at every write; a batch waits (partitions
+        // paused, like any transient failure) while a rebuild switches the generation of a projection
+        // it touches, and is written to the new generation once it is live.
+        let live = self.live()?;
         let items: Vec<&Decided> = batch.iter().map(|(d, _)| d).collect();
-        let mut statements = vec![insert(&self.events, &events)];
-        for (i, table) in self.tables.iter().enumerate() {
+        let mut statements = vec![insert(&self.names.events(), &event_rows(batch))];
+        for (i, projection) in self.projections.iter().enumerate() {
             let touched: Vec<&Decided> = items
                 .iter()
                 .copied()
@@ -141,132 +151,183 @@ impl Handler for Sink {
             if touched.is_empty() {
                 continue;
             }
-            let rows = self.runtime.block_on(self.documents(i, table, &touched))?;
+            let generation = match live.get(*projection) {
+                Some(g) if g.paused => {
+                    return Err(Failure::Transient(format!(
+                        "a rebuild of {projection} is switching generations"
+                    )));
+                }
+                Some(g) => g.live,
+                None => {
+                    return Err(Failure::Fatal(format!(
+                        "{}: no row for {projection} (deleted while the projector ran?)",
+                        self.names.generations()
+                    )));
+                }
+            };
+            let table = self.names.documents(projection, generation);
+            let fields = self.reader.hosted[i].fields();
+            let rows = self.runtime.block_on(changed_documents(
+                &self.client,
+                &table,
+                fields,
+                i,
+                &touched,
+            ))?;
             if !rows.is_empty() {
-                statements.push(insert(table, &rows));
+                statements.push(insert(&table, &rows));
             }
         }
         for sql in statements {
-            self.runtime
-                .block_on(bounded(async {
-                    self.client
-                        .query_raw(&sql)
-                        .execute()
-                        .await
-                        .map_err(Error::from)
-                }))
-                .map_err(|e| match e {
-                    Error::ClickHouse(e) => failure(&e),
-                    other => Failure::Transient(other.to_string()),
-                })?;
+            let done = self.runtime.block_on(execute(&self.client, &sql));
+            if let Err(Failure::Fatal(why)) = done {
+                // A table that went away because a rebuild retired its generation meanwhile: the
+                // batch is written again, to the new one.
+                let now = self.live()?;
+                let moved = self.projections.iter().any(|p| {
+                    now.get(*p).map(|g| (g.live, g.paused))
+                        != live.get(*p).map(|g| (g.live, g.paused))
+                });
+                return Err(if moved {
+                    Failure::Transient(format!("{why} (a rebuild switched generations)"))
+                } else {
+                    Failure::Fatal(why)
+                });
+            }
+            done?;
         }
         Ok(())
     }
 }
 
 impl Sink {
-    /// The rows of projection `i`'s documents that `touched` changes: read back, changed, versioned.
-    async fn documents(
-        &self,
-        i: usize,
-        table: &str,
-        touched: &[&Decided],
-    ) -> Result<Vec<String>, Failure> {
-        let mut ids: Vec<&str> = touched
-            .iter()
-            .flat_map(|d| d.writes.iter().filter(|(p, _)| *p == i))
-            .map(|(_, w)| w.aggregate_id.as_str())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        // The ids in queries of at most SELECT_BYTES each (a server refuses queries over its
-        // max_query_size, 256 KiB by default).
-        let mut stored = Vec::new();
-        let mut list = String::new();
-        let mut ids = ids.into_iter().peekable();
-        while let Some(id) = ids.next() {
-            if !list.is_empty() {
-                list.push_str(", ");
-            }
-            list.push_str(&literal(id));
-            if list.len() >= SELECT_BYTES || ids.peek().is_none() {
-                let sql = format!("SELECT * FROM {} FINAL WHERE id IN ({list})", ident(table));
-                let rows = bounded(tables::fetch_json_rows(&self.client, &sql))
-                    .await
-                    .map_err(|e| match e {
-                        Error::ClickHouse(e) => failure(&e),
-                        // An answer cut short (an error in the middle of a stream) may pass.
-                        other => Failure::Transient(other.to_string()),
-                    })?;
-                stored.extend(rows);
-                list.clear();
-            }
-        }
-        let fields = self.reader.hosted[i].fields();
-        let mut docs: BTreeMap<String, (Document, bool)> = BTreeMap::new();
-        for row in stored {
-            let Some(id) = row.get("id").and_then(Value::as_str) else {
-                continue;
-            };
-            let number = |k: &str| {
-                row.get(k)
-                    .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-                    .ok_or_else(|| {
-                        // Read as 0 it would apply every change again: stop instead.
-                        Failure::Fatal(format!(
-                            "{table}: the {k} of document {id:?} does not read as a number: {row:?}"
-                        ))
-                    })
-            };
-            let mut doc = Document {
-                version: number("version")?,
-                event_time_ms: number("event_time_ms")?,
-                ..Document::default()
-            };
-            for f in fields {
-                if let Some(v) = row
-                    .get(*f)
-                    .and_then(Value::as_str)
-                    .filter(|v| !v.is_empty())
-                {
-                    doc.fields.insert(f, v.to_string());
-                }
-            }
-            docs.insert(id.to_string(), (doc, false));
-        }
-        for d in touched {
-            for (_, w) in d.writes.iter().filter(|(p, _)| *p == i) {
-                let entry = docs
-                    .entry(w.aggregate_id.clone())
-                    .or_insert_with(|| (Document::default(), false));
-                let info = EventInfo {
-                    aggregate_id: &w.aggregate_id,
-                    version: w.version,
-                    occurred_at_ms: w.occurred_at_ms,
-                };
-                if entry.0.apply(&info, &w.change) {
-                    entry.1 = true;
-                }
-            }
-        }
-        Ok(docs
-            .into_iter()
-            .filter(|(_, (_, changed))| *changed)
-            .map(|(id, (doc, _))| {
-                let mut row = Map::new();
-                row.insert("id".into(), json!(id));
-                row.insert("version".into(), json!(doc.version));
-                row.insert("event_time_ms".into(), json!(doc.event_time_ms));
-                for f in fields {
-                    row.insert(
-                        (*f).to_string(),
-                        json!(doc.fields.get(f).cloned().unwrap_or_default()),
-                    );
-                }
-                Value::Object(row).to_string()
+    /// The generations of the hosted projections, as the server has them now.
+    fn live(&self) -> Result<HashMap<String, Generation>, Failure> {
+        self.runtime
+            .block_on(bounded(generations::read(
+                &self.client,
+                &self.names.generations(),
+                &self.projections,
+            )))
+            .map_err(|e| match e {
+                Error::ClickHouse(e) => failure(&e),
+                other => Failure::Transient(other.to_string()),
             })
-            .collect())
     }
+}
+
+/// Run `sql` (a statement without an answer), bounded, its failure classified.
+pub(crate) async fn execute(client: &Client, sql: &str) -> Result<(), Failure> {
+    bounded(async { client.query_raw(sql).execute().await.map_err(Error::from) })
+        .await
+        .map_err(|e| match e {
+            Error::ClickHouse(e) => failure(&e),
+            other => Failure::Transient(other.to_string()),
+        })
+}
+
+/// The rows of documents table `table` (of projection `i`, with `fields`) that `touched` changes: read
+/// back, changed by the reference semantics, versioned.
+pub(crate) async fn changed_documents(
+    client: &Client,
+    table: &str,
+    fields: &[&'static str],
+    i: usize,
+    touched: &[&Decided],
+) -> Result<Vec<String>, Failure> {
+    let mut ids: Vec<&str> = touched
+        .iter()
+        .flat_map(|d| d.writes.iter().filter(|(p, _)| *p == i))
+        .map(|(_, w)| w.aggregate_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // The ids in queries of at most SELECT_BYTES each (a server refuses queries over its
+    // max_query_size, 256 KiB by default).
+    let mut stored = Vec::new();
+    let mut list = String::new();
+    let mut ids = ids.into_iter().peekable();
+    while let Some(id) = ids.next() {
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(&literal(id));
+        if list.len() >= SELECT_BYTES || ids.peek().is_none() {
+            let sql = format!("SELECT * FROM {} FINAL WHERE id IN ({list})", ident(table));
+            let rows = bounded(tables::fetch_json_rows(client, &sql))
+                .await
+                .map_err(|e| match e {
+                    Error::ClickHouse(e) => failure(&e),
+                    // An answer cut short (an error in the middle of a stream) may pass.
+                    other => Failure::Transient(other.to_string()),
+                })?;
+            stored.extend(rows);
+            list.clear();
+        }
+    }
+    let mut docs: BTreeMap<String, (Document, bool)> = BTreeMap::new();
+    for row in stored {
+        let Some(id) = row.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let number = |k: &str| {
+            row.get(k)
+                .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+                .ok_or_else(|| {
+                    // Read as 0 it would apply every change again: stop instead.
+                    Failure::Fatal(format!(
+                        "{table}: the {k} of document {id:?} does not read as a number: {row:?}"
+                    ))
+                })
+        };
+        let mut doc = Document {
+            version: number("version")?,
+            event_time_ms: number("event_time_ms")?,
+            ..Document::default()
+        };
+        for f in fields {
+            if let Some(v) = row
+                .get(*f)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+            {
+                doc.fields.insert(f, v.to_string());
+            }
+        }
+        docs.insert(id.to_string(), (doc, false));
+    }
+    for d in touched {
+        for (_, w) in d.writes.iter().filter(|(p, _)| *p == i) {
+            let entry = docs
+                .entry(w.aggregate_id.clone())
+                .or_insert_with(|| (Document::default(), false));
+            let info = EventInfo {
+                aggregate_id: &w.aggregate_id,
+                version: w.version,
+                occurred_at_ms: w.occurred_at_ms,
+            };
+            if entry.0.apply(&info, &w.change) {
+                entry.1 = true;
+            }
+        }
+    }
+    Ok(docs
+        .into_iter()
+        .filter(|(_, (_, changed))| *changed)
+        .map(|(id, (doc, _))| {
+            let mut row = Map::new();
+            row.insert("id".into(), json!(id));
+            row.insert("version".into(), json!(doc.version));
+            row.insert("event_time_ms".into(), json!(doc.event_time_ms));
+            for f in fields {
+                row.insert(
+                    (*f).to_string(),
+                    json!(doc.fields.get(f).cloned().unwrap_or_default()),
+                );
+            }
+            Value::Object(row).to_string()
+        })
+        .collect())
 }
 
 /// The events table's rows of `items`.
@@ -312,7 +373,7 @@ async fn bounded<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, E
 }
 
 /// An INSERT of `rows` (JSON objects, one per line) into `table`.
-fn insert(table: &str, rows: &[String]) -> String {
+pub(crate) fn insert(table: &str, rows: &[String]) -> String {
     let mut sql = format!("INSERT INTO {} FORMAT JSONEachRow\n", ident(table));
     for r in rows {
         sql.push_str(r);

@@ -41,6 +41,23 @@ impl World {
         format!("{}_{name}", self.prefix.replace('-', "_"))
     }
 
+    /// The live generation of `projection`, as the generations table says.
+    async fn live(&self, projection: &str) -> i64 {
+        let rows = self
+            .rows(&format!(
+                "SELECT live FROM {} FINAL WHERE projection = '{projection}'",
+                self.table("generations")
+            ))
+            .await;
+        number(rows.first(), "live")
+    }
+
+    /// The documents table of `projection`'s live generation.
+    async fn documents(&self, projection: &str) -> String {
+        let live = self.live(projection).await;
+        self.table(&format!("{}_g{live}", projection.replace('-', "_")))
+    }
+
     async fn rows(&self, sql: &str) -> Vec<serde_json::Map<String, Value>> {
         let client = sink::client(&ClickHouseConfig {
             url: self.stack.clickhouse_url.clone(),
@@ -60,8 +77,8 @@ impl World {
         expected: &BTreeMap<String, Document>,
     ) {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let table = self.table(&format!("{}_g1", projection.replace('-', "_")));
         loop {
+            let table = self.documents(projection).await;
             let counted = self
                 .rows(&format!(
                     "SELECT count() AS n FROM {} FINAL",
@@ -128,53 +145,7 @@ async fn events_twice_and_a_poison_event_give_one_row_each_exact_documents_and_a
 
     // Six orders; two of them cancelled.
     let order_topic = world.topic("order");
-    let mut order_records = Vec::new();
-    let mut orders = BTreeMap::new();
-    let mut sold = 0i64;
-    for n in 0..6i64 {
-        let id = format!("o-{n}");
-        let placed = OrderPlaced {
-            metadata: metadata(&id, 1),
-            order_id: id.clone(),
-            customer_id: "c".into(),
-            lines: Vec::new(),
-            currency: "EUR".into(),
-            payment_account_id: "acc".into(),
-            total_cents: 100 + n,
-        };
-        let mut events = vec![OrderEvent::Placed(placed.clone())];
-        order_records.push((
-            id.clone(),
-            encode(&world, &order_topic, "OrderPlaced", &placed).await,
-        ));
-        if n % 3 == 0 {
-            let cancelled = OrderCancelled {
-                metadata: metadata(&id, 2),
-                order_id: id.clone(),
-                reason: "changed mind".into(),
-            };
-            events.push(OrderEvent::Cancelled(cancelled.clone()));
-            order_records.push((
-                id.clone(),
-                encode(&world, &order_topic, "OrderCancelled", &cancelled).await,
-            ));
-        } else {
-            sold += 100 + n;
-        }
-        let doc = orders.entry(id.clone()).or_insert_with(Document::default);
-        for (v, e) in events.iter().enumerate() {
-            let version = i64::try_from(v).unwrap_or(0) + 1;
-            let info = EventInfo {
-                aggregate_id: &id,
-                version,
-                occurred_at_ms: metadata(&id, version).occurred_at,
-            };
-            let change = OrderById
-                .project(e, &info)
-                .unwrap_or_else(|e| panic!("{e}"));
-            doc.apply(&info, &change);
-        }
-    }
+    let (order_records, orders, sold) = order_events(&world, 0..6, |n| n % 3 == 0).await;
     world.send(&order_topic, &order_records).await;
     let distinct_events = records.len() + order_records.len();
 
@@ -268,6 +239,197 @@ async fn killed_mid_stream_again_and_again_it_writes_every_event_once() {
         world.dead_letters(0).is_empty(),
         "no dead letter after kills"
     );
+    let exit = service
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(exit.success(), "{exit}");
+}
+
+/// Column `k` of `row` as a number (ClickHouse writes 64-bit numbers as strings), -1 if absent.
+fn number(row: Option<&serde_json::Map<String, Value>>, k: &str) -> i64 {
+    row.and_then(|r| r.get(k))
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+        .unwrap_or(-1)
+}
+
+/// Orders `range` placed (total 100 + n cents), those `cancel` picks cancelled after: their records,
+/// the documents of order-by-id they give, and the cents sold (not cancelled).
+async fn order_events(
+    world: &World,
+    range: std::ops::Range<i64>,
+    cancel: impl Fn(i64) -> bool,
+) -> (Vec<(String, Vec<u8>)>, BTreeMap<String, Document>, i64) {
+    let order_topic = world.topic("order");
+    let mut records = Vec::new();
+    let mut orders = BTreeMap::new();
+    let mut sold = 0i64;
+    for n in range {
+        let id = format!("o-{n}");
+        let placed = OrderPlaced {
+            metadata: metadata(&id, 1),
+            order_id: id.clone(),
+            customer_id: "c".into(),
+            lines: Vec::new(),
+            currency: "EUR".into(),
+            payment_account_id: "acc".into(),
+            total_cents: 100 + n,
+        };
+        let mut events = vec![OrderEvent::Placed(placed.clone())];
+        records.push((
+            id.clone(),
+            encode(world, &order_topic, "OrderPlaced", &placed).await,
+        ));
+        if cancel(n) {
+            let cancelled = OrderCancelled {
+                metadata: metadata(&id, 2),
+                order_id: id.clone(),
+                reason: "changed mind".into(),
+            };
+            events.push(OrderEvent::Cancelled(cancelled.clone()));
+            records.push((
+                id.clone(),
+                encode(world, &order_topic, "OrderCancelled", &cancelled).await,
+            ));
+        } else {
+            sold += 100 + n;
+        }
+        let doc = orders.entry(id.clone()).or_insert_with(Document::default);
+        for (v, e) in events.iter().enumerate() {
+            let version = i64::try_from(v).unwrap_or(0) + 1;
+            let info = EventInfo {
+                aggregate_id: &id,
+                version,
+                occurred_at_ms: metadata(&id, version).occurred_at,
+            };
+            let change = OrderById
+                .project(e, &info)
+                .unwrap_or_else(|e| panic!("{e}"));
+            doc.apply(&info, &change);
+        }
+    }
+    (records, orders, sold)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_traffic_ends_equal_and_the_views_switch_with_it() {
+    let world = World::new(3).await;
+    // 200 orders (every third cancelled) before the projector starts; 1,300 more placed as traffic,
+    // fast enough that the projector writes batches while the rebuild switches.
+    let order_topic = world.topic("order");
+    let (before, mut orders, mut sold) = order_events(&world, 0..200, |n| n % 3 == 0).await;
+    let (traffic, later, later_sold) = order_events(&world, 200..1500, |_| false).await;
+    orders.extend(later);
+    sold += later_sold;
+    world.send(&order_topic, &before).await;
+    let service = world.start_clickhouse(&[("CAUSEWAY__CONSUMER__MAX_BATCH_RECORDS", "100")]);
+    let view = world.table("daily_sales");
+    // Readers of the rollup: orders are only placed from here on, so the count never goes down; a
+    // half-built generation would show fewer.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = std::sync::Arc::clone(&stop);
+        let client = sink::client(&ClickHouseConfig {
+            url: world.stack.clickhouse_url.clone(),
+            ..ClickHouseConfig::default()
+        });
+        let sql = format!("SELECT sum(orders) AS n FROM {view}");
+        tokio::spawn(async move {
+            let mut last = -1i64;
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rows = tables::fetch_json_rows(&client, &sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let n = number(rows.first(), "n");
+                assert!(
+                    n >= last,
+                    "{n} orders after {last}: a half-built generation"
+                );
+                last = n;
+                reads += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            reads
+        })
+    };
+    // Traffic while the rebuild runs.
+    let traffic_task = {
+        let chunks: Vec<Vec<(String, Vec<u8>)>> = traffic.chunks(40).map(<[_]>::to_vec).collect();
+        let topic = order_topic.clone();
+        let producer = world.producer_handle();
+        tokio::spawn(async move {
+            for chunk in chunks {
+                events::send_with(&producer, &topic, &chunk).await;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = world.stack.clone();
+    let context = world.context.clone();
+    let prefix = world.prefix.clone();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        causeway_testcontainers::process::run_to_exit(
+            std::process::Command::new(events::cli())
+                .args(["projections", "rebuild", "order-by-id", "--store"])
+                .args(["clickhouse", "--context", &context, "--prefix", &prefix])
+                .args(["--clickhouse", &s.clickhouse_url])
+                .args(["--registry", &s.registry_url])
+                .args(["--bootstrap-servers", &s.kafka_bootstrap]),
+            Duration::from_secs(120),
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status}: {stderr}\n{stdout}");
+    assert!(
+        stdout.contains("reads switched from generation 1 to 2"),
+        "{stdout}"
+    );
+    assert!(
+        !traffic_task.is_finished(),
+        "the traffic ended before the rebuild: the test proves nothing"
+    );
+    traffic_task.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(world.live("order-by-id").await, 2);
+    world
+        .wait_clickhouse(before.len() + traffic.len(), "order-by-id", &orders)
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(reads > 0);
+    // The rollup reads the new generation, and the old one is gone.
+    let rollup = world
+        .rows(&format!(
+            "SELECT sum(orders) AS n, sum(total_cents) AS c FROM {view}"
+        ))
+        .await;
+    assert_eq!(number(rollup.first(), "n"), 1500 - 67, "{rollup:?}");
+    assert_eq!(number(rollup.first(), "c"), sold, "{rollup:?}");
+    let tables = world
+        .rows(&format!(
+            "SELECT name, create_table_query FROM system.tables \
+             WHERE database = currentDatabase() AND name LIKE '{}%'",
+            world.table("")
+        ))
+        .await;
+    let names: Vec<&str> = tables
+        .iter()
+        .filter_map(|r| r.get("name")?.as_str())
+        .collect();
+    let old = world.table("order_by_id_g1");
+    assert!(!names.contains(&old.as_str()), "{old} left: {names:?}");
+    let definition = tables
+        .iter()
+        .find(|r| r.get("name").and_then(Value::as_str) == Some(view.as_str()))
+        .and_then(|r| r.get("create_table_query")?.as_str())
+        .unwrap_or_default();
+    assert!(
+        definition.contains(&world.table("order_by_id_g2")),
+        "{definition}"
+    );
+    assert!(world.dead_letters(0).is_empty(), "no dead letter");
     let exit = service
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
