@@ -222,17 +222,27 @@ async fn rebuild(args: RebuildArgs) -> ExitCode {
     match outcome {
         Ok(Ok(o)) => {
             say!(
-                "{}: reads switched from generation {} to {} ({} events replayed, {} poison skipped, in {:.1} s); generation {} deleted ({} {unit})",
+                "{}: reads switched from generation {} to {} ({} events replayed, {} poison skipped, in {:.1} s)",
                 name,
                 o.old,
                 o.new,
                 o.events,
                 o.poison,
-                o.elapsed.as_secs_f64(),
-                o.old,
-                o.retired
+                o.elapsed.as_secs_f64()
             );
-            ExitCode::SUCCESS
+            match o.retired {
+                Ok(n) => {
+                    say!("generation {} deleted ({n} {unit})", o.old);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "causeway projections rebuild: reads switched, but deleting generation {} failed: {e} (the next rebuild of {name} deletes it)",
+                        o.old
+                    );
+                    ExitCode::FAILURE
+                }
+            }
         }
         Ok(Err(e)) => {
             eprintln!("causeway projections rebuild: {e}");

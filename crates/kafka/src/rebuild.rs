@@ -37,19 +37,25 @@ pub const PAUSE: Duration = Duration::from_secs(60);
 /// How many times the switch is tried before the rebuild gives up (each try ran out of its pause).
 const SWITCH_ATTEMPTS: u32 = 3;
 
+/// How long a rebuild's claim on a projection lasts unless renewed (a store renews it while the
+/// rebuild writes; a rebuild that dies releases it this long after).
+pub const LEASE: Duration = Duration::from_secs(60);
+
 /// A store's side of the protocol, for one projection. Every call may block (a store client on a
 /// runtime of its own).
 pub trait Generations {
     /// The store's errors (a Kafka error becomes one).
-    type Error: From<crate::Error>;
+    type Error: From<crate::Error> + std::fmt::Display;
 
-    /// The live generation, after making sure no other rebuild is switching (an error saying so
-    /// otherwise) and that generation `live + 1` is empty and ready to be written (what an interrupted
-    /// rebuild left of it removed).
+    /// Claim the projection for this rebuild for [`LEASE`] (an error if the projection is not hosted
+    /// by a projector in this store, or another rebuild holds the claim), finish what an interrupted
+    /// rebuild left (views, generations other than the live one), and make generation `live + 1`
+    /// empty and ready to be written. The live generation.
     fn begin(&mut self) -> Result<u32, Self::Error>;
 
     /// Apply `batch` to `generation`, by the consumer runner's error policy: transient (retried),
-    /// one item's poison (skipped), or fatal (the rebuild stops).
+    /// one item's poison (skipped), or fatal (the rebuild stops; also when the claim was lost). Renews
+    /// the claim.
     fn write(&mut self, generation: u32, batch: &[Decided]) -> Result<(), Failure>;
 
     /// Pause the projectors' writes for [`PAUSE`] on behalf of the switch to `generation`; an error if
@@ -60,7 +66,8 @@ pub trait Generations {
     /// ran out first (nothing changed).
     fn switch(&mut self, generation: u32) -> Result<bool, Self::Error>;
 
-    /// Delete generation `old`; how many keys or rows went.
+    /// After the switch: what reads the projection made to follow it, generation `old` deleted and
+    /// the claim released; how many keys or rows went.
     fn retire(&mut self, old: u32) -> Result<u64, Self::Error>;
 }
 
@@ -101,8 +108,9 @@ pub struct Outcome {
     pub events: u64,
     /// Poison events skipped (each one is in the projector's dead-letter topic already).
     pub poison: u64,
-    /// Keys or rows of the old generation deleted.
-    pub retired: u64,
+    /// Keys or rows of the old generation deleted; or why that failed (reads switched nonetheless:
+    /// the next rebuild deletes what is left).
+    pub retired: Result<u64, String>,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -184,7 +192,7 @@ pub fn rebuild<G: Generations>(
             break;
         }
         if attempts >= SWITCH_ATTEMPTS {
-            return Err(crate::Error::Task(format!(
+            return Err(crate::Error::Rebuild(format!(
                 "the switch of {name} to generation {new} took longer than the pause ({} s) {SWITCH_ATTEMPTS} times",
                 PAUSE.as_secs()
             ))
@@ -195,7 +203,7 @@ pub fn rebuild<G: Generations>(
             "the pause ran out before the switch; switching again"
         );
     }
-    let retired = store.retire(old)?;
+    let retired = store.retire(old).map_err(|e| e.to_string());
     Ok(Outcome {
         old,
         new,
@@ -319,10 +327,8 @@ impl<P: FnMut(Progress)> Replay<P> {
                     batch.remove(n);
                     self.poison += 1;
                 }
-                Err(other) => {
-                    return Err(
-                        crate::Error::Rebuild(format!("the rebuild stopped: {other:?}")).into(),
-                    );
+                Err(Failure::Fatal(why) | Failure::Poison(why) | Failure::PoisonItem(_, why)) => {
+                    return Err(crate::Error::Rebuild(format!("the rebuild stopped: {why}")).into());
                 }
             }
         }

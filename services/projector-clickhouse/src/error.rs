@@ -11,6 +11,10 @@ pub enum Error {
     /// Talking to ClickHouse failed.
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
+    /// A rebuild cannot go on (another one holds the projection, nothing hosts it here, its claim
+    /// ran out). Fatal: the message says what to do.
+    #[error("{0}")]
+    Rebuild(String),
     /// Something that should not happen (a domain the config check let through, an answer that does
     /// not parse). Fatal.
     #[error("{0}")]
@@ -22,7 +26,7 @@ impl Classify for Error {
         match self {
             Error::Kafka(e) => e.class(),
             Error::ClickHouse(e) => classify_clickhouse(e),
-            Error::Unexpected(_) => ErrorClass::Fatal,
+            Error::Rebuild(_) | Error::Unexpected(_) => ErrorClass::Fatal,
         }
     }
 }

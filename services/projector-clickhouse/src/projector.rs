@@ -140,6 +140,30 @@ impl Handler for Sink {
         // paused, like any transient failure) while a rebuild switches the generation of a projection
         // it touches, and is written to the new generation once it is live.
         let live = self.live()?;
+        match self.write_to(batch, &live) {
+            Err(Failure::Fatal(why)) => {
+                // A table that went away because a rebuild retired its generation meanwhile (this
+                // batch read the generations before the switch): the batch is written again, to the
+                // new one.
+                let now = self.live()?;
+                let moved = self
+                    .projections
+                    .iter()
+                    .any(|p| now.get(*p).map(|g| g.live) != live.get(*p).map(|g| g.live));
+                Err(if moved {
+                    Failure::Transient(format!("{why} (a rebuild switched generations)"))
+                } else {
+                    Failure::Fatal(why)
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+impl Sink {
+    /// Write `batch`: its events, and the documents it changes in the generations `live` names.
+    fn write_to(&self, batch: &[Item], live: &HashMap<String, Generation>) -> Result<(), Failure> {
         let items: Vec<&Decided> = batch.iter().map(|(d, _)| d).collect();
         let mut statements = vec![insert(&self.names.events(), &event_rows(batch))];
         for (i, projection) in self.projections.iter().enumerate() {
@@ -179,28 +203,11 @@ impl Handler for Sink {
             }
         }
         for sql in statements {
-            let done = self.runtime.block_on(execute(&self.client, &sql));
-            if let Err(Failure::Fatal(why)) = done {
-                // A table that went away because a rebuild retired its generation meanwhile: the
-                // batch is written again, to the new one.
-                let now = self.live()?;
-                let moved = self.projections.iter().any(|p| {
-                    now.get(*p).map(|g| (g.live, g.paused))
-                        != live.get(*p).map(|g| (g.live, g.paused))
-                });
-                return Err(if moved {
-                    Failure::Transient(format!("{why} (a rebuild switched generations)"))
-                } else {
-                    Failure::Fatal(why)
-                });
-            }
-            done?;
+            self.runtime.block_on(execute(&self.client, &sql))?;
         }
         Ok(())
     }
-}
 
-impl Sink {
     /// The generations of the hosted projections, as the server has them now.
     fn live(&self) -> Result<HashMap<String, Generation>, Failure> {
         self.runtime
@@ -209,10 +216,7 @@ impl Sink {
                 &self.names.generations(),
                 &self.projections,
             )))
-            .map_err(|e| match e {
-                Error::ClickHouse(e) => failure(&e),
-                other => Failure::Transient(other.to_string()),
-            })
+            .map_err(|e| failure(&e))
     }
 }
 
@@ -220,10 +224,7 @@ impl Sink {
 pub(crate) async fn execute(client: &Client, sql: &str) -> Result<(), Failure> {
     bounded(async { client.query_raw(sql).execute().await.map_err(Error::from) })
         .await
-        .map_err(|e| match e {
-            Error::ClickHouse(e) => failure(&e),
-            other => Failure::Transient(other.to_string()),
-        })
+        .map_err(|e| failure(&e))
 }
 
 /// The rows of documents table `table` (of projection `i`, with `fields`) that `touched` changes: read
@@ -256,11 +257,7 @@ pub(crate) async fn changed_documents(
             let sql = format!("SELECT * FROM {} FINAL WHERE id IN ({list})", ident(table));
             let rows = bounded(tables::fetch_json_rows(client, &sql))
                 .await
-                .map_err(|e| match e {
-                    Error::ClickHouse(e) => failure(&e),
-                    // An answer cut short (an error in the middle of a stream) may pass.
-                    other => Failure::Transient(other.to_string()),
-                })?;
+                .map_err(|e| failure(&e))?;
             stored.extend(rows);
             list.clear();
         }
@@ -271,14 +268,12 @@ pub(crate) async fn changed_documents(
             continue;
         };
         let number = |k: &str| {
-            row.get(k)
-                .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-                .ok_or_else(|| {
-                    // Read as 0 it would apply every change again: stop instead.
-                    Failure::Fatal(format!(
-                        "{table}: the {k} of document {id:?} does not read as a number: {row:?}"
-                    ))
-                })
+            tables::json_i64(&row, k).ok_or_else(|| {
+                // Read as 0 it would apply every change again: stop instead.
+                Failure::Fatal(format!(
+                    "{table}: the {k} of document {id:?} does not read as a number: {row:?}"
+                ))
+            })
         };
         let mut doc = Document {
             version: number("version")?,
@@ -365,7 +360,7 @@ const SELECT_BYTES: usize = 64 * 1024;
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `call`, bounded by [`CALL_TIMEOUT`].
-async fn bounded<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+pub(crate) async fn bounded<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(result) => result,
         Err(_) => Err(Error::ClickHouse(clickhouse::error::Error::TimedOut)),
@@ -405,12 +400,15 @@ fn day(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// What a ClickHouse error means for the batch: never one event's fault (every value is written as a
-/// string or a number it was checked to be); transient when the server may recover, else fatal.
-fn failure(e: &clickhouse::error::Error) -> Failure {
-    match classify_clickhouse(e) {
-        ErrorClass::Transient => Failure::Transient(format!("clickhouse: {e}")),
-        _ => Failure::Fatal(format!("clickhouse: {e}")),
+/// What an error means for the batch: never one event's fault (every value is written as a string or
+/// a number it was checked to be). A ClickHouse error is transient when the server may recover, else
+/// fatal; an answer that does not parse (cut short by an error in the middle of a stream) may pass.
+fn failure(e: &Error) -> Failure {
+    match e {
+        Error::ClickHouse(e) if classify_clickhouse(e) != ErrorClass::Transient => {
+            Failure::Fatal(format!("clickhouse: {e}"))
+        }
+        other => Failure::Transient(other.to_string()),
     }
 }
 

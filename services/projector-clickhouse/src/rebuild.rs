@@ -1,30 +1,38 @@
 //! ClickHouse's side of a rebuild (`causeway projections rebuild <name> --store clickhouse`; the
-//! protocol: [`causeway_kafka::rebuild`]). The new generation is a documents table of its own, filled
-//! by the projector's own read-back / apply / versioned insert; the pause and the switch are rows of
-//! the generations table ([`crate::generations`]), on the server's clock. ClickHouse has no
-//! compare-and-set, so the rebuild checks before each step that the row is still its own (its token):
-//! a second rebuild started meanwhile makes one of them stop, and a pause that ran out (or is about
-//! to) makes the switch start again. After the switch, the views that read the projection are made
-//! again over the new table, and the old table is dropped.
+//! protocol: [`causeway_kafka::rebuild`]). The new generation is a documents table of its own (made
+//! like the live one, plus the fields this build knows), filled by the projector's own read-back /
+//! apply / versioned insert. The claim, the pause and the switch are steps written into the
+//! projection's row of the generations table ([`crate::generations`]), each one conditional on the
+//! row as the server finds it when the step runs; ClickHouse has no compare-and-set, so after a claim
+//! the rebuild waits [`SETTLE`] and reads the row back: of two rebuilds claiming at once, both then
+//! see the same winner. After the switch, the views reading the projection are made again over the
+//! new table and the old table is dropped; a rebuild that stopped before that is finished by the next
+//! one's start.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use causeway_kafka::projector::Decided;
-use causeway_kafka::rebuild::{Generations as Side, PAUSE};
+use causeway_kafka::rebuild::{Generations as Side, LEASE, PAUSE};
 use causeway_kafka::runner::Failure;
 use clickhouse::Client;
 
 use crate::config::ClickHouseConfig;
 use crate::error::Error;
-use crate::generations::{self, Generation};
-use crate::projector::{changed_documents, execute, insert};
+use crate::generations::{self, Generation, Step};
+use crate::projector::{bounded, changed_documents, execute, insert};
 use crate::sink;
 use crate::tables::{self, Names, ident};
 
-/// A switch is only made while the pause has at least this long left, so that the switch lands
-/// before any projector could take the pause for over.
-const SWITCH_MARGIN_S: i64 = 15;
+/// A switch is made only while the pause has at least this long left (the server checks), so that
+/// no projector can find the pause over before the switch is in.
+const SWITCH_MARGIN_S: u32 = 15;
+
+/// How long a rebuild waits after claiming before it reads the claim back.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// How often the claim is renewed while the rebuild writes.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// One projection's generations in ClickHouse, as a rebuild sees them.
 pub struct Store {
@@ -32,11 +40,20 @@ pub struct Store {
     names: Names,
     projection: &'static str,
     fields: &'static [&'static str],
-    /// The views of the domain (name, select) and every projection they may name.
+    /// The views of the domain (name, select) and every projection of the domain.
     views: Vec<(&'static str, &'static str)>,
     projections: Vec<&'static str>,
     token: String,
+    renewed: Instant,
     runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("projection", &self.projection)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -63,46 +80,69 @@ impl Store {
             views,
             projections,
             token: format!("rebuild-{}-{nanos}", std::process::id()),
+            renewed: Instant::now(),
             runtime: runtime.clone(),
         }
     }
 
+    /// Run `call` on the runtime, bounded like every ClickHouse call.
+    fn run<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        self.runtime.block_on(bounded(call))
+    }
+
+    /// The projection's row.
     fn row(&self) -> Result<Generation, Error> {
         let table = self.names.generations();
-        self.runtime
-            .block_on(generations::read(&self.client, &table, &[self.projection]))?
+        self.run(generations::read(&self.client, &table, &[self.projection]))?
             .remove(self.projection)
             .ok_or_else(|| {
-                Error::Unexpected(format!(
-                    "{table} has no row for {} any more",
+                Error::Rebuild(format!(
+                    "{table} has no row for {}: check --prefix, --clickhouse and --clickhouse-database",
                     self.projection
                 ))
             })
     }
 
-    fn set(&self, live: u32, pause_s: u32, seq: u64) -> Result<(), Error> {
-        self.runtime.block_on(generations::write(
+    /// Write `step` into the projection's row.
+    fn step(&mut self, step: Step) -> Result<(), Error> {
+        let claim = u32::try_from(LEASE.as_secs()).unwrap_or(60);
+        self.run(generations::step(
             &self.client,
             &self.names.generations(),
             self.projection,
-            live,
-            pause_s,
             &self.token,
-            seq,
+            claim,
+            step,
+        ))?;
+        if step != Step::Release {
+            self.renewed = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The error of a claim that is not (or no longer) this rebuild's.
+    fn taken(&self) -> Error {
+        Error::Rebuild(format!(
+            "another rebuild of {} holds it (its claim lasts {} s after it stops)",
+            self.projection,
+            LEASE.as_secs()
         ))
     }
 
-    /// Make every view reading this projection read the live generations' tables.
+    /// Make every view reading this projection read the live generations' tables (views that read a
+    /// projection nothing hosts here are left alone).
     fn views(&self) -> Result<(), Error> {
         let table = self.names.generations();
-        let rows =
-            self.runtime
-                .block_on(generations::read(&self.client, &table, &self.projections))?;
+        let rows = self.run(generations::read(&self.client, &table, &self.projections))?;
         let live: HashMap<String, u32> = rows.into_iter().map(|(p, g)| (p, g.live)).collect();
         let placeholder = format!("{{{}}}", self.projection);
         for (name, select) in &self.views {
-            if select.contains(&placeholder) {
-                self.runtime.block_on(tables::ensure_view(
+            let unhosted = self
+                .projections
+                .iter()
+                .any(|p| select.contains(&format!("{{{p}}}")) && !live.contains_key(*p));
+            if select.contains(&placeholder) && !unhosted {
+                self.run(tables::ensure_view(
                     &self.client,
                     &self.names,
                     name,
@@ -113,13 +153,19 @@ impl Store {
         }
         Ok(())
     }
-}
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("projection", &self.projection)
-            .finish_non_exhaustive()
+    /// Drop the documents table of `generation`; how many documents it held.
+    fn drop_generation(&self, generation: u32) -> Result<u64, Error> {
+        let table = self.names.documents(self.projection, generation);
+        let count = format!("SELECT count() AS n FROM {} FINAL", ident(&table));
+        let rows = self.run(tables::fetch_json_rows(&self.client, &count))?;
+        let n = rows
+            .first()
+            .and_then(|r| tables::json_i64(r, "n"))
+            .ok_or_else(|| Error::Unexpected(format!("{table}: no count in {rows:?}")))?;
+        let drop = format!("DROP TABLE IF EXISTS {}", ident(&table));
+        self.run(async { Ok(self.client.query_raw(&drop).execute().await?) })?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 
@@ -127,24 +173,50 @@ impl Side for Store {
     type Error = Error;
 
     fn begin(&mut self) -> Result<u32, Error> {
-        let table = self.names.generations();
-        self.runtime
-            .block_on(generations::create(&self.client, &table))?;
-        let row =
-            self.runtime
-                .block_on(generations::init(&self.client, &table, self.projection, 1))?;
+        let row = self.row()?;
         if row.paused {
-            return Err(Error::Unexpected(format!(
-                "another rebuild of {} is switching generations ({} s of its pause left)",
+            return Err(Error::Rebuild(format!(
+                "a rebuild of {} is switching generations ({} s of its pause left)",
                 self.projection, row.pause_left_s
             )));
         }
-        // What an interrupted rebuild left of the next generation, then its table afresh.
+        if row.claimed && row.owner != self.token {
+            return Err(self.taken());
+        }
+        self.step(Step::Claim)?;
+        std::thread::sleep(SETTLE);
+        let row = self.row()?;
+        if row.owner != self.token || !row.claimed {
+            return Err(self.taken());
+        }
+        // What an interrupted rebuild left: views over a retired table, tables of generations other
+        // than the live one.
+        self.views()?;
+        for generation in self.run(tables::documents_generations(
+            &self.client,
+            &self.names,
+            self.projection,
+        ))? {
+            if generation != row.live {
+                let rows = self.drop_generation(generation)?;
+                tracing::info!(
+                    generation,
+                    rows,
+                    "dropped a generation an interrupted rebuild left"
+                );
+            }
+        }
+        // The new table like the live one (columns a newer projector added included), plus the
+        // fields this build knows.
+        let live = self.names.documents(self.projection, row.live);
         let next = self.names.documents(self.projection, row.live + 1);
-        let drop = format!("DROP TABLE IF EXISTS {}", ident(&next));
-        self.runtime
-            .block_on(self.client.query_raw(&drop).execute())?;
-        self.runtime.block_on(tables::documents_table(
+        let like = format!(
+            "CREATE TABLE IF NOT EXISTS {} AS {}",
+            ident(&next),
+            ident(&live)
+        );
+        self.run(async { Ok(self.client.query_raw(&like).execute().await?) })?;
+        self.run(tables::documents_table(
             &self.client,
             &next,
             self.projection,
@@ -154,6 +226,14 @@ impl Side for Store {
     }
 
     fn write(&mut self, generation: u32, batch: &[Decided]) -> Result<(), Failure> {
+        if self.renewed.elapsed() >= RENEW_EVERY {
+            let renewed = self.step(Step::Renew).and_then(|()| self.row());
+            match renewed {
+                Ok(row) if row.owner == self.token && row.claimed => {}
+                Ok(_) => return Err(Failure::Fatal(self.taken().to_string())),
+                Err(e) => return Err(Failure::Transient(e.to_string())),
+            }
+        }
         let table = self.names.documents(self.projection, generation);
         let touched: Vec<&Decided> = batch.iter().collect();
         let client = &self.client;
@@ -167,88 +247,59 @@ impl Side for Store {
     }
 
     fn pause(&mut self, generation: u32) -> Result<(), Error> {
+        let seconds = u32::try_from(PAUSE.as_secs()).unwrap_or(60);
+        self.step(Step::Pause {
+            generation,
+            seconds,
+        })?;
         let row = self.row()?;
-        if row.paused && row.owner != self.token {
-            return Err(Error::Unexpected(format!(
-                "another rebuild of {} started switching meanwhile",
-                self.projection
-            )));
+        if row.owner != self.token || !row.claimed {
+            return Err(self.taken());
         }
-        if row.live + 1 != generation {
-            return Err(Error::Unexpected(format!(
-                "generation {} of {} went live meanwhile (another rebuild)",
-                row.live, self.projection
-            )));
-        }
-        let pause = u32::try_from(PAUSE.as_secs()).unwrap_or(60);
-        self.set(row.live, pause, row.seq + 1)?;
-        // Two rebuilds pausing at once: the row inserted last wins, and the other one stops here.
-        let now = self.row()?;
-        if now.owner != self.token {
-            return Err(Error::Unexpected(format!(
-                "another rebuild of {} started switching meanwhile",
-                self.projection
+        if !row.paused || row.live + 1 != generation {
+            return Err(Error::Rebuild(format!(
+                "the pause of {} for generation {generation} did not take (live is {})",
+                self.projection, row.live
             )));
         }
         Ok(())
     }
 
     fn switch(&mut self, generation: u32) -> Result<bool, Error> {
-        let row = self.row()?;
+        let stepped = self.step(Step::Switch {
+            generation,
+            margin_s: SWITCH_MARGIN_S,
+        });
+        let row = match (stepped, self.row()) {
+            (_, Ok(row)) if row.live == generation => return Ok(true),
+            (Ok(()), Ok(row)) => row,
+            // Unclear whether the switch is in: once the pause is over, it can no longer land (the
+            // server checks the margin), so the row read then is final.
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                tracing::warn!(error = %e, "the switch may or may not be in; waiting for the pause to end");
+                std::thread::sleep(PAUSE);
+                let row = self.row()?;
+                if row.live == generation {
+                    return Ok(true);
+                }
+                row
+            }
+        };
         if row.owner != self.token {
-            return Err(Error::Unexpected(format!(
-                "another rebuild of {} took over the switch",
-                self.projection
-            )));
+            return Err(self.taken());
         }
-        if !row.paused || row.pause_left_s < SWITCH_MARGIN_S {
-            // Ran out, or too close to it: the projectors may write (or be about to) the old
-            // generation. Let it run out, then pause again.
-            if row.paused {
-                std::thread::sleep(std::time::Duration::from_secs(
-                    u64::try_from(row.pause_left_s + 1).unwrap_or(1),
-                ));
-            }
-            return Ok(false);
+        // The pause had too little left: let it run out, then the driver pauses again.
+        if row.paused {
+            let left = u64::try_from(row.pause_left_s).unwrap_or(0) + 1;
+            std::thread::sleep(Duration::from_secs(left));
         }
-        if let Err(e) = self.set(generation, 0, row.seq + 1) {
-            // It may have landed nonetheless.
-            if self.row()?.live != generation {
-                return Err(e);
-            }
-        }
-        self.views()?;
-        Ok(true)
+        Ok(false)
     }
 
     fn retire(&mut self, old: u32) -> Result<u64, Error> {
-        let table = self.names.documents(self.projection, old);
-        let count = format!(
-            "SELECT count() AS n FROM system.tables \
-             WHERE database = currentDatabase() AND name = {}",
-            tables::literal(&table)
-        );
-        let exists = self
-            .runtime
-            .block_on(tables::fetch_json_rows(&self.client, &count))?
-            .first()
-            .and_then(|r| r.get("n"))
-            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-            .unwrap_or(0);
-        if exists == 0 {
-            return Ok(0);
-        }
-        let rows_sql = format!("SELECT count() AS n FROM {}", ident(&table));
-        let rows = self
-            .runtime
-            .block_on(tables::fetch_json_rows(&self.client, &rows_sql))?
-            .first()
-            .and_then(|r| r.get("n"))
-            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-            .unwrap_or(0);
-        let drop = format!("DROP TABLE IF EXISTS {}", ident(&table));
-        self.runtime
-            .block_on(self.client.query_raw(&drop).execute())?;
+        self.views()?;
+        let rows = self.drop_generation(old)?;
+        self.step(Step::Release)?;
         Ok(rows)
     }
 }

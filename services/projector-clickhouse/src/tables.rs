@@ -90,22 +90,31 @@ pub async fn migrate(
     );
     client.query_raw(&events).execute().await?;
     generations::create(client, &names.generations()).await?;
-    let mut live = HashMap::new();
-    for (projection, fields) in projections {
-        let g = generations::init(client, &names.generations(), projection, default).await?;
-        documents_table(
-            client,
-            &names.documents(projection, g.live),
-            projection,
-            fields,
-        )
-        .await?;
-        live.insert((*projection).to_string(), g.live);
+    let table = names.generations();
+    let hosted: Vec<&str> = projections.iter().map(|(p, _)| *p).collect();
+    // Again if a rebuild switched meanwhile, so that no view is left over a retired table.
+    loop {
+        let mut live = HashMap::new();
+        for (projection, fields) in projections {
+            let g = generations::init(client, &table, projection, default).await?;
+            documents_table(
+                client,
+                &names.documents(projection, g.live),
+                projection,
+                fields,
+            )
+            .await?;
+            live.insert((*projection).to_string(), g.live);
+        }
+        for (name, select) in views {
+            ensure_view(client, names, name, select, &live).await?;
+        }
+        let now = generations::read(client, &table, &hosted).await?;
+        if now.iter().all(|(p, g)| live.get(p) == Some(&g.live)) {
+            return Ok(());
+        }
+        tracing::info!("a rebuild switched generations while the tables were made; again");
     }
-    for (name, select) in views {
-        ensure_view(client, names, name, select, &live).await?;
-    }
-    Ok(())
 }
 
 /// Create the documents table `table` of `projection` if it is missing, and add the columns of the
@@ -152,8 +161,10 @@ pub async fn documents_table(
 }
 
 /// Make view `name` read the tables `live` names (projection to generation), if it does not already:
-/// created if missing; otherwise made beside it and swapped in by one RENAME (readers see the old view
-/// or the new one), the old one dropped.
+/// created if missing; otherwise made beside it under a name of this caller's and swapped in
+/// (`EXCHANGE TABLES` where the database is `Atomic`; else one `RENAME` of both, where a reader may
+/// find no view for an instant), the old one dropped. Several callers at once: the last one's view
+/// stays, each of them reading the live tables.
 pub async fn ensure_view(
     client: &Client,
     names: &Names,
@@ -172,45 +183,96 @@ pub async fn ensure_view(
         }
     }
     let view = names.view(name);
+    let Some(current) = view_definition(client, &view).await? else {
+        let create = format!("CREATE VIEW IF NOT EXISTS {} AS {sql}", ident(&view));
+        client.query_raw(&create).execute().await?;
+        return Ok(());
+    };
+    if reads.iter().all(|t| names_table(&current, t)) {
+        return Ok(());
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let next = format!("{view}__next_{}_{nanos}", std::process::id());
+    let create = format!("CREATE VIEW {} AS {sql}", ident(&next));
+    client.query_raw(&create).execute().await?;
+    let engine = fetch_json_rows(
+        client,
+        "SELECT engine FROM system.databases WHERE name = currentDatabase()",
+    )
+    .await?;
+    let atomic = engine
+        .first()
+        .and_then(|r| r.get("engine"))
+        .and_then(|v| v.as_str())
+        == Some("Atomic");
+    let swap = if atomic {
+        format!("EXCHANGE TABLES {} AND {}", ident(&view), ident(&next))
+    } else {
+        let old = format!("{next}_old");
+        format!(
+            "RENAME TABLE {} TO {}, {} TO {}",
+            ident(&view),
+            ident(&old),
+            ident(&next),
+            ident(&view)
+        )
+    };
+    let swapped = client.query_raw(&swap).execute().await;
+    // What is left under a name of this caller's: the old view, or the new one if the swap failed.
+    let leftover = if atomic || swapped.is_err() {
+        next.clone()
+    } else {
+        format!("{next}_old")
+    };
+    let drop = format!("DROP TABLE IF EXISTS {}", ident(&leftover));
+    client.query_raw(&drop).execute().await?;
+    if let Err(e) = swapped {
+        // Another caller swapped it meanwhile: fine if the view now reads the live tables.
+        let now = view_definition(client, &view).await?;
+        if !now.is_some_and(|text| reads.iter().all(|t| names_table(&text, t))) {
+            return Err(e.into());
+        }
+    }
+    tracing::info!(view, reads = ?reads, "view made again over the live generation");
+    Ok(())
+}
+
+/// The CREATE statement of view (or table) `name`, if it exists.
+async fn view_definition(client: &Client, name: &str) -> Result<Option<String>, Error> {
     let query = format!(
         "SELECT create_table_query FROM system.tables \
          WHERE database = currentDatabase() AND name = {}",
-        literal(&view)
+        literal(name)
     );
-    let existing = fetch_json_rows(client, &query).await?;
-    let current = existing
+    let rows = fetch_json_rows(client, &query).await?;
+    Ok(rows
         .first()
         .and_then(|r| r.get("create_table_query"))
-        .and_then(|v| v.as_str());
-    match current {
-        None => {
-            let create = format!("CREATE VIEW IF NOT EXISTS {} AS {sql}", ident(&view));
-            client.query_raw(&create).execute().await?;
-        }
-        Some(text) if reads.iter().all(|t| names_table(text, t)) => {}
-        Some(_) => {
-            let next = format!("{view}__next");
-            let old = format!("{view}__old");
-            for leftover in [&next, &old] {
-                let drop = format!("DROP TABLE IF EXISTS {}", ident(leftover));
-                client.query_raw(&drop).execute().await?;
-            }
-            let create = format!("CREATE VIEW {} AS {sql}", ident(&next));
-            client.query_raw(&create).execute().await?;
-            let swap = format!(
-                "RENAME TABLE {} TO {}, {} TO {}",
-                ident(&view),
-                ident(&old),
-                ident(&next),
-                ident(&view)
-            );
-            client.query_raw(&swap).execute().await?;
-            let drop = format!("DROP TABLE IF EXISTS {}", ident(&old));
-            client.query_raw(&drop).execute().await?;
-            tracing::info!(view, reads = ?reads, "view made again over the live generation");
-        }
-    }
-    Ok(())
+        .and_then(|v| v.as_str())
+        .map(str::to_string))
+}
+
+/// The generations of `projection` that have a documents table, by the table names.
+pub async fn documents_generations(
+    client: &Client,
+    names: &Names,
+    projection: &str,
+) -> Result<Vec<u32>, Error> {
+    let stem = names.documents(projection, 0);
+    let stem = stem.trim_end_matches('0');
+    let query = format!(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE {}",
+        // `_` matches any character too: the names are filtered exactly below.
+        literal(&format!("{stem}%"))
+    );
+    let rows = fetch_json_rows(client, &query).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get("name")?.as_str()?.strip_prefix(stem)?.parse().ok())
+        .collect())
 }
 
 /// Whether the CREATE statement `text` names table `table` (not merely a longer name starting so).
@@ -234,6 +296,13 @@ async fn column_names(client: &Client, table: &str) -> Result<Vec<String>, Error
         .iter()
         .filter_map(|row| row.get("name").and_then(|v| v.as_str()).map(str::to_string))
         .collect())
+}
+
+/// Column `k` of `row` as a number: ClickHouse writes 64-bit integers as JSON strings, smaller ones as
+/// numbers.
+pub fn json_i64(row: &serde_json::Map<String, serde_json::Value>, k: &str) -> Option<i64> {
+    row.get(k)
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
 }
 
 /// The rows `sql` (a SELECT) answers, as JSON objects.

@@ -1,11 +1,14 @@
 //! Redis's side of a rebuild (`causeway projections rebuild <name>`; the protocol:
-//! [`causeway_kafka::rebuild`]). The pause is a key with an expiry (`<prefix>:<projection>:paused`,
-//! set only if absent: one rebuild of a projection at a time); one script makes the new generation
-//! live and deletes the pause, only if the pause is still this rebuild's. The old generation's keys
-//! are deleted by SCAN and UNLINK.
+//! [`causeway_kafka::rebuild`]). The claim is a key with an expiry (`<prefix>:<projection>:building`,
+//! set only if absent, renewed while the rebuild writes: one rebuild of a projection at a time); the
+//! pause is another (`<prefix>:<projection>:paused`); one script makes the new generation live and
+//! deletes the pause, only if the claim and the pause are still this rebuild's. The old generation's
+//! keys are deleted by SCAN and UNLINK.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use causeway_kafka::projector::Decided;
-use causeway_kafka::rebuild::{Generations as Side, PAUSE};
+use causeway_kafka::rebuild::{Generations as Side, LEASE, PAUSE};
 use causeway_kafka::runner::Failure;
 use redis::aio::ConnectionManager;
 
@@ -13,9 +16,22 @@ use crate::config::RedisConfig;
 use crate::error::Error;
 use crate::store::{self, Generations};
 
-/// Makes the new generation live and lifts the pause, if the pause is still the caller's.
-const SWITCH: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+/// Makes the new generation live and lifts the pause, if the claim (`KEYS[3]` = `ARGV[2]`) and the
+/// pause (`KEYS[1]` = `ARGV[1]`) are still the caller's.
+const SWITCH: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[3]) == ARGV[2] then \
     redis.call('SET', KEYS[2], ARGV[1]) redis.call('DEL', KEYS[1]) return 1 end return 0";
+
+/// Sets the pause (`KEYS[2]`, value `ARGV[2]`, for `ARGV[3]` ms, if absent) if the claim (`KEYS[1]`)
+/// is `ARGV[1]`: 1 set, 0 another pause is set, -1 the claim is not the caller's.
+const PAUSE_IF_CLAIMED: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end \
+    if redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3], 'NX') then return 1 end return 0";
+
+/// Renews the claim (`KEYS[1]`) for `ARGV[2]` ms, or (`ARGV[2]` = 0) releases it, if it is `ARGV[1]`.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+    if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1";
+
+/// How often the claim is renewed while the rebuild writes.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// One projection's generations in Redis, as a rebuild sees them.
 pub struct Store {
@@ -24,6 +40,8 @@ pub struct Store {
     redis: ConnectionManager,
     script: redis::Script,
     runtime: tokio::runtime::Handle,
+    token: String,
+    renewed: Instant,
 }
 
 impl Store {
@@ -41,8 +59,37 @@ impl Store {
             redis: connection,
             script: store::apply_script(),
             runtime: runtime.clone(),
+            token: token(),
+            renewed: Instant::now(),
         })
     }
+
+    /// Renew the claim for [`LEASE`] (or release it: `for_ms` 0); whether it was still this rebuild's.
+    fn renew(&mut self, for_ms: u64) -> Result<bool, redis::RedisError> {
+        let renewed: i64 = self.runtime.block_on(
+            redis::Script::new(RENEW)
+                .key(self.generations.building_key())
+                .arg(&self.token)
+                .arg(for_ms)
+                .invoke_async(&mut self.redis),
+        )?;
+        self.renewed = Instant::now();
+        Ok(renewed == 1)
+    }
+}
+
+/// A token naming this rebuild.
+fn token() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("rebuild-{}-{nanos}", std::process::id())
+}
+
+/// [`LEASE`] in milliseconds.
+fn lease_ms() -> u64 {
+    u64::try_from(LEASE.as_millis()).unwrap_or(60_000)
 }
 
 impl std::fmt::Debug for Store {
@@ -57,11 +104,21 @@ impl Side for Store {
     type Error = Error;
 
     fn begin(&mut self) -> Result<u32, Error> {
-        let g = &self.generations;
+        let g = self.generations.clone();
         self.runtime
             .block_on(self.script.load_async(&mut self.redis))?;
-        self.runtime
-            .block_on(store::init_generations(&mut self.redis, g))?;
+        let live: Option<String> = self.runtime.block_on(
+            redis::cmd("GET")
+                .arg(g.live_key())
+                .query_async(&mut self.redis),
+        )?;
+        if live.is_none() {
+            return Err(Error::Config(format!(
+                "no projector-redis has hosted {} under this prefix yet (no key {}): check --prefix and --redis",
+                self.name,
+                g.live_key()
+            )));
+        }
         let paused: Option<String> = self.runtime.block_on(
             redis::cmd("GET")
                 .arg(g.paused_key())
@@ -69,19 +126,53 @@ impl Side for Store {
         )?;
         if let Some(other) = paused {
             return Err(Error::Config(format!(
-                "another rebuild of {} is switching to generation {other} (or stopped less than {} s ago)",
+                "a rebuild of {} is switching to generation {other} (or stopped less than {} s ago)",
                 self.name,
                 PAUSE.as_secs()
             )));
         }
-        let live = self.runtime.block_on(store::live(&mut self.redis, g))?;
-        // What an interrupted rebuild left of the next generation.
+        let claimed: Option<String> = self.runtime.block_on(
+            redis::cmd("SET")
+                .arg(self.generations.building_key())
+                .arg(&self.token)
+                .arg("PX")
+                .arg(lease_ms())
+                .arg("NX")
+                .query_async(&mut self.redis),
+        )?;
+        if claimed.is_none() {
+            return Err(Error::Config(format!(
+                "another rebuild of {} is running (or stopped less than {} s ago)",
+                self.name,
+                LEASE.as_secs()
+            )));
+        }
+        self.renewed = Instant::now();
+        let live = self.runtime.block_on(store::live(&mut self.redis, &g))?;
+        // What an interrupted rebuild left: the next generation, half built, or the one before the
+        // live one, if it stopped between the switch and the deletion.
         self.runtime
             .block_on(delete_keys(&mut self.redis, &g.pattern(live + 1)))?;
+        if live > 1 {
+            self.runtime
+                .block_on(delete_keys(&mut self.redis, &g.pattern(live - 1)))?;
+        }
         Ok(live)
     }
 
     fn write(&mut self, generation: u32, batch: &[Decided]) -> Result<(), Failure> {
+        if self.renewed.elapsed() >= RENEW_EVERY {
+            match self.renew(lease_ms()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Failure::Fatal(format!(
+                        "the claim on {} ran out and another rebuild may have taken it",
+                        self.name
+                    )));
+                }
+                Err(e) => return Err(Failure::Transient(format!("redis: {e}"))),
+            }
+        }
         let keys = [self.generations.keys(generation)];
         self.runtime.block_on(store::apply_batch(
             &mut self.redis,
@@ -92,22 +183,26 @@ impl Side for Store {
     }
 
     fn pause(&mut self, generation: u32) -> Result<(), Error> {
-        let set: Option<String> = self.runtime.block_on(
-            redis::cmd("SET")
-                .arg(self.generations.paused_key())
+        let set: i64 = self.runtime.block_on(
+            redis::Script::new(PAUSE_IF_CLAIMED)
+                .key(self.generations.building_key())
+                .key(self.generations.paused_key())
+                .arg(&self.token)
                 .arg(generation)
-                .arg("PX")
                 .arg(u64::try_from(PAUSE.as_millis()).unwrap_or(60_000))
-                .arg("NX")
-                .query_async(&mut self.redis),
+                .invoke_async(&mut self.redis),
         )?;
-        if set.is_none() {
-            return Err(Error::Config(format!(
+        match set {
+            1 => Ok(()),
+            0 => Err(Error::Config(format!(
                 "another rebuild of {} started switching meanwhile",
                 self.name
-            )));
+            ))),
+            _ => Err(Error::Config(format!(
+                "the claim on {} ran out and another rebuild may have taken it",
+                self.name
+            ))),
         }
-        Ok(())
     }
 
     fn switch(&mut self, generation: u32) -> Result<bool, Error> {
@@ -115,7 +210,9 @@ impl Side for Store {
             redis::Script::new(SWITCH)
                 .key(self.generations.paused_key())
                 .key(self.generations.live_key())
+                .key(self.generations.building_key())
                 .arg(generation)
+                .arg(&self.token)
                 .invoke_async(&mut self.redis),
         )?;
         Ok(switched == 1)
@@ -123,8 +220,11 @@ impl Side for Store {
 
     fn retire(&mut self, old: u32) -> Result<u64, Error> {
         let pattern = self.generations.pattern(old);
-        self.runtime
-            .block_on(delete_keys(&mut self.redis, &pattern))
+        let deleted = self
+            .runtime
+            .block_on(delete_keys(&mut self.redis, &pattern))?;
+        self.renew(0)?;
+        Ok(deleted)
     }
 }
 

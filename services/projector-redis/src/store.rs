@@ -108,6 +108,11 @@ impl Generations {
         format!("{}:{}:paused", self.prefix, self.projection)
     }
 
+    /// The key a rebuild holds while it runs (one rebuild of a projection at a time).
+    pub fn building_key(&self) -> String {
+        format!("{}:{}:building", self.prefix, self.projection)
+    }
+
     /// The keys of generation `n`.
     pub fn keys(&self, n: u32) -> Keys {
         Keys::new(&self.prefix, &self.projection, n)
