@@ -159,9 +159,17 @@ async fn rebuild(args: RebuildArgs) -> ExitCode {
     let hosted = projection.host();
     let fields = hosted.fields();
     let name = hosted.name();
-    let views: Vec<(&'static str, &'static str)> =
-        domain.views.iter().map(|v| (v.name, v.select)).collect();
     let projections: Vec<&'static str> = domain.projections.iter().map(|p| p.name).collect();
+    let views = match projector_clickhouse::tables::views(domain, &projections) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "causeway projections rebuild: domain {:?}: {e}",
+                domain.name
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = tokio::runtime::Handle::current();
     let store = args.store;
     let outcome = tokio::task::spawn_blocking(move || {

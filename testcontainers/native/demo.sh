@@ -88,7 +88,7 @@ read_model "/v1/read/order-by-id/index/orders-by-customer/alice?limit=3"
 step "Analytics in ClickHouse (projector-clickhouse): the daily sales rollup and the event log"
 # The projector writes in batches: wait (at most 15 s) until this run's confirmed order is in.
 for _ in $(seq 1 75); do
-  n=$(curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT count() FROM causeway_order_by_id_g1 FINAL WHERE id = '$order' AND status = 'CONFIRMED'" || true)
+  n=$(curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT count() FROM causeway_order_by_id WHERE id = '$order' AND status = 'CONFIRMED'" || true)
   [ "$n" = 1 ] && break
   sleep 0.2
 done
@@ -120,10 +120,11 @@ What you can do next:
                                             a read model, once the version a command gave is applied
   curl -s 127.0.0.1:18083/v1/openapi.json   the read API
   target/debug/causeway projections status  how far projector-redis is behind (--group projector-clickhouse)
-  target/debug/causeway projections rebuild order-by-id
-                                            rebuild a Redis read model from offset 0 while it serves, then switch
+  target/debug/causeway projections rebuild order-by-id [--store clickhouse]
+                                            rebuild a read model (Redis, or its ClickHouse table) from offset 0
+                                            while it serves, then switch
   curl -s $CLICKHOUSE_URL/ --data-binary 'SELECT * FROM causeway_daily_sales'
-                                            the daily sales rollup (also causeway_events, causeway_order_by_id_g1, ...)
+                                            the daily sales rollup (also causeway_events, causeway_order_by_id, ...)
   curl -s 127.0.0.1:9404/metrics | grep causeway_consumer
                                             what projector-redis did, and its lag
   make status                               what runs, and whether it is ready

@@ -40,18 +40,8 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let names = Names::new(&config.projector.prefix);
     let shapes: Vec<(&str, &[&str])> = hosted.iter().map(|p| (p.name(), p.fields())).collect();
     // A view needs every projection it reads.
-    let views: Vec<(&str, &str)> = domain
-        .views
-        .iter()
-        .filter(|v| {
-            domain
-                .projections
-                .iter()
-                .filter(|p| v.select.contains(&format!("{{{}}}", p.name)))
-                .all(|p| shapes.iter().any(|(n, _)| *n == p.name))
-        })
-        .map(|v| (v.name, v.select))
-        .collect();
+    let hosted_names: Vec<&str> = shapes.iter().map(|(n, _)| *n).collect();
+    let views = tables::views(domain, &hosted_names)?;
     // The tables, again while ClickHouse fails in a way that may pass (it may be starting).
     let migrated = ctx
         .wait_for("clickhouse tables", || {

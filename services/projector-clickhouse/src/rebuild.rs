@@ -40,8 +40,9 @@ pub struct Store {
     names: Names,
     projection: &'static str,
     fields: &'static [&'static str],
-    /// The views of the domain (name, select) and every projection of the domain.
-    views: Vec<(&'static str, &'static str)>,
+    /// The views over the domain's projections (name, select: [`tables::views`]) and every
+    /// projection of the domain.
+    views: Vec<(String, String)>,
     projections: Vec<&'static str>,
     token: String,
     renewed: Instant,
@@ -58,13 +59,14 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// The generations of `projection` (with `fields`) under `prefix` in `clickhouse`; `views` are
-    /// the domain's views and `projections` all of its projections. Calls on `runtime`.
+    /// the views over the domain's projections ([`tables::views`]) and `projections` all of its
+    /// projections. Calls on `runtime`.
     pub fn new(
         clickhouse: &ClickHouseConfig,
         prefix: &str,
         projection: &'static str,
         fields: &'static [&'static str],
-        views: Vec<(&'static str, &'static str)>,
+        views: Vec<(String, String)>,
         projections: Vec<&'static str>,
         runtime: &tokio::runtime::Handle,
     ) -> Self {

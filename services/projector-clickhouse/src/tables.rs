@@ -6,8 +6,11 @@
 //! - `<prefix>_generations`: the live generation of each projection ([`crate::generations`]).
 //! - `<prefix>_<projection>_g<generation>`: one row per document, `ReplacingMergeTree(version)` ordered
 //!   by id; each field a `String` column. Columns a projection gained are added at start.
-//! - `<prefix>_<view>`: each analytics view of the domain, over the live generations' tables; made
-//!   again (under its name, in one RENAME) when it reads another generation.
+//! - `<prefix>_<projection>`: a view of each projection's documents, latest state (`FINAL`), whatever
+//!   generation is live: the name to query.
+//! - `<prefix>_<view>`: each analytics view of the domain, over the live generations' tables.
+//!
+//! Views are made again (beside, then swapped in) when they read another generation.
 
 use std::collections::HashMap;
 
@@ -55,6 +58,36 @@ impl Names {
     }
 }
 
+/// The views to keep over the live tables, (name, select): one per projection in `hosted` (its
+/// documents, latest state), then the domain's views that read only projections in `hosted`. An error
+/// if a view of the domain has a projection's name.
+pub fn views(
+    domain: &causeway_contracts::domain::Domain,
+    hosted: &[&str],
+) -> Result<Vec<(String, String)>, Error> {
+    let mut out: Vec<(String, String)> = hosted
+        .iter()
+        .map(|p| ((*p).to_string(), format!("SELECT * FROM {{{p}}} FINAL")))
+        .collect();
+    for v in &domain.views {
+        if domain.projections.iter().any(|p| p.name == v.name) {
+            return Err(Error::Unexpected(format!(
+                "view {} has the name of a projection, whose documents view it would replace",
+                v.name
+            )));
+        }
+        let reads_hosted_only = domain
+            .projections
+            .iter()
+            .filter(|p| v.select.contains(&format!("{{{}}}", p.name)))
+            .all(|p| hosted.contains(&p.name));
+        if reads_hosted_only {
+            out.push((v.name.to_string(), v.select.to_string()));
+        }
+    }
+    Ok(out)
+}
+
 /// `name` as a ClickHouse identifier (backquoted).
 pub fn ident(name: &str) -> String {
     format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
@@ -77,7 +110,7 @@ pub async fn migrate(
     names: &Names,
     default: u32,
     projections: &[(&str, &[&str])],
-    views: &[(&str, &str)],
+    views: &[(String, String)],
 ) -> Result<(), Error> {
     let events = format!(
         "CREATE TABLE IF NOT EXISTS {} (\

@@ -453,6 +453,15 @@ async fn a_rebuild_under_traffic_ends_equal_and_the_views_switch_with_it() {
         .await;
     assert_eq!(number(rollup.first(), "n"), 1500 - 67, "{rollup:?}");
     assert_eq!(number(rollup.first(), "c"), sold, "{rollup:?}");
+    // So does the view of the documents, under the name that outlives generations.
+    let documents = world
+        .rows(&format!(
+            "SELECT count() AS n, sum(version) AS v FROM {}",
+            world.table("order_by_id")
+        ))
+        .await;
+    assert_eq!(number(documents.first(), "n"), 1500, "{documents:?}");
+    assert_eq!(number(documents.first(), "v"), 1500 + 67, "{documents:?}");
     let tables = world
         .rows(&format!(
             "SELECT name, create_table_query FROM system.tables \
