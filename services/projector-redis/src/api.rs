@@ -24,7 +24,7 @@ use axum::routing::get;
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 
-use crate::store::{self, Generations, Keys};
+use crate::store::{self, Generations};
 
 /// The longest wait a read may ask for, in ms.
 pub const MAX_WAIT_MS: u64 = 10_000;
@@ -89,7 +89,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// A key holding what the projector never writes there (another writer in the key space): 500, not
+/// worth a retry.
+fn malformed(e: &dyn std::fmt::Display) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("a stored value is not what the projector writes: {e}"),
+    )
+}
+
 fn unavailable(e: &redis::RedisError) -> Response {
+    if e.code() == Some("WRONGTYPE") {
+        return malformed(e);
+    }
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("redis did not answer: {e}"),
@@ -124,15 +136,25 @@ fn number(
     }
 }
 
-/// The keys of the generation readers see now.
-async fn live_keys(
+/// The generation readers see now.
+async fn live(
     connection: &mut ConnectionManager,
     served: &Served,
-) -> Result<Keys, redis::RedisError> {
-    Ok(served
-        .generations
-        .keys(store::live(connection, &served.generations).await?))
+) -> Result<u32, redis::RedisError> {
+    store::live(connection, &served.generations).await
 }
+
+/// Whether `after` (the live generation read after the data, in the same pipeline) still names
+/// `generation`: if not, a rebuild switched (and may have deleted the data read) in between.
+fn unchanged(served: &Served, generation: u32, after: Option<&str>) -> bool {
+    after
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(served.generations.default)
+        == generation
+}
+
+/// How many times a read is made again because a rebuild switched generations under it.
+const SWITCHED_READS: usize = 3;
 
 fn served<'a>(api: &'a ReadApi, projection: &str) -> Result<&'a Served, Refusal> {
     api.projections.get(projection).ok_or_else(|| {
@@ -185,21 +207,29 @@ async fn document(
     };
     let deadline = Instant::now() + wait;
     let mut connection = api.connection.clone();
+    let mut switched = 0;
     loop {
         // The live generation, again at each look: a rebuild may switch it meanwhile.
-        let keys = match live_keys(&mut connection, served).await {
-            Ok(k) => k,
+        let generation = match live(&mut connection, served).await {
+            Ok(g) => g,
             Err(e) => return unavailable(&e),
         };
-        let key = keys.doc(&id);
-        let stored: HashMap<String, String> = match redis::cmd("HGETALL")
+        let key = served.generations.keys(generation).doc(&id);
+        let (stored, after): (HashMap<String, String>, Option<String>) = match redis::pipe()
+            .cmd("HGETALL")
             .arg(&key)
+            .cmd("GET")
+            .arg(served.generations.live_key())
             .query_async(&mut connection)
             .await
         {
             Ok(s) => s,
             Err(e) => return unavailable(&e),
         };
+        if !unchanged(served, generation, after.as_deref()) && switched < SWITCHED_READS {
+            switched += 1;
+            continue;
+        }
         let version = stored
             .get("_version")
             .and_then(|v| v.parse::<i64>().ok())
@@ -248,32 +278,48 @@ async fn index(
         Err(r) => return r.into_response(),
     };
     let mut connection = api.connection.clone();
-    let keys = match live_keys(&mut connection, served).await {
-        Ok(k) => k,
-        Err(e) => return unavailable(&e),
-    };
-    let ids: Vec<(String, i64)> = match redis::cmd("ZREVRANGE")
-        .arg(keys.index(&index, &key))
-        .arg(offset)
-        .arg(offset + limit - 1)
-        .arg("WITHSCORES")
-        .query_async(&mut connection)
-        .await
-    {
-        Ok(ids) => ids,
-        Err(e) => return unavailable(&e),
-    };
-    let mut pipe = redis::pipe();
-    for (id, _) in &ids {
-        pipe.cmd("HGETALL").arg(keys.doc(id));
-    }
-    let docs: Vec<HashMap<String, String>> = if ids.is_empty() {
-        Vec::new()
-    } else {
-        match pipe.query_async(&mut connection).await {
+    let mut switched = 0;
+    let (ids, docs) = loop {
+        let generation = match live(&mut connection, served).await {
+            Ok(g) => g,
+            Err(e) => return unavailable(&e),
+        };
+        let keys = served.generations.keys(generation);
+        let ids: Vec<(String, i64)> = match redis::cmd("ZREVRANGE")
+            .arg(keys.index(&index, &key))
+            .arg(offset)
+            .arg(offset + limit - 1)
+            .arg("WITHSCORES")
+            .query_async(&mut connection)
+            .await
+        {
+            Ok(ids) => ids,
+            Err(e) => return unavailable(&e),
+        };
+        let mut pipe = redis::pipe();
+        for (id, _) in &ids {
+            pipe.cmd("HGETALL").arg(keys.doc(id));
+        }
+        pipe.cmd("GET").arg(served.generations.live_key());
+        let mut answers: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
             Ok(d) => d,
             Err(e) => return unavailable(&e),
+        };
+        let after: Option<String> = match answers.pop().map(redis::from_redis_value) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => return malformed(&e),
+            None => None,
+        };
+        if !unchanged(served, generation, after.as_deref()) && switched < SWITCHED_READS {
+            switched += 1;
+            continue;
         }
+        let docs: Vec<HashMap<String, String>> =
+            match answers.into_iter().map(redis::from_redis_value).collect() {
+                Ok(d) => d,
+                Err(e) => return malformed(&e),
+            };
+        break (ids, docs);
     };
     let items: Vec<Value> = ids
         .iter()
