@@ -131,7 +131,16 @@ impl World {
 
     /// Every record of the group's DLQ: (key, headers).
     pub fn dead_letters(&self, at_least: usize) -> Vec<(Option<String>, HashMap<String, String>)> {
-        let topic = format!("{}.dlq", self.group);
+        self.dead_letters_of(&self.group, at_least)
+    }
+
+    /// Every record of `group`'s DLQ: (key, headers).
+    pub fn dead_letters_of(
+        &self,
+        group: &str,
+        at_least: usize,
+    ) -> Vec<(Option<String>, HashMap<String, String>)> {
+        let topic = format!("{group}.dlq");
         let consumer: BaseConsumer = self
             .kafka
             .consumer_config("test-dlq", &unique("dlq-reader"), OffsetMode::Transactional)
