@@ -55,6 +55,10 @@ pub struct Why<'a> {
     pub first_failure: i64,
 }
 
+/// Longest `traceparent` / `tracestate` value kept when the other original headers do not fit (W3C:
+/// 55 bytes and at most 512 bytes to propagate); within [`DLQ_OVERHEAD`] with the suite's own headers.
+const TRACE_HEADER_BYTES: usize = 512;
+
 /// The dead letter of `m` to `topic`, at most `limit` bytes (the DLQ topic's largest record), its key
 /// cut to `max_key_bytes`.
 pub fn record<'m, M: Message>(
@@ -83,9 +87,16 @@ pub fn record<'m, M: Message>(
         .payload()
         .filter(|p| p.len() + if keep_headers { original_bytes } else { 0 } <= room);
     let mut h = OwnedHeaders::new();
-    if let Some(original) = original.filter(|_| keep_headers) {
+    if let Some(original) = original {
         for i in 0..original.count() {
-            h = h.insert(original.get(i));
+            let header = original.get(i);
+            // Too big to keep whole, the trace context still goes along (the W3C limits keep it
+            // small), so that a dead letter stays in its trace.
+            let trace = matches!(header.key, "traceparent" | "tracestate")
+                && header.value.is_some_and(|v| v.len() <= TRACE_HEADER_BYTES);
+            if keep_headers || trace {
+                h = h.insert(header);
+            }
         }
     }
     let partition = m.partition().to_string();
@@ -126,4 +137,74 @@ pub fn record<'m, M: Message>(
         record = record.payload(p);
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
+
+    fn why() -> Why<'static> {
+        Why {
+            reason: "undecodable",
+            class: "poison",
+            group: "g",
+            at: 2,
+            attempts: 1,
+            first_failure: 1,
+        }
+    }
+
+    fn headers_of(r: &BaseRecord<'_, [u8], [u8]>) -> Vec<(String, String)> {
+        r.headers
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_trace_context_stays_when_the_other_headers_do_not_fit() {
+        let big = "x".repeat(10_000);
+        let original = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            })
+            .insert(Header {
+                key: "big",
+                value: Some(big.as_str()),
+            });
+        let m = OwnedMessage::new(
+            Some(b"payload".to_vec()),
+            Some(b"key".to_vec()),
+            "t".into(),
+            Timestamp::CreateTime(5),
+            2,
+            7,
+            Some(original),
+        );
+        let r = record(&m, "g.dlq", &why(), DLQ_OVERHEAD + 4096, 1024);
+        let h = headers_of(&r);
+        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("traceparent"),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        assert_eq!(get("big"), None);
+        assert_eq!(get(dlq_headers::PARTITION), Some("2"));
+        assert_eq!(get(dlq_headers::OFFSET), Some("7"));
+        assert_eq!(get(dlq_headers::TIMESTAMP), Some("5"));
+        // The value fits without the headers that were left out.
+        assert_eq!(r.payload, Some(&b"payload"[..]));
+    }
 }

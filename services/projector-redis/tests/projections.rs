@@ -22,12 +22,35 @@ async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_
     let topic = world.topic("inventory");
     // Half of the stream, then all of it again: every event of the first half arrives twice.
     world.send(&topic, &records[..records.len() / 2]).await;
-    world
+    // A poison record in a trace, with a timestamp of its own: its dead letter must say where it was.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let delivered = world
+        .producer_handle()
         .send(
-            &topic,
-            &[("poison-key".to_string(), b"not avro at all".to_vec())],
+            rdkafka::producer::FutureRecord::to(&topic)
+                .key("poison-key")
+                .payload(&b"not avro at all"[..])
+                .timestamp(1_700_000_000_123)
+                .headers(
+                    rdkafka::message::OwnedHeaders::new()
+                        .insert(rdkafka::message::Header {
+                            key: "traceparent",
+                            value: Some(traceparent),
+                        })
+                        .insert(rdkafka::message::Header {
+                            key: "tracestate",
+                            value: Some("vendor=1"),
+                        }),
+                ),
+            Duration::from_secs(10),
         )
-        .await;
+        .await
+        .unwrap_or_else(|(e, _)| panic!("{e}"));
+    let (poison_partition, poison_offset) = (delivered.partition, delivered.offset);
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0);
     world.send(&topic, &records).await;
 
     // Orders, filed under their customer.
@@ -164,18 +187,23 @@ async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_
         header(dlq_headers::REASON).is_some_and(|r| r.contains("undecodable")),
         "{headers:?}"
     );
-    for name in [
-        dlq_headers::PARTITION,
-        dlq_headers::OFFSET,
-        dlq_headers::TIMESTAMP,
-        dlq_headers::AT,
-        dlq_headers::FIRST_FAILURE,
-    ] {
-        assert!(
-            header(name).is_some_and(|v| v.parse::<i64>().is_ok()),
-            "{name} in {headers:?}"
-        );
-    }
+    let partition = poison_partition.to_string();
+    let offset = poison_offset.to_string();
+    assert_eq!(header(dlq_headers::PARTITION), Some(partition.as_str()));
+    assert_eq!(header(dlq_headers::OFFSET), Some(offset.as_str()));
+    assert_eq!(header(dlq_headers::TIMESTAMP), Some("1700000000123"));
+    assert_eq!(header("traceparent"), Some(traceparent), "{headers:?}");
+    assert_eq!(header("tracestate"), Some("vendor=1"), "{headers:?}");
+    let time = |name: &str| {
+        header(name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {headers:?}"))
+    };
+    let (first, at) = (time(dlq_headers::FIRST_FAILURE), time(dlq_headers::AT));
+    assert!(
+        sent_at - 60_000 <= first && first <= at && at <= sent_at + 120_000,
+        "first failure {first}, dead-lettered {at}, sent about {sent_at}"
+    );
     let exit = service
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
