@@ -259,6 +259,51 @@ impl EventReader {
     }
 }
 
+/// How fresh the read models are: from each event's time to its change applied, per projection
+/// (`causeway_projection_freshness_seconds`).
+#[derive(Debug, Clone)]
+pub struct Freshness {
+    seconds: prometheus::HistogramVec,
+    names: Vec<&'static str>,
+}
+
+impl Freshness {
+    /// Registered in `registry`, for the projections `hosted` (by their index).
+    pub fn new(
+        registry: &prometheus::Registry,
+        hosted: &[Box<dyn Projecting>],
+    ) -> Result<Self, prometheus::Error> {
+        let seconds = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                causeway_observe::metrics::names::PROJECTION_FRESHNESS_SECONDS,
+                "From an event's time (occurred_at) to its change applied to the read model, by projection, in seconds.",
+            )
+            .buckets(prometheus::exponential_buckets(0.005, 2.0, 16)?),
+            &["projection"],
+        )?;
+        registry.register(Box::new(seconds.clone()))?;
+        Ok(Self {
+            seconds,
+            names: hosted.iter().map(|p| p.name()).collect(),
+        })
+    }
+
+    /// `items` were just applied.
+    pub fn applied<'a>(&self, items: impl IntoIterator<Item = &'a Decided>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        for item in items {
+            for (i, projected) in &item.writes {
+                if let Some(name) = self.names.get(*i) {
+                    let seconds = (now - projected.occurred_at_ms).max(0) as f64 / 1000.0;
+                    self.seconds.with_label_values(&[name]).observe(seconds);
+                }
+            }
+        }
+    }
+}
+
 /// Run `handler` under `runner` on a thread of its own until shutdown, with the service's metrics, its
 /// readiness following the runner's.
 pub async fn serve<H>(

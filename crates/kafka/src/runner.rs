@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use causeway_runtime::Shutdown;
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -140,8 +140,8 @@ struct RunnerContext {
     group: String,
     /// Records not yet handled per assigned partition, from librdkafka's statistics.
     lag_records: IntGaugeVec,
-    /// Their sum at the last statistics.
-    total_lag: std::sync::atomic::AtomicI64,
+    /// The same, per topic and partition, as of the last statistics (partitions not fetched absent).
+    waiting: std::sync::Mutex<HashMap<String, HashMap<i32, i64>>>,
 }
 
 impl ClientContext for RunnerContext {
@@ -149,20 +149,24 @@ impl ClientContext for RunnerContext {
     /// fetched, its end (the last stable offset, read_committed) minus the offset stored (applied).
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.lag_records.reset();
-        let mut total = 0i64;
+        let mut waiting: HashMap<String, HashMap<i32, i64>> = HashMap::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition < 0 || p.fetch_state == "none" || p.consumer_lag_stored < 0 {
                     continue;
                 }
-                total += p.consumer_lag_stored;
                 self.lag_records
                     .with_label_values(&[&self.group, topic, &partition.to_string()])
                     .set(p.consumer_lag_stored);
+                waiting
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(*partition, p.consumer_lag_stored);
             }
         }
-        self.total_lag
-            .store(total, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = waiting;
+        }
     }
 }
 
@@ -207,7 +211,7 @@ struct Meters {
     retries: IntCounterVec,
     batch_seconds: Histogram,
     lag_records: IntGaugeVec,
-    lag_seconds: Gauge,
+    lag_seconds: GaugeVec,
 }
 
 impl Meters {
@@ -241,9 +245,12 @@ impl Meters {
             ),
             &["group", "topic", "partition"],
         )?;
-        let lag_seconds = Gauge::new(
-            names::CONSUMER_LAG_SECONDS,
-            "How far behind the consumer is in time: 0 when no record waits, else now minus the timestamp of the last record handled.",
+        let lag_seconds = GaugeVec::new(
+            Opts::new(
+                names::CONSUMER_LAG_SECONDS,
+                "How far behind the consumer is in time, per assigned partition: 0 when no record waits there, else now minus the timestamp of the last record handled there.",
+            ),
+            &["group", "topic", "partition"],
         )?;
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(retries.clone()))?;
@@ -316,7 +323,7 @@ impl Runner {
                         assigned: std::sync::atomic::AtomicBool::new(false),
                         group: self.group.clone(),
                         lag_records: meters.lag_records.clone(),
-                        total_lag: std::sync::atomic::AtomicI64::new(0),
+                        waiting: std::sync::Mutex::new(HashMap::new()),
                     })
                     .map_err(|source| Error::Client {
                         what: "consumer",
@@ -367,7 +374,7 @@ impl Runner {
             ready: None,
             rewind: HashMap::new(),
             fatal: None,
-            last_timestamp: None,
+            last_timestamps: HashMap::new(),
             lag_at: Instant::now(),
         };
         loop_.run(&mut handler);
@@ -402,7 +409,9 @@ struct Loop<'a, R: Fn(Status)> {
     /// Why the loop stopped, when a failure was fatal.
     fatal: Option<String>,
     /// Timestamp (ms) of the last record handled.
-    last_timestamp: Option<i64>,
+    /// Per topic and partition handled since the start, the timestamp of the last record handled
+    /// there.
+    last_timestamps: HashMap<String, HashMap<i32, i64>>,
     /// When the lag metrics were last computed.
     lag_at: Instant,
 }
@@ -495,8 +504,18 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 }
                 continue;
             }
-            if let Some(t) = batch.last().and_then(|m| m.timestamp().to_millis()) {
-                self.last_timestamp = Some(t);
+            for m in &batch {
+                if let Some(t) = m.timestamp().to_millis() {
+                    match self.last_timestamps.get_mut(m.topic()) {
+                        Some(partitions) => {
+                            partitions.insert(m.partition(), t);
+                        }
+                        None => {
+                            self.last_timestamps
+                                .insert(m.topic().to_string(), HashMap::from([(m.partition(), t)]));
+                        }
+                    }
+                }
             }
             let started = Instant::now();
             let Some(()) = self.handle(handler, &batch) else {
@@ -552,20 +571,38 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
         }
     }
 
-    /// The time lag: 0 when no record waits (librdkafka's last statistics), else now minus the
-    /// timestamp of the last record handled.
+    /// The time lag of each partition handled since the start and fetched now: 0 when no record
+    /// waits there (librdkafka's last statistics), else now minus the timestamp of the last record
+    /// handled there. Partitions no longer fetched (revoked) lose their series.
     fn update_lag(&mut self) {
         self.lag_at = Instant::now();
-        let waiting = self
-            .consumer
-            .context()
-            .total_lag
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let behind = match self.last_timestamp {
-            Some(t) if waiting > 0 => ((now_ms() - t).max(0) as f64) / 1000.0,
-            _ => 0.0,
+        let now = now_ms();
+        let group = &self.runner.group;
+        let Ok(waiting) = self.consumer.context().waiting.lock() else {
+            return;
         };
-        self.meters.lag_seconds.set(behind);
+        for (topic, parts) in &self.last_timestamps {
+            for (partition, t) in parts {
+                let p = partition.to_string();
+                let labels = [group.as_str(), topic.as_str(), p.as_str()];
+                match waiting.get(topic).and_then(|w| w.get(partition)) {
+                    Some(n) => {
+                        let behind = if *n > 0 {
+                            ((now - t).max(0) as f64) / 1000.0
+                        } else {
+                            0.0
+                        };
+                        self.meters
+                            .lag_seconds
+                            .with_label_values(&labels)
+                            .set(behind);
+                    }
+                    None => {
+                        let _ = self.meters.lag_seconds.remove_label_values(&labels);
+                    }
+                }
+            }
+        }
     }
 
     /// A batch: what is fetched, up to the count, for at most the batch time after its first record.

@@ -36,8 +36,13 @@ pub mod names {
     pub const CONSUMER_BATCH_SECONDS: &str = "causeway_consumer_batch_seconds";
     /// Gauge: records not yet handled by a consumer runner, by `group`, `topic` and `partition`.
     pub const CONSUMER_LAG_RECORDS: &str = "causeway_consumer_lag_records";
-    /// Gauge: how far behind a consumer runner is in time (0 when nothing waits), in seconds.
+    /// Gauge: how far behind a consumer runner is in time, by `group`, `topic` and `partition`: 0 when
+    /// nothing waits, else now minus the timestamp of the last record handled there (absent until one
+    /// is), in seconds.
     pub const CONSUMER_LAG_SECONDS: &str = "causeway_consumer_lag_seconds";
+    /// Histogram: from an event's time (`occurred_at`) to its change applied to a read model, by
+    /// `projection`, in seconds.
+    pub const PROJECTION_FRESHNESS_SECONDS: &str = "causeway_projection_freshness_seconds";
 }
 
 /// A service's metrics registry with the metrics every service has.

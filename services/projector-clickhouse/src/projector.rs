@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use causeway_core::ErrorClass;
 use causeway_core::projection::{Document, EventInfo};
-use causeway_kafka::projector::{Decided, EventReader};
+use causeway_kafka::projector::{Decided, EventReader, Freshness};
 use causeway_kafka::runner::{Failure, Handler, Runner};
 use causeway_runtime::ServiceContext;
 use clickhouse::Client;
@@ -73,8 +73,11 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         tokio::runtime::Handle::current(),
     );
     let topics = reader.topics();
+    let freshness = Freshness::new(ctx.metrics.registry(), &reader.hosted)
+        .map_err(|e| Error::Unexpected(format!("metrics: {e}")))?;
     let handler = Sink {
         reader,
+        freshness,
         projections,
         names,
         client,
@@ -93,6 +96,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
 /// The runner's handler: events and documents into ClickHouse.
 struct Sink {
     reader: EventReader,
+    freshness: Freshness,
     /// The hosted projections' names.
     projections: Vec<&'static str>,
     names: Names,
@@ -195,6 +199,7 @@ impl Sink {
         for sql in statements {
             self.runtime.block_on(execute(&self.client, &sql))?;
         }
+        self.freshness.applied(items);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! its document with `apply.lua` (newer versions only, offset recorded, atomically), a batch per
 //! pipeline.
 
-use causeway_kafka::projector::{Decided, EventReader};
+use causeway_kafka::projector::{Decided, EventReader, Freshness};
 use causeway_kafka::runner::{Failure, Handler, Runner};
 use causeway_runtime::ServiceContext;
 use rdkafka::message::BorrowedMessage;
@@ -93,8 +93,11 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         tokio::runtime::Handle::current(),
     );
     let topics = reader.topics();
+    let freshness = Freshness::new(ctx.metrics.registry(), &reader.hosted)
+        .map_err(|e| Error::Config(format!("metrics: {e}")))?;
     let handler = Projections {
         reader,
+        freshness,
         generations,
         runtime: tokio::runtime::Handle::current(),
         connection,
@@ -117,6 +120,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
 /// The hosted projections as the runner's handler.
 struct Projections {
     reader: EventReader,
+    freshness: Freshness,
     /// Per hosted projection, its generations in Redis.
     generations: Vec<Generations>,
     runtime: tokio::runtime::Handle,
@@ -161,6 +165,8 @@ impl Handler for Projections {
             &self.script,
             items,
             |i| &keys[i],
-        ))
+        ))?;
+        self.freshness.applied(items);
+        Ok(())
     }
 }

@@ -162,15 +162,23 @@ async fn duplicates_change_nothing_and_a_poison_event_is_dead_lettered_with_its_
             .filter(|l| l.starts_with("causeway_consumer_lag_records{") && l.contains(&topic))
             .collect();
         let caught_up = lag.len() == 3 && lag.iter().all(|l| l.ends_with(" 0"));
-        let in_time = metrics
+        let behind: Vec<&str> = metrics
             .lines()
-            .any(|l| l == "causeway_consumer_lag_seconds 0");
-        if dead_counted && caught_up && in_time {
+            .filter(|l| l.starts_with("causeway_consumer_lag_seconds{") && l.contains(&topic))
+            .collect();
+        let in_time = behind.len() == 3 && behind.iter().all(|l| l.ends_with(" 0"));
+        // Every applied change counted in the freshness of its projection.
+        let fresh = metrics.lines().any(|l| {
+            l.starts_with(
+                "causeway_projection_freshness_seconds_count{projection=\"stock-by-sku\"}",
+            ) && !l.ends_with(" 0")
+        });
+        if dead_counted && caught_up && in_time && fresh {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "metrics: dead letter counted {dead_counted}, lag 0 on 3 partitions {caught_up} ({lag:?}), 0 s behind {in_time}"
+            "metrics: dead letter counted {dead_counted}, lag 0 on 3 partitions {caught_up} ({lag:?}), 0 s behind {in_time} ({behind:?}), freshness counted {fresh}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
