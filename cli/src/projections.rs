@@ -182,7 +182,7 @@ async fn rebuild(args: RebuildArgs) -> ExitCode {
         let progress = |p: causeway_kafka::rebuild::Progress| {
             let left = p.total.saturating_sub(p.events) as f64 / p.rate.max(1.0);
             say!(
-                "generation {}: {} of {} events, {:.0}/s, about {:.0} s left",
+                "generation {}: {} of about {} records, {:.0}/s, about {:.0} s left",
                 p.generation,
                 p.events,
                 p.total,

@@ -116,7 +116,7 @@ pub async fn migrate(
         "CREATE TABLE IF NOT EXISTS {} (\
            event_id String, event_type String, aggregate_type String, aggregate_id String, \
            version Int64, occurred_at_ms Int64, day Date, causation_id String, \
-           correlation_id String, topic String, partition UInt32, offset Int64, payload String\
+           correlation_id String, topic String, `partition` UInt32, `offset` Int64, payload String\
          ) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(day) \
          ORDER BY (aggregate_type, aggregate_id, version)",
         ident(&names.events())
