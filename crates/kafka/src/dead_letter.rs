@@ -83,18 +83,41 @@ pub fn record<'m, M: Message>(
     let room = limit.saturating_sub(DLQ_OVERHEAD + why.reason.len() + key.map_or(0, <[u8]>::len));
     // The original headers and value when they fit; the record stays at its source either way.
     let keep_headers = original_bytes <= room;
-    let payload = m
-        .payload()
-        .filter(|p| p.len() + if keep_headers { original_bytes } else { 0 } <= room);
+    // Too big to keep whole, the trace context still goes along (the first `traceparent` and
+    // `tracestate`, within the W3C limits), so that a dead letter stays in its trace.
+    let mut trace: [Option<Header<'_, &[u8]>>; 2] = [None, None];
+    if let Some(original) = original.filter(|_| !keep_headers) {
+        for header in original.iter() {
+            let slot = match header.key {
+                "traceparent" => 0,
+                "tracestate" => 1,
+                _ => continue,
+            };
+            if trace[slot].is_none() && header.value.is_some_and(|v| v.len() <= TRACE_HEADER_BYTES)
+            {
+                trace[slot] = Some(header);
+            }
+        }
+    }
+    let kept_bytes = if keep_headers {
+        original_bytes
+    } else {
+        trace
+            .iter()
+            .flatten()
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum()
+    };
+    let payload = m.payload().filter(|p| p.len() + kept_bytes <= room);
     let mut h = OwnedHeaders::new();
-    if let Some(original) = original {
-        for i in 0..original.count() {
-            let header = original.get(i);
-            // Too big to keep whole, the trace context still goes along (the W3C limits keep it
-            // small), so that a dead letter stays in its trace.
-            let trace = matches!(header.key, "traceparent" | "tracestate")
-                && header.value.is_some_and(|v| v.len() <= TRACE_HEADER_BYTES);
-            if keep_headers || trace {
+    match original {
+        Some(original) if keep_headers => {
+            for i in 0..original.count() {
+                h = h.insert(original.get(i));
+            }
+        }
+        _ => {
+            for header in trace.into_iter().flatten() {
                 h = h.insert(header);
             }
         }
@@ -183,6 +206,10 @@ mod tests {
             .insert(Header {
                 key: "big",
                 value: Some(big.as_str()),
+            })
+            .insert(Header {
+                key: "traceparent",
+                value: Some("a second one, not kept"),
             });
         let m = OwnedMessage::new(
             Some(b"payload".to_vec()),
@@ -201,6 +228,7 @@ mod tests {
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         );
         assert_eq!(get("big"), None);
+        assert_eq!(h.iter().filter(|(n, _)| n == "traceparent").count(), 1);
         assert_eq!(get(dlq_headers::PARTITION), Some("2"));
         assert_eq!(get(dlq_headers::OFFSET), Some("7"));
         assert_eq!(get(dlq_headers::TIMESTAMP), Some("5"));

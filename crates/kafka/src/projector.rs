@@ -263,8 +263,8 @@ impl EventReader {
 /// (`causeway_projection_freshness_seconds`).
 #[derive(Debug, Clone)]
 pub struct Freshness {
-    seconds: prometheus::HistogramVec,
-    names: Vec<&'static str>,
+    /// Per hosted projection (by index), its histogram.
+    seconds: Vec<prometheus::Histogram>,
 }
 
 impl Freshness {
@@ -283,8 +283,10 @@ impl Freshness {
         )?;
         registry.register(Box::new(seconds.clone()))?;
         Ok(Self {
-            seconds,
-            names: hosted.iter().map(|p| p.name()).collect(),
+            seconds: hosted
+                .iter()
+                .map(|p| seconds.with_label_values(&[p.name()]))
+                .collect(),
         })
     }
 
@@ -295,9 +297,8 @@ impl Freshness {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         for item in items {
             for (i, projected) in &item.writes {
-                if let Some(name) = self.names.get(*i) {
-                    let seconds = (now - projected.occurred_at_ms).max(0) as f64 / 1000.0;
-                    self.seconds.with_label_values(&[name]).observe(seconds);
+                if let Some(histogram) = self.seconds.get(*i) {
+                    histogram.observe((now - projected.occurred_at_ms).max(0) as f64 / 1000.0);
                 }
             }
         }

@@ -37,9 +37,22 @@ pub const PAUSE: Duration = Duration::from_secs(60);
 /// How many times the switch is tried before the rebuild gives up (each try ran out of its pause).
 const SWITCH_ATTEMPTS: u32 = 3;
 
-/// How long a rebuild's claim on a projection lasts unless renewed (a store renews it while the
-/// rebuild writes; a rebuild that dies releases it this long after).
-pub const LEASE: Duration = Duration::from_secs(60);
+/// How long a rebuild's claim on a projection lasts unless renewed (the driver renews it every
+/// [`RENEW_EVERY`]; a rebuild that dies releases it this long after). Longer than [`PAUSE`], which a
+/// store may wait out in one go.
+pub const LEASE: Duration = Duration::from_secs(90);
+
+/// How often the driver renews the claim.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// A token naming one rebuild (its claim's owner).
+pub fn token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("rebuild-{}-{nanos}", std::process::id())
+}
 
 /// A store's side of the protocol, for one projection. Every call may block (a store client on a
 /// runtime of its own).
@@ -48,14 +61,18 @@ pub trait Generations {
     type Error: From<crate::Error> + std::fmt::Display;
 
     /// Claim the projection for this rebuild for [`LEASE`] (an error if the projection is not hosted
-    /// by a projector in this store, or another rebuild holds the claim), finish what an interrupted
-    /// rebuild left (views, generations other than the live one), and make generation `live + 1`
-    /// empty and ready to be written. The live generation.
-    fn begin(&mut self) -> Result<u32, Self::Error>;
+    /// by a projector in this store, or another rebuild holds the claim), with a generation number of
+    /// its own, above every one used before (so that a rebuild that lost its claim and still writes
+    /// only ever writes a generation nobody will make live); finish what an interrupted rebuild left
+    /// (views, generations other than the live one); make the new generation empty and ready to be
+    /// written. The live generation and the new one.
+    fn begin(&mut self) -> Result<(u32, u32), Self::Error>;
+
+    /// Renew the claim for [`LEASE`]; an error once it is no longer this rebuild's.
+    fn renew(&mut self) -> Result<(), Self::Error>;
 
     /// Apply `batch` to `generation`, by the consumer runner's error policy: transient (retried),
-    /// one item's poison (skipped), or fatal (the rebuild stops; also when the claim was lost). Renews
-    /// the claim.
+    /// one item's poison (skipped), or fatal (the rebuild stops).
     fn write(&mut self, generation: u32, batch: &[Decided]) -> Result<(), Failure>;
 
     /// Pause the projectors' writes for [`PAUSE`] on behalf of the switch to `generation`; an error if
@@ -127,8 +144,7 @@ pub fn rebuild<G: Generations>(
     let started = Instant::now();
     let name = projection.name();
     let aggregate = projection.aggregate_type();
-    let old = store.begin()?;
-    let new = old + 1;
+    let (old, new) = store.begin()?;
     let topic = format!("{}.{aggregate}.events", source.context);
     let consumer: BaseConsumer = source
         .kafka
@@ -176,6 +192,7 @@ pub fn rebuild<G: Generations>(
         progress,
         started,
         told: Instant::now(),
+        renewed: Instant::now(),
         generation: new,
         total,
     };
@@ -185,6 +202,7 @@ pub fn rebuild<G: Generations>(
     let mut attempts = 0;
     loop {
         attempts += 1;
+        replay.keep(store)?;
         store.pause(new)?;
         let now = ends(&replay.consumer, &replay.topic)?;
         replay.to(&now, store)?;
@@ -224,11 +242,18 @@ struct Replay<P: FnMut(Progress)> {
     progress: P,
     started: Instant,
     told: Instant,
+    /// When the claim was renewed last.
+    renewed: Instant,
     generation: u32,
     total: u64,
 }
 
 impl<P: FnMut(Progress)> Replay<P> {
+    /// Renew the claim if it is time to.
+    fn keep<G: Generations>(&mut self, store: &mut G) -> Result<(), G::Error> {
+        keep(&mut self.renewed, store)
+    }
+
     /// Read and apply, in order, until every partition's position reaches `ends` (records past it
     /// are applied too: in order, they change nothing the projectors will not write the same way).
     fn to<G: Generations>(
@@ -244,6 +269,7 @@ impl<P: FnMut(Progress)> Replay<P> {
         // Already there (a previous call read that far).
         self.drop_reached(&mut remaining);
         while !remaining.is_empty() {
+            self.keep(store)?;
             let mut batch: Vec<Decided> = Vec::new();
             let deadline = Instant::now() + Duration::from_millis(50);
             while batch.len() < 2000 && Instant::now() < deadline {
@@ -268,6 +294,7 @@ impl<P: FnMut(Progress)> Replay<P> {
                         Err(Failure::Transient(why)) => {
                             tracing::warn!(error = why, "transient failure; retrying");
                             std::thread::sleep(Duration::from_millis(500));
+                            keep(&mut self.renewed, store)?;
                             continue;
                         }
                         Err(why) => {
@@ -321,6 +348,7 @@ impl<P: FnMut(Progress)> Replay<P> {
                 Err(Failure::Transient(why)) => {
                     tracing::warn!(error = why, "transient failure; retrying");
                     std::thread::sleep(Duration::from_millis(500));
+                    self.keep(store)?;
                 }
                 Err(Failure::PoisonItem(n, why)) if n < batch.len() => {
                     tracing::warn!(error = why, "poison event skipped");
@@ -333,6 +361,15 @@ impl<P: FnMut(Progress)> Replay<P> {
             }
         }
     }
+}
+
+/// Renew the claim if [`RENEW_EVERY`] passed since `renewed`.
+fn keep<G: Generations>(renewed: &mut Instant, store: &mut G) -> Result<(), G::Error> {
+    if renewed.elapsed() >= RENEW_EVERY {
+        store.renew()?;
+        *renewed = Instant::now();
+    }
+    Ok(())
 }
 
 /// Per partition of `topic`: (low watermark, last stable offset).

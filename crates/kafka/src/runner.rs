@@ -504,15 +504,22 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 }
                 continue;
             }
-            for m in &batch {
+            // The last record of each partition in the batch (few partitions: a short list).
+            let mut seen: Vec<(&str, i32)> = Vec::new();
+            for m in batch.iter().rev() {
+                let at = (m.topic(), m.partition());
+                if seen.contains(&at) {
+                    continue;
+                }
+                seen.push(at);
                 if let Some(t) = m.timestamp().to_millis() {
-                    match self.last_timestamps.get_mut(m.topic()) {
+                    match self.last_timestamps.get_mut(at.0) {
                         Some(partitions) => {
-                            partitions.insert(m.partition(), t);
+                            partitions.insert(at.1, t);
                         }
                         None => {
                             self.last_timestamps
-                                .insert(m.topic().to_string(), HashMap::from([(m.partition(), t)]));
+                                .insert(at.0.to_string(), HashMap::from([(at.1, t)]));
                         }
                     }
                 }

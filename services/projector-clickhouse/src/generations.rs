@@ -20,6 +20,8 @@ use crate::tables::{self, ident, json_i64, literal};
 pub struct Generation {
     /// The generation readers see and projectors write.
     pub live: u32,
+    /// The generation the last claim took to build (above every one taken before).
+    pub next: u32,
     /// Whether a rebuild is switching (projectors do not write meanwhile).
     pub paused: bool,
     /// Seconds the pause still has (0 when not paused).
@@ -35,8 +37,8 @@ pub struct Generation {
 /// Create the table if it is missing.
 pub async fn create(client: &Client, table: &str) -> Result<(), Error> {
     let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} (projection String, live UInt32, paused_until DateTime, \
-         owner String, claimed_until DateTime, seq UInt64) \
+        "CREATE TABLE IF NOT EXISTS {} (projection String, live UInt32, next UInt32, \
+         paused_until DateTime, owner String, claimed_until DateTime, seq UInt64) \
          ENGINE = ReplacingMergeTree(seq) ORDER BY projection",
         ident(table)
     );
@@ -52,7 +54,7 @@ pub async fn read(
 ) -> Result<HashMap<String, Generation>, Error> {
     let list: Vec<String> = projections.iter().map(|p| literal(p)).collect();
     let sql = format!(
-        "SELECT projection, live, paused_until > now() AS paused, \
+        "SELECT projection, live, next, paused_until > now() AS paused, \
          toInt64(paused_until) - toInt64(now()) AS pause_left, owner, \
          claimed_until > now() AS claimed, seq \
          FROM {} FINAL WHERE projection IN ({})",
@@ -77,12 +79,15 @@ pub async fn read(
         let paused = number("paused")? == 1;
         let live = u32::try_from(number("live")?)
             .map_err(|e| Error::Unexpected(format!("{table}: live: {e}: {row:?}")))?;
+        let next = u32::try_from(number("next")?)
+            .map_err(|e| Error::Unexpected(format!("{table}: next: {e}: {row:?}")))?;
         let seq = u64::try_from(number("seq")?)
             .map_err(|e| Error::Unexpected(format!("{table}: seq: {e}: {row:?}")))?;
         out.insert(
             projection.to_string(),
             Generation {
                 live,
+                next,
                 paused,
                 pause_left_s: if paused {
                     number("pause_left")?.max(0)
@@ -110,7 +115,7 @@ pub async fn init(
         return Ok(g);
     }
     let sql = format!(
-        "INSERT INTO {} SELECT {}, {default}, toDateTime(0), '', toDateTime(0), 0",
+        "INSERT INTO {} SELECT {}, {default}, {default}, toDateTime(0), '', toDateTime(0), 0",
         ident(table),
         literal(projection)
     );
@@ -121,15 +126,19 @@ pub async fn init(
         .ok_or_else(|| Error::Unexpected(format!("{table}: the row of {projection} went away")))
 }
 
+/// How long a step may run on the server, in seconds.
+pub const STEP_SECONDS: u32 = 1;
+
 /// What a rebuild writes into a projection's row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Claim it (only if no other rebuild's claim holds).
+    /// Claim it, with a generation number to build above every one taken before (only if no other
+    /// rebuild's claim holds and no pause is on).
     Claim,
     /// Renew the claim (only if still the caller's).
     Renew,
     /// Pause the projectors for `seconds` (only if the claim is the caller's and `generation` is the
-    /// next one).
+    /// one it took).
     Pause {
         /// The generation the pause is for.
         generation: u32,
@@ -161,47 +170,61 @@ pub async fn step(
 ) -> Result<(), Error> {
     let me = literal(owner);
     let claim = format!("now() + {claim_s}");
-    let (live, paused_until, claimed_until, condition) = match step {
-        Step::Claim => (
+    let keep = || {
+        (
             "live".to_string(),
+            "next".to_string(),
             "paused_until".to_string(),
+        )
+    };
+    let (columns, claimed_until, condition) = match step {
+        Step::Claim => (
+            (
+                "live".to_string(),
+                "greatest(live, next) + 1".to_string(),
+                "paused_until".to_string(),
+            ),
             claim,
             format!("(owner = {me} OR claimed_until <= now()) AND paused_until <= now()"),
         ),
         Step::Renew => (
-            "live".to_string(),
-            "paused_until".to_string(),
+            keep(),
             claim,
-            format!("owner = {me}"),
+            format!("owner = {me} AND claimed_until > now()"),
         ),
         Step::Pause {
             generation,
             seconds,
         } => (
-            "live".to_string(),
-            format!("now() + {seconds}"),
+            (
+                "live".to_string(),
+                "next".to_string(),
+                format!("now() + {seconds}"),
+            ),
             claim,
-            format!("owner = {me} AND live + 1 = {generation}"),
+            format!("owner = {me} AND claimed_until > now() AND next = {generation}"),
         ),
         Step::Switch {
             generation,
             margin_s,
         } => (
-            generation.to_string(),
-            "toDateTime(0)".to_string(),
+            (
+                generation.to_string(),
+                "next".to_string(),
+                "toDateTime(0)".to_string(),
+            ),
             claim,
-            format!("owner = {me} AND paused_until >= now() + {margin_s}"),
+            format!("owner = {me} AND next = {generation} AND paused_until >= now() + {margin_s}"),
         ),
-        Step::Release => (
-            "live".to_string(),
-            "paused_until".to_string(),
-            "toDateTime(0)".to_string(),
-            format!("owner = {me}"),
-        ),
+        Step::Release => (keep(), "toDateTime(0)".to_string(), format!("owner = {me}")),
     };
+    let (live, next, paused_until) = columns;
+    // Bounded on the server, well under the switch's margin and the claim's settling time: a step
+    // that lands, lands within this of when its condition was evaluated.
     let sql = format!(
-        "INSERT INTO {t} SELECT projection, {live}, {paused_until}, {me}, {claimed_until}, seq + 1 \
-         FROM {t} FINAL WHERE projection = {p} AND {condition}",
+        "INSERT INTO {t} SELECT projection, {live}, {next}, {paused_until}, {me}, {claimed_until}, \
+         seq + 1 FROM {t} FINAL WHERE projection = {p} AND {condition} \
+         SETTINGS max_execution_time = {STEP_SECONDS}",
         t = ident(table),
         p = literal(projection),
     );

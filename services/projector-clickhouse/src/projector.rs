@@ -79,6 +79,8 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         reader,
         freshness,
         projections,
+        views,
+        seen: HashMap::new(),
         names,
         client,
         runtime: tokio::runtime::Handle::current(),
@@ -99,6 +101,10 @@ struct Sink {
     freshness: Freshness,
     /// The hosted projections' names.
     projections: Vec<&'static str>,
+    /// The views over them (name, select).
+    views: Vec<(String, String)>,
+    /// The live generation of each hosted projection when this projector last looked.
+    seen: HashMap<String, u32>,
     names: Names,
     client: Client,
     runtime: tokio::runtime::Handle,
@@ -134,6 +140,7 @@ impl Handler for Sink {
         // paused, like any transient failure) while a rebuild switches the generation of a projection
         // it touches, and is written to the new generation once it is live.
         let live = self.live()?;
+        self.follow(&live)?;
         match self.write_to(batch, &live) {
             Err(Failure::Fatal(why)) => {
                 // A table that went away because a rebuild retired its generation meanwhile (this
@@ -156,6 +163,33 @@ impl Handler for Sink {
 }
 
 impl Sink {
+    /// When a projection's live generation changed since the last look (a rebuild switched), make the
+    /// views reading it read the new one: a rebuild that stopped after its switch leaves no view on a
+    /// table nobody writes any more.
+    fn follow(&mut self, live: &HashMap<String, Generation>) -> Result<(), Failure> {
+        let now: HashMap<String, u32> = live.iter().map(|(p, g)| (p.clone(), g.live)).collect();
+        let moved: Vec<&String> = now
+            .iter()
+            .filter(|(p, g)| self.seen.get(*p).is_some_and(|s| s != *g))
+            .map(|(p, _)| p)
+            .collect();
+        for (name, select) in &self.views {
+            if moved.iter().any(|p| select.contains(&format!("{{{p}}}"))) {
+                self.runtime
+                    .block_on(bounded(tables::ensure_view(
+                        &self.client,
+                        &self.names,
+                        name,
+                        select,
+                        &now,
+                    )))
+                    .map_err(|e| failure(&e))?;
+            }
+        }
+        self.seen = now;
+        Ok(())
+    }
+
     /// Write `batch`: its events, and the documents it changes in the generations `live` names.
     fn write_to(&self, batch: &[Item], live: &HashMap<String, Generation>) -> Result<(), Failure> {
         let items: Vec<&Decided> = batch.iter().map(|(d, _)| d).collect();

@@ -1,16 +1,17 @@
 //! ClickHouse's side of a rebuild (`causeway projections rebuild <name> --store clickhouse`; the
 //! protocol: [`causeway_kafka::rebuild`]). The new generation is a documents table of its own (made
 //! like the live one, plus the fields this build knows), filled by the projector's own read-back /
-//! apply / versioned insert. The claim, the pause and the switch are steps written into the
-//! projection's row of the generations table ([`crate::generations`]), each one conditional on the
-//! row as the server finds it when the step runs; ClickHouse has no compare-and-set, so after a claim
-//! the rebuild waits [`SETTLE`] and reads the row back: of two rebuilds claiming at once, both then
-//! see the same winner. After the switch, the views reading the projection are made again over the
+//! apply / versioned insert. The claim (with a generation number of its own, above every one taken
+//! before), the pause and the switch are steps written into the projection's row of the generations
+//! table ([`crate::generations`]), each one conditional on the row as the server finds it when the
+//! step runs, and bounded on the server ([`generations::STEP_SECONDS`]); ClickHouse has no
+//! compare-and-set, so after a claim the rebuild waits [`SETTLE`] (longer than a step may take) and
+//! reads the row back: of two rebuilds claiming at once, both then see the same winner. After the switch, the views reading the projection are made again over the
 //! new table and the old table is dropped; a rebuild that stopped before that is finished by the next
 //! one's start.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use causeway_kafka::projector::Decided;
 use causeway_kafka::rebuild::{Generations as Side, LEASE, PAUSE};
@@ -28,11 +29,9 @@ use crate::tables::{self, Names, ident};
 /// no projector can find the pause over before the switch is in.
 const SWITCH_MARGIN_S: u32 = 15;
 
-/// How long a rebuild waits after claiming before it reads the claim back.
-const SETTLE: Duration = Duration::from_secs(2);
-
-/// How often the claim is renewed while the rebuild writes.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How long a rebuild waits after claiming before it reads the claim back: longer than a step may
+/// run on the server, so that every claim evaluated with this one has landed.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// One projection's generations in ClickHouse, as a rebuild sees them.
 pub struct Store {
@@ -45,7 +44,6 @@ pub struct Store {
     views: Vec<(String, String)>,
     projections: Vec<&'static str>,
     token: String,
-    renewed: Instant,
     runtime: tokio::runtime::Handle,
 }
 
@@ -70,10 +68,6 @@ impl Store {
         projections: Vec<&'static str>,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
         Self {
             client: sink::client(clickhouse),
             names: Names::new(prefix),
@@ -81,8 +75,7 @@ impl Store {
             fields,
             views,
             projections,
-            token: format!("rebuild-{}-{nanos}", std::process::id()),
-            renewed: Instant::now(),
+            token: causeway_kafka::rebuild::token(),
             runtime: runtime.clone(),
         }
     }
@@ -107,7 +100,7 @@ impl Store {
 
     /// Write `step` into the projection's row.
     fn step(&mut self, step: Step) -> Result<(), Error> {
-        let claim = u32::try_from(LEASE.as_secs()).unwrap_or(60);
+        let claim = u32::try_from(LEASE.as_secs()).unwrap_or(90);
         self.run(generations::step(
             &self.client,
             &self.names.generations(),
@@ -115,11 +108,17 @@ impl Store {
             &self.token,
             claim,
             step,
-        ))?;
-        if step != Step::Release {
-            self.renewed = Instant::now();
+        ))
+    }
+
+    /// The row, if the claim is still this rebuild's.
+    fn claimed(&self) -> Result<Generation, Error> {
+        let row = self.row()?;
+        if row.owner == self.token && row.claimed {
+            Ok(row)
+        } else {
+            Err(self.taken())
         }
-        Ok(())
     }
 
     /// The error of a claim that is not (or no longer) this rebuild's.
@@ -174,7 +173,7 @@ impl Store {
 impl Side for Store {
     type Error = Error;
 
-    fn begin(&mut self) -> Result<u32, Error> {
+    fn begin(&mut self) -> Result<(u32, u32), Error> {
         let row = self.row()?;
         if row.paused {
             return Err(Error::Rebuild(format!(
@@ -187,12 +186,10 @@ impl Side for Store {
         }
         self.step(Step::Claim)?;
         std::thread::sleep(SETTLE);
-        let row = self.row()?;
-        if row.owner != self.token || !row.claimed {
-            return Err(self.taken());
-        }
-        // What an interrupted rebuild left: views over a retired table, tables of generations other
-        // than the live one.
+        let row = self.claimed()?;
+        // What interrupted rebuilds left: views over a retired table, tables of generations other
+        // than the live one (half built, or retired but not dropped; a rebuild that lost its claim
+        // and still writes one fails from here on).
         self.views()?;
         for generation in self.run(tables::documents_generations(
             &self.client,
@@ -211,7 +208,7 @@ impl Side for Store {
         // The new table like the live one (columns a newer projector added included), plus the
         // fields this build knows.
         let live = self.names.documents(self.projection, row.live);
-        let next = self.names.documents(self.projection, row.live + 1);
+        let next = self.names.documents(self.projection, row.next);
         let like = format!(
             "CREATE TABLE IF NOT EXISTS {} AS {}",
             ident(&next),
@@ -224,18 +221,15 @@ impl Side for Store {
             self.projection,
             self.fields,
         ))?;
-        Ok(row.live)
+        Ok((row.live, row.next))
+    }
+
+    fn renew(&mut self) -> Result<(), Error> {
+        self.step(Step::Renew)?;
+        self.claimed().map(|_| ())
     }
 
     fn write(&mut self, generation: u32, batch: &[Decided]) -> Result<(), Failure> {
-        if self.renewed.elapsed() >= RENEW_EVERY {
-            let renewed = self.step(Step::Renew).and_then(|()| self.row());
-            match renewed {
-                Ok(row) if row.owner == self.token && row.claimed => {}
-                Ok(_) => return Err(Failure::Fatal(self.taken().to_string())),
-                Err(e) => return Err(Failure::Transient(e.to_string())),
-            }
-        }
         let table = self.names.documents(self.projection, generation);
         let touched: Vec<&Decided> = batch.iter().collect();
         let client = &self.client;
@@ -254,11 +248,8 @@ impl Side for Store {
             generation,
             seconds,
         })?;
-        let row = self.row()?;
-        if row.owner != self.token || !row.claimed {
-            return Err(self.taken());
-        }
-        if !row.paused || row.live + 1 != generation {
+        let row = self.claimed()?;
+        if !row.paused || row.next != generation {
             return Err(Error::Rebuild(format!(
                 "the pause of {} for generation {generation} did not take (live is {})",
                 self.projection, row.live

@@ -58,6 +58,9 @@ impl Names {
     }
 }
 
+/// Names a view (of a projection or of the domain) may not have: the projector's own tables.
+const RESERVED: [&str; 2] = ["events", "generations"];
+
 /// The views to keep over the live tables, (name, select): one per projection in `hosted` (its
 /// documents, latest state), then the domain's views that read only projections in `hosted`. An error
 /// if a view of the domain has a projection's name.
@@ -69,10 +72,18 @@ pub fn views(
         .iter()
         .map(|p| ((*p).to_string(), format!("SELECT * FROM {{{p}}} FINAL")))
         .collect();
-    for v in &domain.views {
-        if domain.projections.iter().any(|p| p.name == v.name) {
+    for p in &domain.projections {
+        if RESERVED.contains(&p.name) {
             return Err(Error::Unexpected(format!(
-                "view {} has the name of a projection, whose documents view it would replace",
+                "projection {} has the name of a table of the projector ({RESERVED:?})",
+                p.name
+            )));
+        }
+    }
+    for v in &domain.views {
+        if domain.projections.iter().any(|p| p.name == v.name) || RESERVED.contains(&v.name) {
+            return Err(Error::Unexpected(format!(
+                "view {} has the name of a projection or of a table of the projector ({RESERVED:?})",
                 v.name
             )));
         }
@@ -216,56 +227,65 @@ pub async fn ensure_view(
         }
     }
     let view = names.view(name);
-    let Some(current) = view_definition(client, &view).await? else {
+    let Some((engine, current)) = view_definition(client, &view).await? else {
         let create = format!("CREATE VIEW IF NOT EXISTS {} AS {sql}", ident(&view));
         client.query_raw(&create).execute().await?;
         return Ok(());
     };
+    if engine != "View" {
+        return Err(Error::Unexpected(format!(
+            "{view} is a {engine} table, not a view: it is not the projector's to replace"
+        )));
+    }
     if reads.iter().all(|t| names_table(&current, t)) {
         return Ok(());
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let next = format!("{view}__next_{}_{nanos}", std::process::id());
+    let next = format!(
+        "{view}__next_{}",
+        causeway_kafka::rebuild::token().replace('-', "_")
+    );
     let create = format!("CREATE VIEW {} AS {sql}", ident(&next));
     client.query_raw(&create).execute().await?;
-    let engine = fetch_json_rows(
+    let database = fetch_json_rows(
         client,
         "SELECT engine FROM system.databases WHERE name = currentDatabase()",
     )
     .await?;
-    let atomic = engine
+    let atomic = database
         .first()
         .and_then(|r| r.get("engine"))
         .and_then(|v| v.as_str())
         == Some("Atomic");
-    let swap = if atomic {
-        format!("EXCHANGE TABLES {} AND {}", ident(&view), ident(&next))
+    let old = format!("{next}_old");
+    let rename = format!(
+        "RENAME TABLE {} TO {}, {} TO {}",
+        ident(&view),
+        ident(&old),
+        ident(&next),
+        ident(&view)
+    );
+    // EXCHANGE where the database can (Atomic, on a file system that supports it); else RENAME.
+    let exchanged = if atomic {
+        let exchange = format!("EXCHANGE TABLES {} AND {}", ident(&view), ident(&next));
+        client.query_raw(&exchange).execute().await.is_ok()
     } else {
-        let old = format!("{next}_old");
-        format!(
-            "RENAME TABLE {} TO {}, {} TO {}",
-            ident(&view),
-            ident(&old),
-            ident(&next),
-            ident(&view)
-        )
+        false
     };
-    let swapped = client.query_raw(&swap).execute().await;
-    // What is left under a name of this caller's: the old view, or the new one if the swap failed.
-    let leftover = if atomic || swapped.is_err() {
-        next.clone()
+    let swapped = if exchanged {
+        Ok(())
     } else {
-        format!("{next}_old")
+        client.query_raw(&rename).execute().await
     };
-    let drop = format!("DROP TABLE IF EXISTS {}", ident(&leftover));
-    client.query_raw(&drop).execute().await?;
+    // What is left under a name of this caller's: the old view (under `next` after an exchange, `old`
+    // after a rename), or the new one if the swap failed.
+    for leftover in [&next, &old] {
+        let drop = format!("DROP TABLE IF EXISTS {}", ident(leftover));
+        client.query_raw(&drop).execute().await?;
+    }
     if let Err(e) = swapped {
         // Another caller swapped it meanwhile: fine if the view now reads the live tables.
         let now = view_definition(client, &view).await?;
-        if !now.is_some_and(|text| reads.iter().all(|t| names_table(&text, t))) {
+        if !now.is_some_and(|(_, text)| reads.iter().all(|t| names_table(&text, t))) {
             return Err(e.into());
         }
     }
@@ -273,19 +293,18 @@ pub async fn ensure_view(
     Ok(())
 }
 
-/// The CREATE statement of view (or table) `name`, if it exists.
-async fn view_definition(client: &Client, name: &str) -> Result<Option<String>, Error> {
+/// The engine and CREATE statement of view (or table) `name`, if it exists.
+async fn view_definition(client: &Client, name: &str) -> Result<Option<(String, String)>, Error> {
     let query = format!(
-        "SELECT create_table_query FROM system.tables \
+        "SELECT engine, create_table_query FROM system.tables \
          WHERE database = currentDatabase() AND name = {}",
         literal(name)
     );
     let rows = fetch_json_rows(client, &query).await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.get("create_table_query"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string))
+    Ok(rows.first().and_then(|r| {
+        let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        Some((text("engine")?, text("create_table_query")?))
+    }))
 }
 
 /// The generations of `projection` that have a documents table, by the table names.

@@ -1,11 +1,10 @@
 //! Redis's side of a rebuild (`causeway projections rebuild <name>`; the protocol:
 //! [`causeway_kafka::rebuild`]). The claim is a key with an expiry (`<prefix>:<projection>:building`,
-//! set only if absent, renewed while the rebuild writes: one rebuild of a projection at a time); the
-//! pause is another (`<prefix>:<projection>:paused`); one script makes the new generation live and
-//! deletes the pause, only if the claim and the pause are still this rebuild's. The old generation's
-//! keys are deleted by SCAN and UNLINK.
-
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+//! set only if absent, renewed by the driver: one rebuild of a projection at a time); each claim takes
+//! a generation number of its own from `<prefix>:<projection>:next` (above the live one and every one
+//! taken before); the pause is another key with an expiry (`<prefix>:<projection>:paused`); one
+//! script makes the new generation live and deletes the pause, only if the claim and the pause are
+//! still this rebuild's. Other generations' keys are deleted by SCAN and UNLINK.
 
 use causeway_kafka::projector::Decided;
 use causeway_kafka::rebuild::{Generations as Side, LEASE, PAUSE};
@@ -30,8 +29,11 @@ const PAUSE_IF_CLAIMED: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then re
 const RENEW: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
     if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1";
 
-/// How often the claim is renewed while the rebuild writes.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// The live generation (`KEYS[1]`, `ARGV[1]` if unset) and a new generation number above it and above
+/// every one taken before (`KEYS[2]`), taken.
+const TAKE: &str = "local live = tonumber(redis.call('GET', KEYS[1]) or ARGV[1]) \
+    local taken = tonumber(redis.call('GET', KEYS[2]) or '0') \
+    local n = math.max(live, taken) + 1 redis.call('SET', KEYS[2], n) return {live, n}";
 
 /// One projection's generations in Redis, as a rebuild sees them.
 pub struct Store {
@@ -41,7 +43,14 @@ pub struct Store {
     script: redis::Script,
     runtime: tokio::runtime::Handle,
     token: String,
-    renewed: Instant,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -59,13 +68,12 @@ impl Store {
             redis: connection,
             script: store::apply_script(),
             runtime: runtime.clone(),
-            token: token(),
-            renewed: Instant::now(),
+            token: causeway_kafka::rebuild::token(),
         })
     }
 
-    /// Renew the claim for [`LEASE`] (or release it: `for_ms` 0); whether it was still this rebuild's.
-    fn renew(&mut self, for_ms: u64) -> Result<bool, redis::RedisError> {
+    /// Renew the claim for `for_ms` (0: release it); whether it was still this rebuild's.
+    fn claim_for(&mut self, for_ms: u64) -> Result<bool, redis::RedisError> {
         let renewed: i64 = self.runtime.block_on(
             redis::Script::new(RENEW)
                 .key(self.generations.building_key())
@@ -73,37 +81,38 @@ impl Store {
                 .arg(for_ms)
                 .invoke_async(&mut self.redis),
         )?;
-        self.renewed = Instant::now();
         Ok(renewed == 1)
     }
-}
 
-/// A token naming this rebuild.
-fn token() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("rebuild-{}-{nanos}", std::process::id())
+    /// The error of a claim that is no longer this rebuild's.
+    fn lost(&self) -> Error {
+        Error::Config(format!(
+            "the claim on {} ran out and another rebuild may have taken it",
+            self.name
+        ))
+    }
+
+    /// Delete the keys of every generation of the projection but `keep`; how many went.
+    fn delete_generations_except(&mut self, keep: &[u32]) -> Result<u64, Error> {
+        let pattern = self.generations.pattern_all();
+        let stem = pattern.trim_end_matches('*').to_string();
+        let keep: Vec<String> = keep.iter().map(|g| format!("{stem}{g}:")).collect();
+        self.runtime
+            .block_on(delete_keys(&mut self.redis, &pattern, |key| {
+                key.starts_with(&stem) && !keep.iter().any(|k| key.starts_with(k.as_str()))
+            }))
+    }
 }
 
 /// [`LEASE`] in milliseconds.
 fn lease_ms() -> u64 {
-    u64::try_from(LEASE.as_millis()).unwrap_or(60_000)
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
+    u64::try_from(LEASE.as_millis()).unwrap_or(90_000)
 }
 
 impl Side for Store {
     type Error = Error;
 
-    fn begin(&mut self) -> Result<u32, Error> {
+    fn begin(&mut self) -> Result<(u32, u32), Error> {
         let g = self.generations.clone();
         self.runtime
             .block_on(self.script.load_async(&mut self.redis))?;
@@ -133,7 +142,7 @@ impl Side for Store {
         }
         let claimed: Option<String> = self.runtime.block_on(
             redis::cmd("SET")
-                .arg(self.generations.building_key())
+                .arg(g.building_key())
                 .arg(&self.token)
                 .arg("PX")
                 .arg(lease_ms())
@@ -147,32 +156,27 @@ impl Side for Store {
                 LEASE.as_secs()
             )));
         }
-        self.renewed = Instant::now();
-        let live = self.runtime.block_on(store::live(&mut self.redis, &g))?;
-        // What an interrupted rebuild left: the next generation, half built, or the one before the
-        // live one, if it stopped between the switch and the deletion.
-        self.runtime
-            .block_on(delete_keys(&mut self.redis, &g.pattern(live + 1)))?;
-        if live > 1 {
-            self.runtime
-                .block_on(delete_keys(&mut self.redis, &g.pattern(live - 1)))?;
+        let (live, new): (u32, u32) = self.runtime.block_on(
+            redis::Script::new(TAKE)
+                .key(g.live_key())
+                .key(g.next_key())
+                .arg(g.default)
+                .invoke_async(&mut self.redis),
+        )?;
+        // What interrupted rebuilds left: generations half built, or retired but not yet deleted.
+        self.delete_generations_except(&[live])?;
+        Ok((live, new))
+    }
+
+    fn renew(&mut self) -> Result<(), Error> {
+        if self.claim_for(lease_ms())? {
+            Ok(())
+        } else {
+            Err(self.lost())
         }
-        Ok(live)
     }
 
     fn write(&mut self, generation: u32, batch: &[Decided]) -> Result<(), Failure> {
-        if self.renewed.elapsed() >= RENEW_EVERY {
-            match self.renew(lease_ms()) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(Failure::Fatal(format!(
-                        "the claim on {} ran out and another rebuild may have taken it",
-                        self.name
-                    )));
-                }
-                Err(e) => return Err(Failure::Transient(format!("redis: {e}"))),
-            }
-        }
         let keys = [self.generations.keys(generation)];
         self.runtime.block_on(store::apply_batch(
             &mut self.redis,
@@ -198,10 +202,7 @@ impl Side for Store {
                 "another rebuild of {} started switching meanwhile",
                 self.name
             ))),
-            _ => Err(Error::Config(format!(
-                "the claim on {} ran out and another rebuild may have taken it",
-                self.name
-            ))),
+            _ => Err(self.lost()),
         }
     }
 
@@ -222,14 +223,18 @@ impl Side for Store {
         let pattern = self.generations.pattern(old);
         let deleted = self
             .runtime
-            .block_on(delete_keys(&mut self.redis, &pattern))?;
-        self.renew(0)?;
+            .block_on(delete_keys(&mut self.redis, &pattern, |_| true))?;
+        self.claim_for(0)?;
         Ok(deleted)
     }
 }
 
-/// Delete every key matching `pattern` (SCAN, then UNLINK in pages).
-async fn delete_keys(redis: &mut ConnectionManager, pattern: &str) -> Result<u64, Error> {
+/// Delete every key matching `pattern` that `wanted` picks (SCAN, then UNLINK in pages).
+async fn delete_keys(
+    redis: &mut ConnectionManager,
+    pattern: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<u64, Error> {
     let mut cursor = 0u64;
     let mut deleted = 0u64;
     loop {
@@ -241,6 +246,7 @@ async fn delete_keys(redis: &mut ConnectionManager, pattern: &str) -> Result<u64
             .arg(1000)
             .query_async(redis)
             .await?;
+        let keys: Vec<&String> = keys.iter().filter(|k| wanted(k)).collect();
         if !keys.is_empty() {
             let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(redis).await?;
             deleted += n;

@@ -113,6 +113,16 @@ impl Generations {
         format!("{}:{}:building", self.prefix, self.projection)
     }
 
+    /// The key of the last generation number a rebuild took.
+    pub fn next_key(&self) -> String {
+        format!("{}:{}:next", self.prefix, self.projection)
+    }
+
+    /// The pattern of every key of every generation (for SCAN): `<prefix>:<projection>:g*`.
+    pub fn pattern_all(&self) -> String {
+        format!("{}:{}:g*", self.prefix, self.projection)
+    }
+
     /// The keys of generation `n`.
     pub fn keys(&self, n: u32) -> Keys {
         Keys::new(&self.prefix, &self.projection, n)

@@ -31,16 +31,26 @@ async fn unready_during(service: &ServiceProcess, outage: Duration) -> bool {
     unready
 }
 
-/// The waits (ms) of `service`'s retries, in the order it logged them.
-fn retry_waits(service: &ServiceProcess) -> Vec<u64> {
+/// The (attempt, wait in ms) of `service`'s retries, in the order it logged them.
+fn retry_waits(service: &ServiceProcess) -> Vec<(u32, u64)> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let key = format!("\"{name}\":");
+        let at = line.find(&key)? + key.len();
+        let digits: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
     service
         .log()
         .lines()
         .filter(|l| l.contains("transient failure; retrying"))
         .filter_map(|l| {
-            let at = l.find("\"wait_ms\":")? + "\"wait_ms\":".len();
-            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
+            Some((
+                u32::try_from(field(l, "attempt")?).ok()?,
+                field(l, "wait_ms")?,
+            ))
         })
         .collect()
 }
@@ -66,19 +76,18 @@ async fn wait_clickhouse(
         .ok()
         .and_then(|rows| tables::json_i64(rows.first()?, "n"))
         .unwrap_or(0);
-        let docs = tables::fetch_json_rows(
-            client,
-            &format!("SELECT id, version, reserved FROM {prefix}_stock_by_sku"),
-        )
-        .await
-        .unwrap_or_default();
+        let docs = tables::fetch_json_rows(client, &format!("SELECT * FROM {prefix}_stock_by_sku"))
+            .await
+            .unwrap_or_default();
         let exact = docs.len() == expected.len()
             && docs.iter().all(|row| {
                 let id = row.get("id").and_then(|v| v.as_str()).unwrap_or_default();
-                let reserved = row.get("reserved").and_then(|v| v.as_str());
                 expected.get(id).is_some_and(|d| {
                     Some(d.version) == tables::json_i64(row, "version")
-                        && d.field("reserved") == reserved
+                        && Some(d.event_time_ms) == tables::json_i64(row, "event_time_ms")
+                        && d.fields
+                            .iter()
+                            .all(|(k, v)| row.get(*k).and_then(|c| c.as_str()) == Some(v.as_str()))
                 })
             });
         if usize::try_from(n).unwrap_or(0) == events && exact {
@@ -180,15 +189,16 @@ async fn clickhouse_then_redis_stopped_thirty_seconds_each_under_traffic_lose_an
     ] {
         let (status, _) = service.get("/readyz").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status, 200, "{name} ready again once its store is back");
-        // Backoff: the waits grow from the first retry to the cap.
+        // Backoff: attempt n waits between half and all of 100 ms doubled n - 1 times, capped at
+        // 2 s; the outage lasted long enough to reach the cap.
         let waits = retry_waits(service);
-        let (low, high) = (
-            waits.iter().min().copied().unwrap_or(0),
-            waits.iter().max().copied().unwrap_or(0),
-        );
+        let band = |attempt: u32| {
+            let exp = (100u64 << attempt.saturating_sub(1).min(20)).min(2000);
+            (exp / 2)..=exp
+        };
         assert!(
-            waits.len() >= 3 && high >= 4 * low.max(1),
-            "{name} retried with growing waits: {waits:?}"
+            waits.iter().all(|(a, w)| band(*a).contains(w)) && waits.iter().any(|(a, _)| *a >= 6),
+            "{name} retried with waits growing to the cap: {waits:?}"
         );
     }
     assert!(
