@@ -16,6 +16,8 @@
 #   CAUSEWAY_STACK_REDIS_PORT (16379)  CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT (18123)
 #   CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT (19000)  CAUSEWAY_STACK_REGISTRY_PORT (18081)
 #   CAUSEWAY_STACK_REGISTRY_ADMIN_PORT (19081)
+# Kafka's layout: CAUSEWAY_STACK_KAFKA_LAYOUT=combined (one node, broker and controller; the default) or
+# split (a controller process and a broker process; kafka/kafka.pid is the broker's).
 # The registry is this repository's `schema-registry` binary, from $CAUSEWAY_BIN_DIR (target/debug): build
 # it first (make build; cargo test builds it too).
 set -euo pipefail
@@ -100,7 +102,7 @@ alive() { # pidfile
   kill -0 "$pid" 2>/dev/null || return 1
   local pattern
   case $(basename "$1") in
-    kafka.pid) pattern=kafka.Kafka ;;
+    kafka.pid|controller.pid) pattern=kafka.Kafka ;;
     redis.pid) pattern=redis-server ;;
     clickhouse.pid) pattern=clickhouse-server ;;
     registry.pid) pattern=schema-registry ;;
@@ -157,6 +159,8 @@ load_ports() {
     . "$dir/ports"
   fi
   kafka_port=${CAUSEWAY_STACK_KAFKA_PORT:-19092}
+  kafka_layout=${CAUSEWAY_STACK_KAFKA_LAYOUT:-combined}
+  case $kafka_layout in combined|split) ;; *) die "CAUSEWAY_STACK_KAFKA_LAYOUT is combined or split, not $kafka_layout" ;; esac
   controller_port=${CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT:-19093}
   redis_port=${CAUSEWAY_STACK_REDIS_PORT:-16379}
   ch_http_port=${CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT:-18123}
@@ -175,7 +179,7 @@ check_free() { # component port variable
 }
 
 any_alive() {
-  alive "$dir/kafka/kafka.pid" || alive "$dir/redis/redis.pid" || alive "$dir/clickhouse/clickhouse.pid" \
+  alive "$dir/kafka/kafka.pid" || alive "$dir/kafka/controller.pid" || alive "$dir/redis/redis.pid" || alive "$dir/clickhouse/clickhouse.pid" \
     || alive "$dir/registry/registry.pid"
 }
 
@@ -186,20 +190,12 @@ registry_answers() { curl -fsS "http://127.0.0.1:$registry_admin_port/readyz" >/
 
 # --- Kafka --------------------------------------------------------------------------------------
 
-start_kafka() {
-  local k=$dir/kafka
-  mkdir -p "$k/data"
-  cat > "$k/server.properties" <<EOF
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
-controller.listener.names=CONTROLLER
+# The broker's settings, in either layout.
+broker_settings() {
+  cat <<EOF
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$k/data
-num.partitions=3
+log.dirs=$dir/kafka/data
 # Topics are provisioned declaratively (causeway topics apply); a typo must not create one.
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1
@@ -213,6 +209,50 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.cleaner.backoff.ms=1000
 EOF
+}
+
+# Start one Kafka process: `combined` (broker and controller, node 1: the default layout), or, in the
+# `split` layout (CAUSEWAY_STACK_KAFKA_LAYOUT=split, as production runs KRaft), `controller` (node 1)
+# and `broker` (node 2), each with its own data and PID file, so that a test can kill the broker alone.
+start_kafka_node() { # combined|controller|broker
+  local k=$dir/kafka role=$1 props pidfile log
+  mkdir -p "$k/data"
+  case $role in
+    combined) props=$k/server.properties pidfile=$k/kafka.pid log=$k/kafka.log
+      {
+        echo "process.roles=broker,controller"
+        echo "node.id=1"
+        echo "controller.quorum.bootstrap.servers=127.0.0.1:$controller_port"
+        echo "listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port"
+        echo "advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port"
+        echo "controller.listener.names=CONTROLLER"
+        echo "num.partitions=3"
+        broker_settings
+      } > "$props" ;;
+    controller) props=$k/controller.properties pidfile=$k/controller.pid log=$k/controller.log
+      mkdir -p "$k/controller-data"
+      {
+        echo "process.roles=controller"
+        echo "node.id=1"
+        echo "controller.quorum.bootstrap.servers=127.0.0.1:$controller_port"
+        echo "listeners=CONTROLLER://127.0.0.1:$controller_port"
+        echo "advertised.listeners=CONTROLLER://127.0.0.1:$controller_port"
+        echo "controller.listener.names=CONTROLLER"
+        echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT"
+        echo "log.dirs=$k/controller-data"
+        echo "num.partitions=3"
+      } > "$props" ;;
+    broker) props=$k/server.properties pidfile=$k/kafka.pid log=$k/kafka.log
+      {
+        echo "process.roles=broker"
+        echo "node.id=2"
+        echo "controller.quorum.bootstrap.servers=127.0.0.1:$controller_port"
+        echo "listeners=PLAINTEXT://127.0.0.1:$kafka_port"
+        echo "advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port"
+        echo "controller.listener.names=CONTROLLER"
+        broker_settings
+      } > "$props" ;;
+  esac
   cat > "$k/log4j2.properties" <<'EOF'
 status = warn
 appender.out.type = Console
@@ -230,13 +270,28 @@ logger.controller.level = warn
 EOF
   local java=(java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$k/log4j2.properties" -cp "$k/libs/*")
-  if [ ! -f "$k/data/meta.properties" ]; then
-    local id; id=$("${java[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-    "${java[@]}" kafka.tools.StorageTool format --standalone -t "$id" -c "$k/server.properties" \
-      > "$k/format.log" 2>&1 || die "formatting Kafka storage failed: $k/format.log"
+  local data; data=$(sed -n 's/^log.dirs=//p' "$props")
+  if [ ! -f "$data/meta.properties" ]; then
+    if [ ! -s "$k/cluster.id" ]; then
+      "${java[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 > "$k/cluster.id"
+    fi
+    local id; id=$(cat "$k/cluster.id")
+    local initial=(--standalone)
+    [ "$role" = broker ] && initial=()
+    "${java[@]}" kafka.tools.StorageTool format "${initial[@]}" -t "$id" -c "$props" \
+      > "$k/format-$role.log" 2>&1 || die "formatting Kafka storage ($role) failed: $k/format-$role.log"
   fi
-  setsid "${java[@]}" kafka.Kafka "$k/server.properties" > "$k/kafka.log" 2>&1 < /dev/null 9>&- &
-  echo $! > "$k/kafka.pid"
+  setsid "${java[@]}" kafka.Kafka "$props" > "$log" 2>&1 < /dev/null 9>&- &
+  echo $! > "$pidfile"
+}
+
+start_kafka() {
+  if [ "$kafka_layout" = split ]; then
+    alive "$dir/kafka/controller.pid" || start_kafka_node controller
+    start_kafka_node broker
+  else
+    start_kafka_node combined
+  fi
 }
 
 # --- Redis --------------------------------------------------------------------------------------
@@ -345,6 +400,7 @@ write_env() {
   {
     echo "CAUSEWAY_STACK_KAFKA_PORT=$kafka_port"
     echo "CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT=$controller_port"
+    echo "CAUSEWAY_STACK_KAFKA_LAYOUT=$kafka_layout"
     echo "CAUSEWAY_STACK_REDIS_PORT=$redis_port"
     echo "CAUSEWAY_STACK_CLICKHOUSE_HTTP_PORT=$ch_http_port"
     echo "CAUSEWAY_STACK_CLICKHOUSE_TCP_PORT=$ch_tcp_port"
@@ -368,7 +424,9 @@ up() {
   local started=()
   if ! alive "$dir/kafka/kafka.pid"; then
     check_free kafka "$kafka_port" CAUSEWAY_STACK_KAFKA_PORT
-    check_free kafka "$controller_port" CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT
+    if [ "$kafka_layout" = combined ] || ! alive "$dir/kafka/controller.pid"; then
+      check_free kafka "$controller_port" CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT
+    fi
   fi
   if ! alive "$dir/redis/redis.pid"; then check_free redis "$redis_port" CAUSEWAY_STACK_REDIS_PORT; fi
   if ! alive "$dir/clickhouse/clickhouse.pid"; then
@@ -409,6 +467,7 @@ down() {
   stop_pid clickhouse "$dir/clickhouse/clickhouse.pid"
   stop_pid redis "$dir/redis/redis.pid"
   stop_pid kafka "$dir/kafka/kafka.pid"
+  stop_pid "kafka controller" "$dir/kafka/controller.pid"
 }
 
 status() {

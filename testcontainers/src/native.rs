@@ -138,6 +138,8 @@ pub struct TempStack {
     pub dir: PathBuf,
     /// The ports it was asked to use, by variable.
     pub ports: Vec<(&'static str, u16)>,
+    /// Kafka as one combined node (`false`) or a controller and a broker process (`true`).
+    pub split_kafka: bool,
 }
 
 impl TempStack {
@@ -158,7 +160,16 @@ impl TempStack {
         Self {
             dir: std::env::temp_dir().join(crate::unique("stack")),
             ports,
+            split_kafka: false,
         }
+    }
+
+    /// The same with Kafka as a controller process and a broker process (the production layout), so
+    /// that [`TempStack::kill`]`("kafka")` kills the broker alone.
+    pub fn with_split_kafka() -> Self {
+        let mut stack = Self::new();
+        stack.split_kafka = true;
+        stack
     }
 
     /// The port asked for `var`.
@@ -171,6 +182,7 @@ impl TempStack {
     }
 
     /// Kill `component` (`kafka`, `redis`, `clickhouse`) with SIGKILL, as a crash would; its data stays.
+    /// `kafka` is the broker (with the controller, in the combined layout).
     pub fn kill(&self, component: &str) {
         let pidfile = self.dir.join(component).join(format!("{component}.pid"));
         let pid = std::fs::read_to_string(&pidfile)
@@ -200,6 +212,12 @@ impl TempStack {
             for (var, port) in &self.ports {
                 command.env(var, port.to_string());
             }
+            let layout = if self.split_kafka {
+                "split"
+            } else {
+                "combined"
+            };
+            command.env("CAUSEWAY_STACK_KAFKA_LAYOUT", layout);
         }
         match crate::process::run_to_exit(&mut command, std::time::Duration::from_secs(300)) {
             Ok((status, out, err)) => (status.code(), format!("{out}{err}")),

@@ -49,8 +49,8 @@ impl Run {
                         batch.push(m);
                     }
                     Some(Err(e)) if consumer_fenced(&e) => {
-                        // Another process joined under this identity: its partitions are not ours.
-                        return Err(ProcessorError::Fenced(e));
+                        // Fatal to this consumer (librdkafka): nothing uncommitted is kept.
+                        return Err(ProcessorError::ConsumerFatal(e));
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                     None if deadline.is_some() => break,

@@ -25,6 +25,15 @@ pub enum ProcessorError {
     /// the producer. Fatal: this instance stops; its partitions belong to someone else.
     #[error("fenced by another instance with the same identity: {0}")]
     Fenced(KafkaError),
+    /// The consumer hit a fatal error: the group coordinator fenced its `group.instance.id` (another
+    /// instance with the same identity joined, or librdkafka rejoined after its session timed out, as
+    /// it does after a broker outage longer than `session.timeout.ms`). librdkafka's contract: the
+    /// consumer cannot be used again. Fatal: the process exits for a restart with a new consumer,
+    /// which restores the partitions it is given; nothing uncommitted was kept.
+    #[error(
+        "the consumer cannot go on (its group instance was fenced: another instance with the same identity, or a rejoin after the session timed out during a broker outage); exiting for a restart: {0}"
+    )]
+    ConsumerFatal(KafkaError),
     /// The transaction outlived `transaction.timeout.ms` and the broker aborted it, leaving the producer
     /// unusable. Fatal to this producer: restart (a larger timeout, or smaller batches, may be needed).
     #[error(
@@ -76,6 +85,7 @@ impl Classify for ProcessorError {
             ProcessorError::Kafka(e) => e.class(),
             ProcessorError::Wire(e) => e.class(),
             ProcessorError::Fenced(_)
+            | ProcessorError::ConsumerFatal(_)
             | ProcessorError::TimedOut(_)
             | ProcessorError::AbortFailed(_)
             | ProcessorError::Hung { .. }
