@@ -126,6 +126,7 @@ wait_for() { # name seconds command...
 log_of() {
   case $1 in
     kafka) echo "$dir/kafka/kafka.log" ;;
+    "kafka controller") echo "$dir/kafka/controller.log" ;;
     redis) echo "$dir/redis/redis.log" ;;
     clickhouse) echo "$dir/clickhouse/clickhouse.err.log" ;;
     registry) echo "$dir/registry/registry.log" ;;
@@ -268,9 +269,16 @@ logger.state.level = warn
 logger.controller.name = org.apache.kafka.controller
 logger.controller.level = warn
 EOF
-  local java=(java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  # A controller-only node keeps the metadata log only: a small heap does.
+  local heap=1g
+  [ "$role" = controller ] && heap=256m
+  local java=(java -Xms256m "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$k/log4j2.properties" -cp "$k/libs/*")
   local data; data=$(sed -n 's/^log.dirs=//p' "$props")
+  # Data formatted for the other layout (node ids and metadata differ) cannot be reused.
+  if [ -f "$k/layout" ] && [ "$(cat "$k/layout")" != "$kafka_layout" ]; then
+    die "$k was formatted for the $(cat "$k/layout") layout, not $kafka_layout: wipe it (stack.sh wipe) or use another CAUSEWAY_STACK_DIR"
+  fi
   if [ ! -f "$data/meta.properties" ]; then
     if [ ! -s "$k/cluster.id" ]; then
       "${java[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 > "$k/cluster.id"
@@ -280,18 +288,25 @@ EOF
     [ "$role" = broker ] && initial=()
     "${java[@]}" kafka.tools.StorageTool format "${initial[@]}" -t "$id" -c "$props" \
       > "$k/format-$role.log" 2>&1 || die "formatting Kafka storage ($role) failed: $k/format-$role.log"
+    echo "$kafka_layout" > "$k/layout"
   fi
   setsid "${java[@]}" kafka.Kafka "$props" > "$log" 2>&1 < /dev/null 9>&- &
   echo $! > "$pidfile"
 }
 
+# Start what of Kafka is not running.
 start_kafka() {
   if [ "$kafka_layout" = split ]; then
     alive "$dir/kafka/controller.pid" || start_kafka_node controller
-    start_kafka_node broker
+    alive "$dir/kafka/kafka.pid" || start_kafka_node broker
   else
     start_kafka_node combined
   fi
+}
+
+# Whether every Kafka process of the layout runs.
+kafka_alive() {
+  alive "$dir/kafka/kafka.pid" && { [ "$kafka_layout" = combined ] || alive "$dir/kafka/controller.pid"; }
 }
 
 # --- Redis --------------------------------------------------------------------------------------
@@ -424,9 +439,10 @@ up() {
   local started=()
   if ! alive "$dir/kafka/kafka.pid"; then
     check_free kafka "$kafka_port" CAUSEWAY_STACK_KAFKA_PORT
-    if [ "$kafka_layout" = combined ] || ! alive "$dir/kafka/controller.pid"; then
-      check_free kafka "$controller_port" CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT
-    fi
+  fi
+  if { [ "$kafka_layout" = combined ] && ! alive "$dir/kafka/kafka.pid"; } \
+    || { [ "$kafka_layout" = split ] && ! alive "$dir/kafka/controller.pid"; }; then
+    check_free kafka "$controller_port" CAUSEWAY_STACK_KAFKA_CONTROLLER_PORT
   fi
   if ! alive "$dir/redis/redis.pid"; then check_free redis "$redis_port" CAUSEWAY_STACK_REDIS_PORT; fi
   if ! alive "$dir/clickhouse/clickhouse.pid"; then
@@ -437,7 +453,7 @@ up() {
     check_free registry "$registry_port" CAUSEWAY_STACK_REGISTRY_PORT
     check_free registry "$registry_admin_port" CAUSEWAY_STACK_REGISTRY_ADMIN_PORT
   fi
-  if alive "$dir/kafka/kafka.pid"; then :; else start_kafka; started+=(kafka); fi
+  if kafka_alive; then :; else start_kafka; started+=(kafka); fi
   if alive "$dir/redis/redis.pid"; then :; else start_redis; started+=(redis); fi
   if alive "$dir/clickhouse/clickhouse.pid"; then :; else start_clickhouse; started+=(clickhouse); fi
   write_env
@@ -483,6 +499,13 @@ status() {
       say "$c down"; bad=1
     fi
   done
+  if [ "$kafka_layout" = split ]; then
+    if alive "$dir/kafka/controller.pid"; then
+      say "kafka controller up (pid $(cat "$dir/kafka/controller.pid"))"
+    else
+      say "kafka controller down; log: $(log_of "kafka controller")"; bad=1
+    fi
+  fi
   return $bad
 }
 
@@ -493,5 +516,5 @@ case ${1:-} in
   status) status ;;
   env) load_ports; any_alive || die "the stack is not running (make up)"; cat "$dir/stack.env" ;;
   wipe) down; rm -rf "$dir"; say "removed $dir" ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

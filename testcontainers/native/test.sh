@@ -29,6 +29,7 @@ status=$?
 
 if [ "$started" -eq 1 ]; then
   bash "$here/stack.sh" down
-  rm -rf "$CAUSEWAY_STACK_DIR/kafka/data" "$CAUSEWAY_STACK_DIR/clickhouse/data"
+  rm -rf "$CAUSEWAY_STACK_DIR/kafka/data" "$CAUSEWAY_STACK_DIR/kafka/controller-data" \
+    "$CAUSEWAY_STACK_DIR/kafka/cluster.id" "$CAUSEWAY_STACK_DIR/kafka/layout" "$CAUSEWAY_STACK_DIR/clickhouse/data"
 fi
 exit $status

@@ -11,15 +11,33 @@ use std::time::{Duration, Instant};
 use causeway_testcontainers::native::TempStack;
 use common::{World, stock_load, verify_inventory};
 
-// Kafka runs as a controller process and a broker process (the production layout); the broker alone is
-// killed. When librdkafka's consumer finds its session timed out after the outage, it rejoins and the
-// coordinator fences its static membership (FENCED_INSTANCE_ID), which librdkafka makes fatal to the
-// consumer: the processor then exits naming the reason, and the test restarts it, as an orchestrator
-// would. Exactly-once must hold across all of it.
+// Kafka as a controller process and a broker process (the production layout); the broker alone is
+// killed. What the runs showed: after the outage librdkafka's consumer rejoins and the coordinator
+// fences its static membership (FENCED_INSTANCE_ID, librdkafka issue 3437: its rejoin races a request
+// that still carries the old member id), which librdkafka makes fatal to the consumer; the processor
+// exits naming it and the test restarts it, as an orchestrator would. The recovery is then the new
+// process's, and exactly-once must hold across all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_stopped_for_forty_seconds_mid_transaction_loses_and_duplicates_nothing() {
+    outage(TempStack::with_split_kafka()).await;
+}
+
+// The same with Kafka as one combined node (broker and controller) killed and started again: the whole
+// cluster restarted. Not in `make test`: it failed about one run in three in earlier sessions (a few
+// commands with two results; one batch's results without its events), when the restarted node served
+// from stale metadata for several seconds before it could register again; it passed three of three
+// runs since the processor's fixes of issue 8, which is not enough to call it explained. Run it with
+// `cargo test -p aggregate-processor --test broker_outage -- --ignored`.
+#[ignore = "the whole (single-node) cluster restarted: failed 1 run in 3 before, unexplained (issue 8)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_single_node_cluster_restarted_mid_transaction_loses_and_duplicates_nothing() {
+    outage(TempStack::new()).await;
+}
+
+/// The processor under load, Kafka of `own` killed (SIGKILL) for 40 s and started again.
+async fn outage(own: TempStack) {
     // Dropped last: stops the stack and deletes its folder even when an assertion fails.
-    let own = Arc::new(TempStack::with_split_kafka());
+    let own = Arc::new(own);
     let endpoints = {
         let own = Arc::clone(&own);
         tokio::task::spawn_blocking(move || own.up())
@@ -69,10 +87,13 @@ async fn the_broker_stopped_for_forty_seconds_mid_transaction_loses_and_duplicat
         unready,
         "/readyz stayed 200 while no transaction could commit"
     );
-    // Catch up, restarting the processor when it exits (an orchestrator's job), a few times at most.
+    // Catch up, restarting the processor when it exits (an orchestrator's job) for the reason the runs
+    // showed, once or twice at most; then stay up and caught up for longer than a session timeout (a
+    // late fence is caught too).
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut restarts = Vec::new();
-    while world.lag() > 0 {
+    let mut restarts: Vec<String> = Vec::new();
+    let mut settled: Option<Instant> = None;
+    while settled.is_none_or(|since| since.elapsed() < Duration::from_secs(10)) {
         assert!(
             Instant::now() < deadline,
             "the processor did not catch up: lag {}",
@@ -80,23 +101,35 @@ async fn the_broker_stopped_for_forty_seconds_mid_transaction_loses_and_duplicat
         );
         if let Some(status) = processor.try_exit().unwrap_or_else(|e| panic!("{e}")) {
             let log = processor.log();
-            let last = log.lines().rev().find(|l| l.contains("service failed"));
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("service failed"))
+                .unwrap_or_default()
+                .to_string();
             assert!(
-                !status.success() && last.is_some(),
-                "the processor stopped without saying why ({status:?}):\n{}",
+                !status.success()
+                    && last.contains("the consumer cannot go on: its group instance was fenced"),
+                "the processor stopped ({status:?}) for another reason than the fence after an outage:\n{}",
                 &log[log.len().saturating_sub(3000)..]
             );
-            restarts.push(last.unwrap_or_default().to_string());
+            restarts.push(last);
             assert!(
-                restarts.len() <= 3,
+                restarts.len() <= 2,
                 "restarted again and again: {restarts:#?}"
             );
             processor = world.start_processor_with("a", &settings);
+            settled = None;
+        }
+        if settled.is_none() && world.lag() == 0 {
+            settled = Some(Instant::now());
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!("restarts after the outage: {restarts:#?}");
     verify_inventory(&world, &load).await;
+    // Ready again once the broker is back: the processor that saw the outage, or (when the fence made
+    // it exit) the one started after it.
     let (status, _) = processor.get("/readyz").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, 200, "ready again once the broker is back");
     let log = processor.log();

@@ -25,14 +25,13 @@ pub enum ProcessorError {
     /// the producer. Fatal: this instance stops; its partitions belong to someone else.
     #[error("fenced by another instance with the same identity: {0}")]
     Fenced(KafkaError),
-    /// The consumer hit a fatal error: the group coordinator fenced its `group.instance.id` (another
-    /// instance with the same identity joined, or librdkafka rejoined after its session timed out, as
-    /// it does after a broker outage longer than `session.timeout.ms`). librdkafka's contract: the
-    /// consumer cannot be used again. Fatal: the process exits for a restart with a new consumer,
-    /// which restores the partitions it is given; nothing uncommitted was kept.
-    #[error(
-        "the consumer cannot go on (its group instance was fenced: another instance with the same identity, or a rejoin after the session timed out during a broker outage); exiting for a restart: {0}"
-    )]
+    /// The consumer hit a fatal error (librdkafka's contract: it cannot be used again), e.g. the group
+    /// coordinator fenced its `group.instance.id`: another instance with the same identity joined, or
+    /// (seen after a broker outage longer than `session.timeout.ms`) librdkafka's own rejoin raced a
+    /// request that still carried the old member id (librdkafka issue 3437). Fatal: the process exits
+    /// for a restart with a new consumer, which restores the partitions it is given; nothing
+    /// uncommitted was kept.
+    #[error("{}", consumer_fatal(.0))]
     ConsumerFatal(KafkaError),
     /// The transaction outlived `transaction.timeout.ms` and the broker aborted it, leaving the producer
     /// unusable. Fatal to this producer: restart (a larger timeout, or smaller batches, may be needed).
@@ -40,6 +39,14 @@ pub enum ProcessorError {
         "the transaction timed out (transaction.timeout.ms) and was aborted by the broker: {0}"
     )]
     TimedOut(String),
+    /// `commit_transaction` kept failing with retriable errors until the transaction's time ran out (or
+    /// shutdown came): whether the broker committed it is unknown, and an abort could undo a committed
+    /// batch. Fatal: the process exits; the next producer's `init_transactions` completes or aborts the
+    /// transaction, and the restore reads what was committed.
+    #[error(
+        "commit_transaction did not resolve (the outcome is unknown, so no abort); exiting for a restart: {0}"
+    )]
+    CommitUnresolved(String),
     /// An abort failed with an error that is neither retriable nor fatal: the producer's transaction
     /// state is unknown. Fatal to this producer: restart.
     #[error("abort_transaction failed: {0}")]
@@ -86,6 +93,7 @@ impl Classify for ProcessorError {
             ProcessorError::Wire(e) => e.class(),
             ProcessorError::Fenced(_)
             | ProcessorError::ConsumerFatal(_)
+            | ProcessorError::CommitUnresolved(_)
             | ProcessorError::TimedOut(_)
             | ProcessorError::AbortFailed(_)
             | ProcessorError::Hung { .. }
@@ -93,6 +101,17 @@ impl Classify for ProcessorError {
             | ProcessorError::Topics(_)
             | ProcessorError::Changelog { .. } => ErrorClass::Fatal,
         }
+    }
+}
+
+/// The message of [`ProcessorError::ConsumerFatal`].
+fn consumer_fatal(e: &KafkaError) -> String {
+    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) {
+        format!(
+            "the consumer cannot go on: its group instance was fenced, by librdkafka's own rejoin after its session timed out (as after a broker outage) or by a second instance with the same identity (then stop one of them: restarted, the two fence each other); exiting for a restart: {e}"
+        )
+    } else {
+        format!("the consumer cannot go on (a fatal consumer error); exiting for a restart: {e}")
     }
 }
 

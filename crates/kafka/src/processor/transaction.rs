@@ -186,6 +186,13 @@ impl Run {
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
+                    // A commit whose outcome is unknown is never aborted (that could undo a committed
+                    // batch): the next producer's init_transactions settles it.
+                    TxnClass::Retriable if what == "commit_transaction" => {
+                        return Err(BatchError::Stop(ProcessorError::CommitUnresolved(
+                            e.to_string(),
+                        )));
+                    }
                     TxnClass::Retriable | TxnClass::Abortable => {
                         return Err(BatchError::Retry(format!("{what}: {e}")));
                     }
