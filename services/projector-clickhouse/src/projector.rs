@@ -7,6 +7,7 @@
 //! than the documents.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use causeway_core::ErrorClass;
 use causeway_core::projection::{Document, EventInfo};
@@ -81,6 +82,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         projections,
         views,
         seen: HashMap::new(),
+        moved: HashMap::new(),
         names,
         client,
         runtime: tokio::runtime::Handle::current(),
@@ -105,6 +107,8 @@ struct Sink {
     views: Vec<(String, String)>,
     /// The live generation of each hosted projection when this projector last looked.
     seen: HashMap<String, u32>,
+    /// Projections whose live generation changed, since when (their views to follow).
+    moved: HashMap<String, Instant>,
     names: Names,
     client: Client,
     runtime: tokio::runtime::Handle,
@@ -140,7 +144,7 @@ impl Handler for Sink {
         // paused, like any transient failure) while a rebuild switches the generation of a projection
         // it touches, and is written to the new generation once it is live.
         let live = self.live()?;
-        self.follow(&live)?;
+        self.follow(&live);
         match self.write_to(batch, &live) {
             Err(Failure::Fatal(why)) => {
                 // A table that went away because a rebuild retired its generation meanwhile (this
@@ -163,31 +167,45 @@ impl Handler for Sink {
 }
 
 impl Sink {
-    /// When a projection's live generation changed since the last look (a rebuild switched), make the
-    /// views reading it read the new one: a rebuild that stopped after its switch leaves no view on a
-    /// table nobody writes any more.
-    fn follow(&mut self, live: &HashMap<String, Generation>) -> Result<(), Failure> {
+    /// When a projection's live generation changed (a rebuild switched) and the views reading it
+    /// still read the old table [`FOLLOW_AFTER`] later, make them read the new one: a rebuild that
+    /// stopped after its switch leaves no view on a table nobody writes any more. The rebuild remakes
+    /// them itself right after its switch; waiting keeps the two from swapping the same view at once.
+    /// A view that cannot be made now is tried again at a later batch; the events go on meanwhile.
+    fn follow(&mut self, live: &HashMap<String, Generation>) {
         let now: HashMap<String, u32> = live.iter().map(|(p, g)| (p.clone(), g.live)).collect();
-        let moved: Vec<&String> = now
-            .iter()
-            .filter(|(p, g)| self.seen.get(*p).is_some_and(|s| s != *g))
-            .map(|(p, _)| p)
-            .collect();
-        for (name, select) in &self.views {
-            if moved.iter().any(|p| select.contains(&format!("{{{p}}}"))) {
-                self.runtime
-                    .block_on(bounded(tables::ensure_view(
-                        &self.client,
-                        &self.names,
-                        name,
-                        select,
-                        &now,
-                    )))
-                    .map_err(|e| failure(&e))?;
+        for (p, g) in &now {
+            if self.seen.get(p).is_some_and(|s| s != g) {
+                self.moved.entry(p.clone()).or_insert_with(Instant::now);
             }
         }
-        self.seen = now;
-        Ok(())
+        self.seen.clone_from(&now);
+        let due: Vec<String> = self
+            .moved
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= FOLLOW_AFTER)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            let placeholder = format!("{{{p}}}");
+            let mut done = true;
+            for (name, select) in self.views.iter().filter(|(_, s)| s.contains(&placeholder)) {
+                let made = self.runtime.block_on(bounded(tables::ensure_view(
+                    &self.client,
+                    &self.names,
+                    name,
+                    select,
+                    &now,
+                )));
+                if let Err(e) = made {
+                    tracing::warn!(view = name, error = %e, "view not made over the live generation yet; again later");
+                    done = false;
+                }
+            }
+            if done {
+                self.moved.remove(&p);
+            }
+        }
     }
 
     /// Write `batch`: its events, and the documents it changes in the generations `live` names.
@@ -381,12 +399,15 @@ fn event_rows(items: &[Item]) -> Vec<String> {
         .collect()
 }
 
+/// How long after seeing a generation switch the projector checks the views itself.
+const FOLLOW_AFTER: Duration = Duration::from_secs(30);
+
 /// Longest id list of one SELECT, in bytes.
 const SELECT_BYTES: usize = 64 * 1024;
 
 /// How long one ClickHouse call may take before it counts as a (transient) failure: a server that
 /// stops answering must not hold the runner (and its Kafka membership) for ever.
-const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `call`, bounded by [`CALL_TIMEOUT`].
 pub(crate) async fn bounded<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {

@@ -276,6 +276,16 @@ pub async fn ensure_view(
     } else {
         client.query_raw(&rename).execute().await
     };
+    if swapped.is_err() && view_definition(client, &view).await?.is_none() {
+        // Half done (the view moved away, the new one not in its place) or swapped away by another
+        // caller meanwhile: put a view back under the name, the new one, else the old one.
+        for from in [&next, &old] {
+            let back = format!("RENAME TABLE {} TO {}", ident(from), ident(&view));
+            if client.query_raw(&back).execute().await.is_ok() {
+                break;
+            }
+        }
+    }
     // What is left under a name of this caller's: the old view (under `next` after an exchange, `old`
     // after a rename), or the new one if the swap failed.
     for leftover in [&next, &old] {
@@ -300,7 +310,7 @@ async fn view_definition(client: &Client, name: &str) -> Result<Option<(String, 
          WHERE database = currentDatabase() AND name = {}",
         literal(name)
     );
-    let rows = fetch_json_rows(client, &query).await?;
+    let rows = system_rows(client, &query).await?;
     Ok(rows.first().and_then(|r| {
         let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
         Some((text("engine")?, text("create_table_query")?))
@@ -320,7 +330,7 @@ pub async fn documents_generations(
         // `_` matches any character too: the names are filtered exactly below.
         literal(&format!("{stem}%"))
     );
-    let rows = fetch_json_rows(client, &query).await?;
+    let rows = system_rows(client, &query).await?;
     Ok(rows
         .iter()
         .filter_map(|r| r.get("name")?.as_str()?.strip_prefix(stem)?.parse().ok())
@@ -343,7 +353,7 @@ async fn column_names(client: &Client, table: &str) -> Result<Vec<String>, Error
         "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {}",
         literal(table)
     );
-    let bytes = fetch_json_rows(client, &sql).await?;
+    let bytes = system_rows(client, &sql).await?;
     Ok(bytes
         .iter()
         .filter_map(|row| row.get("name").and_then(|v| v.as_str()).map(str::to_string))
@@ -355,6 +365,27 @@ async fn column_names(client: &Client, table: &str) -> Result<Vec<String>, Error
 pub fn json_i64(row: &serde_json::Map<String, serde_json::Value>, k: &str) -> Option<i64> {
     row.get(k)
         .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+}
+
+/// The rows `sql` (a SELECT of `system.tables` or `system.columns`) answers. Such a scan fails with
+/// "table doesn't exist" (code 60) when another client drops or renames a table meanwhile (seen on
+/// 18.16 while two view swaps run): asked again, a few times.
+async fn system_rows(
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, Error> {
+    let mut tries = 0;
+    loop {
+        match fetch_json_rows(client, sql).await {
+            Err(Error::ClickHouse(clickhouse::error::Error::BadResponse(text)))
+                if text.contains("Code: 60") && tries < 5 =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The rows `sql` (a SELECT) answers, as JSON objects.
