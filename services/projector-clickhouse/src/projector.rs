@@ -187,9 +187,9 @@ impl Sink {
             .map(|(p, _)| p.clone())
             .collect();
         for p in due {
-            let placeholder = format!("{{{p}}}");
+            let reads = tables::placeholder(&p);
             let mut done = true;
-            for (name, select) in self.views.iter().filter(|(_, s)| s.contains(&placeholder)) {
+            for (name, select) in self.views.iter().filter(|(_, s)| s.contains(&reads)) {
                 let made = self.runtime.block_on(bounded(tables::ensure_view(
                     &self.client,
                     &self.names,

@@ -136,13 +136,13 @@ impl Store {
         let table = self.names.generations();
         let rows = self.run(generations::read(&self.client, &table, &self.projections))?;
         let live: HashMap<String, u32> = rows.into_iter().map(|(p, g)| (p, g.live)).collect();
-        let placeholder = format!("{{{}}}", self.projection);
+        let own = tables::placeholder(self.projection);
         for (name, select) in &self.views {
             let unhosted = self
                 .projections
                 .iter()
-                .any(|p| select.contains(&format!("{{{p}}}")) && !live.contains_key(*p));
-            if select.contains(&placeholder) && !unhosted {
+                .any(|p| select.contains(&tables::placeholder(p)) && !live.contains_key(*p));
+            if select.contains(&own) && !unhosted {
                 self.run(tables::ensure_view(
                     &self.client,
                     &self.names,

@@ -70,7 +70,12 @@ pub fn views(
 ) -> Result<Vec<(String, String)>, Error> {
     let mut out: Vec<(String, String)> = hosted
         .iter()
-        .map(|p| ((*p).to_string(), format!("SELECT * FROM {{{p}}} FINAL")))
+        .map(|p| {
+            (
+                (*p).to_string(),
+                format!("SELECT * FROM {} FINAL", placeholder(p)),
+            )
+        })
         .collect();
     for p in &domain.projections {
         if RESERVED.contains(&p.name) {
@@ -90,13 +95,18 @@ pub fn views(
         let reads_hosted_only = domain
             .projections
             .iter()
-            .filter(|p| v.select.contains(&format!("{{{}}}", p.name)))
+            .filter(|p| v.select.contains(&placeholder(p.name)))
             .all(|p| hosted.contains(&p.name));
         if reads_hosted_only {
             out.push((v.name.to_string(), v.select.to_string()));
         }
     }
     Ok(out)
+}
+
+/// How a view's SQL names the documents table of `projection`: `{projection}`.
+pub fn placeholder(projection: &str) -> String {
+    format!("{{{projection}}}")
 }
 
 /// `name` as a ClickHouse identifier (backquoted).
@@ -219,10 +229,10 @@ pub async fn ensure_view(
     let mut sql = select.to_string();
     let mut reads = Vec::new();
     for (projection, generation) in live {
-        let placeholder = format!("{{{projection}}}");
-        if sql.contains(&placeholder) {
+        let name = placeholder(projection);
+        if sql.contains(&name) {
             let table = names.documents(projection, *generation);
-            sql = sql.replace(&placeholder, &ident(&table));
+            sql = sql.replace(&name, &ident(&table));
             reads.push(table);
         }
     }

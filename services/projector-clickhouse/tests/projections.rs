@@ -101,11 +101,7 @@ impl World {
                     differ.push(format!("{id}: missing"));
                     continue;
                 };
-                let number = |k: &str| {
-                    row.get(k)
-                        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-                        .unwrap_or(-1)
-                };
+                let number = |k: &str| number(Some(*row), k);
                 let fields_match = doc
                     .fields
                     .iter()
@@ -170,11 +166,7 @@ async fn events_twice_and_a_poison_event_give_one_row_each_exact_documents_and_a
         ))
         .await;
     assert_eq!(rollup.len(), 1, "{rollup:?}");
-    let number = |k: &str| {
-        rollup[0]
-            .get(k)
-            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-    };
+    let number = |k: &str| tables::json_i64(&rollup[0], k);
     assert_eq!(
         rollup[0].get("day").and_then(Value::as_str),
         Some("2023-11-14")
