@@ -13,6 +13,7 @@ macro_rules! say {
     }};
 }
 
+mod dlq;
 mod projections;
 mod schema;
 mod topics;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 use causeway_kafka::KafkaConfig;
 use clap::{Args, Parser, Subcommand};
 
-/// Operate a Causeway deployment: topics, schemas, projections (lag, rebuild); replay and dead letters are planned.
+/// Operate a Causeway deployment: topics, schemas, projections (lag, rebuild), dead letters (list, show, replay, discard). Planned: event history (causeway events).
 #[derive(Debug, Parser)]
 #[command(name = "causeway", version, about, long_about = None)]
 struct Cli {
@@ -41,6 +42,10 @@ enum Command {
     /// The read models (projections) of a domain: how far their projector is behind; rebuilds.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
+    /// Dead letters, through the dlq-reprocessor's API: list, show, replay, discard (token from
+    /// CAUSEWAY_DLQ_TOKEN).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 /// How to reach Kafka; shared by every subcommand that talks to it.
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
             Command::Topics(cmd) => topics::run(cmd).await,
             Command::Schema(cmd) => schema::run(cmd).await,
             Command::Projections(cmd) => projections::run(cmd).await,
+            Command::Dlq(cmd) => dlq::run(cmd).await,
         }
     })
 }

@@ -192,7 +192,7 @@ async fn rebuild(args: RebuildArgs) -> ExitCode {
         };
         match store {
             Store::Redis => {
-                let redis = projector_redis::config::RedisConfig {
+                let redis = causeway_redis::RedisConfig {
                     url: args.redis.clone(),
                 };
                 let mut side =

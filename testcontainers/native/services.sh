@@ -24,7 +24,7 @@ services=(
   "projector-clickhouse 9403 built"
   "projector-redis 9404 built"
   "saga-orchestrator 9405 planned"
-  "dlq-reprocessor 9406 planned"
+  "dlq-reprocessor 9406 built"
 )
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -32,6 +32,16 @@ die() { say "error: $*"; exit 1; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" = 200 ]; }
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/healthz")" = 200 ]; }
+
+# The operator API's token of this stack (made once, kept in the stack folder; `causeway dlq` reads it
+# from CAUSEWAY_DLQ_TOKEN).
+dlq_token() {
+  local file=$dir/dlq-token
+  if [ ! -s "$file" ]; then
+    (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > "$file")
+  fi
+  cat "$file"
+}
 
 start() {
   [ -f "$dir/stack.env" ] || die "the stack is not running: make up"
@@ -48,6 +58,8 @@ start() {
     case $name in
       projector-redis) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
       projector-clickhouse) extra=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
+      dlq-reprocessor) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__DLQ__REGISTRY_URL=$REGISTRY_URL"
+                              "CAUSEWAY__ACCESS__TOKENS=[{ name = \"demo\", token = \"$(dlq_token)\" }]") ;;
     esac
     env "CAUSEWAY__ADMIN__LISTEN=127.0.0.1:$port" "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP" "${extra[@]}" \
       setsid "$bin/$name" --config "$repo/services/$name/$name.toml" > "$run/$name.log" 2>&1 < /dev/null &

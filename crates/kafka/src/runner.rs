@@ -277,7 +277,9 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// A runner for group `group` over `topics`.
+    /// A runner for group `group` over `topics`: names, or patterns starting with `^` (a regular
+    /// expression librdkafka matches against the cluster's topics, again every
+    /// `topic.metadata.refresh.interval.ms`).
     pub fn new(kafka: KafkaConfig, config: RunnerConfig, group: &str, topics: Vec<String>) -> Self {
         Self {
             kafka,
@@ -340,7 +342,8 @@ impl Runner {
             })?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         // A topic that is not there would never be assigned: say so and stop, as the processor does.
-        for topic in &topics {
+        // A pattern (librdkafka's `^regex` subscription) matches the topics there are and those to come.
+        for topic in topics.iter().filter(|t| !t.starts_with('^')) {
             let metadata =
                 consumer
                     .fetch_metadata(Some(topic), CALL_TIMEOUT)

@@ -43,6 +43,18 @@ pub mod names {
     /// Histogram: from an event's time (`occurred_at`) to its change applied to a read model, by
     /// `projection`, in seconds.
     pub const PROJECTION_FRESHNESS_SECONDS: &str = "causeway_projection_freshness_seconds";
+    /// Counter: dead letters indexed by the dlq-reprocessor, by `group` and `class`.
+    pub const DLQ_LETTERS_TOTAL: &str = "causeway_dlq_letters_total";
+    /// Gauge: dead letters parked (neither replayed nor discarded), by `group`.
+    pub const DLQ_DEPTH_RECORDS: &str = "causeway_dlq_depth_records";
+    /// Gauge: age of the oldest parked dead letter, by `group`, in seconds (0 when none).
+    pub const DLQ_OLDEST_AGE_SECONDS: &str = "causeway_dlq_oldest_age_seconds";
+    /// Counter: dead letters sent back to their source, by `group` and `trigger` (operator, redrive).
+    pub const DLQ_REPLAYS_TOTAL: &str = "causeway_dlq_replays_total";
+    /// Counter: dead letters discarded by an operator, by `group`.
+    pub const DLQ_DISCARDS_TOTAL: &str = "causeway_dlq_discards_total";
+    /// Counter: replays refused by the loop guard (`dlq.max_replays`), by `group`.
+    pub const DLQ_LOOP_GUARD_TOTAL: &str = "causeway_dlq_loop_guard_total";
 }
 
 /// A service's metrics registry with the metrics every service has.

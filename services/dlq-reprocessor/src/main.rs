@@ -1,13 +1,25 @@
-//! `dlq-reprocessor`: Reads the dead-letter topics and serves the operator API, web UI and CLI backend to inspect and redrive them. Not built yet: today it connects to Kafka and idles, never ready; the DLQ issue gives it its job.
+//! `dlq-reprocessor`: indexes the dead letters of every consumer group (`<group>.dlq`) in Redis and
+//! serves the operator API to list, inspect, replay and discard them, each action recorded on the audit
+//! topic.
 //!
 //! # Layout
 //! - `config.rs`: the service's config file (`dlq-reprocessor.toml` beside Cargo.toml is the sample).
 //! - `error.rs`: the service's errors.
-//! - `reprocessor.rs`: the service's job.
+//! - `reprocessor.rs`: the job: the consumer runner over the DLQ topics, the API, the depth metrics.
+//! - `index.rs`: the index in Redis (what each dead letter is, its state, lists by filter).
+//! - `records.rs`: records read back from Kafka at their offsets, and replays sent to their source.
+//! - `actions.rs`: replay and discard (checks, loop guard, locks, state, metrics).
+//! - `audit.rs`: the audit topic.
+//! - `api.rs`: the HTTP API and its token check.
 #![forbid(unsafe_code)]
 
+mod actions;
+mod api;
+mod audit;
 mod config;
 mod error;
+mod index;
+mod records;
 mod reprocessor;
 
 use std::process::ExitCode;
@@ -17,7 +29,7 @@ use causeway_runtime::{ServiceInfo, service};
 const INFO: ServiceInfo = ServiceInfo {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
-    about: "Lists, inspects and redrives dead letters (API, web UI). PLANNED: not built yet; today it connects to Kafka, idles and never reports ready.",
+    about: "Indexes the dead letters of every consumer group (<group>.dlq topics) in Redis and serves the operator API (bearer token): GET /v1/dead-letters (filters: group, class, topic, key, state, since, until), GET /v1/dead-letters/{id} (headers, decoded payload), POST .../{id}/replay|discard and /v1/dead-letters/replay|discard by filter, with dry runs; a loop guard stops records replayed too often; every action goes to the audit topic. CLI: causeway dlq. PLANNED: automatic redrive, per-key parking, event history, web UI.",
 };
 
 fn main() -> ExitCode {

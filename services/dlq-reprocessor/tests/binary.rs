@@ -1,4 +1,14 @@
-//! The `dlq-reprocessor` binary as a process against the test stack: it starts with its sample config, says it
-//! is not built yet and never reports ready, stops on SIGTERM with exit 0, and refuses bad config naming the key.
+//! The `dlq-reprocessor` binary as a process against the test stack: it starts with its sample config
+//! (a token, Redis and a free API port given by the environment), reports ready, stops on SIGTERM with
+//! exit 0, and refuses bad config naming the key.
 
-causeway_testcontainers::service_binary_tests!(planned "dlq-reprocessor");
+use causeway_testcontainers::Stack;
+
+causeway_testcontainers::service_binary_tests!("dlq-reprocessor",
+    "CAUSEWAY__REDIS__URL" => |s: &Stack| s.redis_url.clone(),
+    "CAUSEWAY__DLQ__REGISTRY_URL" => |s: &Stack| s.registry_url.clone(),
+    "CAUSEWAY__DLQ__PREFIX" => |_: &Stack| causeway_testcontainers::unique("dlq-binary"),
+    "CAUSEWAY__DLQ__GROUP_ID" => |_: &Stack| causeway_testcontainers::unique("dlq-binary"),
+    "CAUSEWAY__HTTP__LISTEN" => |_: &Stack| format!("127.0.0.1:{}", causeway_testcontainers::process::free_port()),
+    "CAUSEWAY__ACCESS__TOKENS" => |_: &Stack| "[{ name = \"test\", token = \"binary-test-token-0123456789\" }]".to_string(),
+);

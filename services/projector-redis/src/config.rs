@@ -4,6 +4,7 @@
 use causeway_kafka::KafkaConfig;
 use causeway_kafka::projector::ProjectorConfig;
 use causeway_kafka::runner::RunnerConfig;
+use causeway_redis::RedisConfig;
 use causeway_runtime::{AdminConfig, Invalid, Validate, service::ServiceConfig};
 use serde::{Deserialize, Serialize};
 
@@ -54,49 +55,11 @@ impl Default for HttpConfig {
     }
 }
 
-/// Where the read models live.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` (`rediss://` for TLS). The password is never logged.
-    pub url: String,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379".into(),
-        }
-    }
-}
-
-impl std::fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
-            .finish()
-    }
-}
-
-/// `url` with any password replaced, for logs.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl Validate for Config {
     fn validate(&self) -> Vec<Invalid> {
         let mut out = self.kafka.check("kafka");
         out.extend(self.consumer.check("consumer"));
-        if let Err(e) = redis::Client::open(self.redis.url.as_str()) {
-            out.push(Invalid::new("redis.url", format!("not a Redis URL: {e}")));
-        }
+        out.extend(self.redis.check("redis"));
         let domains = causeway_domains::domains();
         let known: Option<Vec<&str>> = domains
             .get(&self.projector.domain)
@@ -115,19 +78,6 @@ impl ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn password_never_shows() {
-        let c = RedisConfig {
-            url: "redis://app:s3cret@cache:6379/2".into(),
-        };
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(
-            shown.contains("redis://app:<redacted>@cache:6379/2"),
-            "{shown}"
-        );
-    }
 
     #[test]
     fn a_bad_url_is_named() {

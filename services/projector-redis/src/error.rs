@@ -20,24 +20,8 @@ impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
             Error::Kafka(e) => e.class(),
-            Error::Redis(e) => classify_redis(e),
+            Error::Redis(e) => causeway_redis::classify(e),
             Error::Config(_) => ErrorClass::Fatal,
         }
-    }
-}
-
-/// Redis errors, classified once: authentication and bad URLs are fatal, a refused or dropped
-/// connection, a timeout or a busy server are transient; anything else is a bug in a script we sent,
-/// which no retry fixes.
-pub fn classify_redis(e: &redis::RedisError) -> ErrorClass {
-    use redis::{ErrorKind, ServerErrorKind as S};
-    if e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() || e.is_io_error() {
-        return ErrorClass::Transient;
-    }
-    match e.kind() {
-        ErrorKind::Server(
-            S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly,
-        ) => ErrorClass::Transient,
-        _ => ErrorClass::Fatal,
     }
 }

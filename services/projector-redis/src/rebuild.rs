@@ -11,9 +11,9 @@ use causeway_kafka::rebuild::{Generations as Side, LEASE, PAUSE};
 use causeway_kafka::runner::Failure;
 use redis::aio::ConnectionManager;
 
-use crate::config::RedisConfig;
 use crate::error::Error;
 use crate::store::{self, Generations};
+use causeway_redis::RedisConfig;
 
 /// Makes the new generation live and lifts the pause, if the claim (`KEYS[3]` = `ARGV[2]`) and the
 /// pause (`KEYS[1]` = `ARGV[1]`) are still the caller's.

@@ -1,44 +1,21 @@
 //! The Redis connection. One multiplexed connection per process, managed (it reconnects by itself);
 //! every call pipelines over it, so there is no pool to size.
 
-use std::time::Duration;
-
-use causeway_core::ErrorClass;
 use causeway_kafka::projector::Decided;
 use causeway_kafka::runner::Failure;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use causeway_redis::RedisConfig;
+use redis::aio::ConnectionManager;
 
-use crate::config::RedisConfig;
-use crate::error::{Error, classify_redis};
+use crate::error::Error;
 
-/// How long connecting may take before it counts as a (transient) failure.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a call may wait for its answer before it counts as a (transient) failure: a Redis that
-/// stops answering (frozen, partitioned away) must not stall the projector for ever.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connect to the configured Redis. The manager reconnects with backoff after the first connection;
-/// the first connection itself fails fast, so the caller's retry loop (and its logging) stays in charge.
+/// Connect to the configured Redis (see [`causeway_redis::connect`]).
 pub async fn connect(config: &RedisConfig) -> Result<ConnectionManager, Error> {
-    let client = redis::Client::open(config.url.as_str())?;
-    let manager = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(1);
-    Ok(ConnectionManager::new_with_config(client, manager).await?)
+    Ok(causeway_redis::connect(config).await?)
 }
 
 /// Succeeds when Redis answers PING.
 pub async fn ping(config: &RedisConfig) -> Result<(), Error> {
-    let client = redis::Client::open(config.url.as_str())?;
-    let connection =
-        redis::AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&connection)
-        .await?;
-    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-    Ok(())
+    Ok(causeway_redis::ping(config).await?)
 }
 
 /// The script that applies one projected event (`apply.lua`).
@@ -268,22 +245,4 @@ pub async fn apply_batch<'k>(
     Ok(())
 }
 
-/// What a Redis error means for the batch. Only what the script itself refuses for one event is that
-/// event's poison: a generic error (`ERR`, raised by the script) or a key of another type
-/// (`WRONGTYPE`). Credentials and permissions are fatal (a restart once fixed); everything else (out of
-/// memory, a failing persistence, a busy or loading server, a failover, an unknown error code) is
-/// transient: retried, and never a reason to drop an event.
-pub fn failure(e: &redis::RedisError) -> Failure {
-    use redis::{ErrorKind, ServerErrorKind as S};
-    if matches!(classify_redis(e), ErrorClass::Transient) {
-        return Failure::Transient(format!("redis: {e}"));
-    }
-    match (e.kind(), e.code()) {
-        (ErrorKind::Server(S::ResponseError), _) | (_, Some("WRONGTYPE")) => {
-            Failure::Poison(format!("redis refused the write: {e}"))
-        }
-        (ErrorKind::AuthenticationFailed | ErrorKind::Server(S::NoPerm), _)
-        | (_, Some("NOAUTH" | "WRONGPASS")) => Failure::Fatal(format!("redis: {e}")),
-        _ => Failure::Transient(format!("redis: {e}")),
-    }
-}
+pub use causeway_redis::failure;

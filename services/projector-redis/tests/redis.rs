@@ -1,8 +1,8 @@
 //! The chosen Redis crate against the real Redis of the test stack: plain round trip, and the kind of
 //! version-checked Lua script the projections rely on for exactly-once effect.
 
+use causeway_redis::RedisConfig;
 use causeway_testcontainers::{stack, unique};
-use projector_redis::config::RedisConfig;
 use projector_redis::store;
 
 fn config() -> RedisConfig {

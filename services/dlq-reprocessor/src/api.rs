@@ -1,0 +1,517 @@
+//! The operator API. Every route needs `Authorization: Bearer <token>` with a token from `[access]`
+//! (compared in constant time); without one: 401. Errors are `{"error": "..."}`.
+//!
+//! - `GET /v1/dead-letters?group&class&topic&key&state&since&until&limit&cursor`: dead letters, newest
+//!   first (`limit` 1..=500, default 50); `next` is the cursor of the next page.
+//! - `GET /v1/dead-letters/counts`: parked dead letters by error class and by group (depth, oldest).
+//! - `GET /v1/dead-letters/{id}`: one, with its record: headers (secrets redacted), key, and its value
+//!   decoded through the registry, or its bytes (hex) with the reason it cannot be decoded.
+//! - `POST /v1/dead-letters/{id}/replay[?dry_run=true]`, `POST /v1/dead-letters/{id}/discard[?dry_run=true]`:
+//!   act on one (409 when it cannot be: already done, loop guard, no source).
+//! - `POST /v1/dead-letters/replay`, `POST /v1/dead-letters/discard`, body
+//!   `{"filter": {...}, "dry_run": false}`: act on every parked one matching the filter (at most
+//!   `dlq.max_batch`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use causeway_contracts::upcast::Upcasters;
+use causeway_contracts::wire::Codec;
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::actions::{Act, ActError, Desk};
+use crate::audit::Kind;
+use crate::config::Token;
+use crate::index::{Filter, Letter, ListError, Position, State as LetterState};
+use crate::records;
+
+/// Longest value shown as hex.
+const MAX_HEX_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct Api {
+    /// Where actions are done (and the index).
+    pub desk: Desk,
+    /// To decode values.
+    pub codec: Codec,
+    /// Accepted tokens.
+    pub tokens: Vec<Token>,
+    /// Header names holding these (lowercase) are redacted.
+    pub secret_headers: Vec<String>,
+    /// The most letters one action by filter takes.
+    pub max_batch: usize,
+}
+
+type Shared = State<Arc<Api>>;
+
+/// Who is calling: the name of their token.
+#[derive(Debug, Clone)]
+pub struct Operator(pub String);
+
+/// The API's routes.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/dead-letters", get(list))
+        .route("/v1/dead-letters/counts", get(counts))
+        .route("/v1/dead-letters/replay", post(replay_matching))
+        .route("/v1/dead-letters/discard", post(discard_matching))
+        .route("/v1/dead-letters/{id}", get(show))
+        .route("/v1/dead-letters/{id}/replay", post(replay_one))
+        .route("/v1/dead-letters/{id}/discard", post(discard_one))
+        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .with_state(api)
+}
+
+/// A request the API refuses: its status and why.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, self.message)
+    }
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn redis_down(e: &redis::RedisError) -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("redis did not answer: {e}"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// The token's holder, if `presented` is one of `tokens`. Every token is compared, each in constant
+/// time, so the answer takes as long whichever matched.
+pub fn holder(tokens: &[Token], presented: &[u8]) -> Option<String> {
+    let mut found = None;
+    for t in tokens {
+        if bool::from(t.token.as_bytes().ct_eq(presented)) {
+            found = Some(t.name.clone());
+        }
+    }
+    found
+}
+
+async fn authenticate(State(api): Shared, mut request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match presented.and_then(|p| holder(&api.tokens, p.as_bytes())) {
+        Some(name) => {
+            request.extensions_mut().insert(Operator(name));
+            next.run(request).await
+        }
+        None => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                if presented.is_some() {
+                    "the token is not accepted"
+                } else {
+                    "a token is required: Authorization: Bearer <token>"
+                },
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"causeway-dlq\""),
+            );
+            r
+        }
+    }
+}
+
+/// The filter a query names, or the 400 that says what is wrong.
+fn filter_of(q: &HashMap<String, String>) -> Result<Filter, Refusal> {
+    let text = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+    let time = |k: &str| -> Result<Option<i64>, Refusal> {
+        match q.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("{k} must be a time in ms since the epoch, not {v:?}"),
+                )
+            }),
+        }
+    };
+    let f = Filter {
+        group: text("group"),
+        class: text("class"),
+        topic: text("topic"),
+        key: text("key"),
+        state: text("state"),
+        since: time("since")?,
+        until: time("until")?,
+    };
+    f.check().map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    Ok(f)
+}
+
+async fn list(State(api): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+    for k in q.keys() {
+        if !matches!(
+            k.as_str(),
+            "group" | "class" | "topic" | "key" | "state" | "since" | "until" | "limit" | "cursor"
+        ) {
+            return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}"));
+        }
+    }
+    let filter = match filter_of(&q) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 50,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be 1..=500"),
+    };
+    match api
+        .desk
+        .index
+        .list(&filter, q.get("cursor").map(String::as_str), limit)
+        .await
+    {
+        Ok(page) => axum::Json(page).into_response(),
+        Err(ListError::Cursor) => error(StatusCode::BAD_REQUEST, ListError::Cursor.to_string()),
+        Err(ListError::Redis(e)) => redis_down(&e),
+    }
+}
+
+async fn counts(State(api): Shared) -> Response {
+    let by_class = match api.desk.index.parked_by_class().await {
+        Ok(c) => c,
+        Err(e) => return redis_down(&e),
+    };
+    let depth = match api.desk.index.depth().await {
+        Ok(d) => d,
+        Err(e) => return redis_down(&e),
+    };
+    let groups: Vec<Value> = depth
+        .into_iter()
+        .filter(|(_, n, _)| *n > 0)
+        .map(|(g, n, oldest)| json!({ "group": g, "parked": n, "oldest_at": oldest }))
+        .collect();
+    axum::Json(json!({ "by_class": by_class, "by_group": groups })).into_response()
+}
+
+async fn letter(api: &Api, id: &str) -> Result<Letter, Response> {
+    match api.desk.index.get(id).await {
+        Ok(Some(l)) => Ok(l),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no dead letter {id:?}"),
+        )),
+        Err(e) => Err(redis_down(&e)),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len().min(MAX_HEX_BYTES) * 2);
+    for b in bytes.iter().take(MAX_HEX_BYTES) {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+async fn show(State(api): Shared, Path(id): Path<String>) -> Response {
+    let l = match letter(&api, &id).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let mut positions = vec![l.dlq.clone()];
+    if l.value_omitted
+        && let Some(s) = &l.source
+    {
+        positions.push(s.clone());
+    }
+    let kafka = api.desk.kafka.clone();
+    let fetched =
+        match tokio::task::spawn_blocking(move || records::fetch(&kafka, &positions)).await {
+            Ok(f) => f,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+    let at = |p: &Position| fetched.get(&(p.topic.clone(), p.partition, p.offset));
+    let record = match at(&l.dlq) {
+        Some(Ok(m)) => {
+            let headers: Vec<Value> = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            let lower = h.key.to_ascii_lowercase();
+                            let secret = api.secret_headers.iter().any(|s| lower.contains(s));
+                            let value = if secret {
+                                "<redacted>".to_string()
+                            } else {
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()
+                            };
+                            json!({ "name": h.key, "value": value })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let value_bytes: Option<Vec<u8>> = if l.value_omitted {
+                l.source
+                    .as_ref()
+                    .and_then(at)
+                    .and_then(|r| r.as_ref().ok())
+                    .and_then(|m| m.payload().map(<[u8]>::to_vec))
+            } else {
+                m.payload().map(<[u8]>::to_vec)
+            };
+            let value = match value_bytes {
+                None => {
+                    json!({ "bytes": 0, "error": if l.value_omitted { "the value was left out of the dead letter and is no longer at its source" } else { "the record has no value" } })
+                }
+                Some(bytes) => match api.codec.decode_value(&bytes, &Upcasters::default()).await {
+                    Ok(d) => match Value::try_from(d.value) {
+                        Ok(v) => {
+                            json!({ "bytes": bytes.len(), "schema": d.full_name, "decoded": v })
+                        }
+                        Err(e) => {
+                            json!({ "bytes": bytes.len(), "schema": d.full_name, "error": format!("decoded, but not shown as JSON: {e}"), "hex": hex(&bytes) })
+                        }
+                    },
+                    Err(e) => {
+                        json!({ "bytes": bytes.len(), "error": e.to_string(), "hex": hex(&bytes) })
+                    }
+                },
+            };
+            json!({
+                "key": m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                "headers": headers,
+                "value": value,
+            })
+        }
+        Some(Err(e)) => json!({ "error": e.to_string() }),
+        None => json!({ "error": "not read" }),
+    };
+    axum::Json(json!({ "letter": l, "record": record })).into_response()
+}
+
+fn dry_run(q: &HashMap<String, String>) -> Result<bool, Refusal> {
+    match q.get("dry_run").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true" | "") => Ok(true),
+        Some(v) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("dry_run must be true or false, not {v:?}"),
+        )),
+    }
+}
+
+fn act_failed(e: &ActError) -> Response {
+    match e {
+        ActError::Redis(e) => redis_down(e),
+        ActError::Audit(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn one(
+    api: Arc<Api>,
+    act: Act,
+    id: String,
+    q: HashMap<String, String>,
+    operator: Operator,
+) -> Response {
+    let dry = match dry_run(&q) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
+    let l = match letter(&api, &id).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let kind = match act {
+        Act::Replay => Kind::Replay,
+        Act::Discard => Kind::Discard,
+    };
+    match api
+        .desk
+        .act(act, vec![l], &operator.0, None, dry, kind)
+        .await
+    {
+        Ok(report) => {
+            let refused = report.letters.iter().any(|d| d.outcome == "refused");
+            let status = if refused {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(report)).into_response()
+        }
+        Err(e) => act_failed(&e),
+    }
+}
+
+async fn replay_one(
+    State(api): Shared,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    axum::Extension(operator): axum::Extension<Operator>,
+) -> Response {
+    one(api, Act::Replay, id, q, operator).await
+}
+
+async fn discard_one(
+    State(api): Shared,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    axum::Extension(operator): axum::Extension<Operator>,
+) -> Response {
+    one(api, Act::Discard, id, q, operator).await
+}
+
+/// The body of an action by filter.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Matching {
+    filter: Filter,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn matching(api: Arc<Api>, act: Act, body: &[u8], operator: Operator) -> Response {
+    let m: Matching = match serde_json::from_slice(body) {
+        Ok(m) => m,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be {{\"filter\": {{group, class, topic, key, since, until}}, \"dry_run\": bool}}: {e}"
+                ),
+            );
+        }
+    };
+    let mut filter = m.filter;
+    if let Err(e) = filter.check() {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    match filter.state.as_deref() {
+        None => filter.state = Some(LetterState::Parked.as_str().into()),
+        Some("parked") => {}
+        Some(s) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("only parked dead letters can be acted on, not {s}"),
+            );
+        }
+    }
+    if filter
+        == (Filter {
+            state: filter.state.clone(),
+            ..Filter::default()
+        })
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name at least one of group, class, topic, key, since, until (every dead letter at once is not an action to take by accident)",
+        );
+    }
+    let mut letters = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match api.desk.index.list(&filter, cursor.as_deref(), 500).await {
+            Ok(p) => p,
+            Err(ListError::Redis(e)) => return redis_down(&e),
+            Err(ListError::Cursor) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "lost the cursor");
+            }
+        };
+        letters.extend(page.letters);
+        if letters.len() >= api.max_batch {
+            letters.truncate(api.max_batch);
+            break;
+        }
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    let kind = match act {
+        Act::Replay => Kind::Replay,
+        Act::Discard => Kind::Discard,
+    };
+    let described = serde_json::to_string(&filter).ok();
+    match api
+        .desk
+        .act(act, letters, &operator.0, described, m.dry_run, kind)
+        .await
+    {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => act_failed(&e),
+    }
+}
+
+async fn replay_matching(
+    State(api): Shared,
+    axum::Extension(operator): axum::Extension<Operator>,
+    body: axum::body::Bytes,
+) -> Response {
+    matching(api, Act::Replay, &body, operator).await
+}
+
+async fn discard_matching(
+    State(api): Shared,
+    axum::Extension(operator): axum::Extension<Operator>,
+    body: axum::body::Bytes,
+) -> Response {
+    matching(api, Act::Discard, &body, operator).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_configured_token_names_its_holder() {
+        let tokens = vec![
+            Token {
+                name: "alice".into(),
+                token: "alice-secret-0123456789".into(),
+            },
+            Token {
+                name: "bob".into(),
+                token: "bob-secret-0123456789".into(),
+            },
+        ];
+        assert_eq!(
+            holder(&tokens, b"bob-secret-0123456789").as_deref(),
+            Some("bob")
+        );
+        assert_eq!(holder(&tokens, b"bob-secret-012345678"), None);
+        assert_eq!(holder(&tokens, b""), None);
+    }
+}

@@ -1,0 +1,24 @@
+-- Index one dead letter, once: a second call for the same letter changes nothing.
+-- KEYS[1] the letter's hash, KEYS[2] every letter (zset), KEYS[3] its group's, KEYS[4] its class's,
+-- KEYS[5] its source topic's, KEYS[6] its key's (zset), KEYS[7] parked letters, KEYS[8] its group's parked
+-- letters, KEYS[9] the set of groups, KEYS[10] parked counts by class (hash).
+-- ARGV[1] its time (ms, the score), ARGV[2] its id, ARGV[3] its group, ARGV[4] its class,
+-- ARGV[5] 1 when it has a key, then field/value pairs of the hash.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local score, id = ARGV[1], ARGV[2]
+local i = 6
+while i < #ARGV do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('HSET', KEYS[1], 'state', 'parked', 'state_at', score)
+for k = 2, 8 do
+  if k ~= 6 or ARGV[5] == '1' then
+    redis.call('ZADD', KEYS[k], score, id)
+  end
+end
+redis.call('SADD', KEYS[9], ARGV[3])
+redis.call('HINCRBY', KEYS[10], ARGV[4], 1)
+return 1

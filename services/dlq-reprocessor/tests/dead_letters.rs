@@ -1,0 +1,598 @@
+//! The reprocessor against the real stack, with projector-redis as the consumer that dead-letters:
+//! poison events are indexed, shown decoded (secrets redacted), replayed after their cause is fixed
+//! (applied once), stopped by the loop guard when they keep failing, left alone by a dry run, discarded,
+//! and every action is on the audit topic. Without a token: 401. The CLI drives the same API.
+#![allow(dead_code)]
+
+#[path = "../../projector-redis/tests/common/events.rs"]
+mod events;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use causeway_contracts::upcast::Upcasters;
+use causeway_kafka::config::OffsetMode;
+use causeway_kafka::topology::{self, Topology};
+use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with, run_to_exit};
+use causeway_testcontainers::unique;
+use events::*;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use serde_json::Value;
+
+const TOKEN: &str = "tester-token-0123456789abcdef";
+const AUDIT_TOPIC: &str = "causeway.dlq-audit";
+
+/// A binary of the workspace built beside this test's own (`make build`).
+fn workspace_bin(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(name)))
+        .unwrap_or_else(|| panic!("no target directory above the test"))
+}
+
+struct Reprocessor {
+    process: ServiceProcess,
+    api: SocketAddr,
+}
+
+fn start_reprocessor(world: &World, max_replays: u32) -> Reprocessor {
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let s = &world.stack;
+    let listen = api.to_string();
+    let prefix = unique("dlq-index");
+    let group = unique("dlq-reprocessor");
+    // A pattern, as in production, narrowed to this test's groups.
+    let topics = format!("[\"^{}.*[.]dlq$\"]", world.context.replace('.', "[.]"));
+    let tokens = format!("[{{ name = \"tester\", token = \"{TOKEN}\" }}]");
+    let max = max_replays.to_string();
+    let env = [
+        (
+            "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
+            s.kafka_bootstrap.as_str(),
+        ),
+        ("CAUSEWAY__REDIS__URL", s.redis_url.as_str()),
+        ("CAUSEWAY__DLQ__REGISTRY_URL", s.registry_url.as_str()),
+        ("CAUSEWAY__DLQ__PREFIX", prefix.as_str()),
+        ("CAUSEWAY__DLQ__GROUP_ID", group.as_str()),
+        ("CAUSEWAY__DLQ__TOPICS", topics.as_str()),
+        ("CAUSEWAY__DLQ__MAX_REPLAYS", max.as_str()),
+        ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
+        ("CAUSEWAY__ACCESS__TOKENS", tokens.as_str()),
+    ];
+    let mut process = ServiceProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/dlq-reprocessor.toml")),
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    process
+        .wait_ready(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Reprocessor { process, api }
+}
+
+/// A call to the API with the test's token (or `token`): status and JSON body.
+fn call(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    call_as(api, Some(TOKEN), method, path, body)
+}
+
+fn call_as(
+    api: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let r = http_request_with(api, method, path, &headers, body).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
+    (r.status, json)
+}
+
+/// The letters of `group` in `state`, waiting until there are `n`.
+fn wait_letters(api: SocketAddr, group: &str, state: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = call(
+            api,
+            "GET",
+            &format!("/v1/dead-letters?group={group}&state={state}"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let letters = body["letters"].as_array().cloned().unwrap_or_default();
+        if letters.len() >= n {
+            assert_eq!(letters.len(), n, "{body}");
+            return letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} {state} letters of {group} expected; the index has {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn letter_of_key<'a>(letters: &'a [Value], key: &str) -> &'a Value {
+    letters
+        .iter()
+        .find(|l| l["key"] == key)
+        .unwrap_or_else(|| panic!("no letter with key {key}: {letters:?}"))
+}
+
+/// The end offset of `topic`'s partition 0.
+fn end_offset(world: &World, topic: &str) -> i64 {
+    let consumer: BaseConsumer = world
+        .kafka
+        .consumer_config("test-end", &unique("end"), OffsetMode::Transactional)
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
+}
+
+/// Every audit record that names one of `ids`, decoded.
+async fn audit_records(world: &World, ids: &[String], at_least: usize) -> Vec<Value> {
+    let consumer: BaseConsumer = world
+        .kafka
+        .consumer_config("test-audit", &unique("audit"), OffsetMode::Transactional)
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    consumer
+        .subscribe(&[AUDIT_TOPIC])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < at_least && Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let Some(bytes) = m.payload() else { continue };
+        let decoded = world
+            .codec
+            .decode_value(bytes, &Upcasters::default())
+            .await
+            .unwrap_or_else(|e| panic!("an audit record does not decode: {e}"));
+        assert_eq!(decoded.full_name, "causeway.DeadLetterAction");
+        let v = Value::try_from(decoded.value).unwrap_or_else(|e| panic!("{e}"));
+        let named = v["letters"].as_array().is_some_and(|ls| {
+            ls.iter()
+                .any(|l| ids.iter().any(|id| l["letter_id"] == *id))
+        });
+        if named {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn cli(args: &[&str], api: SocketAddr, token: Option<&str>) -> (i32, String, String) {
+    let mut command = std::process::Command::new(workspace_bin("causeway"));
+    command
+        .args(args)
+        .env("CAUSEWAY_DLQ_URL", format!("http://{api}"))
+        .env_remove("CAUSEWAY_DLQ_TOKEN");
+    if let Some(t) = token {
+        command.env("CAUSEWAY_DLQ_TOKEN", t);
+    }
+    let (status, stdout, stderr) =
+        run_to_exit(&mut command, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    (status.code().unwrap_or(-1), stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_guard_and_audited() {
+    let world = World::new(1).await;
+    let audit = Topology::parse(
+        &format!("[defaults]\npartitions = 1\nreplication_factor = 1\n[[topic]]\nname = \"{AUDIT_TOPIC}\"\n"),
+        "test",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    topology::apply(&world.kafka, &audit, false, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let topic = world.topic("inventory");
+    // Three SKUs, one event each. The documents of sku-0 and sku-1 are clobbered (a string where the
+    // projector keeps a hash): its script refuses them, and both events are dead-lettered.
+    let (records, expected) = inventory_events(&world, 3, 1).await;
+    let mut redis = redis::Client::open(world.stack.redis_url.as_str())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // projector-redis's key of a document (generation 1: no rebuild here).
+    let doc_key = |sku: &str| format!("{}:stock-by-sku:g1:doc:{sku}", world.prefix);
+    for sku in ["sku-0", "sku-1"] {
+        let _: () = redis::cmd("SET")
+            .arg(doc_key(sku))
+            .arg("clobbered")
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // sku-1's event carries a trace and a secret in its headers.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let producer = world.producer_handle();
+    for (key, bytes) in &records {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some(traceparent),
+            })
+            .insert(Header {
+                key: "x-api-token",
+                value: Some("s3cr3t-value"),
+            });
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(key.as_str())
+                    .payload(bytes.as_slice())
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("{e}"));
+    }
+    let projector = world.start_service(
+        &workspace_bin("projector-redis"),
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../projector-redis/projector-redis.toml"
+        )),
+        &[
+            ("CAUSEWAY__REDIS__URL", world.stack.redis_url.as_str()),
+            (
+                "CAUSEWAY__HTTP__LISTEN",
+                format!("127.0.0.1:{}", free_port()).as_str(),
+            ),
+        ],
+    );
+    let r = start_reprocessor(&world, 2);
+    let api = r.api;
+    let group = world.group.clone();
+
+    // Without a token, or with a wrong one: 401, and nothing is said about the letters.
+    for token in [None, Some("not-a-token-of-this-service")] {
+        for (method, path) in [
+            ("GET", "/v1/dead-letters".to_string()),
+            ("GET", "/v1/dead-letters/counts".to_string()),
+            ("POST", "/v1/dead-letters/x:0:0/replay".to_string()),
+        ] {
+            let (status, body) = call_as(api, token, method, &path, None);
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
+            assert!(body["error"].is_string(), "{body}");
+        }
+    }
+
+    // Both poison events are indexed, parked, with where they came from and why.
+    let parked = wait_letters(api, &group, "parked", 2);
+    let first0 = letter_of_key(&parked, "sku-0").clone();
+    let first1 = letter_of_key(&parked, "sku-1").clone();
+    for l in [&first0, &first1] {
+        assert_eq!(l["class"], "poison");
+        assert_eq!(l["source"]["topic"], topic.as_str());
+        assert_eq!(l["source"]["partition"], 0);
+        assert_eq!(l["replays"], 0);
+        assert_eq!(l["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(
+            l["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("WRONGTYPE")),
+            "{l}"
+        );
+    }
+    let id0 = first0["id"].as_str().unwrap_or_default().to_string();
+    let id1 = first1["id"].as_str().unwrap_or_default().to_string();
+
+    // Inspect: the payload decoded through the registry; the secret header redacted.
+    let (status, shown) = call(api, "GET", &format!("/v1/dead-letters/{id1}"), None);
+    assert_eq!(status, 200, "{shown}");
+    let value = &shown["record"]["value"];
+    assert_eq!(
+        value["schema"], "causeway.orders.inventory.StockAdded",
+        "{shown}"
+    );
+    assert_eq!(value["decoded"]["sku"], "sku-1", "{shown}");
+    let headers: HashMap<String, String> = shown["record"]["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or_default().to_string(),
+                h["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        headers.get("x-api-token").map(String::as_str),
+        Some("<redacted>")
+    );
+    assert_eq!(
+        headers.get("traceparent").map(String::as_str),
+        Some(traceparent)
+    );
+    assert!(!shown.to_string().contains("s3cr3t-value"), "{shown}");
+    let (status, body) = call(api, "GET", "/v1/dead-letters/nope:0:0", None);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = call(api, "GET", "/v1/dead-letters?state=lost", None);
+    assert_eq!(status, 400, "{body}");
+
+    // A dry run says what would happen and changes nothing: no record sent, still parked.
+    let end = end_offset(&world, &topic);
+    let (status, dry) = call(
+        api,
+        "POST",
+        &format!("/v1/dead-letters/{id1}/replay?dry_run=true"),
+        None,
+    );
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["letters"][0]["outcome"], "would replay", "{dry}");
+    assert!(dry["action_id"].is_null(), "{dry}");
+    let (status, dry) = call(
+        api,
+        "POST",
+        "/v1/dead-letters/replay",
+        Some(&format!(
+            "{{\"filter\": {{\"group\": \"{group}\"}}, \"dry_run\": true}}"
+        )),
+    );
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["counts"]["would replay"], 2, "{dry}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(end_offset(&world, &topic), end, "a dry run sent nothing");
+    assert_eq!(wait_letters(api, &group, "parked", 2).len(), 2);
+
+    // sku-0 keeps failing: each replay comes back as a new dead letter, one more replay on it, until
+    // the loop guard (2 here) refuses.
+    let mut current = id0.clone();
+    for n in 1..=2 {
+        let (status, done) = call(
+            api,
+            "POST",
+            &format!("/v1/dead-letters/{current}/replay"),
+            None,
+        );
+        assert_eq!(status, 200, "{done}");
+        assert_eq!(done["letters"][0]["outcome"], "replayed", "{done}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let next = loop {
+            let (_, page) = call(
+                api,
+                "GET",
+                &format!("/v1/dead-letters?group={group}&key=sku-0&state=parked"),
+                None,
+            );
+            let letters = page["letters"].as_array().cloned().unwrap_or_default();
+            if let Some(l) = letters.first() {
+                break l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replay of {current} did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(next["replays"], n, "{next}");
+        assert_eq!(next["replay_of"], current.as_str(), "{next}");
+        current = next["id"].as_str().unwrap_or_default().to_string();
+    }
+    let end_before_guard = end_offset(&world, &topic);
+    let (status, guarded) = call(
+        api,
+        "POST",
+        &format!("/v1/dead-letters/{current}/replay"),
+        None,
+    );
+    assert_eq!(status, 409, "{guarded}");
+    assert_eq!(guarded["letters"][0]["outcome"], "refused", "{guarded}");
+    assert!(
+        guarded["letters"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("loop guard")),
+        "{guarded}"
+    );
+    assert_eq!(end_offset(&world, &topic), end_before_guard);
+    // Given up on: discarded, and then neither replayed nor discarded again.
+    let (status, discarded) = call(
+        api,
+        "POST",
+        &format!("/v1/dead-letters/{current}/discard"),
+        None,
+    );
+    assert_eq!(status, 200, "{discarded}");
+    assert_eq!(discarded["letters"][0]["outcome"], "discarded");
+    let (status, again) = call(
+        api,
+        "POST",
+        &format!("/v1/dead-letters/{current}/replay"),
+        None,
+    );
+    assert_eq!(status, 409, "{again}");
+
+    // sku-1's cause is fixed (the clobbered key removed); replayed by filter through the CLI, it is
+    // applied, once: the document is exactly the reference one, and one record went to the source.
+    let _: () = redis::cmd("DEL")
+        .arg(doc_key("sku-1"))
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, _, stderr) = cli(&["dlq", "list", "--group", &group], api, None);
+    assert_eq!(
+        code, 2,
+        "without a token the CLI says how to give one: {stderr}"
+    );
+    assert!(stderr.contains("CAUSEWAY_DLQ_TOKEN"), "{stderr}");
+    let (code, table, stderr) = cli(
+        &["dlq", "list", "--group", &group, "--state", "parked"],
+        api,
+        Some(TOKEN),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(table.contains(&id1) && table.contains("sku-1"), "{table}");
+    let (code, shown, stderr) = cli(&["dlq", "show", &id1], api, Some(TOKEN));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        shown.contains("causeway.orders.inventory.StockAdded") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    let before = end_offset(&world, &topic);
+    let (code, out, stderr) = cli(
+        &["dlq", "replay", "--group", &group, "--key", "sku-1"],
+        api,
+        Some(TOKEN),
+    );
+    assert_eq!(code, 0, "{out}{stderr}");
+    assert!(out.contains("1 replayed"), "{out}");
+    assert_eq!(
+        end_offset(&world, &topic),
+        before + 1,
+        "one record replayed"
+    );
+    for sku in ["sku-1", "sku-2"] {
+        let doc = &expected[sku];
+        let mut want: HashMap<String, String> = doc
+            .fields
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect();
+        want.insert("_version".into(), doc.version.to_string());
+        want.insert("_event_time".into(), doc.event_time_ms.to_string());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stored: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(doc_key(sku))
+                .query_async(&mut redis)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if stored == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sku}: {stored:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // A second replay of the same letter is refused: it is replayed already.
+    let (code, _, stderr) = cli(&["dlq", "replay", &id1], api, Some(TOKEN));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(end_offset(&world, &topic), before + 1);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, page) = call(
+        api,
+        "GET",
+        &format!("/v1/dead-letters?group={group}&state=parked"),
+        None,
+    );
+    assert_eq!(
+        page["letters"].as_array().map(Vec::len),
+        Some(0),
+        "nothing failed again: {page}"
+    );
+
+    // Every action is on the audit topic, by the token's holder: sku-0's two replays, the one the loop
+    // guard refused, its discard and the replay refused after it; sku-1's replay and the refused
+    // second one.
+    let (_, all) = call(api, "GET", &format!("/v1/dead-letters?group={group}"), None);
+    let ids: Vec<String> = all["letters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["id"].as_str().map(str::to_string))
+        .collect();
+    let actions = audit_records(&world, &ids, 7).await;
+    let summary: Vec<(String, String)> = actions
+        .iter()
+        .map(|a| {
+            assert_eq!(a["operator"], "tester", "{a}");
+            (
+                a["action"].as_str().unwrap_or_default().to_string(),
+                a["letters"][0]["outcome"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let count = |action: &str, outcome: &str| {
+        summary
+            .iter()
+            .filter(|(a, o)| a == action && o.starts_with(outcome))
+            .count()
+    };
+    assert_eq!(count("REPLAY", "replayed"), 3, "{summary:?}");
+    assert_eq!(count("REPLAY", "refused"), 3, "{summary:?}");
+    assert_eq!(count("DISCARD", "discarded"), 1, "{summary:?}");
+    assert_eq!(actions.len(), 7, "{summary:?}");
+    let by_filter = actions
+        .iter()
+        .find(|a| a["filter"].is_string())
+        .unwrap_or_else(|| panic!("the replay by filter names its filter: {actions:?}"));
+    assert!(
+        by_filter["filter"]
+            .as_str()
+            .is_some_and(|f| f.contains("sku-1"))
+    );
+
+    // Metrics: what was indexed, replayed, discarded and refused; nothing parked now.
+    let (_, metrics) = r.process.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
+    let line = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        line(&format!(
+            "causeway_dlq_letters_total{{class=\"poison\",group=\"{group}\"}}"
+        )),
+        "4"
+    );
+    assert_eq!(
+        line(&format!(
+            "causeway_dlq_replays_total{{group=\"{group}\",trigger=\"operator\"}}"
+        )),
+        "3"
+    );
+    assert_eq!(
+        line(&format!("causeway_dlq_discards_total{{group=\"{group}\"}}")),
+        "1"
+    );
+    assert_eq!(
+        line(&format!(
+            "causeway_dlq_loop_guard_total{{group=\"{group}\"}}"
+        )),
+        "1"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = r.process.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
+        if metrics
+            .lines()
+            .any(|l| l == format!("causeway_dlq_depth_records{{group=\"{group}\"}} 0"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "depth never 0:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(projector);
+}
