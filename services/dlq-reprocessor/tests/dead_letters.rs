@@ -4,6 +4,7 @@
 //! and every action is on the audit topic. Without a token: 401. The CLI drives the same API.
 #![allow(dead_code)]
 
+mod common;
 #[path = "../../projector-redis/tests/common/events.rs"]
 mod events;
 
@@ -15,8 +16,9 @@ use std::time::{Duration, Instant};
 use causeway_contracts::upcast::Upcasters;
 use causeway_kafka::config::OffsetMode;
 use causeway_kafka::topology::{self, Topology};
-use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with, run_to_exit};
+use causeway_testcontainers::process::{free_port, run_to_exit};
 use causeway_testcontainers::unique;
+use common::*;
 use events::*;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,102 +26,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 
-const TOKEN: &str = "tester-token-0123456789abcdef";
-const AUDIT_TOPIC: &str = "causeway.dlq-audit";
-
 /// A binary of the workspace built beside this test's own (`make build`).
 fn workspace_bin(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.join(name)))
         .unwrap_or_else(|| panic!("no target directory above the test"))
-}
-
-struct Reprocessor {
-    process: ServiceProcess,
-    api: SocketAddr,
-}
-
-fn start_reprocessor(world: &World, max_replays: u32) -> Reprocessor {
-    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let s = &world.stack;
-    let listen = api.to_string();
-    let prefix = unique("dlq-index");
-    let group = unique("dlq-reprocessor");
-    // A pattern, as in production, narrowed to this test's groups.
-    let topics = format!("[\"^{}.*[.]dlq$\"]", world.context.replace('.', "[.]"));
-    let tokens = format!("[{{ name = \"tester\", token = \"{TOKEN}\" }}]");
-    let max = max_replays.to_string();
-    let env = [
-        (
-            "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
-            s.kafka_bootstrap.as_str(),
-        ),
-        ("CAUSEWAY__REDIS__URL", s.redis_url.as_str()),
-        ("CAUSEWAY__DLQ__REGISTRY_URL", s.registry_url.as_str()),
-        ("CAUSEWAY__DLQ__PREFIX", prefix.as_str()),
-        ("CAUSEWAY__DLQ__GROUP_ID", group.as_str()),
-        ("CAUSEWAY__DLQ__TOPICS", topics.as_str()),
-        ("CAUSEWAY__DLQ__MAX_REPLAYS", max.as_str()),
-        ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
-        ("CAUSEWAY__ACCESS__TOKENS", tokens.as_str()),
-    ];
-    let mut process = ServiceProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/dlq-reprocessor.toml")),
-        &env,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    process
-        .wait_ready(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}"));
-    Reprocessor { process, api }
-}
-
-/// A call to the API with the test's token (or `token`): status and JSON body.
-fn call(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    call_as(api, Some(TOKEN), method, path, body)
-}
-
-fn call_as(
-    api: SocketAddr,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| vec![("Authorization", a)])
-        .unwrap_or_default();
-    let r = http_request_with(api, method, path, &headers, body).unwrap_or_else(|e| panic!("{e}"));
-    let json = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
-    (r.status, json)
-}
-
-/// The letters of `group` in `state`, waiting until there are `n`.
-fn wait_letters(api: SocketAddr, group: &str, state: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, body) = call(
-            api,
-            "GET",
-            &format!("/v1/dead-letters?group={group}&state={state}"),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        let letters = body["letters"].as_array().cloned().unwrap_or_default();
-        if letters.len() >= n {
-            assert_eq!(letters.len(), n, "{body}");
-            return letters;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} {state} letters of {group} expected; the index has {body}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn letter_of_key<'a>(letters: &'a [Value], key: &str) -> &'a Value {
@@ -259,7 +171,13 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
             ),
         ],
     );
-    let r = start_reprocessor(&world, 2);
+    let r = start(
+        Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
+        &world.stack,
+        &pattern_for(&world.context),
+        2,
+        &[],
+    );
     let api = r.api;
     let group = world.group.clone();
 
@@ -277,7 +195,7 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
     }
 
     // Both poison events are indexed, parked, with where they came from and why.
-    let parked = wait_letters(api, &group, "parked", 2);
+    let parked = wait_letters(api, &format!("group={group}&state=parked"), 2);
     let first0 = letter_of_key(&parked, "sku-0").clone();
     let first1 = letter_of_key(&parked, "sku-1").clone();
     for l in [&first0, &first1] {
@@ -353,7 +271,10 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
     assert_eq!(dry["counts"]["would replay"], 2, "{dry}");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(end_offset(&world, &topic), end, "a dry run sent nothing");
-    assert_eq!(wait_letters(api, &group, "parked", 2).len(), 2);
+    assert_eq!(
+        wait_letters(api, &format!("group={group}&state=parked"), 2).len(),
+        2
+    );
 
     // sku-0 keeps failing: each replay comes back as a new dead letter, one more replay on it, until
     // the loop guard (2 here) refuses.

@@ -1,0 +1,118 @@
+//! The dlq-reprocessor as a process for a test, and its API: for its own tests and for the tests of
+//! the consumers it serves (they include this file), which give the path of its binary.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use causeway_testcontainers::Stack;
+use causeway_testcontainers::process::{ServiceProcess, free_port, http_request_with};
+use causeway_testcontainers::unique;
+use serde_json::Value;
+
+/// The token the tests' reprocessor accepts (its holder: `tester`).
+pub const TOKEN: &str = "tester-token-0123456789abcdef";
+
+/// The audit topic (the sample config's).
+pub const AUDIT_TOPIC: &str = "causeway.dlq-audit";
+
+/// The sample config, beside the reprocessor's Cargo.toml.
+pub fn sample_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dlq-reprocessor/dlq-reprocessor.toml")
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("the reprocessor's sample config: {e}"))
+}
+
+/// A reprocessor and its API's address.
+pub struct Reprocessor {
+    pub process: ServiceProcess,
+    pub api: SocketAddr,
+}
+
+/// Start `bin` on `stack`, reading the DLQ topics that match `pattern`, with the loop guard at
+/// `max_replays` and `extra` environment; ready.
+pub fn start(
+    bin: &Path,
+    stack: &Stack,
+    pattern: &str,
+    max_replays: u32,
+    extra: &[(&str, &str)],
+) -> Reprocessor {
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = api.to_string();
+    let prefix = unique("dlq-index");
+    let group = unique("dlq-reprocessor");
+    let topics = format!("[\"{pattern}\"]");
+    let tokens = format!("[{{ name = \"tester\", token = \"{TOKEN}\" }}]");
+    let max = max_replays.to_string();
+    let mut env = vec![
+        (
+            "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
+            stack.kafka_bootstrap.as_str(),
+        ),
+        ("CAUSEWAY__REDIS__URL", stack.redis_url.as_str()),
+        ("CAUSEWAY__DLQ__REGISTRY_URL", stack.registry_url.as_str()),
+        ("CAUSEWAY__DLQ__PREFIX", prefix.as_str()),
+        ("CAUSEWAY__DLQ__GROUP_ID", group.as_str()),
+        ("CAUSEWAY__DLQ__TOPICS", topics.as_str()),
+        ("CAUSEWAY__DLQ__MAX_REPLAYS", max.as_str()),
+        ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
+        ("CAUSEWAY__ACCESS__TOKENS", tokens.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let mut process =
+        ServiceProcess::start(bin, &sample_config(), &env).unwrap_or_else(|e| panic!("{e}"));
+    process
+        .wait_ready(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Reprocessor { process, api }
+}
+
+/// The pattern of the DLQ topics of groups whose names start with `prefix`.
+pub fn pattern_for(prefix: &str) -> String {
+    format!("^{}.*[.]dlq$", prefix.replace('.', "[.]"))
+}
+
+/// A call to the API with the test's token: status and JSON body.
+pub fn call(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    call_as(api, Some(TOKEN), method, path, body)
+}
+
+/// A call with `token` (none: no Authorization header).
+pub fn call_as(
+    api: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let r = http_request_with(api, method, path, &headers, body).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
+    (r.status, json)
+}
+
+/// The letters matching `query` (e.g. `group=g&state=parked`), waiting until there are `n`.
+pub fn wait_letters(api: SocketAddr, query: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = call(api, "GET", &format!("/v1/dead-letters?{query}"), None);
+        assert_eq!(status, 200, "{body}");
+        let letters = body["letters"].as_array().cloned().unwrap_or_default();
+        if letters.len() >= n {
+            assert_eq!(letters.len(), n, "{body}");
+            return letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} letters matching {query} expected; the index has {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
