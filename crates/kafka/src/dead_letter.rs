@@ -53,6 +53,10 @@ pub struct Why<'a> {
     pub attempts: u32,
     /// When it failed first, ms since the epoch.
     pub first_failure: i64,
+    /// Per-key order: the offset of the head its key waits behind (class `parked`).
+    pub behind: Option<i64>,
+    /// Per-key order: its key's later records wait behind it.
+    pub parks_key: bool,
 }
 
 /// Longest `traceparent` / `tracestate` value kept when the other original headers do not fit (W3C:
@@ -128,6 +132,7 @@ pub fn record<'m, M: Message>(
     let at = why.at.to_string();
     let attempts = why.attempts.to_string();
     let first = why.first_failure.to_string();
+    let behind = why.behind.map(|b| b.to_string());
     let omitted = match (m.payload(), payload) {
         (Some(p), None) => Some(p.len().to_string()),
         _ => None,
@@ -144,6 +149,11 @@ pub fn record<'m, M: Message>(
         (dlq_headers::ATTEMPTS, Some(attempts.as_str())),
         (dlq_headers::FIRST_FAILURE, Some(first.as_str())),
         (dlq_headers::VALUE_OMITTED, omitted.as_deref()),
+        (crate::parking::headers::BEHIND, behind.as_deref()),
+        (
+            crate::parking::headers::PARKS_KEY,
+            why.parks_key.then_some("true"),
+        ),
     ] {
         if let Some(value) = value {
             h = h.insert(Header {
@@ -176,6 +186,8 @@ mod tests {
             at: 2,
             attempts: 1,
             first_failure: 1,
+            behind: None,
+            parks_key: false,
         }
     }
 

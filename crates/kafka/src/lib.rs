@@ -17,6 +17,8 @@
 //! - [`projector`]: what every projector shares: its config, events decoded and projected.
 //! - [`rebuild`]: a projection rebuilt from offset 0 beside its live generation, then switched to
 //!   (every store's side of it: [`rebuild::Generations`]).
+//! - [`parking`]: per-key order for the runner: later records of a dead-lettered record's key wait
+//!   behind it (`<group>.parked`).
 //! - [`runner`]: the consumer runner of every non-transactional consumer (projectors): batches,
 //!   offsets stored after the writes, one retry / dead-letter policy.
 //! - [`error`]: [`Error`], classified once into Transient / Poison / Fatal.
@@ -29,6 +31,7 @@ pub mod error;
 pub mod group;
 pub mod headers;
 pub mod lag;
+pub mod parking;
 pub mod partitioner;
 pub mod processor;
 pub mod projector;

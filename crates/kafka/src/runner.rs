@@ -19,7 +19,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientConfig, ClientContext};
@@ -29,6 +29,7 @@ use crate::config::{KafkaConfig, OffsetMode};
 use crate::dead_letter::{self, Why};
 use crate::error::Error;
 use crate::group::{GroupConsumer, Member, Membership};
+use crate::parking::Decision;
 
 /// How long a blocking Kafka call of the runner may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,6 +61,14 @@ pub struct RunnerConfig {
     /// a restarted instance gets its partitions back at once instead of after its old session times
     /// out (`session.timeout.ms`). Empty: a new member each start.
     pub instance_id: String,
+    /// Per-key order: once a record is dead-lettered, the later records of its key (on its partition)
+    /// are dead-lettered behind it (class `parked`) until it is replayed or discarded through the
+    /// dlq-reprocessor, then come back in order. Needs the compacted topic `<group>.parked`.
+    pub park_keys: bool,
+    /// A record whose preparation failed transiently this many times in a row is dead-lettered with
+    /// class `transient` (for the reprocessor's automatic redrive) and the stream goes on. 0: never;
+    /// retried in place, the partitions paused, however long it takes.
+    pub dead_letter_transient_after: u32,
 }
 
 impl Default for RunnerConfig {
@@ -71,6 +80,8 @@ impl Default for RunnerConfig {
             retry_max_ms: 10_000,
             max_reason_bytes: 1024,
             instance_id: String::new(),
+            park_keys: false,
+            dead_letter_transient_after: 0,
         }
     }
 }
@@ -137,6 +148,8 @@ pub enum Status {
 struct RunnerContext {
     membership: Membership,
     assigned: std::sync::atomic::AtomicBool,
+    /// Set at each assignment: the parked keys are read to their end before the next batch.
+    reassigned: std::sync::atomic::AtomicBool,
     group: String,
     /// Records not yet handled per assigned partition, from librdkafka's statistics.
     lag_records: IntGaugeVec,
@@ -200,6 +213,8 @@ impl ConsumerContext for RunnerContext {
             tracing::info!(partitions = list.count(), "partitions assigned");
             self.assigned
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.reassigned
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -212,6 +227,7 @@ struct Meters {
     batch_seconds: Histogram,
     lag_records: IntGaugeVec,
     lag_seconds: GaugeVec,
+    parked_keys: IntGaugeVec,
 }
 
 impl Meters {
@@ -252,6 +268,14 @@ impl Meters {
             ),
             &["group", "topic", "partition"],
         )?;
+        let parked_keys = IntGaugeVec::new(
+            Opts::new(
+                names::CONSUMER_PARKED_KEYS,
+                "Keys whose records wait behind a dead letter (per-key order), by group.",
+            ),
+            &["group"],
+        )?;
+        registry.register(Box::new(parked_keys.clone()))?;
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(batch_seconds.clone()))?;
@@ -263,6 +287,7 @@ impl Meters {
             batch_seconds,
             lag_records,
             lag_seconds,
+            parked_keys,
         })
     }
 }
@@ -323,6 +348,7 @@ impl Runner {
                     .create_with_context(RunnerContext {
                         membership: Membership::new(&config),
                         assigned: std::sync::atomic::AtomicBool::new(false),
+                        reassigned: std::sync::atomic::AtomicBool::new(false),
                         group: self.group.clone(),
                         lag_records: meters.lag_records.clone(),
                         waiting: std::sync::Mutex::new(HashMap::new()),
@@ -359,6 +385,11 @@ impl Runner {
                 return Err(Error::MissingTopic((*topic).to_string()));
             }
         }
+        let parking = if self.config.park_keys {
+            Some(crate::parking::Parking::open(&self.kafka, &self.group)?)
+        } else {
+            None
+        };
         consumer
             .subscribe(&topics)
             .map_err(|source| Error::Operation {
@@ -379,6 +410,7 @@ impl Runner {
             fatal: None,
             last_timestamps: HashMap::new(),
             lag_at: Instant::now(),
+            parking,
         };
         loop_.run(&mut handler);
         let fatal = loop_.fatal.take();
@@ -417,6 +449,8 @@ struct Loop<'a, R: Fn(Status)> {
     last_timestamps: HashMap<String, HashMap<i32, i64>>,
     /// When the lag metrics were last computed.
     lag_at: Instant,
+    /// Per-key order (`park_keys`).
+    parking: Option<crate::parking::Parking>,
 }
 
 /// A record of the batch to dead-letter: which, why, after how many tries, since when.
@@ -426,6 +460,12 @@ struct Parked {
     why: String,
     attempts: u32,
     first_failure: i64,
+    /// `poison`, `transient`, or `parked` (behind its key's head).
+    class: &'static str,
+    /// The head it waits behind (class `parked`).
+    behind: Option<i64>,
+    /// Its key waits behind it.
+    parks_key: bool,
 }
 
 /// The dead-letter producer's context: whether a delivery failed since the last reset.
@@ -491,6 +531,9 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 self.resume();
             }
             let batch = self.collect();
+            if !self.follow_parking() {
+                return;
+            }
             if self.ready.is_none()
                 && self
                     .consumer
@@ -652,7 +695,33 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
         let mut sources = Vec::with_capacity(batch.len());
         // Records to dead-letter, sent once the batch is written.
         let mut parked: Vec<Parked> = Vec::new();
+        // Released records (per-key order) that free their key once handled.
+        let mut frees: Vec<usize> = Vec::new();
         for (i, m) in batch.iter().enumerate() {
+            if let Some(parking) = &mut self.parking {
+                match parking.decide(m) {
+                    Decision::Free => {}
+                    Decision::Behind(head) => {
+                        parking.behind(m);
+                        parked.push(Parked {
+                            source: i,
+                            why: format!(
+                                "waits behind offset {head} of its key on {}/{} (per-key order)",
+                                m.topic(),
+                                m.partition()
+                            ),
+                            attempts: 0,
+                            first_failure: now_ms(),
+                            class: "parked",
+                            behind: Some(head),
+                            parks_key: false,
+                        });
+                        continue;
+                    }
+                    Decision::Released { frees: true } => frees.push(i),
+                    Decision::Released { frees: false } => {}
+                }
+            }
             let mut attempts: Option<Attempts> = None;
             loop {
                 match handler.prepare(m) {
@@ -675,6 +744,21 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                         });
                         a.count += 1;
                         let count = a.count;
+                        let limit = self.runner.config.dead_letter_transient_after;
+                        if limit > 0 && count >= limit {
+                            let first_failure = a.first_failure;
+                            let parks_key = self.park(m);
+                            parked.push(Parked {
+                                source: i,
+                                why,
+                                attempts: count,
+                                first_failure,
+                                class: "transient",
+                                behind: None,
+                                parks_key,
+                            });
+                            break;
+                        }
                         if !self.wait_retry("prepare", &why, count) {
                             return None;
                         }
@@ -688,11 +772,15 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                             first_failure: now_ms(),
                             count: 0,
                         });
+                        let parks_key = self.park(m);
                         parked.push(Parked {
                             source: i,
                             why,
                             attempts: a.count + 1,
                             first_failure: a.first_failure,
+                            class: "poison",
+                            behind: None,
+                            parks_key,
                         });
                         break;
                     }
@@ -728,12 +816,49 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                     } else {
                         first_failure
                     };
+                    let head = &batch[source];
+                    let parks_key = self.park(head);
                     parked.push(Parked {
                         source,
                         why,
                         attempts: attempts + 1,
                         first_failure: first,
+                        class: "poison",
+                        behind: None,
+                        parks_key,
                     });
+                    if parks_key {
+                        // Its key's later records of the batch, prepared already, wait behind it.
+                        let mut j = n;
+                        while j < items.len() {
+                            let m = &batch[sources[j]];
+                            if m.topic() == head.topic()
+                                && m.partition() == head.partition()
+                                && m.key() == head.key()
+                            {
+                                if let Some(parking) = &mut self.parking {
+                                    parking.behind(m);
+                                }
+                                parked.push(Parked {
+                                    source: sources.remove(j),
+                                    why: format!(
+                                        "waits behind offset {} of its key on {}/{} (per-key order)",
+                                        head.offset(),
+                                        head.topic(),
+                                        head.partition()
+                                    ),
+                                    attempts: 0,
+                                    first_failure: now_ms(),
+                                    class: "parked",
+                                    behind: Some(head.offset()),
+                                    parks_key: false,
+                                });
+                                drop(items.remove(j));
+                            } else {
+                                j += 1;
+                            }
+                        }
+                    }
                 }
                 // A write must name the record it refuses (PoisonItem); one that does not gives no
                 // record to park, so nothing is dropped: the runner stops for a restart.
@@ -745,13 +870,29 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 }
             }
         }
-        // The dead letters are durable before the offsets move past their records.
-        if !parked.is_empty() {
+        // A released record handled (not dead-lettered again) frees its key.
+        if let Some(parking) = &mut self.parking {
+            for i in frees {
+                if !parked.iter().any(|p| p.source == i) {
+                    parking.free(&batch[i]);
+                }
+            }
+        }
+        // The dead letters (and what is parked) are durable before the offsets move past their records.
+        let parking_writes = self.parking.as_ref().is_some_and(|p| p.has_pending());
+        if !parked.is_empty() || parking_writes {
             self.send_dead_letters(batch, &parked)?;
+            let behind = parked.iter().filter(|p| p.class == "parked").count() as u64;
             self.meters
                 .records
                 .with_label_values(&[&group, "dead_lettered"])
-                .inc_by(parked.len() as u64);
+                .inc_by(parked.len() as u64 - behind);
+            if behind > 0 {
+                self.meters
+                    .records
+                    .with_label_values(&[&group, "parked"])
+                    .inc_by(behind);
+            }
         }
         self.meters
             .records
@@ -772,9 +913,23 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
     ) -> Option<()> {
         let runner: &'a Runner = self.runner;
         let topic = self.dlq_topic.clone();
+        let (parking_topic, parking_writes) = match &mut self.parking {
+            Some(p) => (p.topic().to_string(), p.take_pending()),
+            None => (String::new(), Vec::new()),
+        };
         let mut tries = 0u32;
         loop {
             self.producer.context().reset();
+            for (key, value) in &parking_writes {
+                let mut record: BaseRecord<'_, [u8], [u8]> =
+                    BaseRecord::to(&parking_topic).key(key.as_slice());
+                if let Some(v) = value {
+                    record = record.payload(v.as_bytes());
+                }
+                if !self.enqueue(record) {
+                    return None;
+                }
+            }
             for p in parked {
                 let m = &batch[p.source];
                 let reason =
@@ -788,28 +943,17 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 );
                 let why = Why {
                     reason,
-                    class: "poison",
+                    class: p.class,
                     group: &runner.group,
                     at: now_ms(),
                     attempts: p.attempts,
                     first_failure: p.first_failure,
+                    behind: p.behind,
+                    parks_key: p.parks_key,
                 };
-                let mut record = dead_letter::record(m, &topic, &why, DLQ_LIMIT, MAX_KEY_BYTES);
-                loop {
-                    match self.producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            record = back;
-                            if self.shutdown.is_triggered() {
-                                return None;
-                            }
-                            self.producer.poll(Duration::from_millis(10));
-                        }
-                        Err((e, _)) => {
-                            self.producer.context().failed(&e.to_string());
-                            break;
-                        }
-                    }
+                let record = dead_letter::record(m, &topic, &why, DLQ_LIMIT, MAX_KEY_BYTES);
+                if !self.enqueue(record) {
+                    return None;
                 }
             }
             let flushed = self.producer.flush(CALL_TIMEOUT);
@@ -823,6 +967,67 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 return None;
             }
         }
+    }
+
+    /// Hand `record` to the producer, waiting while its queue is full; a refusal is noted as the
+    /// delivery's failure. `false` when shutdown fired.
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> bool {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return true,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    if self.shutdown.is_triggered() {
+                        return false;
+                    }
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    self.producer.context().failed(&e.to_string());
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Per-key order: park `m`'s key behind it (it is being dead-lettered). Whether it did.
+    fn park(&mut self, m: &BorrowedMessage<'_>) -> bool {
+        self.parking.as_mut().is_some_and(|p| p.head(m))
+    }
+
+    /// Per-key order: after an assignment, read the parked keys to their end (the previous owners'
+    /// writes); always, apply what arrived (the reprocessor's releases). `false` when shutdown fired.
+    fn follow_parking(&mut self) -> bool {
+        if self.parking.is_none() {
+            return true;
+        }
+        let consumer: &'a BaseConsumer<RunnerContext> = self.consumer;
+        let flag = &consumer.context().reassigned;
+        let mut tries = 0u32;
+        while flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let caught_up = match &mut self.parking {
+                Some(p) => p.catch_up(),
+                None => Ok(()),
+            };
+            if let Err(e) = caught_up {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                tries += 1;
+                if !self.wait_retry("parked keys", &e.to_string(), tries) {
+                    return false;
+                }
+            }
+        }
+        let assigned = consumer.assignment().unwrap_or_default();
+        if let Some(parking) = &mut self.parking {
+            parking.poll(Duration::ZERO, &|topic, partition| {
+                assigned.find_partition(topic, partition).is_some()
+            });
+            self.meters
+                .parked_keys
+                .with_label_values(&[&self.runner.group])
+                .set(parking.len() as i64);
+        }
+        true
     }
 
     /// After a transient failure: pause what is assigned, wait the backoff (polling, so that the

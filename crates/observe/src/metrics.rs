@@ -40,6 +40,8 @@ pub mod names {
     /// nothing waits, else now minus the timestamp of the last record handled there (absent until one
     /// is), in seconds.
     pub const CONSUMER_LAG_SECONDS: &str = "causeway_consumer_lag_seconds";
+    /// Gauge: keys whose records wait behind a dead letter (per-key order, `park_keys`), by `group`.
+    pub const CONSUMER_PARKED_KEYS: &str = "causeway_consumer_parked_keys";
     /// Histogram: from an event's time (`occurred_at`) to its change applied to a read model, by
     /// `projection`, in seconds.
     pub const PROJECTION_FRESHNESS_SECONDS: &str = "causeway_projection_freshness_seconds";

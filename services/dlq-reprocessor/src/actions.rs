@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::audit::{Action, Audit, Kind, Outcome};
 use crate::index::{Index, Letter, Position, State, now_ms};
 use crate::records::{self, Unreadable};
+use causeway_kafka::parking::{Entry, Parking, park_key};
 
 /// How long one action may hold a letter.
 const LOCK_MS: u64 = 120_000;
@@ -173,30 +174,71 @@ fn source_of(l: &Letter) -> Option<String> {
         .map(|s| format!("{}/{}@{}", s.topic, s.partition, s.offset))
 }
 
+/// One record to send back: its letter, the replay count it carries, and the per-key release it is
+/// part of (the head's offset, the last offset released).
+#[derive(Debug, Clone)]
+struct Send {
+    letter: Letter,
+    count: u32,
+    release: Option<(i64, i64)>,
+    /// The head it follows, when it is released with it.
+    with_head: Option<String>,
+}
+
+/// A per-key release with nothing to send: written to the group's parked topic.
+#[derive(Debug, Clone)]
+struct Release {
+    letter: Letter,
+    head: i64,
+    through: i64,
+}
+
 impl Desk {
-    /// Why `act` cannot be done to `l`, if it cannot.
-    fn refusal(&self, act: Act, l: &Letter) -> Option<String> {
+    /// Why `act` cannot be done to `l`, if it cannot (the index is asked about the head `l` waits
+    /// behind).
+    async fn refusal(&self, act: Act, l: &Letter) -> Result<Option<String>, ActError> {
         if l.state != State::Parked {
-            return Some(format!("it is {} already", l.state.as_str()));
+            return Ok(Some(format!("it is {} already", l.state.as_str())));
         }
         if act == Act::Replay {
             if l.source.is_none() {
-                return Some(
+                return Ok(Some(
                     "the dead letter does not say where the record came from (no causeway.dlq.topic/partition/offset headers)"
                         .into(),
-                );
-            }
-            if l.replays >= self.max_replays {
-                return Some(format!(
-                    "loop guard: the record was replayed {} times already (dlq.max_replays = {}); fix its cause and discard it, or raise the limit",
-                    l.replays, self.max_replays
                 ));
             }
+            if l.behind.is_some() {
+                let heads = self.index.heads_of(l).await?;
+                let waiting: Vec<&str> = heads
+                    .iter()
+                    .filter(|h| h.state == State::Parked)
+                    .map(|h| h.id.as_str())
+                    .collect();
+                if !waiting.is_empty() || heads.is_empty() {
+                    return Ok(Some(format!(
+                        "it waits behind {} (per-key order): replay or discard that one, and its key's records follow it",
+                        if waiting.is_empty() {
+                            format!("offset {} of its partition", l.behind.unwrap_or(0))
+                        } else {
+                            waiting.join(", ")
+                        }
+                    )));
+                }
+                // Released with its head: not a replay of its own, no loop guard.
+                return Ok(None);
+            }
+            if l.replays >= self.max_replays {
+                return Ok(Some(format!(
+                    "loop guard: the record was replayed {} times already (dlq.max_replays = {}); fix its cause and discard it, or raise the limit",
+                    l.replays, self.max_replays
+                )));
+            }
         }
-        None
+        Ok(None)
     }
 
-    /// Do `act` to `letters` as `operator` (a dry run changes nothing and records nothing).
+    /// Do `act` to `letters` as `operator` (a dry run changes nothing and records nothing). A head of
+    /// a parked key takes its key's parked records along (released behind it, in order).
     pub async fn act(
         &self,
         act: Act,
@@ -207,11 +249,24 @@ impl Desk {
         kind: Kind,
     ) -> Result<Report, ActError> {
         let action_id = uuid::Uuid::now_v7().to_string();
+        let by = if kind == Kind::Redrive {
+            "redrive"
+        } else {
+            operator
+        };
         let mut done: Vec<Done> = Vec::with_capacity(letters.len());
         let mut held: Vec<Letter> = Vec::new();
         for l in letters {
-            if let Some(why) = self.refusal(act, &l) {
-                if l.state == State::Parked && l.replays >= self.max_replays && !dry_run {
+            if held.iter().any(|h| h.id == l.id) {
+                continue;
+            }
+            if let Some(why) = self.refusal(act, &l).await? {
+                if l.state == State::Parked
+                    && l.behind.is_none()
+                    && l.replays >= self.max_replays
+                    && act == Act::Replay
+                    && !dry_run
+                {
                     self.meters.loop_guard.with_label_values(&[&l.group]).inc();
                 }
                 done.push(Done {
@@ -222,6 +277,22 @@ impl Desk {
                 continue;
             }
             if dry_run {
+                let followers = if l.parks_key {
+                    self.index
+                        .followers(&l)
+                        .await?
+                        .0
+                        .iter()
+                        .filter(|f| f.state == State::Parked)
+                        .count()
+                } else {
+                    0
+                };
+                let along = if followers > 0 {
+                    format!("; {followers} records of its key follow it")
+                } else {
+                    String::new()
+                };
                 done.push(Done {
                     letter_id: l.id.clone(),
                     outcome: match act {
@@ -230,95 +301,184 @@ impl Desk {
                     },
                     detail: match act {
                         Act::Replay => format!(
-                            "to {} as replay {} of at most {}",
+                            "to {} as replay {} of at most {}{along}",
                             source_of(&l).unwrap_or_default(),
                             l.replays + 1,
                             self.max_replays
                         ),
-                        Act::Discard => "it would be marked discarded and never replayed".into(),
+                        Act::Discard => {
+                            format!("it would be marked discarded and never replayed{along}")
+                        }
                     },
                 });
                 continue;
             }
-            if !self.index.lock(&l.id, &action_id, LOCK_MS).await? {
-                done.push(Done {
-                    letter_id: l.id.clone(),
-                    outcome: "refused",
-                    detail: "another action is working on it".into(),
-                });
-                continue;
-            }
-            // Read again under the lock: another action may have finished it meanwhile.
-            match self.index.get(&l.id).await? {
-                Some(now) if self.refusal(act, &now).is_none() => held.push(now),
+            match self.hold(&l.id, &action_id).await? {
+                Some(now) if self.refusal(act, &now).await?.is_none() => held.push(now),
                 Some(now) => {
                     done.push(Done {
                         letter_id: l.id.clone(),
                         outcome: "refused",
-                        detail: self.refusal(act, &now).unwrap_or_default(),
+                        detail: self.refusal(act, &now).await?.unwrap_or_default(),
                     });
                     self.index.unlock(&l.id, &action_id).await?;
                 }
+                None => done.push(Done {
+                    letter_id: l.id.clone(),
+                    outcome: "refused",
+                    detail: "another action is working on it".into(),
+                }),
+            }
+        }
+        // What to send back and what to release, per letter held.
+        let mut sends: Vec<Send> = Vec::new();
+        let mut releases: Vec<Release> = Vec::new();
+        let mut discards: Vec<Letter> = Vec::new();
+        let mut followers_held: Vec<Letter> = Vec::new();
+        for h in &held {
+            let mut release = None;
+            if h.parks_key {
+                let (followers, through) = self.index.followers(h).await?;
+                release = Some((h.source.as_ref().map_or(0, |s| s.offset), through));
+                let mut any = false;
+                for f in followers {
+                    if f.state != State::Parked || held.iter().any(|x| x.id == f.id) {
+                        continue;
+                    }
+                    if self.index.lock(&f.id, &action_id, LOCK_MS).await? {
+                        any = true;
+                        sends.push(Send {
+                            count: f.replays,
+                            release,
+                            with_head: Some(h.id.clone()),
+                            letter: f.clone(),
+                        });
+                        followers_held.push(f);
+                    }
+                }
+                if act == Act::Discard && !any {
+                    releases.push(Release {
+                        letter: h.clone(),
+                        head: release.map_or(0, |r| r.0),
+                        through,
+                    });
+                }
+            } else if let (Some(head), Some(source)) = (h.behind, &h.source) {
+                // A record behind a head already done (it raced the head's release).
+                let anchor = Letter {
+                    source: Some(Position {
+                        offset: head,
+                        ..source.clone()
+                    }),
+                    ..h.clone()
+                };
+                let (_, through) = self.index.followers(&anchor).await?;
+                release = Some((head, through));
+                if act == Act::Discard {
+                    releases.push(Release {
+                        letter: h.clone(),
+                        head,
+                        through,
+                    });
+                }
+            }
+            match act {
+                Act::Replay => sends.push(Send {
+                    count: if h.behind.is_some() {
+                        h.replays
+                    } else {
+                        h.replays + 1
+                    },
+                    release,
+                    with_head: None,
+                    letter: h.clone(),
+                }),
+                Act::Discard => discards.push(h.clone()),
+            }
+        }
+        // Sent in source order, so that a partition's records arrive as they first did.
+        sends.sort_by_key(|s| {
+            s.letter
+                .source
+                .as_ref()
+                .map(|p| (p.topic.clone(), p.partition, p.offset))
+        });
+        let sent = self.send(&sends).await;
+        let released = self.write_releases(&releases).await;
+        let mut outcomes = Vec::new();
+        let mut note = |l: &Letter, outcome: &'static str, detail: String, done: &mut Vec<Done>| {
+            outcomes.push(Outcome {
+                letter_id: l.id.clone(),
+                group: l.group.clone(),
+                source: source_of(l),
+                key: l.key.clone(),
+                outcome: if outcome == "refused" {
+                    format!("refused: {detail}")
+                } else {
+                    outcome.to_string()
+                },
+            });
+            done.push(Done {
+                letter_id: l.id.clone(),
+                outcome,
+                detail,
+            });
+        };
+        for (s, result) in sends.iter().zip(sent) {
+            let l = &s.letter;
+            match result {
+                Ok(detail) => {
+                    let detail = match &s.with_head {
+                        Some(head) => format!("{detail}, released behind {head}"),
+                        None => detail,
+                    };
+                    self.index
+                        .transition(l, State::Parked, State::Replayed, by, &detail)
+                        .await?;
+                    self.meters
+                        .replays
+                        .with_label_values(&[
+                            l.group.as_str(),
+                            if kind == Kind::Redrive {
+                                "redrive"
+                            } else {
+                                "operator"
+                            },
+                        ])
+                        .inc();
+                    note(
+                        l,
+                        if s.with_head.is_some() {
+                            "released"
+                        } else {
+                            "replayed"
+                        },
+                        detail,
+                        &mut done,
+                    );
+                }
+                Err(why) => note(l, "refused", why, &mut done),
+            }
+        }
+        for d in &discards {
+            let failed = releases
+                .iter()
+                .zip(&released)
+                .find(|(r, _)| r.letter.id == d.id)
+                .and_then(|(_, r)| r.as_ref().err().cloned());
+            match failed {
+                Some(why) => note(d, "refused", why, &mut done),
                 None => {
-                    self.index.unlock(&l.id, &action_id).await?;
+                    self.index
+                        .transition(d, State::Parked, State::Discarded, by, "")
+                        .await?;
+                    self.meters.discards.with_label_values(&[&d.group]).inc();
+                    note(d, "discarded", String::new(), &mut done);
                 }
             }
         }
-        let mut outcomes = Vec::new();
-        if !held.is_empty() {
-            let results = match act {
-                Act::Replay => self.replay(&held).await,
-                Act::Discard => held.iter().map(|_| Ok(String::new())).collect(),
-            };
-            for (l, result) in held.iter().zip(results) {
-                let (to, outcome, detail) = match (&result, act) {
-                    (Ok(detail), Act::Replay) => (State::Replayed, "replayed", detail.clone()),
-                    (Ok(_), Act::Discard) => (State::Discarded, "discarded", String::new()),
-                    (Err(why), _) => (State::Parked, "refused", why.clone()),
-                };
-                if to != State::Parked {
-                    let by = if kind == Kind::Redrive {
-                        "redrive"
-                    } else {
-                        operator
-                    };
-                    self.index
-                        .transition(l, State::Parked, to, by, &detail)
-                        .await?;
-                    match act {
-                        Act::Replay => self
-                            .meters
-                            .replays
-                            .with_label_values(&[
-                                l.group.as_str(),
-                                if kind == Kind::Redrive {
-                                    "redrive"
-                                } else {
-                                    "operator"
-                                },
-                            ])
-                            .inc(),
-                        Act::Discard => self.meters.discards.with_label_values(&[&l.group]).inc(),
-                    }
-                }
-                self.index.unlock(&l.id, &action_id).await?;
-                outcomes.push(Outcome {
-                    letter_id: l.id.clone(),
-                    group: l.group.clone(),
-                    source: source_of(l),
-                    key: l.key.clone(),
-                    outcome: if outcome == "refused" {
-                        format!("refused: {detail}")
-                    } else {
-                        outcome.to_string()
-                    },
-                });
-                done.push(Done {
-                    letter_id: l.id.clone(),
-                    outcome,
-                    detail,
-                });
-            }
+        for l in held.iter().chain(&followers_held) {
+            self.index.unlock(&l.id, &action_id).await?;
         }
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
         for d in &done {
@@ -349,7 +509,7 @@ impl Desk {
                 .record(&Action {
                     action_id: action_id.clone(),
                     action: kind,
-                    operator: operator.to_string(),
+                    operator: by.to_string(),
                     at: now_ms(),
                     filter,
                     letters: outcomes,
@@ -365,9 +525,70 @@ impl Desk {
         })
     }
 
-    /// Replay `letters` (held): read them back, send each to its source partition in source order;
-    /// per letter, where it went or why it could not.
-    async fn replay(&self, letters: &[Letter]) -> Vec<Result<String, String>> {
+    /// Lock letter `id` for `action` and read it again under the lock (another action may have
+    /// finished it meanwhile); `None` when another action holds it.
+    async fn hold(&self, id: &str, action: &str) -> Result<Option<Letter>, ActError> {
+        if !self.index.lock(id, action, LOCK_MS).await? {
+            return Ok(None);
+        }
+        match self.index.get(id).await? {
+            Some(l) => Ok(Some(l)),
+            None => {
+                self.index.unlock(id, action).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Write the per-key releases that have no record to carry them to the groups' parked topics
+    /// (the key read from the dead letter itself: the index keeps it as text).
+    async fn write_releases(&self, releases: &[Release]) -> Vec<Result<(), String>> {
+        if releases.is_empty() {
+            return Vec::new();
+        }
+        let positions: Vec<Position> = releases.iter().map(|r| r.letter.dlq.clone()).collect();
+        let kafka = self.kafka.clone();
+        let fetched =
+            match tokio::task::spawn_blocking(move || records::fetch(&kafka, &positions)).await {
+                Ok(f) => f,
+                Err(e) => return releases.iter().map(|_| Err(e.to_string())).collect(),
+            };
+        let mut out = Vec::with_capacity(releases.len());
+        for r in releases {
+            let d = &r.letter.dlq;
+            let result = match (
+                fetched.get(&(d.topic.clone(), d.partition, d.offset)),
+                &r.letter.source,
+            ) {
+                (Some(Ok(m)), Some(source)) => match rdkafka::Message::key(m) {
+                    Some(key) => {
+                        let k = park_key(&source.topic, source.partition, key);
+                        let value = Entry::Release(r.head, r.through).encode();
+                        records::send_raw(
+                            &self.producer,
+                            &Parking::topic_of(&r.letter.group),
+                            &k,
+                            value.as_bytes(),
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                },
+                (Some(Err(e)), _) => Err(e.to_string()),
+                _ => Ok(()),
+            };
+            out.push(result);
+        }
+        out
+    }
+
+    /// Send `sends` back (read from their DLQ, and from the source when the dead letter left the
+    /// value out): per send, where it went or why it could not.
+    async fn send(&self, sends: &[Send]) -> Vec<Result<String, String>> {
+        if sends.is_empty() {
+            return Vec::new();
+        }
+        let letters: Vec<&Letter> = sends.iter().map(|s| &s.letter).collect();
         let mut positions: Vec<Position> = letters.iter().map(|l| l.dlq.clone()).collect();
         positions.extend(
             letters
@@ -382,20 +603,12 @@ impl Desk {
                 Err(e) => return letters.iter().map(|_| Err(format!("{e}"))).collect(),
             };
         let get = |p: &Position| fetched.get(&(p.topic.clone(), p.partition, p.offset));
-        // In source order, so that the records of one partition arrive as they first did.
-        let mut order: Vec<usize> = (0..letters.len()).collect();
-        order.sort_by_key(|i| {
-            letters[*i]
-                .source
-                .as_ref()
-                .map(|s| (s.topic.clone(), s.partition, s.offset))
-        });
         let mut out: Vec<Result<String, String>> =
             letters.iter().map(|_| Ok(String::new())).collect();
         let mut pending = Vec::new();
         let now = now_ms();
-        for i in order {
-            let l = &letters[i];
+        for (i, s) in sends.iter().enumerate() {
+            let l = &s.letter;
             let Some(to) = &l.source else {
                 out[i] = Err("no source".into());
                 continue;
@@ -428,14 +641,18 @@ impl Desk {
             } else {
                 None
             };
-            let replay =
-                records::replay(&l.id, dead_letter, value.as_deref(), to, l.replays + 1, now);
+            let replay = records::replay(
+                &l.id,
+                dead_letter,
+                value.as_deref(),
+                to,
+                s.count,
+                s.release,
+                now,
+            );
             let detail = format!(
                 "to {}/{} as replay {} of at most {}",
-                to.topic,
-                to.partition,
-                l.replays + 1,
-                self.max_replays
+                to.topic, to.partition, s.count, self.max_replays
             );
             // Enqueued in order; the idempotent producer keeps that order per partition.
             pending.push((i, detail, records::send(&self.producer, replay)));

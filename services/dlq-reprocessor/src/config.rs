@@ -23,8 +23,49 @@ pub struct Config {
     pub dlq: DlqConfig,
     /// Who may use the API.
     pub access: AccessConfig,
+    /// Automatic redrive of transient classes.
+    pub redrive: RedriveConfig,
     /// How the dead-letter topics are consumed.
     pub consumer: RunnerConfig,
+}
+
+/// Automatic redrive: dead letters of these classes are replayed by the reprocessor itself, with
+/// backoff, until one is handled or they were tried `max_attempts` times (then they stay parked for an
+/// operator). Records waiting behind a head that is done (per-key order) are released the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedriveConfig {
+    /// The error classes redriven (e.g. `transient`); empty: none.
+    pub classes: Vec<String>,
+    /// Wait before the first redrive, after the record was dead-lettered, in ms (doubled each time).
+    pub initial_ms: u64,
+    /// Longest wait between redrives, in ms.
+    pub max_ms: u64,
+    /// Redrives of one record at most (its replay count; never more than `dlq.max_replays`).
+    pub max_attempts: u32,
+    /// How often the index is looked at, in ms.
+    pub every_ms: u64,
+}
+
+impl Default for RedriveConfig {
+    fn default() -> Self {
+        Self {
+            classes: vec!["transient".into()],
+            initial_ms: 1_000,
+            max_ms: 60_000,
+            max_attempts: 3,
+            every_ms: 1_000,
+        }
+    }
+}
+
+impl RedriveConfig {
+    /// The wait before redrive number `n + 1` (after `n` replays).
+    pub fn backoff_ms(&self, n: u32) -> u64 {
+        self.initial_ms
+            .saturating_mul(1u64 << n.min(30))
+            .min(self.max_ms)
+    }
 }
 
 /// The operator API.
@@ -145,6 +186,15 @@ impl Validate for Config {
         if self.dlq.max_batch == 0 {
             out.push(Invalid::new("dlq.max_batch", "must be at least 1"));
         }
+        if self.redrive.initial_ms == 0 || self.redrive.max_ms < self.redrive.initial_ms {
+            out.push(Invalid::new(
+                "redrive.max_ms",
+                "initial_ms must be at least 1 and max_ms at least initial_ms",
+            ));
+        }
+        if self.redrive.every_ms == 0 {
+            out.push(Invalid::new("redrive.every_ms", "must be at least 1"));
+        }
         if self.access.tokens.is_empty() {
             out.push(Invalid::new(
                 "access.tokens",
@@ -193,5 +243,14 @@ mod tests {
         c.access.tokens[0].token = "a-long-enough-secret".into();
         assert!(keys(&c).is_empty());
         assert!(!format!("{c:?}").contains("a-long-enough-secret"));
+    }
+
+    #[test]
+    fn redrive_backs_off_to_its_cap() {
+        let r = RedriveConfig::default();
+        assert_eq!(
+            [0, 1, 2, 6, 7, 40].map(|n| r.backoff_ms(n)),
+            [1_000, 2_000, 4_000, 60_000, 60_000, 60_000]
+        );
     }
 }

@@ -1,14 +1,16 @@
 -- Index one dead letter, once: a second call for the same letter changes nothing.
 -- KEYS[1] the letter's hash, KEYS[2] every letter (zset), KEYS[3] its group's, KEYS[4] its class's,
 -- KEYS[5] its source topic's, KEYS[6] its key's (zset), KEYS[7] parked letters, KEYS[8] its group's parked
--- letters, KEYS[9] the set of groups, KEYS[10] parked counts by class (hash).
+-- letters, KEYS[9] the set of groups, KEYS[10] parked counts by class (hash), KEYS[11] the letters behind
+-- its head (zset by source offset), KEYS[12] the letters of its source position (set).
 -- ARGV[1] its time (ms, the score), ARGV[2] its id, ARGV[3] its group, ARGV[4] its class,
--- ARGV[5] 1 when it has a key, then field/value pairs of the hash.
+-- ARGV[5] 1 when it has a key, ARGV[6] its source offset, ARGV[7] 1 when it waits behind a head,
+-- ARGV[8] 1 when it has a source, then field/value pairs of the hash.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local score, id = ARGV[1], ARGV[2]
-local i = 6
+local i = 9
 while i < #ARGV do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -21,4 +23,10 @@ for k = 2, 8 do
 end
 redis.call('SADD', KEYS[9], ARGV[3])
 redis.call('HINCRBY', KEYS[10], ARGV[4], 1)
+if ARGV[7] == '1' then
+  redis.call('ZADD', KEYS[11], ARGV[6], id)
+end
+if ARGV[8] == '1' then
+  redis.call('SADD', KEYS[12], id)
+end
 return 1

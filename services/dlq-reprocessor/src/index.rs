@@ -8,6 +8,9 @@
 //!   dead-lettered (zsets, score in ms).
 //! - `P:parked:<g>`: a group's parked letters (depth and the oldest); `P:groups`: every group;
 //!   `P:parked-by-class`: parked letters per class (hash).
+//! - `P:behind:<topic>:<partition>:<offset>`: letters waiting behind the head at that source position
+//!   (per-key order), by source offset; `P:src:<topic>:<partition>:<offset>`: the letters of a source
+//!   position (a head's).
 //! - `P:lock:<id>`: an operator action in progress on a letter.
 
 use std::collections::HashMap;
@@ -18,6 +21,7 @@ use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use causeway_kafka::dead_letter::dlq_headers as h;
+use causeway_kafka::parking::headers as parking;
 
 /// The header a replay sets: how often the record has been replayed.
 pub const REPLAY_COUNT: &str = "causeway.replay.count";
@@ -112,6 +116,10 @@ pub struct Letter {
     pub value_bytes: usize,
     /// Set when the value was too large for the DLQ topic: it is read from the source.
     pub value_omitted: bool,
+    /// Per-key order: its key's later records wait behind it (it is their head).
+    pub parks_key: bool,
+    /// Per-key order: it waits behind the head at this offset of its source partition.
+    pub behind: Option<i64>,
     /// What became of it.
     pub state: State,
     /// Since when, ms.
@@ -203,6 +211,8 @@ impl Letter {
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or_else(|| m.payload().map_or(0, <[u8]>::len)),
             value_omitted: omitted.is_some(),
+            parks_key: text(parking::PARKS_KEY).as_deref() == Some("true"),
+            behind: number(parking::BEHIND),
             state: State::Parked,
             state_at: at,
             state_by: None,
@@ -226,6 +236,7 @@ impl Letter {
             ("replays", self.replays.to_string()),
             ("value_bytes", self.value_bytes.to_string()),
             ("value_omitted", u8::from(self.value_omitted).to_string()),
+            ("parks_key", u8::from(self.parks_key).to_string()),
         ];
         if let Some(s) = &self.source {
             out.push(("topic", s.topic.clone()));
@@ -240,6 +251,7 @@ impl Letter {
             ("key", self.key.clone()),
             ("replay_of", self.replay_of.clone()),
             ("trace_id", self.trace_id.clone()),
+            ("behind", self.behind.map(|b| b.to_string())),
         ] {
             if let Some(v) = value {
                 out.push((name, v));
@@ -281,6 +293,8 @@ impl Letter {
             trace_id: text("trace_id"),
             value_bytes: usize::try_from(number("value_bytes").unwrap_or(0)).unwrap_or(0),
             value_omitted: text("value_omitted").as_deref() == Some("1"),
+            parks_key: text("parks_key").as_deref() == Some("1"),
+            behind: number("behind"),
             state: State::parse(&text("state")?)?,
             state_at: number("state_at").unwrap_or(0),
             state_by: text("state_by"),
@@ -400,7 +414,7 @@ impl Index {
             let call = pipe
                 .cmd("EVAL")
                 .arg(INDEX_SCRIPT)
-                .arg(10)
+                .arg(12)
                 .arg(self.key(&["l", &l.id]))
                 .arg(self.key(&["all"]))
                 .arg(self.key(&["group", &l.group]))
@@ -411,11 +425,22 @@ impl Index {
                 .arg(self.key(&["parked", &l.group]))
                 .arg(self.key(&["groups"]))
                 .arg(self.key(&["parked-by-class"]))
+                .arg(match (&l.source, l.behind) {
+                    (Some(s), Some(head)) => self.behind_key(s, head),
+                    _ => self.key(&["behind"]),
+                })
+                .arg(match &l.source {
+                    Some(s) => self.source_key(s),
+                    None => self.key(&["src"]),
+                })
                 .arg(l.at)
                 .arg(&l.id)
                 .arg(&l.group)
                 .arg(&l.class)
-                .arg(u8::from(l.key.is_some()));
+                .arg(u8::from(l.key.is_some()))
+                .arg(l.source.as_ref().map_or(0, |s| s.offset))
+                .arg(u8::from(l.behind.is_some() && l.source.is_some()))
+                .arg(u8::from(l.source.is_some()));
             for (name, value) in l.fields() {
                 call.arg(name).arg(value);
             }
@@ -423,6 +448,74 @@ impl Index {
         let mut c = self.connection.clone();
         let added: Vec<i64> = pipe.query_async(&mut c).await?;
         Ok(added.into_iter().map(|a| a == 1).collect())
+    }
+
+    fn behind_key(&self, source: &Position, head: i64) -> String {
+        self.key(&[
+            "behind",
+            &source.topic,
+            &source.partition.to_string(),
+            &head.to_string(),
+        ])
+    }
+
+    fn source_key(&self, p: &Position) -> String {
+        self.key(&[
+            "src",
+            &p.topic,
+            &p.partition.to_string(),
+            &p.offset.to_string(),
+        ])
+    }
+
+    /// The letters behind `head` (per-key order), in source order, with the last source offset ever
+    /// parked behind it (the head's own when none).
+    pub async fn followers(&self, head: &Letter) -> Result<(Vec<Letter>, i64), redis::RedisError> {
+        let Some(source) = &head.source else {
+            return Ok((Vec::new(), 0));
+        };
+        let mut c = self.connection.clone();
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.behind_key(source, source.offset))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut c)
+            .await?;
+        let through = members
+            .iter()
+            .map(|(_, s)| *s as i64)
+            .fold(source.offset, i64::max);
+        let mut out = Vec::with_capacity(members.len());
+        for (id, _) in members {
+            if let Some(l) = self.get(&id).await? {
+                out.push(l);
+            }
+        }
+        Ok((out, through))
+    }
+
+    /// The letters of the head `follower` waits behind (none indexed yet: empty).
+    pub async fn heads_of(&self, follower: &Letter) -> Result<Vec<Letter>, redis::RedisError> {
+        let (Some(source), Some(head)) = (&follower.source, follower.behind) else {
+            return Ok(Vec::new());
+        };
+        let mut c = self.connection.clone();
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.source_key(&Position {
+                topic: source.topic.clone(),
+                partition: source.partition,
+                offset: head,
+            }))
+            .query_async(&mut c)
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(l) = self.get(&id).await? {
+                out.push(l);
+            }
+        }
+        Ok(out)
     }
 
     /// The letter `id`, if indexed.

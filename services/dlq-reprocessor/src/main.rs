@@ -9,6 +9,7 @@
 //! - `index.rs`: the index in Redis (what each dead letter is, its state, lists by filter).
 //! - `records.rs`: records read back from Kafka at their offsets, and replays sent to their source.
 //! - `actions.rs`: replay and discard (checks, loop guard, locks, state, metrics).
+//! - `redrive.rs`: automatic redrive of transient classes, and release of records behind finished heads.
 //! - `audit.rs`: the audit topic.
 //! - `api.rs`: the HTTP API and its token check.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ mod config;
 mod error;
 mod index;
 mod records;
+mod redrive;
 mod reprocessor;
 
 use std::process::ExitCode;

@@ -12,6 +12,8 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use causeway_kafka::parking::headers as parking;
+
 use crate::index::{DLQ_PREFIX, Position, REPLAY_AT, REPLAY_COUNT, REPLAY_OF, REPLAY_PREFIX};
 
 /// How long reading records back may take.
@@ -148,13 +150,15 @@ pub struct Replay {
 }
 
 /// The replay of dead letter `letter_id` (record `dead_letter`, value from `value` when the dead
-/// letter left it out) to `to`, the record's `count`th replay.
+/// letter left it out) to `to`, the record's `count`th replay; with `release` (head, through), part of
+/// a per-key release.
 pub fn replay(
     letter_id: &str,
     dead_letter: &OwnedMessage,
     value: Option<&[u8]>,
     to: &Position,
     count: u32,
+    release: Option<(i64, i64)>,
     now: i64,
 ) -> Replay {
     let mut headers = OwnedHeaders::new();
@@ -167,11 +171,20 @@ pub fn replay(
     }
     let count = count.to_string();
     let now = now.to_string();
-    for (key, value) in [
+    let (head, through) = match release {
+        Some((h, t)) => (h.to_string(), t.to_string()),
+        None => (String::new(), String::new()),
+    };
+    let mut added = vec![
         (REPLAY_COUNT, count.as_str()),
         (REPLAY_OF, letter_id),
         (REPLAY_AT, now.as_str()),
-    ] {
+    ];
+    if release.is_some() {
+        added.push((parking::RELEASE, head.as_str()));
+        added.push((parking::THROUGH, through.as_str()));
+    }
+    for (key, value) in added {
         headers = headers.insert(Header {
             key,
             value: Some(value.as_bytes()),
@@ -183,6 +196,23 @@ pub fn replay(
         value: value.or(dead_letter.payload()).map(<[u8]>::to_vec),
         headers,
     }
+}
+
+/// Send `value` keyed `key` to `topic` (its partition by the key), waiting until the broker has it.
+pub async fn send_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), String> {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| format!("cannot write to {topic}: {e}"))
 }
 
 /// Send `replay`, waiting until the broker has it (acks=all, idempotent).
@@ -237,7 +267,7 @@ mod tests {
             partition: 4,
             offset: 3,
         };
-        let r = replay("g.dlq:0:9", &m, None, &to, 2, 77);
+        let r = replay("g.dlq:0:9", &m, None, &to, 2, None, 77);
         let got: Vec<(String, String)> = r
             .headers
             .iter()

@@ -56,6 +56,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
                 config.http.listen
             ))
         })?;
+    let api_desk = desk.clone();
     let api = Arc::new(Api {
         desk,
         codec,
@@ -78,6 +79,11 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     };
     tracing::info!(listen = %config.http.listen, "operator API serving");
     let depth = tokio::spawn(keep_depth(index.clone(), meters.clone(), ctx.clone()));
+    let redrive = tokio::spawn(crate::redrive::run(
+        api_desk,
+        config.redrive.clone(),
+        ctx.clone(),
+    ));
     let mut kafka = config.kafka.clone();
     // A pattern picks up a new DLQ topic within this (librdkafka's default is 5 minutes).
     kafka
@@ -97,6 +103,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     };
     causeway_kafka::projector::serve(runner, handler, &ctx).await?;
     depth.abort();
+    redrive.abort();
     match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Error::Config(format!("the operator API failed: {e}"))),

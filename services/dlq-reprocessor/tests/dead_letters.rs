@@ -517,3 +517,268 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
     }
     drop(projector);
 }
+
+/// The documents of `skus` in projector-redis's keys, as the reference semantics give them.
+async fn wait_stock(
+    redis: &mut redis::aio::MultiplexedConnection,
+    doc_key: &dyn Fn(&str) -> String,
+    expected: &std::collections::BTreeMap<String, causeway_core::projection::Document>,
+    skus: &[&str],
+) {
+    for sku in skus {
+        let doc = &expected[*sku];
+        let mut want: HashMap<String, String> = doc
+            .fields
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect();
+        want.insert("_version".into(), doc.version.to_string());
+        want.insert("_event_time".into(), doc.event_time_ms.to_string());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stored: Result<HashMap<String, String>, _> = redis::cmd("HGETALL")
+                .arg(doc_key(sku))
+                .query_async(redis)
+                .await;
+            if stored.as_ref().is_ok_and(|s| *s == want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sku}: {stored:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_per_key_order_a_parked_key_waits_and_follows_in_order_and_a_transient_failure_is_redriven()
+ {
+    use causeway_orders::contracts::OrderLine;
+    use causeway_orders::contracts::order::OrderPlaced;
+    use causeway_testcontainers::faulty::{FaultyProxy, Mode};
+
+    let world = World::new(1).await;
+    let parked_topic = format!("{}.parked", world.group);
+    let extra = Topology::parse(
+        &format!(
+            "[defaults]\npartitions = 1\nreplication_factor = 1\n[[topic]]\nname = \"{AUDIT_TOPIC}\"\n[[topic]]\nname = \"{parked_topic}\"\ncleanup_policy = \"compact\"\n"
+        ),
+        "test",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    topology::apply(&world.kafka, &extra, false, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let topic = world.topic("inventory");
+    // Five events for each of two SKUs, in version order.
+    let (records, expected) = inventory_events(&world, 2, 5).await;
+    let of = |v: usize| -> Vec<(String, Vec<u8>)> { records[(v - 1) * 2..v * 2].to_vec() };
+    let mut redis = redis::Client::open(world.stack.redis_url.as_str())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let doc_key = |sku: &str| format!("{}:stock-by-sku:g1:doc:{sku}", world.prefix);
+    let _: () = redis::cmd("SET")
+        .arg(doc_key("sku-0"))
+        .arg("clobbered")
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The registry behind a proxy, to fail it later.
+    let registry_addr: SocketAddr = world
+        .stack
+        .registry_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let proxy = FaultyProxy::start(registry_addr).unwrap_or_else(|e| panic!("{e}"));
+    let proxy_url = proxy.url();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let projector = world.start_service(
+        &workspace_bin("projector-redis"),
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../projector-redis/projector-redis.toml"
+        )),
+        &[
+            ("CAUSEWAY__REDIS__URL", world.stack.redis_url.as_str()),
+            ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
+            ("CAUSEWAY__PROJECTOR__REGISTRY_URL", proxy_url.as_str()),
+            ("CAUSEWAY__CONSUMER__PARK_KEYS", "true"),
+            ("CAUSEWAY__CONSUMER__DEAD_LETTER_TRANSIENT_AFTER", "2"),
+            ("CAUSEWAY__CONSUMER__RETRY_INITIAL_MS", "50"),
+            ("CAUSEWAY__CONSUMER__RETRY_MAX_MS", "200"),
+        ],
+    );
+    let r = start(
+        Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
+        &world.stack,
+        &pattern_for(&world.context),
+        3,
+        &[
+            ("CAUSEWAY__REDRIVE__INITIAL_MS", "500"),
+            ("CAUSEWAY__REDRIVE__EVERY_MS", "200"),
+        ],
+    );
+    let api = r.api;
+    let group = world.group.clone();
+
+    // sku-0's first event is refused (its key clobbered): the head; its next three wait behind it
+    // while sku-1 flows on to its fourth version. The second comes in the head's batch (it waits
+    // although it was prepared already), the third and fourth once the head is parked.
+    let mut first_two = of(1);
+    first_two.extend(of(2));
+    world.send(&topic, &first_two).await;
+    wait_letters(api, &format!("group={group}&key=sku-0&class=poison"), 1);
+    for v in 3..=4 {
+        world.send(&topic, &of(v)).await;
+    }
+    let mut at_four = expected.clone();
+    {
+        let (r4, e4) = inventory_events(&world, 2, 4).await;
+        drop(r4);
+        at_four.insert("sku-1".into(), e4["sku-1"].clone());
+    }
+    wait_stock(&mut redis, &doc_key, &at_four, &["sku-1"]).await;
+    let letters = wait_letters(api, &format!("group={group}&key=sku-0&state=parked"), 4);
+    let head = letters
+        .iter()
+        .find(|l| l["class"] == "poison")
+        .unwrap_or_else(|| panic!("no head among {letters:?}"))
+        .clone();
+    let behind: Vec<&Value> = letters.iter().filter(|l| l["class"] == "parked").collect();
+    assert_eq!(behind.len(), 3, "{letters:?}");
+    for l in &behind {
+        assert_eq!(l["behind"], head["source"]["offset"], "{l}");
+    }
+    let stored: String = redis::cmd("GET")
+        .arg(doc_key("sku-0"))
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stored, "clobbered", "nothing of sku-0 applied meanwhile");
+    // A record behind the head cannot be replayed on its own.
+    let follower = behind[0]["id"].as_str().unwrap_or_default();
+    let (status, refused) = call(
+        api,
+        "POST",
+        &format!("/v1/dead-letters/{follower}/replay"),
+        None,
+    );
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["letters"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("waits behind")),
+        "{refused}"
+    );
+
+    // The cause fixed, the head replayed: the head and the three behind it are applied in their order
+    // (the document is the reference one only if every event was applied, oldest first).
+    let _: () = redis::cmd("DEL")
+        .arg(doc_key("sku-0"))
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head_id = head["id"].as_str().unwrap_or_default();
+    let (status, done) = call(
+        api,
+        "POST",
+        &format!("/v1/dead-letters/{head_id}/replay"),
+        None,
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["counts"]["replayed"], 1, "{done}");
+    assert_eq!(done["counts"]["released"], 3, "{done}");
+    let mut at_four_both = at_four.clone();
+    {
+        let (_, e4) = inventory_events(&world, 2, 4).await;
+        at_four_both.insert("sku-0".into(), e4["sku-0"].clone());
+    }
+    wait_stock(&mut redis, &doc_key, &at_four_both, &["sku-0"]).await;
+    // The key is free again: its fifth event is applied as it comes.
+    world.send(&topic, &of(5)).await;
+    wait_stock(&mut redis, &doc_key, &expected, &["sku-0", "sku-1"]).await;
+    let (_, page) = call(
+        api,
+        "GET",
+        &format!("/v1/dead-letters?group={group}&state=parked"),
+        None,
+    );
+    assert_eq!(page["letters"].as_array().map(Vec::len), Some(0), "{page}");
+
+    // A transient failure (the registry answering 503 to a schema not seen yet) is dead-lettered as
+    // transient after two tries and redriven by the reprocessor once the registry is back: no operator.
+    proxy.set(Mode::Answer {
+        status: 503,
+        body: r#"{"error_code":50301,"message":"unavailable"}"#.into(),
+    });
+    let order_topic = world.topic("order");
+    let placed = OrderPlaced {
+        metadata: metadata("order-t", 1),
+        order_id: "order-t".into(),
+        customer_id: "c".into(),
+        lines: vec![OrderLine {
+            sku: "sku-0".into(),
+            quantity: 1,
+            unit_price_cents: 100,
+        }],
+        currency: "EUR".into(),
+        payment_account_id: "acc".into(),
+        total_cents: 100,
+    };
+    let bytes = encode(&world, &order_topic, "OrderPlaced", &placed).await;
+    world.send(&order_topic, &[("order-t".into(), bytes)]).await;
+    let transient = wait_letters(api, &format!("group={group}&class=transient"), 1);
+    assert_eq!(transient[0]["key"], "order-t");
+    assert!(
+        transient[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("registry")),
+        "{transient:?}"
+    );
+    proxy.set(Mode::Pass);
+    let order_key = format!("{}:order-by-id:g1:doc:order-t", world.prefix);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let version: Option<String> = redis::cmd("HGET")
+            .arg(&order_key)
+            .arg("_version")
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if version.as_deref() == Some("1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the transient letter was never redriven"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, shown) = call(
+        api,
+        "GET",
+        &format!(
+            "/v1/dead-letters/{}",
+            transient[0]["id"].as_str().unwrap_or_default()
+        ),
+        None,
+    );
+    assert_eq!(shown["letter"]["state"], "replayed", "{shown}");
+    assert_eq!(shown["letter"]["state_by"], "redrive", "{shown}");
+    let ids = vec![transient[0]["id"].as_str().unwrap_or_default().to_string()];
+    let actions = audit_records(&world, &ids, 1).await;
+    assert_eq!(actions[0]["action"], "REDRIVE", "{actions:?}");
+    assert_eq!(actions[0]["operator"], "redrive", "{actions:?}");
+    let (_, metrics) = projector.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("causeway_consumer_parked_keys{{group=\"{group}\"}} 0")),
+        "{metrics}"
+    );
+}

@@ -32,6 +32,8 @@ impl Run {
             at: now,
             attempts: 1,
             first_failure: now,
+            behind: None,
+            parks_key: false,
         };
         self.send(record(
             m,
