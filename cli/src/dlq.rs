@@ -591,3 +591,162 @@ mod tests {
         assert!(parse_time("soon").is_err());
     }
 }
+
+/// `causeway events`: what happened to one aggregate, or to one flow.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The aggregate type (e.g. order).
+    #[arg(required_unless_present = "correlation")]
+    aggregate: Option<String>,
+    /// The aggregate id.
+    #[arg(required_unless_present = "correlation")]
+    id: Option<String>,
+    /// Instead: the commands and dead letters of this correlation id, side by side.
+    #[arg(long, conflicts_with_all = ["aggregate", "id"])]
+    correlation: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// The last segment of a record's full name (`causeway.orders.order.OrderPlaced` → `OrderPlaced`).
+fn short(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
+}
+
+fn result_text(c: &Value) -> String {
+    match c["outcome"].as_str() {
+        Some("accepted") => format!("accepted v{}", number(c, &["new_version"]).unwrap_or(0)),
+        Some(o) => format!(
+            "{o} {} {}",
+            c["rejection_code"].as_str().unwrap_or(""),
+            cut(c["reason"].as_str().unwrap_or(""), 60)
+        ),
+        None => "-".into(),
+    }
+}
+
+pub async fn events(args: EventsArgs) -> ExitCode {
+    let path = match (&args.correlation, &args.aggregate, &args.id) {
+        (Some(c), _, _) => format!("/v1/correlations/{c}"),
+        (None, Some(a), Some(id)) => format!("/v1/history/{a}/{id}"),
+        _ => {
+            eprintln!("causeway events: give <aggregate> <id>, or --correlation <id>");
+            return ExitCode::from(2);
+        }
+    };
+    let a = match call(&args.api, "events", reqwest::Method::GET, &path, &[], None).await {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if a.status != 200 {
+        return refused("events", &a);
+    }
+    if args.api.json {
+        say!("{}", a.body);
+        return ExitCode::SUCCESS;
+    }
+    if args.correlation.is_none() {
+        say!(
+            "{:>7} {:<24} {:<19} {:<36} {:<26} TRACE",
+            "VERSION",
+            "EVENT",
+            "OCCURRED (UTC)",
+            "COMMAND",
+            "RESULT"
+        );
+        let events = a.body["events"].as_array().cloned().unwrap_or_default();
+        for e in &events {
+            let command = &e["command"];
+            say!(
+                "{:>7} {:<24} {:<19} {:<36} {:<26} {}",
+                number(e, &["version"]).map_or("-".into(), |v| v.to_string()),
+                cut(short(e["type"].as_str().unwrap_or("(undecodable)")), 24),
+                number(e, &["occurred_at"]).map(utc).unwrap_or_default(),
+                cut(
+                    &format!(
+                        "{} {}",
+                        short(command["type"].as_str().unwrap_or("")),
+                        e["command_id"].as_str().unwrap_or("-")
+                    ),
+                    36
+                ),
+                cut(&result_text(command), 26),
+                e["trace_id"].as_str().unwrap_or("-"),
+            );
+        }
+        if a.body["truncated"].as_bool() == Some(true) {
+            say!("(the latest {} events shown)", events.len());
+        }
+        let refused: Vec<&Value> = a.body["commands"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["outcome"] != "accepted")
+            .collect();
+        if !refused.is_empty() {
+            say!("");
+            say!("commands without events:");
+            for c in refused {
+                say!(
+                    "  {:<19} {:<36} {}",
+                    number(c, &["processed_at"]).map(utc).unwrap_or_default(),
+                    cut(
+                        &format!(
+                            "{} {}",
+                            short(c["type"].as_str().unwrap_or("")),
+                            c["command_id"].as_str().unwrap_or("-")
+                        ),
+                        36
+                    ),
+                    result_text(c)
+                );
+            }
+        }
+    } else {
+        say!(
+            "{:<19} {:<10} {:<14} {:<24} {:<36} RESULT",
+            "AT (UTC)",
+            "KIND",
+            "AGGREGATE",
+            "ID",
+            "COMMAND"
+        );
+        for c in a.body["commands"].as_array().into_iter().flatten() {
+            say!(
+                "{:<19} {:<10} {:<14} {:<24} {:<36} {}",
+                number(c, &["processed_at"]).map(utc).unwrap_or_default(),
+                "command",
+                cut(c["aggregate_type"].as_str().unwrap_or("-"), 14),
+                cut(c["aggregate_id"].as_str().unwrap_or("-"), 24),
+                cut(
+                    &format!(
+                        "{} {}",
+                        short(c["type"].as_str().unwrap_or("")),
+                        c["command_id"].as_str().unwrap_or("-")
+                    ),
+                    36
+                ),
+                result_text(c)
+            );
+        }
+    }
+    let letters = a.body["dead_letters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !letters.is_empty() {
+        say!("");
+        say!("dead letters:");
+        for l in &letters {
+            say!(
+                "  {:<19} {:<34} {:<9} {:<9} {}",
+                number(l, &["at"]).map(utc).unwrap_or_default(),
+                text(l, &["id"]),
+                text(l, &["state"]),
+                text(l, &["class"]),
+                cut(text(l, &["reason"]), 80)
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

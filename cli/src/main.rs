@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use causeway_kafka::KafkaConfig;
 use clap::{Args, Parser, Subcommand};
 
-/// Operate a Causeway deployment: topics, schemas, projections (lag, rebuild), dead letters (list, show, replay, discard). Planned: event history (causeway events).
+/// Operate a Causeway deployment: topics, schemas, projections (lag, rebuild), dead letters (list, show, replay, discard), event history.
 #[derive(Debug, Parser)]
 #[command(name = "causeway", version, about, long_about = None)]
 struct Cli {
@@ -46,6 +46,9 @@ enum Command {
     /// CAUSEWAY_DLQ_TOKEN).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// What happened to one aggregate (its events in order, each with its command, result and trace id,
+    /// and its dead letters), or to one flow (--correlation): through the dlq-reprocessor's API.
+    Events(dlq::EventsArgs),
 }
 
 /// How to reach Kafka; shared by every subcommand that talks to it.
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
             Command::Schema(cmd) => schema::run(cmd).await,
             Command::Projections(cmd) => projections::run(cmd).await,
             Command::Dlq(cmd) => dlq::run(cmd).await,
+            Command::Events(args) => dlq::events(args).await,
         }
     })
 }

@@ -3,6 +3,16 @@
 use causeway_observe::propagation::{self, Context};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
+/// On a command result: where its command record is (topic, partition, offset), for the event history.
+pub mod command {
+    /// The command's topic.
+    pub const TOPIC: &str = "causeway.command.topic";
+    /// Its partition.
+    pub const PARTITION: &str = "causeway.command.partition";
+    /// Its offset.
+    pub const OFFSET: &str = "causeway.command.offset";
+}
+
 /// The value of the last header called `name` (Kafka allows repeats; the last one wins, as in the Java
 /// client's `lastHeader`). A header present with a null value gives `None`, like an absent one.
 pub fn last_value<'a, H: Headers>(headers: &'a H, name: &str) -> Option<&'a [u8]> {

@@ -14,6 +14,7 @@ use causeway_orders::contracts::order::PlaceOrder;
 use common::{World, workspace_binary};
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
 
 fn order(command_id: &str, order_id: &str, lines: usize) -> PlaceOrder {
     PlaceOrder {
@@ -72,12 +73,26 @@ async fn a_command_dead_lettered_for_a_cause_since_fixed_is_replayed_and_applied
     world
         .send("order", "PlaceOrder", "o-big", &order("c-big", "o-big", 60))
         .await;
-    world
-        .send(
-            "order",
-            "PlaceOrder",
-            "o-small",
+    // The small one is traced: its history shows the trace id on its event and result.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let bytes = world
+        .codec
+        .encode(
+            &world.topic("order", "commands"),
+            "causeway.orders.order.PlaceOrder",
             &order("c-small", "o-small", 1),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    world
+        .send_raw(
+            &world.topic("order", "commands"),
+            Some(b"o-small"),
+            &bytes,
+            Some(OwnedHeaders::new().insert(Header {
+                key: "traceparent",
+                value: Some(traceparent),
+            })),
         )
         .await;
     world.wait_results(2, Duration::from_secs(60));
@@ -90,7 +105,13 @@ async fn a_command_dead_lettered_for_a_cause_since_fixed_is_replayed_and_applied
         &world.stack,
         &reprocessor::pattern_for(&world.context),
         3,
-        &[],
+        &[
+            (
+                "CAUSEWAY__HISTORY__RESULTS_TOPIC",
+                world.results_topic.as_str(),
+            ),
+            ("CAUSEWAY__HISTORY__CONTEXT", world.context.as_str()),
+        ],
     );
     let letters = reprocessor::wait_letters(r.api, &format!("group={}", world.group), 1);
     let letter = &letters[0];
@@ -174,5 +195,82 @@ async fn a_command_dead_lettered_for_a_cause_since_fixed_is_replayed_and_applied
         None,
     );
     assert_eq!(page["letters"].as_array().map(Vec::len), Some(0), "{page}");
+
+    // The history of the replayed order: its one event with the command that made it and the accepted
+    // result; both of its command's results; its dead letter, replayed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let (status, h) = reprocessor::call(r.api, "GET", "/v1/history/order/o-big", None);
+        assert_eq!(status, 200, "{h}");
+        if h["commands"].as_array().map(Vec::len) == Some(2) {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the results never reached the history: {}\n{}",
+            h["commands"],
+            r.process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let events = history["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 1, "{history}");
+    assert_eq!(events[0]["type"], "causeway.orders.order.OrderPlaced");
+    assert_eq!(events[0]["version"], 1);
+    assert_eq!(events[0]["command_id"], "c-big");
+    assert_eq!(
+        events[0]["command"]["type"], "causeway.orders.order.PlaceOrder",
+        "{history}"
+    );
+    assert_eq!(events[0]["command"]["outcome"], "accepted");
+    assert_eq!(
+        events[0]["command"]["data"]["lines"]
+            .as_array()
+            .map(Vec::len),
+        Some(60)
+    );
+    let outcomes: Vec<&str> = history["commands"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["rejected", "accepted"], "{history}");
+    assert_eq!(history["dead_letters"][0]["id"], id.as_str(), "{history}");
+    assert_eq!(history["dead_letters"][0]["state"], "replayed");
+    // The traced order: the trace id on its event and on its result.
+    let (_, small) = reprocessor::call(r.api, "GET", "/v1/history/order/o-small", None);
+    assert_eq!(
+        small["events"][0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{small}"
+    );
+    assert_eq!(
+        small["events"][0]["command"]["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    // The flow of the big order (its correlation id is its command id): both results and the dead
+    // letter side by side.
+    let (status, flow) = reprocessor::call(r.api, "GET", "/v1/correlations/c-big", None);
+    assert_eq!(status, 200, "{flow}");
+    assert_eq!(flow["commands"].as_array().map(Vec::len), Some(2), "{flow}");
+    assert_eq!(flow["dead_letters"][0]["id"], id.as_str(), "{flow}");
+    // The CLI prints the same.
+    let (status, stdout, stderr) = causeway_testcontainers::process::run_to_exit(
+        std::process::Command::new(workspace_binary("causeway"))
+            .args(["events", "order", "o-big"])
+            .env("CAUSEWAY_DLQ_URL", format!("http://{}", r.api))
+            .env("CAUSEWAY_DLQ_TOKEN", reprocessor::TOKEN),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains("OrderPlaced")
+            && stdout.contains("PlaceOrder c-big")
+            && stdout.contains("accepted v1"),
+        "{stdout}"
+    );
+    let (status, body) = reprocessor::call(r.api, "GET", "/v1/history/nope/o-big", None);
+    assert_eq!(status, 404, "{body}");
     drop(processor);
 }

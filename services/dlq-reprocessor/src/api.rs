@@ -11,6 +11,10 @@
 //! - `POST /v1/dead-letters/replay`, `POST /v1/dead-letters/discard`, body
 //!   `{"filter": {...}, "dry_run": false}`: act on every parked one matching the filter (at most
 //!   `dlq.max_batch`).
+//! - `GET /v1/history/{aggregate}/{id}`: the aggregate's events in order, decoded, each with its
+//!   command, result and trace id; its commands (results, with the command decoded); its dead letters.
+//! - `GET /v1/correlations/{id}`: the commands (with results) and dead letters of one flow, in time
+//!   order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use subtle::ConstantTimeEq;
 use crate::actions::{Act, ActError, Desk};
 use crate::audit::Kind;
 use crate::config::Token;
+use crate::history::{self, History};
 use crate::index::{Filter, Letter, ListError, Position, State as LetterState};
 use crate::records;
 
@@ -50,6 +55,12 @@ pub struct Api {
     pub secret_headers: Vec<String>,
     /// The most letters one action by filter takes.
     pub max_batch: usize,
+    /// The history index.
+    pub history: History,
+    /// The first segment of the event topics.
+    pub context: String,
+    /// The most events one history shows.
+    pub max_events: usize,
 }
 
 type Shared = State<Arc<Api>>;
@@ -68,6 +79,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/dead-letters/{id}", get(show))
         .route("/v1/dead-letters/{id}/replay", post(replay_one))
         .route("/v1/dead-letters/{id}/discard", post(discard_one))
+        .route("/v1/history/{aggregate}/{id}", get(aggregate_history))
+        .route("/v1/correlations/{id}", get(correlation))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api)
 }
@@ -489,6 +502,124 @@ async fn discard_matching(
     body: axum::body::Bytes,
 ) -> Response {
     matching(api, Act::Discard, &body, operator).await
+}
+
+/// The commands of `results` read back and decoded, each with its result.
+async fn commands_of(api: &Api, results: &[HashMap<String, String>]) -> Vec<Value> {
+    let positions = history::command_positions(results);
+    let kafka = api.desk.kafka.clone();
+    let fetched = if positions.is_empty() {
+        HashMap::new()
+    } else {
+        tokio::task::spawn_blocking(move || records::fetch(&kafka, &positions))
+            .await
+            .unwrap_or_default()
+    };
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        out.push(history::command_json(&api.codec, r, &fetched).await);
+    }
+    out
+}
+
+async fn aggregate_history(
+    State(api): Shared,
+    Path((aggregate, id)): Path<(String, String)>,
+) -> Response {
+    if api.context.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no event history: history.context is not configured",
+        );
+    }
+    let topic = format!("{}.{aggregate}.events", api.context);
+    let kafka = api.desk.kafka.clone();
+    let (max, key) = (api.max_events, id.clone());
+    let scanned = {
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || history::scan_key(&kafka, &topic, key.as_bytes(), max))
+            .await
+    };
+    let (records, truncated) = match scanned {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if e.starts_with("there is no topic") => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown aggregate {aggregate:?}: {e}"),
+            );
+        }
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let results = match api
+        .history
+        .of_aggregate(&aggregate, &id, api.max_events)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return redis_down(&e),
+    };
+    let commands = commands_of(&api, &results).await;
+    let mut events = Vec::with_capacity(records.len());
+    for m in &records {
+        let mut e = history::event_json(&api.codec, m).await;
+        if let Some(c) = commands
+            .iter()
+            .find(|c| c["command_id"] == e["command_id"] && c["outcome"] == "accepted")
+        {
+            e["command"] = c.clone();
+        }
+        events.push(e);
+    }
+    let letters = match api
+        .desk
+        .index
+        .list(
+            &Filter {
+                key: Some(id.clone()),
+                ..Filter::default()
+            },
+            None,
+            100,
+        )
+        .await
+    {
+        Ok(p) => p.letters,
+        Err(ListError::Redis(e)) => return redis_down(&e),
+        Err(ListError::Cursor) => Vec::new(),
+    };
+    axum::Json(json!({
+        "aggregate": aggregate,
+        "id": id,
+        "topic": topic,
+        "events": events,
+        "truncated": truncated,
+        "commands": commands,
+        "dead_letters": letters,
+    }))
+    .into_response()
+}
+
+async fn correlation(State(api): Shared, Path(id): Path<String>) -> Response {
+    let (results, letter_ids) = match api.history.of_correlation(&id, api.max_events).await {
+        Ok(r) => r,
+        Err(e) => return redis_down(&e),
+    };
+    let commands = commands_of(&api, &results).await;
+    let mut letters = Vec::with_capacity(letter_ids.len());
+    for l in letter_ids {
+        match api.desk.index.get(&l).await {
+            Ok(Some(l)) => letters.push(l),
+            Ok(None) => {}
+            Err(e) => return redis_down(&e),
+        }
+    }
+    axum::Json(json!({
+        "correlation_id": id,
+        "commands": commands,
+        "dead_letters": letters,
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

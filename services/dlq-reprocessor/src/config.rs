@@ -25,8 +25,36 @@ pub struct Config {
     pub access: AccessConfig,
     /// Automatic redrive of transient classes.
     pub redrive: RedriveConfig,
+    /// The event history.
+    pub history: HistoryConfig,
     /// How the dead-letter topics are consumed.
     pub consumer: RunnerConfig,
+}
+
+/// The event history: an aggregate's events with their commands and results; a flow's commands and
+/// dead letters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// The processor's results topic, indexed as it comes (empty: no history of commands).
+    pub results_topic: String,
+    /// The first segment of the event topics (`<context>.<aggregate>.events`).
+    pub context: String,
+    /// How long a result stays in the index, in hours.
+    pub ttl_hours: u64,
+    /// The most events one history shows (the latest).
+    pub max_events: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            results_topic: "causeway.command-results".into(),
+            context: String::new(),
+            ttl_hours: 168,
+            max_events: 1_000,
+        }
+    }
 }
 
 /// Automatic redrive: dead letters of these classes are replayed by the reprocessor itself, with
@@ -194,6 +222,12 @@ impl Validate for Config {
         }
         if self.redrive.every_ms == 0 {
             out.push(Invalid::new("redrive.every_ms", "must be at least 1"));
+        }
+        if self.history.ttl_hours == 0 {
+            out.push(Invalid::new("history.ttl_hours", "must be at least 1"));
+        }
+        if self.history.max_events == 0 {
+            out.push(Invalid::new("history.max_events", "must be at least 1"));
         }
         if self.access.tokens.is_empty() {
             out.push(Invalid::new(

@@ -396,6 +396,11 @@ impl Index {
         }
     }
 
+    /// Its Redis connection (shared).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
     fn key(&self, parts: &[&str]) -> String {
         let mut k = self.prefix.clone();
         for p in parts {
@@ -407,6 +412,9 @@ impl Index {
 
     /// Index `letters` (each once, however often it is given). How many were new.
     pub async fn add(&self, letters: &[Letter]) -> Result<Vec<bool>, redis::RedisError> {
+        if letters.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for l in letters {
             // EVAL, not EVALSHA: dead letters are few, and a Redis restarted meanwhile (its script
@@ -696,6 +704,9 @@ impl Index {
             .query_async(&mut c)
             .await?;
         groups.sort();
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for g in &groups {
             let k = self.key(&["parked", g]);

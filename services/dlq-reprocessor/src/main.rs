@@ -11,6 +11,7 @@
 //! - `actions.rs`: replay and discard (checks, loop guard, locks, state, metrics).
 //! - `redrive.rs`: automatic redrive of transient classes, and release of records behind finished heads.
 //! - `audit.rs`: the audit topic.
+//! - `history.rs`: the event history (command results indexed; events read from their topic).
 //! - `api.rs`: the HTTP API and its token check.
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ mod api;
 mod audit;
 mod config;
 mod error;
+mod history;
 mod index;
 mod records;
 mod redrive;

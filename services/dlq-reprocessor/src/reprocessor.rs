@@ -7,6 +7,7 @@ use std::time::Duration;
 use causeway_contracts::wire::Codec;
 use causeway_kafka::runner::{Failure, Handler, Runner};
 use causeway_runtime::ServiceContext;
+use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 
 use crate::actions::{Desk, Meters};
@@ -14,7 +15,10 @@ use crate::api::{Api, router};
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::error::Error;
+use crate::history::{self, Entry, History};
 use crate::index::{Index, Letter, now_ms};
+use causeway_contracts::records::CommandResult;
+use causeway_contracts::wire::WireError;
 
 /// How often the depth metrics are read from the index.
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
@@ -40,6 +44,12 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         Meters::new(ctx.metrics.registry()).map_err(|e| Error::Config(format!("metrics: {e}")))?;
     let producer = causeway_kafka::client::producer(&config.kafka, "replay")?;
     let codec = Codec::new(&config.dlq.registry_url);
+    let indexing_codec = codec.clone();
+    let history = History::new(
+        index.connection(),
+        &config.dlq.prefix,
+        config.history.ttl_hours.saturating_mul(3600),
+    );
     let desk = Desk {
         index: index.clone(),
         kafka: config.kafka.clone(),
@@ -68,6 +78,9 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
             .map(|s| s.to_ascii_lowercase())
             .collect(),
         max_batch: config.dlq.max_batch,
+        history: history.clone(),
+        context: config.history.context.clone(),
+        max_events: config.history.max_events,
     });
     let server = {
         let shutdown = ctx.shutdown.clone();
@@ -90,14 +103,16 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         .properties
         .entry("topic.metadata.refresh.interval.ms".into())
         .or_insert_with(|| "30000".into());
-    let runner = Runner::new(
-        kafka,
-        config.consumer.clone(),
-        &config.dlq.group_id,
-        config.dlq.topics.clone(),
-    );
+    let mut topics = config.dlq.topics.clone();
+    if !config.history.results_topic.is_empty() {
+        topics.push(config.history.results_topic.clone());
+    }
+    let runner = Runner::new(kafka, config.consumer.clone(), &config.dlq.group_id, topics);
     let handler = Indexer {
         index,
+        history,
+        results_topic: config.history.results_topic.clone(),
+        codec: indexing_codec,
         meters,
         runtime: tokio::runtime::Handle::current(),
     };
@@ -134,33 +149,86 @@ async fn keep_depth(index: Index, meters: Meters, ctx: ServiceContext) {
     }
 }
 
-/// Indexes each dead letter.
+/// What the runner reads: a dead letter (with its record's correlation id, when it decodes), or a
+/// command result for the history.
+enum Indexed {
+    Letter(Letter, Option<String>),
+    Result(Entry),
+}
+
+/// Indexes each dead letter and each command result.
 struct Indexer {
     index: Index,
+    history: History,
+    results_topic: String,
+    codec: Codec,
     meters: Meters,
     runtime: tokio::runtime::Handle,
 }
 
-impl Handler for Indexer {
-    type Item = Letter;
+/// A Redis failure of the index: a key of another type is another writer in the index's key space;
+/// no dead letter of a dead letter: stop, for an operator to fix.
+fn index_failure(e: &redis::RedisError) -> Failure {
+    match causeway_redis::failure(e) {
+        Failure::Poison(why) | Failure::PoisonItem(_, why) => Failure::Fatal(format!(
+            "{why} (is something else writing under the index's prefix?)"
+        )),
+        other => other,
+    }
+}
 
-    fn prepare(&mut self, record: &BorrowedMessage<'_>) -> Result<Option<Letter>, Failure> {
-        Ok(Some(Letter::of(record)))
+impl Handler for Indexer {
+    type Item = Indexed;
+
+    fn prepare(&mut self, record: &BorrowedMessage<'_>) -> Result<Option<Indexed>, Failure> {
+        if record.topic() == self.results_topic {
+            let Some(bytes) = record.payload() else {
+                return Ok(None);
+            };
+            return match self
+                .runtime
+                .block_on(self.codec.decode::<CommandResult>(bytes))
+            {
+                Ok(d) => Ok(Some(Indexed::Result(Entry::of(record, d.value)))),
+                Err(e @ WireError::Registry(_)) => Err(Failure::Transient(e.to_string())),
+                Err(e) => {
+                    tracing::warn!(error = %e, offset = record.offset(), "a command result that does not decode is left out of the history");
+                    Ok(None)
+                }
+            };
+        }
+        // The correlation id, when the record decodes (a dead letter is indexed either way).
+        let correlation = self
+            .runtime
+            .block_on(history::decode(&self.codec, record.payload()))
+            .ok()
+            .and_then(|(_, v)| history::correlation_of(&v));
+        Ok(Some(Indexed::Letter(Letter::of(record), correlation)))
     }
 
-    fn write(&mut self, items: &[Letter]) -> Result<(), Failure> {
-        let added =
-            self.runtime.block_on(self.index.add(items)).map_err(
-                |e| match causeway_redis::failure(&e) {
-                    // The index's own keys hold something else: another writer in its key space. No
-                    // dead letter of a dead letter: stop, for an operator to fix.
-                    Failure::Poison(why) | Failure::PoisonItem(_, why) => Failure::Fatal(format!(
-                        "{why} (is something else writing under the index's prefix?)"
-                    )),
-                    other => other,
-                },
-            )?;
-        for (l, new) in items.iter().zip(added) {
+    fn write(&mut self, items: &[Indexed]) -> Result<(), Failure> {
+        let mut letters = Vec::new();
+        let mut correlations = Vec::new();
+        let mut results = Vec::new();
+        for item in items {
+            match item {
+                Indexed::Letter(l, c) => {
+                    letters.push(l.clone());
+                    correlations.push(c.clone());
+                }
+                Indexed::Result(e) => results.push(e.clone()),
+            }
+        }
+        let added = self
+            .runtime
+            .block_on(self.index.add(&letters))
+            .map_err(|e| index_failure(&e))?;
+        for ((l, new), correlation) in letters.iter().zip(added).zip(&correlations) {
+            if let Some(c) = correlation {
+                self.runtime
+                    .block_on(self.history.file_letter(c, l))
+                    .map_err(|e| index_failure(&e))?;
+            }
             if new {
                 self.meters
                     .letters
@@ -168,6 +236,9 @@ impl Handler for Indexer {
                     .inc();
             }
         }
+        self.runtime
+            .block_on(self.history.add(&results))
+            .map_err(|e| index_failure(&e))?;
         Ok(())
     }
 }

@@ -299,7 +299,13 @@ impl Run {
             }
             self.send(record)?;
         }
-        self.send_result(partition, &result.command_id, &encoded.result, &out_headers)?;
+        self.send_result(
+            m,
+            partition,
+            &result.command_id,
+            &encoded.result,
+            &out_headers,
+        )?;
         if let Some(state) = encoded.state {
             self.batch_states
                 .insert((host, partition, aggregate_id), state);
@@ -402,7 +408,7 @@ impl Run {
                 .encode(&self.config.results_topic, RESULT_RECORD, &result),
         ) {
             Ok(bytes) => {
-                self.send_result(partition, &result.command_id, &bytes, &trace_headers(m))?;
+                self.send_result(m, partition, &result.command_id, &bytes, &trace_headers(m))?;
             }
             Err(e @ WireError::Registry(_)) => return Err(e.into()),
             Err(e) => {
@@ -412,20 +418,34 @@ impl Run {
         Ok(())
     }
 
+    /// The result of command `m`, with the trace context and where the command is (for the event
+    /// history).
     fn send_result(
         &self,
+        m: &BorrowedMessage<'_>,
         partition: i32,
         command_id: &str,
         bytes: &[u8],
         headers: &Option<OwnedHeaders>,
     ) -> Result<(), rdkafka::error::KafkaError> {
-        let mut record = BaseRecord::to(&self.config.results_topic)
+        let mut h = headers.clone().unwrap_or_default();
+        let at_partition = m.partition().to_string();
+        let at_offset = m.offset().to_string();
+        for (key, value) in [
+            (headers::command::TOPIC, m.topic()),
+            (headers::command::PARTITION, at_partition.as_str()),
+            (headers::command::OFFSET, at_offset.as_str()),
+        ] {
+            h = h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let record = BaseRecord::to(&self.config.results_topic)
             .partition(partition % self.layout.results)
             .key(command_id.as_bytes())
-            .payload(bytes);
-        if let Some(h) = headers {
-            record = record.headers(h.clone());
-        }
+            .payload(bytes)
+            .headers(h);
         self.send(record)
     }
 }
