@@ -21,6 +21,9 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+# The browser tests of the web UIs: Debian's Chromium, driven by playwright-core (npm, below).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (apt)"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -33,3 +36,11 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# playwright-core for the browser tests, pinned by testcontainers/browser/package-lock.json (it never
+# downloads a browser of its own: the tests use Debian's).
+browser=$(cd "$(dirname "${BASH_SOURCE[0]}")/../browser" && pwd)
+if [ ! -d "$browser/node_modules/playwright-core" ]; then
+  say "installing playwright-core (npm ci in testcontainers/browser)"
+  (cd "$browser" && npm ci --no-audit --no-fund --silent)
+fi

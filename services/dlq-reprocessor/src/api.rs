@@ -1,5 +1,10 @@
-//! The operator API. Every route needs `Authorization: Bearer <token>` with a token from `[access]`
-//! (compared in constant time); without one: 401. Errors are `{"error": "..."}`.
+//! The operator API and the web UI. Every route needs a token from `[access]` (compared in constant
+//! time): `Authorization: Bearer <token>`, or the UI's session cookie (set by `POST /v1/session` with a
+//! token; with it, only requests carrying `X-Causeway-UI` may act). Without one: 401 (the UI's page
+//! answers its sign-in form). Errors are `{"error": "..."}`.
+//!
+//! - `GET /`: the web UI (dead letters with filters and counts by class, detail, replay and discard
+//!   with confirmation, the event history of an aggregate).
 //!
 //! - `GET /v1/dead-letters?group&class&topic&key&state&since&until&limit&cursor`: dead letters, newest
 //!   first (`limit` 1..=500, default 50); `next` is the cursor of the next page.
@@ -69,9 +74,12 @@ type Shared = State<Arc<Api>>;
 #[derive(Debug, Clone)]
 pub struct Operator(pub String);
 
-/// The API's routes.
+/// The API's routes, and the web UI's.
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
+    let guarded = Router::new()
+        .route("/", get(ui))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/session/logout", post(logout))
         .route("/v1/dead-letters", get(list))
         .route("/v1/dead-letters/counts", get(counts))
         .route("/v1/dead-letters/replay", post(replay_matching))
@@ -81,8 +89,120 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/dead-letters/{id}/discard", post(discard_one))
         .route("/v1/history/{aggregate}/{id}", get(aggregate_history))
         .route("/v1/correlations/{id}", get(correlation))
-        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(api.clone(), authenticate));
+    Router::new()
+        .route("/v1/session", post(login))
+        .route("/ui/app.js", get(|| asset("text/javascript", APP_JS)))
+        .route("/ui/login.js", get(|| asset("text/javascript", LOGIN_JS)))
+        .merge(guarded)
+        .layer(middleware::from_fn(secure_headers))
         .with_state(api)
+}
+
+/// The web UI: plain HTML and JavaScript, served as they are (no build step).
+const INDEX_HTML: &str = include_str!("ui/index.html");
+const APP_JS: &str = include_str!("ui/app.js");
+const LOGIN_HTML: &str = include_str!("ui/login.html");
+const LOGIN_JS: &str = include_str!("ui/login.js");
+
+/// The session cookie of the UI: the token (hex), HttpOnly, SameSite=Strict.
+const COOKIE: &str = "causeway_dlq";
+
+/// The header the UI sends with every call: with the session cookie, a request without it is refused
+/// (a cross-site form or image cannot set it).
+const UI_HEADER: &str = "x-causeway-ui";
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Headers every answer carries: no framing, no sniffing, scripts only from here.
+async fn secure_headers(request: Request, next: Next) -> Response {
+    let mut r = next.run(request).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn ui() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn whoami(axum::Extension(operator): axum::Extension<Operator>) -> Response {
+    axum::Json(json!({ "operator": operator.0 })).into_response()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The UI's session cookie's token, if the request has one.
+fn cookie_token(request: &Request) -> Option<Vec<u8>> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .and_then(|(_, value)| hex_decode(value.trim()))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Login {
+    token: String,
+}
+
+/// The UI's sign-in: a token from the configuration gets the session cookie.
+async fn login(State(api): Shared, body: axum::body::Bytes) -> Response {
+    let Ok(l) = serde_json::from_slice::<Login>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be {\"token\": \"...\"}",
+        );
+    };
+    if holder(&api.tokens, l.token.as_bytes()).is_none() {
+        return error(StatusCode::UNAUTHORIZED, "the token is not accepted");
+    }
+    let value = hex(l.token.as_bytes());
+    let cookie = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/");
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => (StatusCode::NO_CONTENT, [(header::SET_COOKIE, v)]).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn logout() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            HeaderValue::from_static("causeway_dlq=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )],
+    )
+        .into_response()
 }
 
 /// A request the API refuses: its status and why.
@@ -132,7 +252,7 @@ pub fn holder(tokens: &[Token], presented: &[u8]) -> Option<String> {
 }
 
 async fn authenticate(State(api): Shared, mut request: Request, next: Next) -> Response {
-    let presented = request
+    let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -140,12 +260,34 @@ async fn authenticate(State(api): Shared, mut request: Request, next: Next) -> R
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    match presented.and_then(|p| holder(&api.tokens, p.as_bytes())) {
+        .map(|t| t.trim().as_bytes().to_vec());
+    let from_cookie = bearer.is_none();
+    let presented = bearer.or_else(|| cookie_token(&request));
+    let name = presented.as_deref().and_then(|p| holder(&api.tokens, p));
+    match name {
         Some(name) => {
+            // With the cookie, only the UI acts: a request from another site cannot set this header.
+            if from_cookie
+                && request.method() != axum::http::Method::GET
+                && !request.headers().contains_key(UI_HEADER)
+            {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "a request with the session cookie must come from the UI (X-Causeway-UI)",
+                );
+            }
             request.extensions_mut().insert(Operator(name));
             next.run(request).await
         }
+        None if request.uri().path() == "/" => (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::WWW_AUTHENTICATE, "Bearer realm=\"causeway-dlq\""),
+            ],
+            LOGIN_HTML,
+        )
+            .into_response(),
         None => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,

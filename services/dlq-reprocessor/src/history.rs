@@ -370,6 +370,8 @@ pub async fn event_json(codec: &Codec, m: &OwnedMessage) -> Value {
         "partition": m.partition(),
         "timestamp": m.timestamp().to_millis(),
         "trace_id": trace_id_of(m),
+        // A record sent again by the reprocessor (the event store keeps both).
+        "replay_of": header_text(m, crate::index::REPLAY_OF),
     });
     match decode(codec, m.payload()).await {
         Ok((name, data)) => {
