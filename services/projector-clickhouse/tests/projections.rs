@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use causeway_core::projection::{Document, EventInfo, Projection};
+use causeway_kafka::dead_letter::dlq_headers;
 use causeway_orders::contracts::order::{OrderCancelled, OrderPlaced};
 use causeway_orders::order::OrderEvent;
 use causeway_orders::projections::OrderById;
@@ -193,6 +194,29 @@ async fn events_twice_and_a_poison_event_give_one_row_each_exact_documents_and_a
     let dead = world.dead_letters(1);
     assert_eq!(dead.len(), 1, "one dead letter: {dead:?}");
     assert_eq!(dead[0].0.as_deref(), Some("poison-key"));
+    // Its headers: where it came from, why, by whom, when.
+    let headers = &dead[0].1;
+    let header = |name: &str| headers.get(name).map(String::as_str);
+    assert_eq!(header(dlq_headers::TOPIC), Some(topic.as_str()), "{headers:?}");
+    assert_eq!(header(dlq_headers::CLASS), Some("poison"));
+    assert_eq!(header(dlq_headers::GROUP), Some(world.group.as_str()));
+    assert_eq!(header(dlq_headers::ATTEMPTS), Some("1"));
+    assert!(
+        header(dlq_headers::REASON).is_some_and(|r| r.contains("undecodable")),
+        "{headers:?}"
+    );
+    let number = |name: &str| {
+        header(name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {headers:?}"))
+    };
+    assert!((0..3).contains(&number(dlq_headers::PARTITION)), "{headers:?}");
+    assert!(number(dlq_headers::OFFSET) >= 0, "{headers:?}");
+    assert!(number(dlq_headers::TIMESTAMP) > 0, "{headers:?}");
+    assert!(
+        number(dlq_headers::FIRST_FAILURE) <= number(dlq_headers::AT),
+        "{headers:?}"
+    );
     let exit = service
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
