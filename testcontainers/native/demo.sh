@@ -97,6 +97,39 @@ curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT day, currency, orders, total_ce
 echo "  SELECT aggregate_type, count() FROM causeway_events FINAL GROUP BY aggregate_type"
 curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT aggregate_type, count() AS events FROM causeway_events FINAL GROUP BY aggregate_type ORDER BY aggregate_type FORMAT PrettyCompactMonoBlock" | sed 's/^/  /'
 
+step "Dead letters (dlq-reprocessor: causeway dlq ..., web UI at http://127.0.0.1:18086/)"
+# A record that is not a command at all, produced straight onto the commands topic: the processor
+# dead-letters it and goes on; the reprocessor indexes it.
+export CAUSEWAY_DLQ_TOKEN
+CAUSEWAY_DLQ_TOKEN=$(cat "$dir/dlq-token")
+printf 'not an avro record' | kcat -b "$KAFKA_BOOTSTRAP" -t orders.order.commands -k "bad-$run" -P
+letter=""
+for _ in $(seq 1 60); do
+  letter=$("$causeway" dlq list --key "bad-$run" --json 2>/dev/null | "$dir/venv/bin/python" -c '
+import json, sys
+letters = json.load(sys.stdin).get("letters", [])
+print(letters[0]["id"] if letters else "")' || true)
+  [ -n "$letter" ] && break
+  sleep 0.5
+done
+if [ -z "$letter" ]; then
+  echo "  the dead letter of bad-$run did not show up; see .stack/services/dlq-reprocessor.log"
+else
+  echo "  causeway dlq list --key bad-$run"
+  "$causeway" dlq list --key "bad-$run" | sed 's/^/  /'
+  echo "  causeway dlq show $letter"
+  ("$causeway" dlq show "$letter" | sed 's/^/    /' | head -16) || true
+  echo "  causeway dlq discard $letter   (recorded on causeway.dlq-audit)"
+  "$causeway" dlq discard "$letter" | sed 's/^/  /'
+fi
+
+step "What happened to $order (causeway events order $order)"
+for _ in $(seq 1 20); do
+  "$causeway" events order "$order" --json 2>/dev/null | grep -q '"outcome":"accepted"' && break
+  sleep 0.5
+done
+"$causeway" events order "$order" | sed 's/^/  /'
+
 step "The processor's metrics (curl -s 127.0.0.1:9402/metrics)"
 curl -s 127.0.0.1:9402/metrics | grep -E '^causeway_processor_(commands|transactions)_total' | sed 's/^/  /'
 
@@ -127,6 +160,9 @@ What you can do next:
                                             the daily sales rollup (also causeway_events, causeway_order_by_id, ...)
   curl -s 127.0.0.1:9404/metrics | grep causeway_consumer
                                             what projector-redis did, and its lag
+  export CAUSEWAY_DLQ_TOKEN=$(cat .stack/dlq-token)
+  target/debug/causeway dlq list            dead letters (show, replay, discard, counts); web UI: http://127.0.0.1:18086/
+  target/debug/causeway events order <id>   an aggregate's events with their commands, results and trace ids
   make status                               what runs, and whether it is ready
   tail -f .stack/services/*.log             the services' JSON logs
   make down                                 stop the services and the stack

@@ -42,7 +42,7 @@ async function list(more) {
   const rows = $("rows"); if (!more) rows.replaceChildren();
   for (const l of data.letters) {
     const tr = document.createElement("tr"); tr.className = "letter"; tr.dataset.id = l.id; tr.dataset.key = l.key || "";
-    cell(tr, utc(l.at)); cell(tr, l.state, "state state-" + l.state); cell(tr, l.group); cell(tr, l.class);
+    cell(tr, utc(l.at), "time"); cell(tr, l.state, "state state-" + l.state); cell(tr, l.group); cell(tr, l.class);
     cell(tr, source(l)); cell(tr, l.key); cell(tr, l.reason, "reason").title = l.reason;
     tr.onclick = () => show(l.id);
     rows.appendChild(tr);
@@ -86,15 +86,21 @@ async function act(what, dryRun) {
 async function history(aggregate, id) {
   const f = $("history-form"); f.elements.aggregate.value = aggregate; f.elements.id.value = id;
   const { status, data } = await call("GET", `/v1/history/${encodeURIComponent(aggregate)}/${encodeURIComponent(id)}`);
-  const rows = $("events"); rows.replaceChildren(); $("history-letters").replaceChildren();
+  const rows = $("events"); rows.replaceChildren(); $("history-letters").replaceChildren(); $("history-refused").replaceChildren();
   if (status !== 200) { say(data.error || ("HTTP " + status), true); return; }
   for (const e of data.events) {
     const c = e.command || {};
     const tr = document.createElement("tr"); tr.className = "event";
-    cell(tr, e.version); cell(tr, (short(e.type) || e.error) + (e.replay_of ? " (replayed from " + e.replay_of + ")" : "")); cell(tr, utc(e.occurred_at));
+    cell(tr, e.version); cell(tr, (short(e.type) || e.error) + (e.replay_of ? " (replayed from " + e.replay_of + ")" : "")); cell(tr, utc(e.occurred_at), "time");
     cell(tr, c.type ? `${short(c.type)} ${e.command_id}` : (e.command_id || "")); cell(tr, c.outcome ? c.outcome + (c.new_version != null ? " v" + c.new_version : "") : "");
     cell(tr, e.trace_id);
     rows.appendChild(tr);
+  }
+  for (const c of (data.commands || []).filter((c) => c.outcome !== "accepted")) {
+    const tr = document.createElement("tr"); tr.className = "refused";
+    cell(tr, utc(c.processed_at), "time"); cell(tr, `${short(c.type)} ${c.command_id}`); cell(tr, c.outcome);
+    cell(tr, c.rejection_code); cell(tr, c.reason); cell(tr, c.trace_id);
+    $("history-refused").appendChild(tr);
   }
   for (const l of data.dead_letters || []) {
     const tr = document.createElement("tr"); cell(tr, utc(l.at)); cell(tr, l.id); cell(tr, l.state); cell(tr, l.class); cell(tr, l.reason);
