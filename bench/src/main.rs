@@ -8,9 +8,12 @@
 //!   producer perf tool, the gateway, end-to-end latency, the processor's memory.
 //! - `projectors.rs`: the read side: projector-redis beside redis-benchmark, projector-clickhouse beside
 //!   a clickhouse-client bulk insert, a command until its read model shows it.
+//! - `dlq.rs`: dead letters indexed per second and replayed per second by the dlq-reprocessor, beside the
+//!   broker's producer ceiling.
 //! - `stats.rs`: latency percentiles and rates.
 #![forbid(unsafe_code)]
 
+mod dlq;
 mod processor;
 mod projectors;
 mod registry;
@@ -34,6 +37,8 @@ enum Bench {
     Processor(processor::Args),
     /// The read side: projector-redis and projector-clickhouse, and a command until its read model.
     Projectors(projectors::Args),
+    /// Dead letters: indexing and replay by the dlq-reprocessor (release build).
+    Dlq(dlq::Args),
 }
 
 #[tokio::main]
@@ -42,5 +47,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Registry(args) => registry::run(args).await,
         Bench::Processor(args) => processor::run(args).await,
         Bench::Projectors(args) => projectors::run(args).await,
+        Bench::Dlq(args) => dlq::run(args).await,
     }
 }

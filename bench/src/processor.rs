@@ -271,7 +271,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 /// Kafka's producer perf tool: `n` records of `size` bytes, `acks=all`, on a topic of its own.
-fn kafka_ceiling(
+pub(crate) fn kafka_ceiling(
     stack: &Stack,
     kafka: &KafkaConfig,
     n: usize,

@@ -197,7 +197,11 @@ async fn events_twice_and_a_poison_event_give_one_row_each_exact_documents_and_a
     // Its headers: where it came from, why, by whom, when.
     let headers = &dead[0].1;
     let header = |name: &str| headers.get(name).map(String::as_str);
-    assert_eq!(header(dlq_headers::TOPIC), Some(topic.as_str()), "{headers:?}");
+    assert_eq!(
+        header(dlq_headers::TOPIC),
+        Some(topic.as_str()),
+        "{headers:?}"
+    );
     assert_eq!(header(dlq_headers::CLASS), Some("poison"));
     assert_eq!(header(dlq_headers::GROUP), Some(world.group.as_str()));
     assert_eq!(header(dlq_headers::ATTEMPTS), Some("1"));
@@ -210,7 +214,10 @@ async fn events_twice_and_a_poison_event_give_one_row_each_exact_documents_and_a
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or_else(|| panic!("{name} in {headers:?}"))
     };
-    assert!((0..3).contains(&number(dlq_headers::PARTITION)), "{headers:?}");
+    assert!(
+        (0..3).contains(&number(dlq_headers::PARTITION)),
+        "{headers:?}"
+    );
     assert!(number(dlq_headers::OFFSET) >= 0, "{headers:?}");
     assert!(number(dlq_headers::TIMESTAMP) > 0, "{headers:?}");
     assert!(
