@@ -5,7 +5,7 @@
 //! are left out (the record stays at its topic, partition and offset) and the dead letter says so.
 
 use rdkafka::Message;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 /// Header names of a dead letter (the original headers are kept before them).
@@ -72,14 +72,13 @@ pub fn record<'m, M: Message>(
     limit: usize,
     max_key_bytes: usize,
 ) -> BaseRecord<'m, [u8], [u8]> {
-    let original = m.headers();
+    // Headers whose names cannot be read are left out, as headers too large are.
+    let original = m.headers().and_then(crate::headers::readable);
     let original_bytes: usize = original
+        .as_ref()
         .map(|h| {
-            (0..h.count())
-                .map(|i| {
-                    let h = h.get(i);
-                    h.key.len() + h.value.map_or(0, <[u8]>::len)
-                })
+            h.iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
                 .sum()
         })
         .unwrap_or(0);
@@ -90,8 +89,8 @@ pub fn record<'m, M: Message>(
     // Too big to keep whole, the trace context still goes along (the first `traceparent` and
     // `tracestate`, within the W3C limits), so that a dead letter stays in its trace.
     let mut trace: [Option<Header<'_, &[u8]>>; 2] = [None, None];
-    if let Some(original) = original.filter(|_| !keep_headers) {
-        for header in original.iter() {
+    if let Some(original) = original.as_ref().filter(|_| !keep_headers) {
+        for header in original {
             let slot = match header.key {
                 "traceparent" => 0,
                 "tracestate" => 1,
@@ -99,7 +98,10 @@ pub fn record<'m, M: Message>(
             };
             if trace[slot].is_none() && header.value.is_some_and(|v| v.len() <= TRACE_HEADER_BYTES)
             {
-                trace[slot] = Some(header);
+                trace[slot] = Some(Header {
+                    key: header.key,
+                    value: header.value,
+                });
             }
         }
     }
@@ -116,8 +118,8 @@ pub fn record<'m, M: Message>(
     let mut h = OwnedHeaders::new();
     match original {
         Some(original) if keep_headers => {
-            for i in 0..original.count() {
-                h = h.insert(original.get(i));
+            for header in original {
+                h = h.insert(header);
             }
         }
         _ => {
@@ -176,7 +178,7 @@ pub fn record<'m, M: Message>(
 mod tests {
     use super::*;
     use rdkafka::Timestamp;
-    use rdkafka::message::OwnedMessage;
+    use rdkafka::message::{Headers, OwnedMessage};
 
     fn why() -> Why<'static> {
         Why {

@@ -13,11 +13,32 @@ pub mod command {
     pub const OFFSET: &str = "causeway.command.offset";
 }
 
+/// A record's headers, or `None` when one of their names is not UTF-8. rdkafka reads a name with
+/// `CStr::to_str().unwrap()` and panics on such a one, and any producer outside the suite can send it:
+/// the panic is caught here, once, for every reader of headers.
+pub fn readable<H: Headers>(headers: &H) -> Option<Vec<Header<'_, &[u8]>>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        headers.iter().collect::<Vec<_>>()
+    }))
+    .ok()
+}
+
+/// `headers` as owned headers (`None` when a name is not UTF-8: see [`readable`]).
+pub fn owned<H: Headers>(headers: &H) -> Option<OwnedHeaders> {
+    let all = readable(headers)?;
+    let mut out = OwnedHeaders::new_with_capacity(all.len());
+    for h in all {
+        out = out.insert(h);
+    }
+    Some(out)
+}
+
 /// The value of the last header called `name` (Kafka allows repeats; the last one wins, as in the Java
-/// client's `lastHeader`). A header present with a null value gives `None`, like an absent one.
+/// client's `lastHeader`). A header present with a null value gives `None`, like an absent one; so do
+/// headers whose names cannot be read.
 pub fn last_value<'a, H: Headers>(headers: &'a H, name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
+    readable(headers)?
+        .into_iter()
         .filter(|h| h.key == name)
         .last()
         .and_then(|h| h.value)

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::config::{KafkaConfig, OffsetMode};
@@ -122,12 +121,8 @@ pub enum Decision {
 
 /// A record's header as a number.
 fn header_number<M: Message>(m: &M, name: &str) -> Option<i64> {
-    let headers = m.headers()?;
-    headers
-        .iter()
-        .filter(|h| h.key == name)
-        .last()
-        .and_then(|h| std::str::from_utf8(h.value?).ok()?.trim().parse().ok())
+    let value = crate::headers::last_value(m.headers()?, name)?;
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// An operator's release: the key is free if its head is `head` and nothing was parked past `through`.

@@ -33,7 +33,6 @@ use axum::routing::{get, post};
 use causeway_contracts::upcast::Upcasters;
 use causeway_contracts::wire::Codec;
 use rdkafka::Message;
-use rdkafka::message::Headers;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -422,8 +421,9 @@ async fn show(State(api): Shared, Path(id): Path<String>) -> Response {
         Some(Ok(m)) => {
             let headers: Vec<Value> = m
                 .headers()
-                .map(|hs| {
-                    hs.iter()
+                .map(|hs| match causeway_kafka::headers::readable(hs) {
+                    None => vec![json!({ "name": "(unreadable)", "value": "a header name is not UTF-8: the headers cannot be shown" })],
+                    Some(hs) => hs.into_iter()
                         .map(|h| {
                             let lower = h.key.to_ascii_lowercase();
                             let secret = api.secret_headers.iter().any(|s| lower.contains(s));

@@ -11,6 +11,10 @@ use serde::Serialize;
 /// The record's full name (avro/causeway/dlq-audit/DeadLetterAction.avsc).
 pub const RECORD: &str = "causeway.DeadLetterAction";
 
+/// Letters per audit record: an action on more is written as several records with its id (each well
+/// under the topic's largest record).
+pub const LETTERS_PER_RECORD: usize = 500;
+
 /// What was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Kind {
@@ -83,22 +87,34 @@ impl Audit {
         }
     }
 
-    /// Record `action`, waiting until the broker has it.
+    /// Record `action`, waiting until the broker has it: one record per [`LETTERS_PER_RECORD`]
+    /// letters, each with the action's id (keyed by it: one partition, in order).
     pub async fn record(&self, action: &Action) -> Result<(), String> {
-        let bytes = self
-            .codec
-            .encode(&self.topic, RECORD, action)
-            .await
-            .map_err(|e| format!("cannot encode the audit record: {e}"))?;
-        self.producer
-            .send(
-                FutureRecord::to(&self.topic)
-                    .key(action.action_id.as_str())
-                    .payload(&bytes),
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| format!("cannot write to {}: {e}", self.topic))
+        let parts: Vec<&[Outcome]> = if action.letters.is_empty() {
+            vec![&[]]
+        } else {
+            action.letters.chunks(LETTERS_PER_RECORD).collect()
+        };
+        for letters in parts {
+            let part = Action {
+                letters: letters.to_vec(),
+                ..action.clone()
+            };
+            let bytes = self
+                .codec
+                .encode(&self.topic, RECORD, &part)
+                .await
+                .map_err(|e| format!("cannot encode the audit record: {e}"))?;
+            self.producer
+                .send(
+                    FutureRecord::to(&self.topic)
+                        .key(action.action_id.as_str())
+                        .payload(&bytes),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| format!("cannot write to {}: {e}", self.topic))?;
+        }
+        Ok(())
     }
 }

@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 
 use rdkafka::Message;
-use rdkafka::message::Headers;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
@@ -135,8 +134,9 @@ impl Letter {
     /// headers (another writer) is indexed too, with class `unknown` and no source.
     pub fn of<M: Message>(m: &M) -> Self {
         let mut headers: HashMap<&str, String> = HashMap::new();
-        if let Some(hs) = m.headers() {
-            for header in hs.iter() {
+        // Headers whose names cannot be read (not UTF-8) are as good as none.
+        if let Some(hs) = m.headers().and_then(causeway_kafka::headers::readable) {
+            for header in hs {
                 if header.key.starts_with(DLQ_PREFIX)
                     || header.key.starts_with(REPLAY_PREFIX)
                     || header.key == "traceparent"
@@ -609,62 +609,69 @@ impl Index {
             Filter { state: Some(s), .. } => self.key(&["state", s]),
             _ => self.key(&["all"]),
         };
-        let (mut max, mut after) = match cursor {
-            None => (filter.until.unwrap_or(i64::MAX), None),
-            Some(c) => {
-                let (score, id) = c.split_once('/').ok_or(ListError::Cursor)?;
+        let mut c = self.connection.clone();
+        // Newest first by rank; a cursor is the last letter given (its rank is read again: newer
+        // letters shift ranks). A cursor's letter gone from the set (its state changed) goes on from
+        // its time.
+        let above = |score: i64| -> redis::Cmd {
+            let mut cmd = redis::cmd("ZCOUNT");
+            cmd.arg(&set).arg(format!("({score}")).arg("+inf");
+            cmd
+        };
+        let mut start: i64 = match cursor {
+            None => match filter.until {
+                Some(u) => above(u).query_async(&mut c).await?,
+                None => 0,
+            },
+            Some(cursor) => {
+                let (score, id) = cursor.split_once('/').ok_or(ListError::Cursor)?;
                 let score: i64 = score.parse().map_err(|_| ListError::Cursor)?;
-                (score, Some(id.to_string()))
+                let rank: Option<i64> = redis::cmd("ZREVRANK")
+                    .arg(&set)
+                    .arg(id)
+                    .query_async(&mut c)
+                    .await?;
+                match rank {
+                    Some(r) => r + 1,
+                    None => above(score).query_async(&mut c).await?,
+                }
             }
         };
-        let min = filter.since.unwrap_or(i64::MIN);
-        let mut c = self.connection.clone();
         let mut letters = Vec::new();
         let mut scanned = 0usize;
-        let chunk = (limit * 2).clamp(50, 1000);
+        let chunk = i64::try_from((limit * 2).clamp(50, 1000)).unwrap_or(1000);
         loop {
-            // Letters at `max` and below; those at `max` up to and including `after` were seen.
             let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
                 .arg(&set)
-                .arg(max)
-                .arg(min)
-                .arg("BYSCORE")
+                .arg(start)
+                .arg(start + chunk - 1)
                 .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(chunk)
                 .arg("WITHSCORES")
                 .query_async(&mut c)
                 .await?;
-            let exhausted = found.len() < chunk;
-            let fresh: Vec<(String, i64)> = found
-                .into_iter()
-                .map(|(id, s)| (id, s as i64))
-                .filter(|(id, s)| {
-                    !(*s == max && after.as_deref().is_some_and(|a| id.as_str() >= a))
-                })
-                .collect();
-            if fresh.is_empty() {
-                if exhausted {
+            if found.is_empty() {
+                return Ok(Page {
+                    letters,
+                    next: None,
+                });
+            }
+            let mut pipe = redis::pipe();
+            for (id, _) in &found {
+                pipe.cmd("HGETALL").arg(self.key(&["l", id]));
+            }
+            let stored: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+            let exhausted = i64::try_from(found.len()).unwrap_or(0) < chunk;
+            for ((id, score), fields) in found.into_iter().zip(stored) {
+                let score = score as i64;
+                scanned += 1;
+                start += 1;
+                if filter.since.is_some_and(|s| score < s) {
+                    // Older than the window, and so is everything after it.
                     return Ok(Page {
                         letters,
                         next: None,
                     });
                 }
-                // A whole chunk of one score already seen: go below it.
-                max -= 1;
-                after = None;
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            for (id, _) in &fresh {
-                pipe.cmd("HGETALL").arg(self.key(&["l", id]));
-            }
-            let stored: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
-            for ((id, score), fields) in fresh.into_iter().zip(stored) {
-                scanned += 1;
-                max = score;
-                after = Some(id);
                 if let Some(l) = Letter::from_fields(&fields)
                     && filter.matches(&l)
                 {
@@ -673,7 +680,7 @@ impl Index {
                 if letters.len() >= limit || scanned >= MAX_SCAN {
                     return Ok(Page {
                         letters,
-                        next: after.map(|a| format!("{max}/{a}")),
+                        next: Some(format!("{score}/{id}")),
                     });
                 }
             }

@@ -8,7 +8,7 @@ use causeway_kafka::KafkaConfig;
 use causeway_kafka::config::OffsetMode;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -162,8 +162,11 @@ pub fn replay(
     now: i64,
 ) -> Replay {
     let mut headers = OwnedHeaders::new();
-    if let Some(hs) = dead_letter.headers() {
-        for h in hs.iter() {
+    if let Some(hs) = dead_letter
+        .headers()
+        .and_then(causeway_kafka::headers::readable)
+    {
+        for h in hs {
             if !h.key.starts_with(DLQ_PREFIX) && !h.key.starts_with(REPLAY_PREFIX) {
                 headers = headers.insert(h);
             }
@@ -236,6 +239,7 @@ pub async fn send(producer: &FutureProducer, replay: Replay) -> Result<(), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Headers;
     use rdkafka::Timestamp;
 
     #[test]

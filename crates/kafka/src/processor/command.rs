@@ -8,7 +8,7 @@ use causeway_contracts::hosting::{CommandRef, Decided, Poison, Stamp, readable_i
 use causeway_contracts::records::{CommandOutcome, CommandResult};
 use causeway_contracts::wire::WireError;
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 use super::error::BatchError;
@@ -85,15 +85,14 @@ impl Run {
         home: i32,
         now: i64,
     ) -> Result<(), BatchError> {
-        let headers = m.headers();
-        let forwarded_before = headers.is_some_and(|h| h.iter().any(|h| h.key == FORWARDED_FROM));
+        let headers = m.headers().and_then(headers::readable).unwrap_or_default();
+        let forwarded_before = headers.iter().any(|h| h.key == FORWARDED_FROM);
         let size = m.payload_len()
             + m.key_len()
-            + headers.map_or(0, |h| {
-                h.iter()
-                    .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
-                    .sum()
-            })
+            + headers
+                .iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                .sum::<usize>()
             + RECORD_OVERHEAD;
         let limit = self.record_limits.of(m.topic());
         let reason = if forwarded_before {
@@ -197,8 +196,9 @@ impl Run {
             key: FORWARDED_FROM,
             value: Some(from.as_bytes()),
         };
-        let headers = match m.headers() {
-            Some(h) => h.detach().insert(marker),
+        // Headers whose names cannot be read are left behind (the trace with them).
+        let headers = match m.headers().and_then(headers::owned) {
+            Some(h) => h.insert(marker),
             None => OwnedHeaders::new().insert(marker),
         };
         record = record.headers(headers);

@@ -116,3 +116,25 @@ pub fn wait_letters(api: SocketAddr, query: &str, n: usize) -> Vec<Value> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Produce `value` keyed `key` to `topic` with a header whose name is not UTF-8 (as a producer outside
+/// the suite may send it; rdkafka's own API cannot), through kcat.
+pub fn produce_with_binary_header_name(bootstrap: &str, topic: &str, key: &str, value: &str) {
+    use std::io::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let header = std::ffi::OsStr::from_bytes(b"\xff\xfebinary=value");
+    let mut child = std::process::Command::new("kcat")
+        .args(["-P", "-b", bootstrap, "-t", topic, "-k", key, "-H"])
+        .arg(header)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("kcat (make setup installs it): {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap_or_else(|| panic!("kcat's stdin"))
+        .write_all(value.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "kcat: {status}");
+}
