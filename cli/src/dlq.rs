@@ -108,18 +108,21 @@ fn parse_time(raw: &str) -> Result<i64, String> {
     if let Ok(ms) = raw.parse::<i64>() {
         return Ok(ms);
     }
-    let (n, unit) = raw.split_at(raw.len().saturating_sub(1));
-    let n: i64 = n.parse().map_err(|_| {
-        format!("expected ms since the epoch or an age like 30m, 2h, 7d; got {raw:?}")
-    })?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let bad = || format!("expected ms since the epoch or an age like 30m, 2h, 7d; got {raw:?}");
+    let split = raw.char_indices().last().map_or(0, |(i, _)| i);
+    let (n, unit) = raw.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("unknown unit in {raw:?}: use s, m, h or d")),
     };
-    Ok(now_ms() - seconds * 1000)
+    n.checked_mul(per)
+        .and_then(|s| s.checked_mul(1000))
+        .and_then(|ms| now_ms().checked_sub(ms))
+        .ok_or_else(bad)
 }
 
 fn now_ms() -> i64 {
@@ -167,7 +170,7 @@ async fn call(
     api: &ApiArgs,
     what: &str,
     method: reqwest::Method,
-    path: &str,
+    segments: &[&str],
     query: &[(&str, String)],
     body: Option<Value>,
 ) -> Result<Answer, ExitCode> {
@@ -185,9 +188,22 @@ async fn call(
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| call_failed(what, &e))?;
-    let url = format!("{}{path}", api.api.trim_end_matches('/'));
+    // Each segment encoded (an id with `#`, `?` or `/` is one segment, not a fragment or a path).
+    let mut url = match reqwest::Url::parse(&api.api) {
+        Ok(u) if !u.cannot_be_a_base() => u,
+        _ => {
+            eprintln!(
+                "causeway dlq {what}: --api {:?} is not an http(s) URL",
+                api.api
+            );
+            return Err(ExitCode::from(2));
+        }
+    };
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
     let mut request = client
-        .request(method, &url)
+        .request(method, url)
         .bearer_auth(token.trim())
         .query(query);
     if let Some(b) = body {
@@ -296,7 +312,7 @@ async fn list(args: ListArgs) -> ExitCode {
         &args.api,
         "list",
         reqwest::Method::GET,
-        "/v1/dead-letters",
+        &["v1", "dead-letters"],
         &q,
         None,
     )
@@ -344,8 +360,16 @@ async fn list(args: ListArgs) -> ExitCode {
 }
 
 async fn show(args: OneArgs) -> ExitCode {
-    let path = format!("/v1/dead-letters/{}", args.id);
-    let a = match call(&args.api, "show", reqwest::Method::GET, &path, &[], None).await {
+    let a = match call(
+        &args.api,
+        "show",
+        reqwest::Method::GET,
+        &["v1", "dead-letters", &args.id],
+        &[],
+        None,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -451,7 +475,7 @@ async fn act(what: &'static str, args: ActArgs) -> ExitCode {
                 &args.api,
                 what,
                 reqwest::Method::POST,
-                &format!("/v1/dead-letters/{id}/{what}"),
+                &["v1", "dead-letters", id, what],
                 &q,
                 None,
             )
@@ -472,7 +496,7 @@ async fn act(what: &'static str, args: ActArgs) -> ExitCode {
                 &args.api,
                 what,
                 reqwest::Method::POST,
-                &format!("/v1/dead-letters/{what}"),
+                &["v1", "dead-letters", what],
                 &[],
                 Some(json!({ "filter": filter, "dry_run": args.dry_run })),
             )
@@ -533,7 +557,7 @@ async fn counts(api: ApiArgs) -> ExitCode {
         &api,
         "counts",
         reqwest::Method::GET,
-        "/v1/dead-letters/counts",
+        &["v1", "dead-letters", "counts"],
         &[],
         None,
     )
@@ -589,6 +613,9 @@ mod tests {
         assert!((now_ms() - an_hour_ago - 3_600_000).abs() < 5_000);
         assert!(parse_time("1y").is_err());
         assert!(parse_time("soon").is_err());
+        assert!(parse_time("5µ").is_err());
+        assert!(parse_time("é").is_err());
+        assert!(parse_time("9223372036854775807d").is_err());
     }
 }
 
@@ -626,15 +653,24 @@ fn result_text(c: &Value) -> String {
 }
 
 pub async fn events(args: EventsArgs) -> ExitCode {
-    let path = match (&args.correlation, &args.aggregate, &args.id) {
-        (Some(c), _, _) => format!("/v1/correlations/{c}"),
-        (None, Some(a), Some(id)) => format!("/v1/history/{a}/{id}"),
+    let segments: Vec<&str> = match (&args.correlation, &args.aggregate, &args.id) {
+        (Some(c), _, _) => vec!["v1", "correlations", c],
+        (None, Some(a), Some(id)) => vec!["v1", "history", a, id],
         _ => {
             eprintln!("causeway events: give <aggregate> <id>, or --correlation <id>");
             return ExitCode::from(2);
         }
     };
-    let a = match call(&args.api, "events", reqwest::Method::GET, &path, &[], None).await {
+    let a = match call(
+        &args.api,
+        "events",
+        reqwest::Method::GET,
+        &segments,
+        &[],
+        None,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(code) => return code,
     };

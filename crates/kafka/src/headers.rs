@@ -39,8 +39,8 @@ pub fn owned<H: Headers>(headers: &H) -> Option<OwnedHeaders> {
 pub fn last_value<'a, H: Headers>(headers: &'a H, name: &str) -> Option<&'a [u8]> {
     readable(headers)?
         .into_iter()
-        .filter(|h| h.key == name)
-        .last()
+        .rev()
+        .find(|h| h.key == name)
         .and_then(|h| h.value)
 }
 

@@ -5,16 +5,18 @@
 //! What is parked lives in the compacted topic `<group>.parked`, keyed by `<topic>/<partition>/<key>`:
 //! - `park:<head offset>,<last offset>`: the key is parked behind its head, and the last record parked
 //!   behind it is at `<last offset>` (written by the runner, with its dead letters, before its offsets);
-//! - `release:<head offset>,<through>`: the head was discarded by an operator and nothing waits behind it
-//!   up to `<through>` (written by the dlq-reprocessor);
-//! - a tombstone: the key is free again (written by the runner once a released record is handled).
+//! - `release:<head offset>,<through>`: the head is done and nothing parked behind it up to `<through>`
+//!   comes back (a discard; written by the dlq-reprocessor); the owner then writes the outcome;
+//! - a tombstone: the key is free again (written by the runner).
 //!
 //! The dlq-reprocessor brings a key's records back through its source partition, the head first, each
-//! with the headers [`headers::RELEASE`] (the head's offset) and [`headers::THROUGH`] (the last offset
-//! it brings back). The runner handles a released record of its key's head; the key is free once one
-//! with `through` at or past the last parked offset is handled. A record parked after the reprocessor
-//! looked (it raced the replay) keeps the key parked until the reprocessor brings it back too: the
-//! order of a key's records is the order they first arrived in, whatever races.
+//! with [`headers::RELEASE`] (the head's offset) and [`headers::GROUP`] (the group it is released for);
+//! the last one also with [`headers::THROUGH`]: the last offset ever parked behind the head that it knows
+//! of. The runner handles a released record of its key's head (its own group's), and frees the key when
+//! one whose `through` is at or past the last offset it parked is handled. A record parked after the
+//! reprocessor looked (it raced the release) keeps the key parked until the reprocessor brings it back
+//! too: the order of a key's records is the order they first arrived in, whatever the races. A released
+//! record that fails again is the new head; the records released with it wait behind it.
 //!
 //! Every instance reads the whole topic; an instance applies what it did not write (the reprocessor's
 //! releases, and the writes of the partitions' previous owners, read up to the end after each assignment).
@@ -37,8 +39,12 @@ pub mod headers {
     pub const PARKS_KEY: &str = "causeway.dlq.parks-key";
     /// On a record brought back by the reprocessor: the offset of the head it was released from.
     pub const RELEASE: &str = "causeway.replay.release";
-    /// On a record brought back: the last offset (of its key on its partition) released with it.
+    /// On the last record of a release: the last offset (of its key on its partition) ever parked
+    /// behind the head, discarded ones included. Handling it frees the key.
     pub const THROUGH: &str = "causeway.replay.through";
+    /// On a record brought back: the consumer group it is released for (other groups read it as any
+    /// record).
+    pub const GROUP: &str = "causeway.replay.group";
 }
 
 /// Longest key that is parked: longer keys are cut in dead letters, so they could not be released.
@@ -105,6 +111,20 @@ impl Entry {
     }
 }
 
+/// What [`Parking::head`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headed {
+    /// No key to park (none, or longer than [`MAX_KEY_BYTES`]).
+    NotParked,
+    /// The record is its key's head.
+    Head,
+    /// The key was parked behind an older head meanwhile: the record waits behind it.
+    Behind(i64),
+    /// The record is the head now, in place of the later record at this offset (of its batch), which
+    /// waits behind it.
+    Replaced(i64),
+}
+
 /// What to do with a record whose key may be parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -126,20 +146,24 @@ fn header_number<M: Message>(m: &M, name: &str) -> Option<i64> {
 }
 
 /// An operator's release: the key is free if its head is `head` and nothing was parked past `through`.
-fn release(parked: &mut HashMap<Vec<u8>, Park>, key: &[u8], head: i64, through: i64) {
+fn release(parked: &mut HashMap<Vec<u8>, Park>, key: &[u8], head: i64, through: i64) -> bool {
     if let Some(p) = parked.get(key)
         && p.head == head
         && p.last <= through
     {
         parked.remove(key);
+        return true;
     }
+    false
 }
 
 /// The parked keys of one group, and the consumer that follows its topic.
 pub struct Parking {
     topic: String,
+    group: String,
     parked: HashMap<Vec<u8>, Park>,
-    tail: BaseConsumer,
+    /// Follows the topic (none in unit tests of the rules).
+    tail: Option<BaseConsumer>,
     /// Writes to make durable with the batch's dead letters: key, value (None: a tombstone).
     pending: Vec<(Vec<u8>, Option<String>)>,
 }
@@ -203,8 +227,9 @@ impl Parking {
         })?;
         let mut parking = Self {
             topic,
+            group: group.to_string(),
             parked: HashMap::new(),
-            tail,
+            tail: Some(tail),
             pending: Vec::new(),
         };
         parking.catch_up()?;
@@ -220,14 +245,16 @@ impl Parking {
     /// assignment: the previous owners' writes). This instance's own writes read again in their order end
     /// where its memory is: the last write of each key decides.
     pub fn catch_up(&mut self) -> Result<(), Error> {
-        let assignment = self.tail.assignment().map_err(|source| Error::Operation {
+        let Some(tail) = &self.tail else {
+            return Ok(());
+        };
+        let assignment = tail.assignment().map_err(|source| Error::Operation {
             operation: "read the parked topic's assignment",
             source,
         })?;
         let mut ends: HashMap<i32, i64> = HashMap::new();
         for e in assignment.elements() {
-            let (_, high) = self
-                .tail
+            let (_, high) = tail
                 .fetch_watermarks(&self.topic, e.partition(), CATCH_UP_TIMEOUT)
                 .map_err(|source| Error::Operation {
                     operation: "read the parked topic's end",
@@ -237,7 +264,10 @@ impl Parking {
         }
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         loop {
-            let positions = self.tail.position().map_err(|source| Error::Operation {
+            let Some(tail) = &self.tail else {
+                return Ok(());
+            };
+            let positions = tail.position().map_err(|source| Error::Operation {
                 operation: "read the parked topic's position",
                 source,
             })?;
@@ -268,7 +298,7 @@ impl Parking {
     /// partitions `own` says this instance holds: it wrote them (its memory is ahead of them).
     pub fn poll(&mut self, wait: Duration, own: &impl Fn(&str, i32) -> bool) {
         let mut wait = wait;
-        while let Some(r) = self.tail.poll(wait) {
+        while let Some(r) = self.tail.as_ref().and_then(|t| t.poll(wait)) {
             wait = Duration::ZERO;
             let m = match r {
                 Ok(m) => m,
@@ -281,7 +311,16 @@ impl Parking {
             let held = split_key(key).is_some_and(|(t, p, _)| own(t, p));
             match m.payload().and_then(Entry::decode) {
                 Some(Entry::Release(head, through)) => {
-                    release(&mut self.parked, key, head, through);
+                    let freed = release(&mut self.parked, key, head, through);
+                    // The owner writes the outcome after the release, so that the topic's latest
+                    // value of the key (all compaction keeps) says it.
+                    if held {
+                        let value = match (freed, self.parked.get(key)) {
+                            (true, _) | (false, None) => None,
+                            (false, Some(p)) => Some(Entry::Park(*p).encode()),
+                        };
+                        self.pending.push((key.to_vec(), value));
+                    }
                 }
                 Some(Entry::Park(park)) if !held => {
                     self.parked.insert(key.to_vec(), park);
@@ -294,6 +333,14 @@ impl Parking {
         }
     }
 
+    /// Whether `m` was released by the reprocessor for this group from its key's head `head`.
+    fn released_from<M: Message>(&self, m: &M, head: i64) -> bool {
+        let group = m
+            .headers()
+            .and_then(|h| crate::headers::last_value(h, headers::GROUP));
+        header_number(m, headers::RELEASE) == Some(head) && group == Some(self.group.as_bytes())
+    }
+
     /// What to do with `m`.
     pub fn decide<M: Message>(&self, m: &M) -> Decision {
         let Some(key) = m.key().filter(|k| k.len() <= MAX_KEY_BYTES) else {
@@ -302,28 +349,78 @@ impl Parking {
         let Some(park) = self.parked.get(&park_key(m.topic(), m.partition(), key)) else {
             return Decision::Free;
         };
-        match header_number(m, headers::RELEASE) {
-            Some(head) if head == park.head => Decision::Released {
+        if self.released_from(m, park.head) {
+            return Decision::Released {
                 frees: header_number(m, headers::THROUGH).is_some_and(|t| t >= park.last),
-            },
-            _ => Decision::Behind(park.head),
+            };
         }
+        if m.offset() == park.head && header_number(m, headers::RELEASE).is_none() {
+            // The head itself, read again (its batch's offsets were not stored): handled again, as
+            // any record read twice; it is dead-lettered again if it still fails.
+            return Decision::Free;
+        }
+        Decision::Behind(park.head)
     }
 
-    /// Park `m`'s key behind `m` itself (it was dead-lettered). False when it has no key to park.
-    pub fn head<M: Message>(&mut self, m: &M) -> bool {
+    /// `m` is being dead-lettered: park its key behind it. `released` when `m` was released from its
+    /// key's head (it failed again: it is the head now, the old one is done).
+    pub fn head<M: Message>(&mut self, m: &M, released: bool) -> Headed {
         let Some(key) = m.key().filter(|k| k.len() <= MAX_KEY_BYTES) else {
-            return false;
+            return Headed::NotParked;
         };
         let k = park_key(m.topic(), m.partition(), key);
-        let park = Park {
-            head: m.offset(),
-            last: m.offset(),
+        let (park, outcome) = match self.parked.get(&k).copied() {
+            Some(p) if !released && p.head == m.offset() => (
+                Park {
+                    last: p.last.max(m.offset()),
+                    ..p
+                },
+                Headed::Head,
+            ),
+            // Parked behind an older head meanwhile: it waits behind that one.
+            Some(p) if !released && p.head < m.offset() => (
+                Park {
+                    last: p.last.max(m.offset()),
+                    ..p
+                },
+                Headed::Behind(p.head),
+            ),
+            // A later record of its batch became the head first (it failed earlier, at preparing):
+            // this one, older, is the head, and that one waits behind it.
+            Some(p) if !released => (
+                Park {
+                    head: m.offset(),
+                    last: p.last.max(m.offset()),
+                },
+                Headed::Replaced(p.head),
+            ),
+            Some(p) => (
+                Park {
+                    head: m.offset(),
+                    last: p.last.max(m.offset()),
+                },
+                Headed::Head,
+            ),
+            None => (
+                Park {
+                    head: m.offset(),
+                    last: m.offset(),
+                },
+                Headed::Head,
+            ),
         };
         self.pending
             .push((k.clone(), Some(Entry::Park(park).encode())));
         self.parked.insert(k, park);
-        true
+        outcome
+    }
+
+    /// The head `m`'s key waits behind, if it is parked.
+    pub fn head_of<M: Message>(&self, m: &M) -> Option<i64> {
+        let key = m.key()?;
+        self.parked
+            .get(&park_key(m.topic(), m.partition(), key))
+            .map(|p| p.head)
     }
 
     /// `m` was dead-lettered behind its key's head.
@@ -337,11 +434,17 @@ impl Parking {
         }
     }
 
-    /// `m`, released, was handled and frees its key.
+    /// `m`, released and handled, frees its key if it still brings back the last record parked (a
+    /// record of the batch may have parked the key again since it was read).
     pub fn free<M: Message>(&mut self, m: &M) {
         let Some(key) = m.key() else { return };
         let k = park_key(m.topic(), m.partition(), key);
-        if self.parked.remove(&k).is_some() {
+        let Some(park) = self.parked.get(&k).copied() else {
+            return;
+        };
+        let through = header_number(m, headers::THROUGH);
+        if self.released_from(m, park.head) && through.is_some_and(|t| t >= park.last) {
+            self.parked.remove(&k);
             self.pending.push((k, None));
         }
     }
@@ -370,6 +473,119 @@ impl Parking {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::Timestamp;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
+    fn rules(group: &str) -> Parking {
+        Parking {
+            topic: format!("{group}.parked"),
+            group: group.into(),
+            parked: HashMap::new(),
+            tail: None,
+            pending: Vec::new(),
+        }
+    }
+
+    fn record(offset: i64, release: Option<(i64, Option<i64>, &str)>) -> OwnedMessage {
+        let mut h = OwnedHeaders::new();
+        if let Some((head, through, group)) = release {
+            let head = head.to_string();
+            h = h
+                .insert(Header {
+                    key: headers::RELEASE,
+                    value: Some(head.as_str()),
+                })
+                .insert(Header {
+                    key: headers::GROUP,
+                    value: Some(group),
+                });
+            if let Some(t) = through {
+                let t = t.to_string();
+                h = h.insert(Header {
+                    key: headers::THROUGH,
+                    value: Some(t.as_str()),
+                });
+            }
+        }
+        OwnedMessage::new(
+            Some(b"v".to_vec()),
+            Some(b"k".to_vec()),
+            "t".into(),
+            Timestamp::CreateTime(0),
+            0,
+            offset,
+            Some(h),
+        )
+    }
+
+    #[test]
+    fn a_key_waits_behind_its_head_and_is_freed_by_the_last_record_released() {
+        let mut p = rules("g");
+        assert_eq!(p.head(&record(10, None), false), Headed::Head);
+        // Read again after a crash: the head is handled again, not parked behind itself.
+        assert_eq!(p.decide(&record(10, None)), Decision::Free);
+        assert_eq!(p.decide(&record(12, None)), Decision::Behind(10));
+        p.behind(&record(12, None));
+        // Released for another group: as any record of a parked key.
+        assert_eq!(
+            p.decide(&record(50, Some((10, Some(12), "other")))),
+            Decision::Behind(10)
+        );
+        // The head, then the one behind it with `through`: only that frees the key.
+        let head = record(50, Some((10, None, "g")));
+        assert_eq!(p.decide(&head), Decision::Released { frees: false });
+        p.free(&head);
+        assert_eq!(p.head_of(&head), Some(10));
+        let last = record(51, Some((10, Some(12), "g")));
+        assert_eq!(p.decide(&last), Decision::Released { frees: true });
+        p.free(&last);
+        assert_eq!(p.head_of(&last), None);
+        assert_eq!(p.decide(&record(60, None)), Decision::Free);
+    }
+
+    #[test]
+    fn a_record_parked_after_the_release_was_prepared_keeps_the_key() {
+        let mut p = rules("g");
+        p.head(&record(10, None), false);
+        let last = record(50, Some((10, Some(10), "g")));
+        assert_eq!(p.decide(&last), Decision::Released { frees: true });
+        // A later record of the same batch was parked meanwhile: freeing re-checks.
+        p.behind(&record(55, None));
+        p.free(&last);
+        assert_eq!(p.head_of(&last), Some(10));
+    }
+
+    #[test]
+    fn a_released_head_that_fails_again_is_the_new_head_and_an_older_failure_replaces_a_later() {
+        let mut p = rules("g");
+        p.head(&record(10, None), false);
+        assert_eq!(
+            p.head(&record(50, Some((10, None, "g"))), true),
+            Headed::Head
+        );
+        assert_eq!(p.head_of(&record(0, None)), Some(50));
+        // Followers released from the old head now wait behind the new one.
+        assert_eq!(
+            p.decide(&record(51, Some((10, Some(12), "g")))),
+            Decision::Behind(50)
+        );
+        // In one batch, 70 failed at preparing (head), then 65 was refused at writing: 65 is the head.
+        let mut q = rules("g");
+        q.head(&record(70, None), false);
+        assert_eq!(q.head(&record(65, None), false), Headed::Replaced(70));
+        assert_eq!(q.head_of(&record(0, None)), Some(65));
+        assert_eq!(q.head(&record(80, None), false), Headed::Behind(65));
+    }
+
+    #[test]
+    fn an_operators_release_frees_only_when_nothing_was_parked_past_it() {
+        let mut parked = HashMap::new();
+        parked.insert(b"k".to_vec(), Park { head: 10, last: 14 });
+        assert!(!release(&mut parked, b"k", 10, 12));
+        assert!(!release(&mut parked, b"k", 9, 20));
+        assert!(release(&mut parked, b"k", 10, 14));
+        assert!(parked.is_empty());
+    }
 
     #[test]
     fn entries_and_keys_round_trip() {

@@ -29,7 +29,7 @@ use crate::config::{KafkaConfig, OffsetMode};
 use crate::dead_letter::{self, Why};
 use crate::error::Error;
 use crate::group::{GroupConsumer, Member, Membership};
-use crate::parking::Decision;
+use crate::parking::{Decision, Headed};
 
 /// How long a blocking Kafka call of the runner may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,6 +94,12 @@ impl RunnerConfig {
             out.push(causeway_runtime::Invalid::new(
                 format!("{section}.max_batch_records"),
                 "must be at least 1",
+            ));
+        }
+        if self.dead_letter_transient_after > 0 && !self.park_keys {
+            out.push(causeway_runtime::Invalid::new(
+                format!("{section}.dead_letter_transient_after"),
+                "needs park_keys = true: a record dead-lettered for a passing failure and redriven later must not arrive after the later records of its key",
             ));
         }
         if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
@@ -695,8 +701,8 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
         let mut sources = Vec::with_capacity(batch.len());
         // Records to dead-letter, sent once the batch is written.
         let mut parked: Vec<Parked> = Vec::new();
-        // Released records (per-key order) that free their key once handled.
-        let mut frees: Vec<usize> = Vec::new();
+        // Released records (per-key order): handled, they may free their key.
+        let mut released: Vec<usize> = Vec::new();
         for (i, m) in batch.iter().enumerate() {
             if let Some(parking) = &mut self.parking {
                 match parking.decide(m) {
@@ -718,8 +724,7 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                         });
                         continue;
                     }
-                    Decision::Released { frees: true } => frees.push(i),
-                    Decision::Released { frees: false } => {}
+                    Decision::Released { .. } => released.push(i),
                 }
             }
             let mut attempts: Option<Attempts> = None;
@@ -747,16 +752,21 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                         let limit = self.runner.config.dead_letter_transient_after;
                         if limit > 0 && count >= limit {
                             let first_failure = a.first_failure;
-                            let parks_key = self.park(m);
-                            parked.push(Parked {
-                                source: i,
-                                why,
-                                attempts: count,
-                                first_failure,
-                                class: "transient",
-                                behind: None,
-                                parks_key,
-                            });
+                            let was_released = released.contains(&i);
+                            self.dead_letter_entry(
+                                batch,
+                                &mut parked,
+                                Parked {
+                                    source: i,
+                                    why,
+                                    attempts: count,
+                                    first_failure,
+                                    class: "transient",
+                                    behind: None,
+                                    parks_key: false,
+                                },
+                                was_released,
+                            );
                             break;
                         }
                         if !self.wait_retry("prepare", &why, count) {
@@ -772,16 +782,21 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                             first_failure: now_ms(),
                             count: 0,
                         });
-                        let parks_key = self.park(m);
-                        parked.push(Parked {
-                            source: i,
-                            why,
-                            attempts: a.count + 1,
-                            first_failure: a.first_failure,
-                            class: "poison",
-                            behind: None,
-                            parks_key,
-                        });
+                        let was_released = released.contains(&i);
+                        self.dead_letter_entry(
+                            batch,
+                            &mut parked,
+                            Parked {
+                                source: i,
+                                why,
+                                attempts: a.count + 1,
+                                first_failure: a.first_failure,
+                                class: "poison",
+                                behind: None,
+                                parks_key: false,
+                            },
+                            was_released,
+                        );
                         break;
                     }
                 }
@@ -816,25 +831,30 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                     } else {
                         first_failure
                     };
-                    let head = &batch[source];
-                    let parks_key = self.park(head);
-                    parked.push(Parked {
-                        source,
-                        why,
-                        attempts: attempts + 1,
-                        first_failure: first,
-                        class: "poison",
-                        behind: None,
-                        parks_key,
-                    });
-                    if parks_key {
-                        // Its key's later records of the batch, prepared already, wait behind it.
+                    let was_released = released.contains(&source);
+                    self.dead_letter_entry(
+                        batch,
+                        &mut parked,
+                        Parked {
+                            source,
+                            why,
+                            attempts: attempts + 1,
+                            first_failure: first,
+                            class: "poison",
+                            behind: None,
+                            parks_key: false,
+                        },
+                        was_released,
+                    );
+                    // Its key's later records of the batch, prepared already, wait behind its head.
+                    let refused = &batch[source];
+                    if let Some(head) = self.parking.as_ref().and_then(|p| p.head_of(refused)) {
                         let mut j = n;
                         while j < items.len() {
                             let m = &batch[sources[j]];
-                            if m.topic() == head.topic()
-                                && m.partition() == head.partition()
-                                && m.key() == head.key()
+                            if m.topic() == refused.topic()
+                                && m.partition() == refused.partition()
+                                && m.key() == refused.key()
                             {
                                 if let Some(parking) = &mut self.parking {
                                     parking.behind(m);
@@ -842,15 +862,14 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                                 parked.push(Parked {
                                     source: sources.remove(j),
                                     why: format!(
-                                        "waits behind offset {} of its key on {}/{} (per-key order)",
-                                        head.offset(),
-                                        head.topic(),
-                                        head.partition()
+                                        "waits behind offset {head} of its key on {}/{} (per-key order)",
+                                        m.topic(),
+                                        m.partition()
                                     ),
                                     attempts: 0,
                                     first_failure: now_ms(),
                                     class: "parked",
-                                    behind: Some(head.offset()),
+                                    behind: Some(head),
                                     parks_key: false,
                                 });
                                 drop(items.remove(j));
@@ -870,9 +889,9 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 }
             }
         }
-        // A released record handled (not dead-lettered again) frees its key.
+        // A released record handled (not dead-lettered again) may free its key.
         if let Some(parking) = &mut self.parking {
-            for i in frees {
+            for i in released {
                 if !parked.iter().any(|p| p.source == i) {
                     parking.free(&batch[i]);
                 }
@@ -990,9 +1009,55 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
         }
     }
 
-    /// Per-key order: park `m`'s key behind it (it is being dead-lettered). Whether it did.
-    fn park(&mut self, m: &BorrowedMessage<'_>) -> bool {
-        self.parking.as_mut().is_some_and(|p| p.head(m))
+    /// `entry`'s record is being dead-lettered: with per-key order, its key is parked behind it (it is
+    /// the head), or it waits behind an older head; a later record of the batch that was the head
+    /// waits behind it now. `released`: it was released from its key's head and failed again.
+    fn dead_letter_entry(
+        &mut self,
+        batch: &[BorrowedMessage<'_>],
+        parked: &mut Vec<Parked>,
+        mut entry: Parked,
+        released: bool,
+    ) {
+        let m = &batch[entry.source];
+        let headed = match &mut self.parking {
+            Some(p) => p.head(m, released),
+            None => Headed::NotParked,
+        };
+        match headed {
+            Headed::NotParked => {}
+            Headed::Head => entry.parks_key = true,
+            Headed::Behind(head) => {
+                entry.why = format!(
+                    "waits behind offset {head} of its key (per-key order); it failed too: {}",
+                    entry.why
+                );
+                entry.class = "parked";
+                entry.behind = Some(head);
+            }
+            Headed::Replaced(later) => {
+                entry.parks_key = true;
+                for p in parked.iter_mut() {
+                    let o = &batch[p.source];
+                    if o.topic() == m.topic()
+                        && o.partition() == m.partition()
+                        && o.key() == m.key()
+                        && o.offset() > m.offset()
+                        && (o.offset() == later || p.behind == Some(later))
+                    {
+                        p.why = format!(
+                            "waits behind offset {} of its key (per-key order): {}",
+                            m.offset(),
+                            p.why
+                        );
+                        p.class = "parked";
+                        p.behind = Some(m.offset());
+                        p.parks_key = false;
+                    }
+                }
+            }
+        }
+        parked.push(entry);
     }
 
     /// Per-key order: after an assignment, read the parked keys to their end (the previous owners'

@@ -306,13 +306,21 @@ fn typed_like(existing: &toml::Value, raw: &str) -> Result<toml::Value, String> 
     })
 }
 
+/// A TOML literal (an array, such as a list of tokens). The value is never repeated in the error: it
+/// may hold a secret.
 fn parse_literal(raw: &str) -> Result<toml::Value, String> {
     let doc = format!("v = {raw}");
-    let mut table: toml::Table =
-        toml::from_str(&doc).map_err(|_| format!("{raw:?} is not a TOML value"))?;
-    table
-        .remove("v")
-        .ok_or_else(|| format!("{raw:?} is not a TOML value"))
+    let not_toml = |detail: &str| {
+        format!("is not a TOML value{detail} (the value is not shown: it may hold a secret)")
+    };
+    let mut table: toml::Table = toml::from_str(&doc).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| format!(" at byte {}", s.start.saturating_sub(4)))
+            .unwrap_or_default();
+        not_toml(&at)
+    })?;
+    table.remove("v").ok_or_else(|| not_toml(""))
 }
 
 /// serde's TOML messages end with "in `section`" on a line of its own; the key already says where.

@@ -123,7 +123,9 @@ async fn a_command_dead_lettered_for_a_cause_since_fixed_is_replayed_and_applied
     );
     let odd = reprocessor::wait_letters(r.api, &format!("group={}&key=o-odd", world.group), 1);
     assert!(
-        odd[0]["reason"].as_str().is_some_and(|r| r.contains("undecodable")),
+        odd[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("undecodable")),
         "{odd:?}"
     );
     let letters = reprocessor::wait_letters(r.api, &format!("group={}&key=o-big", world.group), 1);
@@ -204,7 +206,10 @@ async fn a_command_dead_lettered_for_a_cause_since_fixed_is_replayed_and_applied
     let (_, page) = reprocessor::call(
         r.api,
         "GET",
-        &format!("/v1/dead-letters?group={}&key=o-big&state=parked", world.group),
+        &format!(
+            "/v1/dead-letters?group={}&key=o-big&state=parked",
+            world.group
+        ),
         None,
     );
     assert_eq!(page["letters"].as_array().map(Vec::len), Some(0), "{page}");

@@ -175,14 +175,21 @@ fn source_of(l: &Letter) -> Option<String> {
 }
 
 /// One record to send back: its letter, the replay count it carries, and the per-key release it is
-/// part of (the head's offset, the last offset released).
+/// part of.
 #[derive(Debug, Clone)]
 struct Send {
     letter: Letter,
     count: u32,
-    release: Option<(i64, i64)>,
+    release: Option<Released>,
     /// The head it follows, when it is released with it.
     with_head: Option<String>,
+}
+
+/// A record's part in a per-key release: the head's offset, and `through` on the last one.
+#[derive(Debug, Clone, Copy)]
+struct Released {
+    head: i64,
+    through: Option<i64>,
 }
 
 /// A per-key release with nothing to send: written to the group's parked topic.
@@ -191,6 +198,23 @@ struct Release {
     letter: Letter,
     head: i64,
     through: i64,
+}
+
+/// What one held letter leads to.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Records to send: plain replays (any order between keys; source order kept).
+    plain: Vec<Send>,
+    /// Per-key releases: each sent head first, the rest only once the first is in.
+    groups: Vec<Vec<Send>>,
+    /// Letters to mark discarded.
+    discards: Vec<Letter>,
+    /// Releases to write to the parked topic (after the discards they belong to).
+    releases: Vec<Release>,
+    /// Letters locked for the records behind a head (unlocked at the end).
+    locked: Vec<Letter>,
+    /// Letters refused while planning, and why.
+    refused: Vec<(Letter, String)>,
 }
 
 impl Desk {
@@ -224,7 +248,7 @@ impl Desk {
                         }
                     )));
                 }
-                // Released with its head: not a replay of its own, no loop guard.
+                // Released behind its finished head: not a replay of its own, no loop guard.
                 return Ok(None);
             }
             if l.replays >= self.max_replays {
@@ -235,6 +259,145 @@ impl Desk {
             }
         }
         Ok(None)
+    }
+
+    /// The parked letters behind the head at `head` of `group` (but `held`), locked for `action`
+    /// and read again, deduplicated by source offset (a record read twice was dead-lettered twice), in
+    /// source order; the last offset ever parked behind it; and whether every one could be locked.
+    async fn behind(
+        &self,
+        group: &str,
+        head: &Position,
+        held: &[Letter],
+        action: &str,
+        plan: &mut Plan,
+    ) -> Result<(Vec<Letter>, i64, bool), ActError> {
+        let (all, through) = self.index.followers(group, head).await?;
+        let mut out: Vec<Letter> = Vec::new();
+        let mut complete = true;
+        for f in all {
+            let offset = f.source.as_ref().map_or(-1, |s| s.offset);
+            if f.state != State::Parked
+                || held.iter().any(|h| h.id == f.id)
+                || plan.locked.iter().any(|h| h.id == f.id)
+            {
+                continue;
+            }
+            match self.hold(&f.id, action).await? {
+                Some(now) if now.state == State::Parked => {
+                    plan.locked.push(now.clone());
+                    if out
+                        .iter()
+                        .any(|o| o.source.as_ref().map_or(-2, |s| s.offset) == offset)
+                    {
+                        // The same record dead-lettered twice: marked with the first.
+                        plan.discards.push(now);
+                    } else {
+                        out.push(now);
+                    }
+                }
+                Some(now) => plan.locked.push(now),
+                None => complete = false,
+            }
+        }
+        out.sort_by_key(|l| l.source.as_ref().map_or(0, |s| s.offset));
+        Ok((out, through, complete))
+    }
+
+    /// What `act` on the held letter `h` leads to.
+    async fn plan(
+        &self,
+        act: Act,
+        h: &Letter,
+        held: &[Letter],
+        action: &str,
+        plan: &mut Plan,
+    ) -> Result<(), ActError> {
+        let source = h.source.clone();
+        // The head the key's records wait behind, when `h` is one of them (its head is done) or is
+        // the head itself.
+        let release_at: Option<Position> = if h.parks_key {
+            source.clone()
+        } else {
+            Index::head_position(h)
+        };
+        let Some(head) = release_at else {
+            match act {
+                Act::Replay => plan.plain.push(Send {
+                    count: h.replays + 1,
+                    release: None,
+                    with_head: None,
+                    letter: h.clone(),
+                }),
+                Act::Discard => plan.discards.push(h.clone()),
+            }
+            return Ok(());
+        };
+        if h.behind.is_some() && act == Act::Discard {
+            // Given up on while its head still waits: the head's release brings the rest (its
+            // `through` counts this one).
+            let heads = self.index.heads_of(h).await?;
+            if heads.is_empty() || heads.iter().any(|x| x.state == State::Parked) {
+                plan.discards.push(h.clone());
+                return Ok(());
+            }
+        }
+        let (mut followers, through, complete) =
+            self.behind(&h.group, &head, held, action, plan).await?;
+        if !complete {
+            plan.refused.push((
+                h.clone(),
+                "another action is working on records of its key; try again".into(),
+            ));
+            return Ok(());
+        }
+        let mut group: Vec<Send> = Vec::new();
+        match act {
+            Act::Replay => {
+                let me = Send {
+                    count: if h.behind.is_some() {
+                        h.replays
+                    } else {
+                        h.replays + 1
+                    },
+                    release: Some(Released {
+                        head: head.offset,
+                        through: None,
+                    }),
+                    with_head: None,
+                    letter: h.clone(),
+                };
+                group.push(me);
+            }
+            Act::Discard => plan.discards.push(h.clone()),
+        }
+        for f in followers.drain(..) {
+            group.push(Send {
+                count: f.replays,
+                release: Some(Released {
+                    head: head.offset,
+                    through: None,
+                }),
+                with_head: Some(h.id.clone()),
+                letter: f,
+            });
+        }
+        group.sort_by_key(|s| s.letter.source.as_ref().map_or(0, |p| p.offset));
+        match group.last_mut() {
+            Some(last) => {
+                if let Some(r) = &mut last.release {
+                    r.through = Some(through);
+                }
+                plan.groups.push(group);
+            }
+            // Nothing to bring back: the runner is told through its parked topic.
+            None => plan.releases.push(Release {
+                letter: h.clone(),
+                head: head.offset,
+                through,
+            }),
+        }
+        Ok(())
     }
 
     /// Do `act` to `letters` as `operator` (a dry run changes nothing and records nothing). A head of
@@ -277,16 +440,16 @@ impl Desk {
                 continue;
             }
             if dry_run {
-                let followers = if l.parks_key {
-                    self.index
-                        .followers(&l)
+                let followers = match (l.parks_key, &l.source) {
+                    (true, Some(s)) => self
+                        .index
+                        .followers(&l.group, s)
                         .await?
                         .0
                         .iter()
                         .filter(|f| f.state == State::Parked)
-                        .count()
-                } else {
-                    0
+                        .count(),
+                    _ => 0,
                 };
                 let along = if followers > 0 {
                     format!("; {followers} records of its key follow it")
@@ -330,81 +493,13 @@ impl Desk {
                 }),
             }
         }
-        // What to send back and what to release, per letter held.
-        let mut sends: Vec<Send> = Vec::new();
-        let mut releases: Vec<Release> = Vec::new();
-        let mut discards: Vec<Letter> = Vec::new();
-        let mut followers_held: Vec<Letter> = Vec::new();
+        let mut plan = Plan::default();
         for h in &held {
-            let mut release = None;
-            if h.parks_key {
-                let (followers, through) = self.index.followers(h).await?;
-                release = Some((h.source.as_ref().map_or(0, |s| s.offset), through));
-                let mut any = false;
-                for f in followers {
-                    if f.state != State::Parked || held.iter().any(|x| x.id == f.id) {
-                        continue;
-                    }
-                    if self.index.lock(&f.id, &action_id, LOCK_MS).await? {
-                        any = true;
-                        sends.push(Send {
-                            count: f.replays,
-                            release,
-                            with_head: Some(h.id.clone()),
-                            letter: f.clone(),
-                        });
-                        followers_held.push(f);
-                    }
-                }
-                if act == Act::Discard && !any {
-                    releases.push(Release {
-                        letter: h.clone(),
-                        head: release.map_or(0, |r| r.0),
-                        through,
-                    });
-                }
-            } else if let (Some(head), Some(source)) = (h.behind, &h.source) {
-                // A record behind a head already done (it raced the head's release).
-                let anchor = Letter {
-                    source: Some(Position {
-                        offset: head,
-                        ..source.clone()
-                    }),
-                    ..h.clone()
-                };
-                let (_, through) = self.index.followers(&anchor).await?;
-                release = Some((head, through));
-                if act == Act::Discard {
-                    releases.push(Release {
-                        letter: h.clone(),
-                        head,
-                        through,
-                    });
-                }
+            if plan.locked.iter().any(|l| l.id == h.id) {
+                continue;
             }
-            match act {
-                Act::Replay => sends.push(Send {
-                    count: if h.behind.is_some() {
-                        h.replays
-                    } else {
-                        h.replays + 1
-                    },
-                    release,
-                    with_head: None,
-                    letter: h.clone(),
-                }),
-                Act::Discard => discards.push(h.clone()),
-            }
+            self.plan(act, h, &held, &action_id, &mut plan).await?;
         }
-        // Sent in source order, so that a partition's records arrive as they first did.
-        sends.sort_by_key(|s| {
-            s.letter
-                .source
-                .as_ref()
-                .map(|p| (p.topic.clone(), p.partition, p.offset))
-        });
-        let sent = self.send(&sends).await;
-        let released = self.write_releases(&releases).await;
         let mut outcomes = Vec::new();
         let mut note = |l: &Letter, outcome: &'static str, detail: String, done: &mut Vec<Done>| {
             outcomes.push(Outcome {
@@ -424,7 +519,12 @@ impl Desk {
                 detail,
             });
         };
-        for (s, result) in sends.iter().zip(sent) {
+        for (l, why) in &plan.refused {
+            note(l, "refused", why.clone(), &mut done);
+        }
+        let sent = self.send(&plan.plain, &plan.groups).await;
+        let sends = plan.plain.iter().chain(plan.groups.iter().flatten());
+        for (s, result) in sends.zip(sent) {
             let l = &s.letter;
             match result {
                 Ok(detail) => {
@@ -460,24 +560,23 @@ impl Desk {
                 Err(why) => note(l, "refused", why, &mut done),
             }
         }
-        for d in &discards {
-            let failed = releases
-                .iter()
-                .zip(&released)
-                .find(|(r, _)| r.letter.id == d.id)
-                .and_then(|(_, r)| r.as_ref().err().cloned());
-            match failed {
-                Some(why) => note(d, "refused", why, &mut done),
-                None => {
-                    self.index
-                        .transition(d, State::Parked, State::Discarded, by, "")
-                        .await?;
-                    self.meters.discards.with_label_values(&[&d.group]).inc();
-                    note(d, "discarded", String::new(), &mut done);
-                }
+        for d in &plan.discards {
+            self.index
+                .transition(d, State::Parked, State::Discarded, by, "")
+                .await?;
+            self.meters.discards.with_label_values(&[&d.group]).inc();
+            note(d, "discarded", String::new(), &mut done);
+        }
+        for (r, result) in plan
+            .releases
+            .iter()
+            .zip(self.write_releases(&plan.releases).await)
+        {
+            if let Err(why) = result {
+                tracing::error!(letter = %r.letter.id, error = %why, "cannot release a key behind a discarded record; its records stay parked until redrive releases them");
             }
         }
-        for l in held.iter().chain(&followers_held) {
+        for l in held.iter().chain(&plan.locked) {
             self.index.unlock(&l.id, &action_id).await?;
         }
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
@@ -492,17 +591,22 @@ impl Desk {
                 counts,
             });
         }
-        // Refusals before the lock are recorded too: an operator asked for them.
-        for d in done.iter().filter(|d| d.outcome == "refused") {
-            if !outcomes.iter().any(|o| o.letter_id == d.letter_id) {
-                outcomes.push(Outcome {
-                    letter_id: d.letter_id.clone(),
-                    group: String::new(),
-                    source: None,
-                    key: None,
-                    outcome: format!("refused: {}", d.detail),
-                });
+        // Refusals before the lock are recorded too: an operator asked for them. Redrive's own
+        // refusals (it looks again every pass) are not.
+        if kind != Kind::Redrive {
+            for d in done.iter().filter(|d| d.outcome == "refused") {
+                if !outcomes.iter().any(|o| o.letter_id == d.letter_id) {
+                    outcomes.push(Outcome {
+                        letter_id: d.letter_id.clone(),
+                        group: String::new(),
+                        source: None,
+                        key: None,
+                        outcome: format!("refused: {}", d.detail),
+                    });
+                }
             }
+        } else {
+            outcomes.retain(|o| !o.outcome.starts_with("refused"));
         }
         if !outcomes.is_empty() {
             self.audit
@@ -541,40 +645,23 @@ impl Desk {
     }
 
     /// Write the per-key releases that have no record to carry them to the groups' parked topics
-    /// (the key read from the dead letter itself: the index keeps it as text).
+    /// (the key's bytes as the index keeps them: the dead letter itself may be gone).
     async fn write_releases(&self, releases: &[Release]) -> Vec<Result<(), String>> {
-        if releases.is_empty() {
-            return Vec::new();
-        }
-        let positions: Vec<Position> = releases.iter().map(|r| r.letter.dlq.clone()).collect();
-        let kafka = self.kafka.clone();
-        let fetched =
-            match tokio::task::spawn_blocking(move || records::fetch(&kafka, &positions)).await {
-                Ok(f) => f,
-                Err(e) => return releases.iter().map(|_| Err(e.to_string())).collect(),
-            };
         let mut out = Vec::with_capacity(releases.len());
         for r in releases {
-            let d = &r.letter.dlq;
-            let result = match (
-                fetched.get(&(d.topic.clone(), d.partition, d.offset)),
-                &r.letter.source,
-            ) {
-                (Some(Ok(m)), Some(source)) => match rdkafka::Message::key(m) {
-                    Some(key) => {
-                        let k = park_key(&source.topic, source.partition, key);
-                        let value = Entry::Release(r.head, r.through).encode();
-                        records::send_raw(
-                            &self.producer,
-                            &Parking::topic_of(&r.letter.group),
-                            &k,
-                            value.as_bytes(),
-                        )
-                        .await
-                    }
-                    None => Ok(()),
-                },
-                (Some(Err(e)), _) => Err(e.to_string()),
+            let key = r.letter.key_hex.as_deref().and_then(crate::index::unhex);
+            let result = match (key, &r.letter.source) {
+                (Some(key), Some(source)) => {
+                    let k = park_key(&source.topic, source.partition, &key);
+                    let value = Entry::Release(r.head, r.through).encode();
+                    records::send_raw(
+                        &self.producer,
+                        &Parking::topic_of(&r.letter.group),
+                        &k,
+                        value.as_bytes(),
+                    )
+                    .await
+                }
                 _ => Ok(()),
             };
             out.push(result);
@@ -582,89 +669,126 @@ impl Desk {
         out
     }
 
-    /// Send `sends` back (read from their DLQ, and from the source when the dead letter left the
-    /// value out): per send, where it went or why it could not.
-    async fn send(&self, sends: &[Send]) -> Vec<Result<String, String>> {
-        if sends.is_empty() {
+    /// Send `plain` (in order, pipelined) and each of `groups` (its first record, and the rest only
+    /// once the first is in): per send, in that order, where it went or why it could not.
+    async fn send(&self, plain: &[Send], groups: &[Vec<Send>]) -> Vec<Result<String, String>> {
+        let all: Vec<&Send> = plain.iter().chain(groups.iter().flatten()).collect();
+        if all.is_empty() {
             return Vec::new();
         }
-        let letters: Vec<&Letter> = sends.iter().map(|s| &s.letter).collect();
-        let mut positions: Vec<Position> = letters.iter().map(|l| l.dlq.clone()).collect();
+        let mut positions: Vec<Position> = all.iter().map(|s| s.letter.dlq.clone()).collect();
         positions.extend(
-            letters
-                .iter()
-                .filter(|l| l.value_omitted)
-                .filter_map(|l| l.source.clone()),
+            all.iter()
+                .filter(|s| s.letter.value_omitted)
+                .filter_map(|s| s.letter.source.clone()),
         );
         let kafka = self.kafka.clone();
         let fetched =
             match tokio::task::spawn_blocking(move || records::fetch(&kafka, &positions)).await {
                 Ok(f) => f,
-                Err(e) => return letters.iter().map(|_| Err(format!("{e}"))).collect(),
+                Err(e) => return all.iter().map(|_| Err(format!("{e}"))).collect(),
             };
-        let get = |p: &Position| fetched.get(&(p.topic.clone(), p.partition, p.offset));
-        let mut out: Vec<Result<String, String>> =
-            letters.iter().map(|_| Ok(String::new())).collect();
-        let mut pending = Vec::new();
         let now = now_ms();
-        for (i, s) in sends.iter().enumerate() {
+        let build = |s: &Send| -> Result<(records::Replay, String), String> {
             let l = &s.letter;
-            let Some(to) = &l.source else {
-                out[i] = Err("no source".into());
-                continue;
-            };
+            let to = l.source.as_ref().ok_or("no source")?;
+            let get = |p: &Position| fetched.get(&(p.topic.clone(), p.partition, p.offset));
             let dead_letter = match get(&l.dlq) {
                 Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    out[i] = Err(e.to_string());
-                    continue;
-                }
-                None => {
-                    out[i] = Err(Unreadable::Gone(l.id.clone()).to_string());
-                    continue;
-                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err(Unreadable::Gone(l.id.clone()).to_string()),
             };
             let value = if l.value_omitted {
                 match get(to) {
                     Some(Ok(m)) => rdkafka::Message::payload(m).map(<[u8]>::to_vec),
                     Some(Err(e)) => {
-                        out[i] = Err(format!(
+                        return Err(format!(
                             "the value was left out of the dead letter and the source cannot give it: {e}"
                         ));
-                        continue;
                     }
-                    None => {
-                        out[i] = Err("the value was left out of the dead letter".into());
-                        continue;
-                    }
+                    None => return Err("the value was left out of the dead letter".into()),
                 }
             } else {
                 None
             };
-            let replay = records::replay(
-                &l.id,
-                dead_letter,
-                value.as_deref(),
-                to,
-                s.count,
-                s.release,
-                now,
-            );
-            let detail = format!(
-                "to {}/{} as replay {} of at most {}",
-                to.topic, to.partition, s.count, self.max_replays
-            );
-            // Enqueued in order; the idempotent producer keeps that order per partition.
-            pending.push((i, detail, records::send(&self.producer, replay)));
+            let release = s.release.map(|r| records::Release {
+                head: r.head,
+                through: r.through,
+                group: l.group.clone(),
+            });
+            Ok((
+                records::replay(
+                    &l.id,
+                    dead_letter,
+                    value.as_deref(),
+                    to,
+                    s.count,
+                    release,
+                    now,
+                ),
+                format!(
+                    "to {}/{} as replay {} of at most {}",
+                    to.topic, to.partition, s.count, self.max_replays
+                ),
+            ))
+        };
+        let mut out: Vec<Result<String, String>> = Vec::with_capacity(all.len());
+        // Plain replays: enqueued in order (a full queue waits, never reorders), then awaited.
+        let mut pending = Vec::new();
+        for s in plain {
+            match build(s) {
+                Ok((replay, detail)) => {
+                    pending.push((
+                        out.len(),
+                        detail,
+                        records::enqueue(&self.producer, replay).await,
+                    ));
+                    out.push(Ok(String::new()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
         }
-        let results = futures::future::join_all(
-            pending
-                .into_iter()
-                .map(|(i, detail, send)| async move { (i, detail, send.await) }),
-        )
-        .await;
-        for (i, detail, sent) in results {
-            out[i] = sent.map(|()| detail);
+        for (i, detail, queued) in pending {
+            out[i] = match queued {
+                Ok(delivery) => records::delivered(delivery).await.map(|()| detail),
+                Err(e) => Err(e),
+            };
+        }
+        // Per-key releases: the first record in before the rest go.
+        for group in groups {
+            let mut first_in = false;
+            let mut pending = Vec::new();
+            for (n, s) in group.iter().enumerate() {
+                if n > 0 && !first_in {
+                    out.push(Err(
+                        "not sent: the record before it in its key's release could not be".into(),
+                    ));
+                    continue;
+                }
+                match build(s) {
+                    Ok((replay, detail)) => {
+                        let queued = records::enqueue(&self.producer, replay).await;
+                        if n == 0 {
+                            let result = match queued {
+                                Ok(delivery) => records::delivered(delivery).await.map(|()| detail),
+                                Err(e) => Err(e),
+                            };
+                            first_in = result.is_ok();
+                            out.push(result);
+                        } else {
+                            pending.push((out.len(), detail, queued));
+                            out.push(Ok(String::new()));
+                        }
+                    }
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            for (i, detail, queued) in pending {
+                out[i] = match queued {
+                    Ok(delivery) => records::delivered(delivery).await.map(|()| detail),
+                    Err(e) => Err(e),
+                };
+            }
         }
         out
     }

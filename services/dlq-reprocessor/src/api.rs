@@ -38,7 +38,7 @@ use subtle::ConstantTimeEq;
 
 use crate::actions::{Act, ActError, Desk};
 use crate::audit::Kind;
-use crate::config::Token;
+use crate::config::{MAX_TOKEN_BYTES, Token};
 use crate::history::{self, History};
 use crate::index::{Filter, Letter, ListError, Position, State as LetterState};
 use crate::records;
@@ -65,7 +65,12 @@ pub struct Api {
     pub context: String,
     /// The most events one history shows.
     pub max_events: usize,
+    /// Histories read at once, at most (each reads a partition of an events topic).
+    pub history_reads: tokio::sync::Semaphore,
 }
+
+/// Histories read at once, at most; more get 429.
+pub const HISTORY_READS: usize = 2;
 
 type Shared = State<Arc<Api>>;
 
@@ -238,12 +243,23 @@ fn redis_down(e: &redis::RedisError) -> Response {
     r
 }
 
-/// The token's holder, if `presented` is one of `tokens`. Every token is compared, each in constant
-/// time, so the answer takes as long whichever matched.
+/// The token's holder, if `presented` is one of `tokens`. Every token is compared, each over the same
+/// [`MAX_TOKEN_BYTES`] whatever the lengths, in constant time: the answer takes as long whichever matched,
+/// and says nothing about a token's length.
 pub fn holder(tokens: &[Token], presented: &[u8]) -> Option<String> {
+    let padded = |t: &[u8]| {
+        let mut buf = [0u8; MAX_TOKEN_BYTES];
+        let n = t.len().min(MAX_TOKEN_BYTES);
+        buf[..n].copy_from_slice(&t[..n]);
+        buf
+    };
+    let theirs = padded(presented);
+    let fits = presented.len() <= MAX_TOKEN_BYTES;
     let mut found = None;
     for t in tokens {
-        if bool::from(t.token.as_bytes().ct_eq(presented)) {
+        let same_bytes = theirs.ct_eq(&padded(t.token.as_bytes()));
+        let same_length = (presented.len() as u64).ct_eq(&(t.token.len() as u64));
+        if bool::from(same_bytes & same_length) && fits {
             found = Some(t.name.clone());
         }
     }
@@ -499,8 +515,22 @@ async fn one(
     act: Act,
     id: String,
     q: HashMap<String, String>,
+    body: &[u8],
     operator: Operator,
 ) -> Response {
+    // Acting on a letter is not something a misspelt dry run should do.
+    if let Some(k) = q.keys().find(|k| k.as_str() != "dry_run") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown parameter {k:?} (only dry_run=true|false)"),
+        );
+    }
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "acting on one dead letter takes no body (a dry run is ?dry_run=true)",
+        );
+    }
     let dry = match dry_run(&q) {
         Ok(d) => d,
         Err(r) => return r.into_response(),
@@ -536,8 +566,9 @@ async fn replay_one(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     axum::Extension(operator): axum::Extension<Operator>,
+    body: axum::body::Bytes,
 ) -> Response {
-    one(api, Act::Replay, id, q, operator).await
+    one(api, Act::Replay, id, q, &body, operator).await
 }
 
 async fn discard_one(
@@ -545,8 +576,9 @@ async fn discard_one(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     axum::Extension(operator): axum::Extension<Operator>,
+    body: axum::body::Bytes,
 ) -> Response {
-    one(api, Act::Discard, id, q, operator).await
+    one(api, Act::Discard, id, q, &body, operator).await
 }
 
 /// The body of an action by filter.
@@ -597,6 +629,7 @@ async fn matching(api: Arc<Api>, act: Act, body: &[u8], operator: Operator) -> R
     }
     let mut letters = Vec::new();
     let mut cursor: Option<String> = None;
+    let mut truncated = false;
     loop {
         let page = match api.desk.index.list(&filter, cursor.as_deref(), 500).await {
             Ok(p) => p,
@@ -607,6 +640,7 @@ async fn matching(api: Arc<Api>, act: Act, body: &[u8], operator: Operator) -> R
         };
         letters.extend(page.letters);
         if letters.len() >= api.max_batch {
+            truncated = letters.len() > api.max_batch || page.next.is_some();
             letters.truncate(api.max_batch);
             break;
         }
@@ -625,7 +659,12 @@ async fn matching(api: Arc<Api>, act: Act, body: &[u8], operator: Operator) -> R
         .act(act, letters, &operator.0, described, m.dry_run, kind)
         .await
     {
-        Ok(report) => axum::Json(report).into_response(),
+        Ok(report) => {
+            let mut body = serde_json::to_value(&report).unwrap_or_default();
+            // More matched than one action takes (dlq.max_batch): the rest wait for the next call.
+            body["truncated"] = json!(truncated);
+            axum::Json(body).into_response()
+        }
         Err(e) => act_failed(&e),
     }
 }
@@ -674,6 +713,27 @@ async fn aggregate_history(
             "no event history: history.context is not configured",
         );
     }
+    // An aggregate type is a topic name's segment: nothing that could name another topic.
+    if aggregate.is_empty()
+        || aggregate.len() > 100
+        || !aggregate
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{aggregate:?} is not an aggregate type (lowercase letters, digits, - and _)"),
+        );
+    }
+    let Ok(_permit) = api.history_reads.try_acquire() else {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{HISTORY_READS} histories are being read; try again shortly"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     let topic = format!("{}.{aggregate}.events", api.context);
     let kafka = api.desk.kafka.clone();
     let (max, key) = (api.max_events, id.clone());
@@ -713,7 +773,10 @@ async fn aggregate_history(
         }
         events.push(e);
     }
-    let letters = match api
+    // The dead letters of this aggregate: its key, from its own topics (another aggregate type may use
+    // the same id).
+    let own = format!("{}.{aggregate}.", api.context);
+    let letters: Vec<Letter> = match api
         .desk
         .index
         .list(
@@ -722,11 +785,15 @@ async fn aggregate_history(
                 ..Filter::default()
             },
             None,
-            100,
+            500,
         )
         .await
     {
-        Ok(p) => p.letters,
+        Ok(p) => p
+            .letters
+            .into_iter()
+            .filter(|l| l.source.as_ref().is_some_and(|s| s.topic.starts_with(&own)))
+            .collect(),
         Err(ListError::Redis(e)) => return redis_down(&e),
         Err(ListError::Cursor) => Vec::new(),
     };

@@ -146,13 +146,18 @@ impl Default for DlqConfig {
             max_replays: 3,
             audit_topic: "causeway.dlq-audit".into(),
             secret_headers: [
-                "authorization",
+                "auth",
                 "cookie",
+                "session",
                 "password",
+                "passwd",
                 "secret",
                 "token",
+                "jwt",
                 "api-key",
                 "apikey",
+                "access-key",
+                "private",
                 "credential",
                 "signature",
             ]
@@ -178,7 +183,7 @@ pub struct AccessConfig {
 pub struct Token {
     /// Who holds it (recorded as the operator of each action).
     pub name: String,
-    /// The secret (never logged).
+    /// The secret (never logged): 16 to 256 bytes.
     pub token: String,
 }
 
@@ -193,6 +198,9 @@ impl std::fmt::Debug for Token {
 
 /// The shortest token accepted.
 const MIN_TOKEN_BYTES: usize = 16;
+
+/// The longest token accepted (tokens are compared over this many bytes, whatever their length).
+pub const MAX_TOKEN_BYTES: usize = 256;
 
 impl Validate for Config {
     fn validate(&self) -> Vec<Invalid> {
@@ -223,6 +231,20 @@ impl Validate for Config {
         if self.redrive.every_ms == 0 {
             out.push(Invalid::new("redrive.every_ms", "must be at least 1"));
         }
+        // The reprocessor never dead-letters (its index is the dead letters' own), so it neither parks
+        // keys nor dead-letters passing failures.
+        if self.consumer.park_keys {
+            out.push(Invalid::new(
+                "consumer.park_keys",
+                "the dlq-reprocessor reads dead letters; it parks nothing",
+            ));
+        }
+        if self.consumer.dead_letter_transient_after > 0 {
+            out.push(Invalid::new(
+                "consumer.dead_letter_transient_after",
+                "the dlq-reprocessor never dead-letters: it retries in place",
+            ));
+        }
         if self.history.ttl_hours == 0 {
             out.push(Invalid::new("history.ttl_hours", "must be at least 1"));
         }
@@ -242,10 +264,10 @@ impl Validate for Config {
                     "must not be empty",
                 ));
             }
-            if t.token.len() < MIN_TOKEN_BYTES {
+            if t.token.len() < MIN_TOKEN_BYTES || t.token.len() > MAX_TOKEN_BYTES {
                 out.push(Invalid::new(
                     format!("access.tokens[{i}].token"),
-                    format!("must be at least {MIN_TOKEN_BYTES} bytes"),
+                    format!("must be {MIN_TOKEN_BYTES} to {MAX_TOKEN_BYTES} bytes"),
                 ));
             }
         }

@@ -197,19 +197,21 @@ impl History {
             .await
     }
 
-    /// The members of a set: results (hash fields) and dead letter ids, in time order.
+    /// The latest `limit` members of a set: results (hash fields) and dead letter ids, oldest first.
     async fn members(
         &self,
         set: &str,
         limit: usize,
     ) -> Result<(Vec<HashMap<String, String>>, Vec<String>), redis::RedisError> {
         let mut c = self.connection.clone();
-        let members: Vec<String> = redis::cmd("ZRANGE")
+        let mut members: Vec<String> = redis::cmd("ZRANGE")
             .arg(set)
             .arg(0)
             .arg(limit.saturating_sub(1))
+            .arg("REV")
             .query_async(&mut c)
             .await?;
+        members.reverse();
         let mut results = Vec::new();
         let mut letters = Vec::new();
         let mut pipe = redis::pipe();

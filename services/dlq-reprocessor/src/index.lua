@@ -2,7 +2,8 @@
 -- KEYS[1] the letter's hash, KEYS[2] every letter (zset), KEYS[3] its group's, KEYS[4] its class's,
 -- KEYS[5] its source topic's, KEYS[6] its key's (zset), KEYS[7] parked letters, KEYS[8] its group's parked
 -- letters, KEYS[9] the set of groups, KEYS[10] parked counts by class (hash), KEYS[11] the letters behind
--- its head (zset by source offset), KEYS[12] the letters of its source position (set).
+-- its head (zset by source offset), KEYS[12] the letters of its source position (set), KEYS[13] parked
+-- letters of its class, KEYS[14] parked letters waiting behind a head.
 -- ARGV[1] its time (ms, the score), ARGV[2] its id, ARGV[3] its group, ARGV[4] its class,
 -- ARGV[5] 1 when it has a key, ARGV[6] its source offset, ARGV[7] 1 when it waits behind a head,
 -- ARGV[8] 1 when it has a source, then field/value pairs of the hash.
@@ -23,8 +24,10 @@ for k = 2, 8 do
 end
 redis.call('SADD', KEYS[9], ARGV[3])
 redis.call('HINCRBY', KEYS[10], ARGV[4], 1)
+redis.call('ZADD', KEYS[13], score, id)
 if ARGV[7] == '1' then
   redis.call('ZADD', KEYS[11], ARGV[6], id)
+  redis.call('ZADD', KEYS[14], score, id)
 end
 if ARGV[8] == '1' then
   redis.call('SADD', KEYS[12], id)

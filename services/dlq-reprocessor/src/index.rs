@@ -8,9 +8,10 @@
 //!   dead-lettered (zsets, score in ms).
 //! - `P:parked:<g>`: a group's parked letters (depth and the oldest); `P:groups`: every group;
 //!   `P:parked-by-class`: parked letters per class (hash).
-//! - `P:behind:<topic>:<partition>:<offset>`: letters waiting behind the head at that source position
-//!   (per-key order), by source offset; `P:src:<topic>:<partition>:<offset>`: the letters of a source
-//!   position (a head's).
+//! - `P:behind:<group>:<topic>:<partition>:<offset>`: a group's letters waiting behind the head at that
+//!   source position (per-key order), by source offset; `P:src:<group>:<topic>:<partition>:<offset>`:
+//!   a group's letters of a source position (a head's); `P:parked-class:<c>`, `P:parked-behind`: parked
+//!   letters of a class, and those waiting behind a head (what redrive looks at).
 //! - `P:lock:<id>`: an operator action in progress on a letter.
 
 use std::collections::HashMap;
@@ -99,6 +100,9 @@ pub struct Letter {
     pub source_timestamp: Option<i64>,
     /// The record's key (as text, cut to 512 characters).
     pub key: Option<String>,
+    /// The record's key as it is (hex), for what needs its bytes (a per-key release).
+    #[serde(skip)]
+    pub key_hex: Option<String>,
     /// When it was dead-lettered, ms.
     pub at: i64,
     /// Tries before it was.
@@ -195,6 +199,7 @@ impl Letter {
                     .take(MAX_KEY_CHARS)
                     .collect()
             }),
+            key_hex: m.key().map(hex),
             at,
             attempts: number(h::ATTEMPTS)
                 .and_then(|n| u32::try_from(n).ok())
@@ -249,6 +254,7 @@ impl Letter {
                 self.source_timestamp.map(|t| t.to_string()),
             ),
             ("key", self.key.clone()),
+            ("key_hex", self.key_hex.clone()),
             ("replay_of", self.replay_of.clone()),
             ("trace_id", self.trace_id.clone()),
             ("behind", self.behind.map(|b| b.to_string())),
@@ -285,6 +291,7 @@ impl Letter {
             source,
             source_timestamp: number("source_timestamp"),
             key: text("key"),
+            key_hex: text("key_hex"),
             at: number("at")?,
             attempts: u32::try_from(number("attempts").unwrap_or(1)).unwrap_or(1),
             first_failure: number("first_failure").unwrap_or(0),
@@ -422,7 +429,7 @@ impl Index {
             let call = pipe
                 .cmd("EVAL")
                 .arg(INDEX_SCRIPT)
-                .arg(12)
+                .arg(14)
                 .arg(self.key(&["l", &l.id]))
                 .arg(self.key(&["all"]))
                 .arg(self.key(&["group", &l.group]))
@@ -434,13 +441,15 @@ impl Index {
                 .arg(self.key(&["groups"]))
                 .arg(self.key(&["parked-by-class"]))
                 .arg(match (&l.source, l.behind) {
-                    (Some(s), Some(head)) => self.behind_key(s, head),
+                    (Some(s), Some(head)) => self.behind_key(&l.group, s, head),
                     _ => self.key(&["behind"]),
                 })
                 .arg(match &l.source {
-                    Some(s) => self.source_key(s),
+                    Some(s) => self.source_key(&l.group, s),
                     None => self.key(&["src"]),
                 })
+                .arg(self.key(&["parked-class", &l.class]))
+                .arg(self.key(&["parked-behind"]))
                 .arg(l.at)
                 .arg(&l.id)
                 .arg(&l.group)
@@ -458,33 +467,36 @@ impl Index {
         Ok(added.into_iter().map(|a| a == 1).collect())
     }
 
-    fn behind_key(&self, source: &Position, head: i64) -> String {
+    fn behind_key(&self, group: &str, source: &Position, head: i64) -> String {
         self.key(&[
             "behind",
+            group,
             &source.topic,
             &source.partition.to_string(),
             &head.to_string(),
         ])
     }
 
-    fn source_key(&self, p: &Position) -> String {
+    fn source_key(&self, group: &str, p: &Position) -> String {
         self.key(&[
             "src",
+            group,
             &p.topic,
             &p.partition.to_string(),
             &p.offset.to_string(),
         ])
     }
 
-    /// The letters behind `head` (per-key order), in source order, with the last source offset ever
-    /// parked behind it (the head's own when none).
-    pub async fn followers(&self, head: &Letter) -> Result<(Vec<Letter>, i64), redis::RedisError> {
-        let Some(source) = &head.source else {
-            return Ok((Vec::new(), 0));
-        };
+    /// The letters of `group` behind the head at `head` (per-key order), in source order, with the last
+    /// source offset ever parked behind it (the head's own when none).
+    pub async fn followers(
+        &self,
+        group: &str,
+        head: &Position,
+    ) -> Result<(Vec<Letter>, i64), redis::RedisError> {
         let mut c = self.connection.clone();
         let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(self.behind_key(source, source.offset))
+            .arg(self.behind_key(group, head, head.offset))
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
@@ -493,7 +505,7 @@ impl Index {
         let through = members
             .iter()
             .map(|(_, s)| *s as i64)
-            .fold(source.offset, i64::max);
+            .fold(head.offset, i64::max);
         let mut out = Vec::with_capacity(members.len());
         for (id, _) in members {
             if let Some(l) = self.get(&id).await? {
@@ -503,27 +515,63 @@ impl Index {
         Ok((out, through))
     }
 
-    /// The letters of the head `follower` waits behind (none indexed yet: empty).
+    /// The head position `follower` waits behind.
+    pub fn head_position(follower: &Letter) -> Option<Position> {
+        let (source, head) = (follower.source.as_ref()?, follower.behind?);
+        Some(Position {
+            topic: source.topic.clone(),
+            partition: source.partition,
+            offset: head,
+        })
+    }
+
+    /// The letters of the head `follower` waits behind (none indexed yet: empty; itself never).
     pub async fn heads_of(&self, follower: &Letter) -> Result<Vec<Letter>, redis::RedisError> {
-        let (Some(source), Some(head)) = (&follower.source, follower.behind) else {
+        let Some(head) = Self::head_position(follower) else {
             return Ok(Vec::new());
         };
         let mut c = self.connection.clone();
         let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.source_key(&Position {
-                topic: source.topic.clone(),
-                partition: source.partition,
-                offset: head,
-            }))
+            .arg(self.source_key(&follower.group, &head))
             .query_async(&mut c)
             .await?;
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        for id in ids.into_iter().filter(|id| *id != follower.id) {
             if let Some(l) = self.get(&id).await? {
                 out.push(l);
             }
         }
         Ok(out)
+    }
+
+    /// Parked letters of `class` (or, with `None`, those waiting behind a head), oldest first, from
+    /// rank `start`, `limit` at most.
+    pub async fn parked_in(
+        &self,
+        class: Option<&str>,
+        start: usize,
+        limit: usize,
+    ) -> Result<Vec<Letter>, redis::RedisError> {
+        let set = match class {
+            Some(c) => self.key(&["parked-class", c]),
+            None => self.key(&["parked-behind"]),
+        };
+        let mut c = self.connection.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&set)
+            .arg(start)
+            .arg(start + limit.max(1) - 1)
+            .query_async(&mut c)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.key(&["l", id]));
+        }
+        let stored: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+        Ok(stored.iter().filter_map(Letter::from_fields).collect())
     }
 
     /// The letter `id`, if indexed.
@@ -553,6 +601,8 @@ impl Index {
             .key(self.key(&["state", to.as_str()]))
             .key(self.key(&["parked", &letter.group]))
             .key(self.key(&["parked-by-class"]))
+            .key(self.key(&["parked-class", &letter.class]))
+            .key(self.key(&["parked-behind"]))
             .arg(from.as_str())
             .arg(to.as_str())
             .arg(now_ms())
@@ -741,6 +791,27 @@ pub enum ListError {
     /// Redis failed.
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+}
+
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The bytes of lowercase or uppercase hex `s`.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Now, ms since the epoch.

@@ -33,7 +33,7 @@ use causeway_runtime::{ServiceInfo, service};
 const INFO: ServiceInfo = ServiceInfo {
     name: env!("CARGO_PKG_NAME"),
     version: env!("CARGO_PKG_VERSION"),
-    about: "Indexes the dead letters of every consumer group (<group>.dlq topics) in Redis and serves the operator API (bearer token): GET /v1/dead-letters (filters: group, class, topic, key, state, since, until), GET /v1/dead-letters/{id} (headers, decoded payload), POST .../{id}/replay|discard and /v1/dead-letters/replay|discard by filter, with dry runs; a loop guard stops records replayed too often; every action goes to the audit topic. CLI: causeway dlq. PLANNED: automatic redrive, per-key parking, event history, web UI.",
+    about: "Indexes the dead letters of every consumer group (<group>.dlq topics) in Redis and serves the operator API and web UI (GET / with a token): list with filters, inspect (headers with secrets redacted, the payload decoded), replay to the source partition or discard, one or by filter, with dry runs; a loop guard stops records replayed too often; transient classes are redriven with backoff; keys parked behind a dead letter (per-key order) come back in order; every action goes to the audit topic. Event history: GET /v1/history/{aggregate}/{id}, GET /v1/correlations/{id}. CLI: causeway dlq, causeway events.",
 };
 
 fn main() -> ExitCode {

@@ -149,16 +149,27 @@ pub struct Replay {
     pub headers: OwnedHeaders,
 }
 
+/// A record's part in a per-key release (crates/kafka's `parking`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// The offset of the head it is released from.
+    pub head: i64,
+    /// On the last record of the release: the last offset ever parked behind the head.
+    pub through: Option<i64>,
+    /// The group it is released for.
+    pub group: String,
+}
+
 /// The replay of dead letter `letter_id` (record `dead_letter`, value from `value` when the dead
-/// letter left it out) to `to`, the record's `count`th replay; with `release` (head, through), part of
-/// a per-key release.
+/// letter left it out) to `to`, the record's `count`th replay; with `release`, part of a per-key
+/// release.
 pub fn replay(
     letter_id: &str,
     dead_letter: &OwnedMessage,
     value: Option<&[u8]>,
     to: &Position,
     count: u32,
-    release: Option<(i64, i64)>,
+    release: Option<Release>,
     now: i64,
 ) -> Replay {
     let mut headers = OwnedHeaders::new();
@@ -174,17 +185,21 @@ pub fn replay(
     }
     let count = count.to_string();
     let now = now.to_string();
-    let (head, through) = match release {
-        Some((h, t)) => (h.to_string(), t.to_string()),
-        None => (String::new(), String::new()),
-    };
+    let head = release.as_ref().map(|r| r.head.to_string());
+    let through = release
+        .as_ref()
+        .and_then(|r| r.through)
+        .map(|t| t.to_string());
     let mut added = vec![
         (REPLAY_COUNT, count.as_str()),
         (REPLAY_OF, letter_id),
         (REPLAY_AT, now.as_str()),
     ];
-    if release.is_some() {
+    if let (Some(r), Some(head)) = (&release, &head) {
         added.push((parking::RELEASE, head.as_str()));
+        added.push((parking::GROUP, r.group.as_str()));
+    }
+    if let Some(through) = &through {
         added.push((parking::THROUGH, through.as_str()));
     }
     for (key, value) in added {
@@ -218,8 +233,12 @@ pub async fn send_raw(
         .map_err(|(e, _)| format!("cannot write to {topic}: {e}"))
 }
 
-/// Send `replay`, waiting until the broker has it (acks=all, idempotent).
-pub async fn send(producer: &FutureProducer, replay: Replay) -> Result<(), String> {
+/// Hand `replay` to the producer (acks=all, idempotent), waiting while its queue is full, so that
+/// records handed over one after the other keep their order; its delivery to await.
+pub async fn enqueue(
+    producer: &FutureProducer,
+    replay: Replay,
+) -> Result<rdkafka::producer::DeliveryFuture, String> {
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&replay.to.topic)
         .partition(replay.to.partition)
         .headers(replay.headers);
@@ -229,18 +248,38 @@ pub async fn send(producer: &FutureProducer, replay: Replay) -> Result<(), Strin
     if let Some(v) = &replay.value {
         record = record.payload(v.as_slice());
     }
-    producer
-        .send(record, Duration::from_secs(30))
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| e.to_string())
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) if Instant::now() < deadline => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((e, _)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Wait until the broker has the record `delivery` is for.
+pub async fn delivered(delivery: rdkafka::producer::DeliveryFuture) -> Result<(), String> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e.to_string()),
+        Err(_) => Err("the producer went away before the delivery report".into()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::message::Headers;
     use rdkafka::Timestamp;
+    use rdkafka::message::Headers;
 
     #[test]
     fn a_replay_keeps_the_original_headers_and_replaces_the_suites() {
@@ -272,6 +311,26 @@ mod tests {
             offset: 3,
         };
         let r = replay("g.dlq:0:9", &m, None, &to, 2, None, 77);
+        let released = replay(
+            "g.dlq:0:9",
+            &m,
+            None,
+            &to,
+            0,
+            Some(Release {
+                head: 3,
+                through: Some(5),
+                group: "g".into(),
+            }),
+            77,
+        );
+        let names: Vec<String> = released.headers.iter().map(|h| h.key.to_string()).collect();
+        assert!(
+            names.iter().any(|n| n == parking::RELEASE)
+                && names.iter().any(|n| n == parking::GROUP)
+                && names.iter().any(|n| n == parking::THROUGH),
+            "{names:?}"
+        );
         let got: Vec<(String, String)> = r
             .headers
             .iter()

@@ -10,10 +10,13 @@ use causeway_runtime::ServiceContext;
 use crate::actions::{Act, Desk};
 use crate::audit::Kind;
 use crate::config::RedriveConfig;
-use crate::index::{Filter, Letter, State, now_ms};
+use crate::index::{Letter, State, now_ms};
 
-/// Letters looked at per class and pass, at most.
-const PER_PASS: usize = 1_000;
+/// Letters read from the index at a time.
+const PAGE: usize = 500;
+
+/// Letters acted on per pass, at most (the rest next pass).
+const PER_PASS: usize = 5_000;
 
 /// Run until shutdown.
 pub async fn run(desk: Desk, config: RedriveConfig, ctx: ServiceContext) {
@@ -28,17 +31,34 @@ pub async fn run(desk: Desk, config: RedriveConfig, ctx: ServiceContext) {
     }
 }
 
-async fn parked(desk: &Desk, class: &str) -> Result<Vec<Letter>, String> {
-    let filter = Filter {
-        class: Some(class.to_string()),
-        state: Some(State::Parked.as_str().into()),
-        ..Filter::default()
-    };
-    desk.index
-        .list(&filter, None, PER_PASS)
-        .await
-        .map(|p| p.letters)
-        .map_err(|e| e.to_string())
+/// Every parked letter of `class` (`None`: those waiting behind a head), oldest first, that `due`
+/// picks, up to [`PER_PASS`].
+async fn collect(
+    desk: &Desk,
+    class: Option<&str>,
+    due: &mut Vec<Letter>,
+    pick: impl Fn(&Letter) -> bool,
+) -> Result<(), String> {
+    let mut start = 0;
+    loop {
+        let page = desk
+            .index
+            .parked_in(class, start, PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        start += page.len();
+        for l in page {
+            if due.len() >= PER_PASS {
+                return Ok(());
+            }
+            if pick(&l) {
+                due.push(l);
+            }
+        }
+    }
 }
 
 async fn pass(desk: &Desk, config: &RedriveConfig) -> Result<(), String> {
@@ -46,15 +66,16 @@ async fn pass(desk: &Desk, config: &RedriveConfig) -> Result<(), String> {
     let limit = config.max_attempts.min(desk.max_replays);
     let mut due = Vec::new();
     for class in &config.classes {
-        for l in parked(desk, class).await? {
+        collect(desk, Some(class), &mut due, |l| {
             let wait = i64::try_from(config.backoff_ms(l.replays)).unwrap_or(i64::MAX);
-            if l.behind.is_none() && l.replays < limit && l.at.saturating_add(wait) <= now {
-                due.push(l);
-            }
-        }
+            l.behind.is_none() && l.replays < limit && l.at.saturating_add(wait) <= now
+        })
+        .await?;
     }
-    // Records behind a head that is done: released now.
-    for l in parked(desk, "parked").await? {
+    // Records behind a head that is done (they raced its release): released now.
+    let mut behind = Vec::new();
+    collect(desk, None, &mut behind, |_| true).await?;
+    for l in behind {
         let heads = desk.index.heads_of(&l).await.map_err(|e| e.to_string())?;
         if !heads.is_empty() && heads.iter().all(|h| h.state != State::Parked) {
             due.push(l);

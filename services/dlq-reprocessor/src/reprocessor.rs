@@ -81,6 +81,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         history: history.clone(),
         context: config.history.context.clone(),
         max_events: config.history.max_events,
+        history_reads: tokio::sync::Semaphore::new(crate::api::HISTORY_READS),
     });
     let server = {
         let shutdown = ctx.shutdown.clone();

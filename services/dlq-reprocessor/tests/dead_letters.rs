@@ -187,6 +187,10 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
             ("GET", "/v1/dead-letters".to_string()),
             ("GET", "/v1/dead-letters/counts".to_string()),
             ("POST", "/v1/dead-letters/x:0:0/replay".to_string()),
+            ("POST", "/v1/dead-letters/replay".to_string()),
+            ("GET", "/v1/history/order/o-1".to_string()),
+            ("GET", "/v1/correlations/c-1".to_string()),
+            ("GET", "/v1/whoami".to_string()),
         ] {
             let (status, body) = call_as(api, token, method, &path, None);
             assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
@@ -196,13 +200,37 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
 
     // A record whose header name is not UTF-8 (rdkafka panics reading one): dead-lettered by the
     // projector, indexed and shown by the reprocessor, neither of them down.
-    produce_with_binary_header_name(&world.stack.kafka_bootstrap, &topic, "odd-header", "not avro");
+    produce_with_binary_header_name(
+        &world.stack.kafka_bootstrap,
+        &topic,
+        "odd-header",
+        "not avro",
+    );
     let odd = wait_letters(api, &format!("group={group}&key=odd-header"), 1);
-    let (status, shown) = call(api, "GET", &format!("/v1/dead-letters/{}", odd[0]["id"].as_str().unwrap_or_default()), None);
+    let (status, shown) = call(
+        api,
+        "GET",
+        &format!(
+            "/v1/dead-letters/{}",
+            odd[0]["id"].as_str().unwrap_or_default()
+        ),
+        None,
+    );
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["record"]["value"]["bytes"], 8, "{shown}");
-    assert!(shown["record"]["value"]["hex"].is_string(), "raw bytes when it does not decode: {shown}");
-    let (status, discarded) = call(api, "POST", &format!("/v1/dead-letters/{}/discard", odd[0]["id"].as_str().unwrap_or_default()), None);
+    assert!(
+        shown["record"]["value"]["hex"].is_string(),
+        "raw bytes when it does not decode: {shown}"
+    );
+    let (status, discarded) = call(
+        api,
+        "POST",
+        &format!(
+            "/v1/dead-letters/{}/discard",
+            odd[0]["id"].as_str().unwrap_or_default()
+        ),
+        None,
+    );
     assert_eq!(status, 200, "{discarded}");
 
     // Both poison events are indexed, parked, with where they came from and why.
@@ -258,6 +286,54 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
     assert_eq!(status, 404, "{body}");
     let (status, body) = call(api, "GET", "/v1/dead-letters?state=lost", None);
     assert_eq!(status, 400, "{body}");
+    // A misspelt dry run is refused, not taken for a replay.
+    let (status, body) = call(
+        api,
+        "POST",
+        &format!("/v1/dead-letters/{id1}/replay?dryrun=true"),
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        api,
+        "POST",
+        &format!("/v1/dead-letters/{id1}/replay"),
+        Some("{\"dry_run\": true}"),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(api, "GET", "/v1/dead-letters?cursor=nonsense", None);
+    assert_eq!(status, 400, "{body}");
+    // Paging one at a time gives every letter once, newest first, as one page does.
+    let (_, whole) = call(
+        api,
+        "GET",
+        &format!("/v1/dead-letters?group={group}&limit=500"),
+        None,
+    );
+    let whole: Vec<Value> = whole["letters"].as_array().cloned().unwrap_or_default();
+    let mut paged: Vec<Value> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = call(
+            api,
+            "GET",
+            &format!("/v1/dead-letters?group={group}&limit=1{cursor}"),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        paged.extend(page["letters"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+        assert!(paged.len() <= whole.len(), "paging repeats letters");
+    }
+    let ids = |ls: &[Value]| -> Vec<String> {
+        ls.iter()
+            .filter_map(|l| l["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(ids(&paged), ids(&whole));
 
     // A dry run says what would happen and changes nothing: no record sent, still parked.
     let end = end_offset(&world, &topic);
