@@ -10,12 +10,11 @@ mod events;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use causeway_contracts::upcast::Upcasters;
 use causeway_kafka::config::OffsetMode;
-use causeway_kafka::topology::{self, Topology};
 use causeway_testcontainers::process::{free_port, run_to_exit};
 use causeway_testcontainers::unique;
 use common::*;
@@ -25,14 +24,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
-
-/// A binary of the workspace built beside this test's own (`make build`).
-fn workspace_bin(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join(name)))
-        .unwrap_or_else(|| panic!("no target directory above the test"))
-}
 
 fn letter_of_key<'a>(letters: &'a [Value], key: &str) -> &'a Value {
     letters
@@ -106,23 +97,12 @@ fn cli(args: &[&str], api: SocketAddr, token: Option<&str>) -> (i32, String, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_guard_and_audited() {
     let world = World::new(1).await;
-    let audit = Topology::parse(
-        &format!("[defaults]\npartitions = 1\nreplication_factor = 1\n[[topic]]\nname = \"{AUDIT_TOPIC}\"\n"),
-        "test",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    topology::apply(&world.kafka, &audit, false, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    provision(&world.kafka, &[]).await;
     let topic = world.topic("inventory");
     // Three SKUs, one event each. The documents of sku-0 and sku-1 are clobbered (a string where the
     // projector keeps a hash): its script refuses them, and both events are dead-lettered.
     let (records, expected) = inventory_events(&world, 3, 1).await;
-    let mut redis = redis::Client::open(world.stack.redis_url.as_str())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut redis = redis_connection(&world.stack.redis_url).await;
     // projector-redis's key of a document (generation 1: no rebuild here).
     let doc_key = |sku: &str| format!("{}:stock-by-sku:g1:doc:{sku}", world.prefix);
     for sku in ["sku-0", "sku-1"] {
@@ -648,25 +628,12 @@ async fn with_per_key_order_a_parked_key_waits_and_follows_in_order_and_a_transi
 
     let world = World::new(1).await;
     let parked_topic = format!("{}.parked", world.group);
-    let extra = Topology::parse(
-        &format!(
-            "[defaults]\npartitions = 1\nreplication_factor = 1\n[[topic]]\nname = \"{AUDIT_TOPIC}\"\n[[topic]]\nname = \"{parked_topic}\"\ncleanup_policy = \"compact\"\n"
-        ),
-        "test",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    topology::apply(&world.kafka, &extra, false, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    provision(&world.kafka, &[&parked_topic]).await;
     let topic = world.topic("inventory");
     // Five events for each of two SKUs, in version order.
     let (records, expected) = inventory_events(&world, 2, 5).await;
     let of = |v: usize| -> Vec<(String, Vec<u8>)> { records[(v - 1) * 2..v * 2].to_vec() };
-    let mut redis = redis::Client::open(world.stack.redis_url.as_str())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut redis = redis_connection(&world.stack.redis_url).await;
     let doc_key = |sku: &str| format!("{}:stock-by-sku:g1:doc:{sku}", world.prefix);
     let _: () = redis::cmd("SET")
         .arg(doc_key("sku-0"))

@@ -8,21 +8,13 @@ mod common;
 #[path = "../../projector-redis/tests/common/events.rs"]
 mod events;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use causeway_kafka::topology::{self, Topology};
 use causeway_testcontainers::process::{free_port, http_request_with, run_to_exit};
 use common::*;
 use events::*;
 use serde_json::Value;
-
-fn workspace_bin(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join(name)))
-        .unwrap_or_else(|| panic!("no target directory above the test"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_lists_shows_replays_and_tells_an_aggregates_history_in_headless_chromium() {
@@ -35,21 +27,10 @@ async fn the_ui_lists_shows_replays_and_tells_an_aggregates_history_in_headless_
         "the browser tests need Debian's chromium and playwright-core in testcontainers/browser: make setup"
     );
     let world = World::new(1).await;
-    let audit = Topology::parse(
-        &format!("[defaults]\npartitions = 1\nreplication_factor = 1\n[[topic]]\nname = \"{AUDIT_TOPIC}\"\n"),
-        "test",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    topology::apply(&world.kafka, &audit, false, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    provision(&world.kafka, &[]).await;
     let topic = world.topic("inventory");
     let (records, _) = inventory_events(&world, 2, 3).await;
-    let mut redis = redis::Client::open(world.stack.redis_url.as_str())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut redis = redis_connection(&world.stack.redis_url).await;
     let doc_key = format!("{}:stock-by-sku:g1:doc:sku-0", world.prefix);
     let _: () = redis::cmd("SET")
         .arg(&doc_key)

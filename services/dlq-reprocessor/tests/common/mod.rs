@@ -138,3 +138,37 @@ pub fn produce_with_binary_header_name(bootstrap: &str, topic: &str, key: &str, 
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "kcat: {status}");
 }
+
+/// A binary of the workspace built beside this test's own (`make build`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(name)))
+        .unwrap_or_else(|| panic!("no target directory above the test"));
+    assert!(bin.exists(), "{} is missing: make build", bin.display());
+    bin
+}
+
+/// Provision the audit topic and `compacted` topics (each with one partition) on the stack of `kafka`.
+pub async fn provision(kafka: &causeway_kafka::KafkaConfig, compacted: &[&str]) {
+    let mut declared = format!(
+        "[defaults]\npartitions = 1\nreplication_factor = 1\n[[topic]]\nname = \"{AUDIT_TOPIC}\"\n"
+    );
+    for t in compacted {
+        declared += &format!("[[topic]]\nname = \"{t}\"\ncleanup_policy = \"compact\"\n");
+    }
+    let topology = causeway_kafka::topology::Topology::parse(&declared, "test")
+        .unwrap_or_else(|e| panic!("{e}"));
+    causeway_kafka::topology::apply(kafka, &topology, false, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A connection to the stack's Redis.
+pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
