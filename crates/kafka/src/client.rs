@@ -154,6 +154,35 @@ pub async fn check_broker(config: &KafkaConfig, timeout: Duration) -> Result<(),
     }
 }
 
+/// Whether `topic` exists (has partitions) on the cluster.
+pub async fn topic_exists(
+    config: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<bool, Error> {
+    let admin = admin(config)?;
+    let topic = topic.to_string();
+    let outcome = tokio::task::spawn_blocking(move || {
+        admin
+            .inner()
+            .fetch_metadata(Some(&topic), timeout)
+            .map(|m| {
+                m.topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            })
+            .map_err(|source| Error::Operation {
+                operation: "fetch topic metadata",
+                source,
+            })
+    })
+    .await;
+    match outcome {
+        Ok(result) => result,
+        Err(join) => Err(Error::Task(join.to_string())),
+    }
+}
+
 /// Wait, with backoff, until a broker answers (`Ok(true)`), shutdown fires (`Ok(false)`), or the client
 /// cannot work at all (a fatal error, such as a bad librdkafka property).
 pub async fn wait_for_broker(ctx: &ServiceContext, config: &KafkaConfig) -> Result<bool, Error> {

@@ -354,7 +354,7 @@ impl Parking {
                 frees: header_number(m, headers::THROUGH).is_some_and(|t| t >= park.last),
             };
         }
-        if m.offset() == park.head && header_number(m, headers::RELEASE).is_none() {
+        if m.offset() == park.head {
             // The head itself, read again (its batch's offsets were not stored): handled again, as
             // any record read twice; it is dead-lettered again if it still fails.
             return Decision::Free;
@@ -370,6 +370,15 @@ impl Parking {
         };
         let k = park_key(m.topic(), m.partition(), key);
         let (park, outcome) = match self.parked.get(&k).copied() {
+            // A later record of its batch became the head first (it failed earlier, at preparing):
+            // this one, older, is the head, and that one waits behind it.
+            Some(p) if p.head > m.offset() => (
+                Park {
+                    head: m.offset(),
+                    last: p.last.max(m.offset()),
+                },
+                Headed::Replaced(p.head),
+            ),
             Some(p) if !released && p.head == m.offset() => (
                 Park {
                     last: p.last.max(m.offset()),
@@ -384,15 +393,6 @@ impl Parking {
                     ..p
                 },
                 Headed::Behind(p.head),
-            ),
-            // A later record of its batch became the head first (it failed earlier, at preparing):
-            // this one, older, is the head, and that one waits behind it.
-            Some(p) if !released => (
-                Park {
-                    head: m.offset(),
-                    last: p.last.max(m.offset()),
-                },
-                Headed::Replaced(p.head),
             ),
             Some(p) => (
                 Park {

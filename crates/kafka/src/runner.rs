@@ -550,6 +550,13 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 self.set_ready(true);
             }
             if batch.is_empty() {
+                // What the parked keys' topic must say (an operator's release applied) goes out even
+                // when no record comes.
+                if self.parking.as_ref().is_some_and(|p| p.has_pending())
+                    && self.send_dead_letters(&[], &[]).is_none()
+                {
+                    return;
+                }
                 if self.lag_at.elapsed() >= LAG_EVERY {
                     self.store_positions();
                     self.update_lag();
@@ -724,7 +731,14 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                         });
                         continue;
                     }
-                    Decision::Released { .. } => released.push(i),
+                    Decision::Released { frees } => {
+                        released.push(i);
+                        // Freed now, so that later records of the key in this batch are handled
+                        // after it; if it fails after all, it parks the key again as its head.
+                        if frees {
+                            parking.free(m);
+                        }
+                    }
                 }
             }
             let mut attempts: Option<Attempts> = None;
@@ -886,14 +900,6 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                         "a write refused the batch without naming the record: {why}"
                     ));
                     return None;
-                }
-            }
-        }
-        // A released record handled (not dead-lettered again) may free its key.
-        if let Some(parking) = &mut self.parking {
-            for i in released {
-                if !parked.iter().any(|p| p.source == i) {
-                    parking.free(&batch[i]);
                 }
             }
         }

@@ -108,6 +108,7 @@ async fn a_command_dead_lettered_for_a_cause_since_fixed_is_replayed_and_applied
         results_of(&world, "c-big").await,
         [(CommandOutcome::Rejected, Some("dead_lettered".to_string()))]
     );
+    reprocessor::provision(&world.kafka, &[]).await;
     let r = reprocessor::start(
         &workspace_binary("dlq-reprocessor"),
         &world.stack,

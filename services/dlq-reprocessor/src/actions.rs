@@ -61,6 +61,9 @@ pub enum ActError {
     /// The action was done but could not be recorded: the audit topic must be fixed.
     #[error("the action was done but its audit record could not be written: {0}")]
     Audit(String),
+    /// Nothing was done: it could not be recorded.
+    #[error("{0}")]
+    NotRecordable(String),
 }
 
 /// The reprocessor's action metrics.
@@ -215,6 +218,8 @@ struct Plan {
     locked: Vec<Letter>,
     /// Letters refused while planning, and why.
     refused: Vec<(Letter, String)>,
+    /// Letters already in a release group.
+    planned: std::collections::HashSet<String>,
 }
 
 impl Desk {
@@ -277,22 +282,26 @@ impl Desk {
         let mut complete = true;
         for f in all {
             let offset = f.source.as_ref().map_or(-1, |s| s.offset);
-            if f.state != State::Parked
-                || held.iter().any(|h| h.id == f.id)
-                || plan.locked.iter().any(|h| h.id == f.id)
-            {
+            if f.state != State::Parked || plan.planned.contains(&f.id) {
+                continue;
+            }
+            let twice = |out: &[Letter]| {
+                out.iter()
+                    .any(|o| o.source.as_ref().map_or(-2, |s| s.offset) == offset)
+            };
+            // Asked for too: locked by this action already.
+            if let Some(h) = held.iter().find(|h| h.id == f.id) {
+                plan.planned.insert(h.id.clone());
+                if !twice(&out) {
+                    out.push(h.clone());
+                }
                 continue;
             }
             match self.hold(&f.id, action).await? {
                 Some(now) if now.state == State::Parked => {
                     plan.locked.push(now.clone());
-                    if out
-                        .iter()
-                        .any(|o| o.source.as_ref().map_or(-2, |s| s.offset) == offset)
-                    {
-                        // The same record dead-lettered twice: marked with the first.
-                        plan.discards.push(now);
-                    } else {
+                    plan.planned.insert(now.id.clone());
+                    if !twice(&out) {
                         out.push(now);
                     }
                 }
@@ -351,6 +360,8 @@ impl Desk {
             ));
             return Ok(());
         }
+        plan.planned.insert(h.id.clone());
+        followers.retain(|f| f.id != h.id);
         let mut group: Vec<Send> = Vec::new();
         match act {
             Act::Replay => {
@@ -372,13 +383,14 @@ impl Desk {
             Act::Discard => plan.discards.push(h.clone()),
         }
         for f in followers.drain(..) {
+            // A record released with its key, not replayed on its own: its count stays.
             group.push(Send {
                 count: f.replays,
                 release: Some(Released {
                     head: head.offset,
                     through: None,
                 }),
-                with_head: Some(h.id.clone()),
+                with_head: (f.behind.is_some() && h.parks_key).then(|| h.id.clone()),
                 letter: f,
             });
         }
@@ -411,6 +423,9 @@ impl Desk {
         dry_run: bool,
         kind: Kind,
     ) -> Result<Report, ActError> {
+        if !dry_run {
+            self.audit.ready().await.map_err(ActError::NotRecordable)?;
+        }
         let action_id = uuid::Uuid::now_v7().to_string();
         let by = if kind == Kind::Redrive {
             "redrive"
@@ -495,11 +510,21 @@ impl Desk {
         }
         let mut plan = Plan::default();
         for h in &held {
-            if plan.locked.iter().any(|l| l.id == h.id) {
+            if plan.planned.contains(&h.id) || plan.locked.iter().any(|l| l.id == h.id) {
                 continue;
             }
             self.plan(act, h, &held, &action_id, &mut plan).await?;
         }
+        // In source order: a partition's records arrive as they first did.
+        let position = |s: &Send| {
+            s.letter
+                .source
+                .as_ref()
+                .map(|p| (p.topic.clone(), p.partition, p.offset))
+        };
+        plan.plain.sort_by_key(position);
+        plan.groups
+            .sort_by_key(|g| g.first().map(position).unwrap_or_default());
         let mut outcomes = Vec::new();
         let mut note = |l: &Letter, outcome: &'static str, detail: String, done: &mut Vec<Done>| {
             outcomes.push(Outcome {
@@ -560,21 +585,29 @@ impl Desk {
                 Err(why) => note(l, "refused", why, &mut done),
             }
         }
+        // A discard whose key cannot be released is not done: its key would stay parked.
+        let released = self.write_releases(&plan.releases).await;
+        let mut unreleased: HashMap<String, String> = HashMap::new();
+        for (r, result) in plan.releases.iter().zip(released) {
+            if let Err(why) = result {
+                unreleased.insert(
+                    r.letter.id.clone(),
+                    format!(
+                        "its key cannot be released (the records behind it stay parked): {why}"
+                    ),
+                );
+            }
+        }
         for d in &plan.discards {
+            if let Some(why) = unreleased.get(&d.id) {
+                note(d, "refused", why.clone(), &mut done);
+                continue;
+            }
             self.index
                 .transition(d, State::Parked, State::Discarded, by, "")
                 .await?;
             self.meters.discards.with_label_values(&[&d.group]).inc();
             note(d, "discarded", String::new(), &mut done);
-        }
-        for (r, result) in plan
-            .releases
-            .iter()
-            .zip(self.write_releases(&plan.releases).await)
-        {
-            if let Err(why) = result {
-                tracing::error!(letter = %r.letter.id, error = %why, "cannot release a key behind a discarded record; its records stay parked until redrive releases them");
-            }
         }
         for l in held.iter().chain(&plan.locked) {
             self.index.unlock(&l.id, &action_id).await?;
@@ -662,7 +695,7 @@ impl Desk {
                     )
                     .await
                 }
-                _ => Ok(()),
+                _ => Err("the dead letter has no key bytes or no source".into()),
             };
             out.push(result);
         }
@@ -754,14 +787,15 @@ impl Desk {
                 Err(e) => Err(e),
             };
         }
-        // Per-key releases: the first record in before the rest go.
+        // Per-key releases: the first record in before the rest go, and none after one that cannot
+        // (the last carries `through`: it must not free the key past a record left behind).
         for group in groups {
-            let mut first_in = false;
+            let mut stopped = false;
             let mut pending = Vec::new();
             for (n, s) in group.iter().enumerate() {
-                if n > 0 && !first_in {
+                if stopped {
                     out.push(Err(
-                        "not sent: the record before it in its key's release could not be".into(),
+                        "not sent: a record before it in its key's release could not be".into(),
                     ));
                     continue;
                 }
@@ -773,14 +807,18 @@ impl Desk {
                                 Ok(delivery) => records::delivered(delivery).await.map(|()| detail),
                                 Err(e) => Err(e),
                             };
-                            first_in = result.is_ok();
+                            stopped = result.is_err();
                             out.push(result);
                         } else {
+                            stopped = queued.is_err();
                             pending.push((out.len(), detail, queued));
                             out.push(Ok(String::new()));
                         }
                     }
-                    Err(e) => out.push(Err(e)),
+                    Err(e) => {
+                        stopped = true;
+                        out.push(Err(e));
+                    }
                 }
             }
             for (i, detail, queued) in pending {

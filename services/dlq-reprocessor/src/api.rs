@@ -506,7 +506,9 @@ fn dry_run(q: &HashMap<String, String>) -> Result<bool, Refusal> {
 fn act_failed(e: &ActError) -> Response {
     match e {
         ActError::Redis(e) => redis_down(e),
-        ActError::Audit(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        ActError::Audit(_) | ActError::NotRecordable(_) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Audit {
     producer: FutureProducer,
     codec: Codec,
     topic: String,
+    kafka: causeway_kafka::KafkaConfig,
+    /// The topic was seen to exist.
+    seen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -79,11 +82,47 @@ impl std::fmt::Debug for Audit {
 
 impl Audit {
     /// Actions to `topic`, encoded through `codec`.
-    pub fn new(producer: FutureProducer, codec: Codec, topic: &str) -> Self {
+    pub fn new(
+        producer: FutureProducer,
+        codec: Codec,
+        topic: &str,
+        kafka: causeway_kafka::KafkaConfig,
+    ) -> Self {
         Self {
             producer,
             codec,
             topic: topic.to_string(),
+            kafka,
+            seen: std::sync::Arc::default(),
+        }
+    }
+
+    /// Before an action: the audit topic is there (an action that could not be recorded is not
+    /// started).
+    pub async fn ready(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self.seen.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match causeway_kafka::client::topic_exists(
+            &self.kafka,
+            &self.topic,
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok(true) => {
+                self.seen.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(false) => Err(format!(
+                "the audit topic {} does not exist (dlq.audit_topic; causeway topics apply creates it): nothing was done",
+                self.topic
+            )),
+            Err(e) => Err(format!(
+                "cannot check the audit topic {}: {e}; nothing was done",
+                self.topic
+            )),
         }
     }
 

@@ -429,7 +429,7 @@ impl Index {
             let call = pipe
                 .cmd("EVAL")
                 .arg(INDEX_SCRIPT)
-                .arg(14)
+                .arg(15)
                 .arg(self.key(&["l", &l.id]))
                 .arg(self.key(&["all"]))
                 .arg(self.key(&["group", &l.group]))
@@ -450,6 +450,7 @@ impl Index {
                 })
                 .arg(self.key(&["parked-class", &l.class]))
                 .arg(self.key(&["parked-behind"]))
+                .arg(self.key(&["state", "discarded"]))
                 .arg(l.at)
                 .arg(&l.id)
                 .arg(&l.group)
@@ -464,7 +465,7 @@ impl Index {
         }
         let mut c = self.connection.clone();
         let added: Vec<i64> = pipe.query_async(&mut c).await?;
-        Ok(added.into_iter().map(|a| a == 1).collect())
+        Ok(added.into_iter().map(|a| a >= 1).collect())
     }
 
     fn behind_key(&self, group: &str, source: &Position, head: i64) -> String {

@@ -72,13 +72,27 @@ async fn pass(desk: &Desk, config: &RedriveConfig) -> Result<(), String> {
         })
         .await?;
     }
-    // Records behind a head that is done (they raced its release): released now.
-    let mut behind = Vec::new();
-    collect(desk, None, &mut behind, |_| true).await?;
-    for l in behind {
-        let heads = desk.index.heads_of(&l).await.map_err(|e| e.to_string())?;
-        if !heads.is_empty() && heads.iter().all(|h| h.state != State::Parked) {
-            due.push(l);
+    // Records behind a head that is done (they raced its release): released now. Only those count
+    // towards the pass's limit, so that a head with many records waiting hides none of them.
+    let mut start = 0;
+    'pages: loop {
+        let page = desk
+            .index
+            .parked_in(None, start, PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            break;
+        }
+        start += page.len();
+        for l in page {
+            if due.len() >= PER_PASS {
+                break 'pages;
+            }
+            let heads = desk.index.heads_of(&l).await.map_err(|e| e.to_string())?;
+            if !heads.is_empty() && heads.iter().all(|h| h.state != State::Parked) {
+                due.push(l);
+            }
         }
     }
     if due.is_empty() {

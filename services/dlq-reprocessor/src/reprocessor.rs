@@ -54,7 +54,12 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         index: index.clone(),
         kafka: config.kafka.clone(),
         producer: producer.clone(),
-        audit: Audit::new(producer, codec.clone(), &config.dlq.audit_topic),
+        audit: Audit::new(
+            producer,
+            codec.clone(),
+            &config.dlq.audit_topic,
+            config.kafka.clone(),
+        ),
         max_replays: config.dlq.max_replays,
         meters: meters.clone(),
     };

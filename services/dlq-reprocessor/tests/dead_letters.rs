@@ -315,6 +315,31 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
     };
     assert_eq!(ids(&paged), ids(&whole));
 
+    // Without its audit topic the reprocessor acts on nothing (an action it could not record).
+    let no_audit = format!("{}.no-audit", world.context);
+    let unaudited = start(
+        Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
+        &world.stack,
+        &pattern_for(&world.context),
+        2,
+        &[("CAUSEWAY__DLQ__AUDIT_TOPIC", no_audit.as_str())],
+    );
+    wait_letters(unaudited.api, &format!("group={group}&key=sku-1"), 1);
+    let (status, refused) = call(
+        unaudited.api,
+        "POST",
+        &format!("/v1/dead-letters/{id1}/discard"),
+        None,
+    );
+    assert_eq!(status, 503, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nothing was done")),
+        "{refused}"
+    );
+    drop(unaudited);
+
     // A dry run says what would happen and changes nothing: no record sent, still parked.
     let end = end_offset(&world, &topic);
     let (status, dry) = call(
