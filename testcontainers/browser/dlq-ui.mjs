@@ -46,6 +46,21 @@ try {
   await page.waitForFunction((lid) => !document.querySelector(`#rows tr.letter[data-id="${lid}"]`), letterId);
   seen.row_gone = true;
   seen.detail_state = await page.textContent("#detail-fields");
+  // Another of the key's letters: a discard cancelled at the confirmation changes nothing; confirmed,
+  // the letter leaves the list.
+  const other = page.locator(`#rows tr.letter[data-key="${key}"]`).first();
+  const otherId = await other.getAttribute("data-id");
+  await other.click();
+  await page.waitForFunction((lid) => document.querySelector("#detail-title").textContent === lid, otherId);
+  page.once("dialog", (d) => d.dismiss());
+  await page.click("#discard");
+  await page.waitForTimeout(500);
+  seen.after_cancel = await page.$$eval(`#rows tr.letter[data-id="${otherId}"]`, (rows) => rows.length);
+  page.once("dialog", (d) => { seen.discard_dialog = d.message(); d.accept(); });
+  await page.click("#discard");
+  await page.waitForSelector("#message:has-text('discarded')");
+  await page.waitForFunction((lid) => !document.querySelector(`#rows tr.letter[data-id="${lid}"]`), otherId);
+  seen.discarded_id = otherId;
   await page.click("#tab-history");
   await page.fill("#history-form input[name=aggregate]", aggregate);
   await page.fill("#history-form input[name=id]", id);

@@ -434,6 +434,95 @@ impl Desk {
         };
         let mut done: Vec<Done> = Vec::with_capacity(letters.len());
         let mut held: Vec<Letter> = Vec::new();
+        let mut plan = Plan::default();
+        let mut outcomes = Vec::new();
+        let worked = self
+            .act_held(
+                act,
+                letters,
+                by,
+                dry_run,
+                kind,
+                &action_id,
+                &mut done,
+                &mut held,
+                &mut plan,
+                &mut outcomes,
+            )
+            .await;
+        // Whatever happened, what this action holds is let go (else it waits for the locks to expire).
+        for l in held.iter().chain(&plan.locked) {
+            if let Err(e) = self.index.unlock(&l.id, &action_id).await {
+                tracing::warn!(letter = %l.id, error = %e, "cannot unlock a dead letter; its lock expires in two minutes");
+            }
+        }
+        worked?;
+        let mut counts: HashMap<&'static str, usize> = HashMap::new();
+        for d in &done {
+            *counts.entry(d.outcome).or_default() += 1;
+        }
+        if dry_run {
+            return Ok(Report {
+                action_id: None,
+                dry_run,
+                letters: done,
+                counts,
+            });
+        }
+        // Refusals before the lock are recorded too: an operator asked for them. Redrive's own
+        // refusals (it looks again every pass) are not.
+        if kind != Kind::Redrive {
+            for d in done.iter().filter(|d| d.outcome == "refused") {
+                if !outcomes.iter().any(|o| o.letter_id == d.letter_id) {
+                    outcomes.push(Outcome {
+                        letter_id: d.letter_id.clone(),
+                        group: String::new(),
+                        source: None,
+                        key: None,
+                        outcome: format!("refused: {}", d.detail),
+                    });
+                }
+            }
+        } else {
+            outcomes.retain(|o| !o.outcome.starts_with("refused"));
+        }
+        if !outcomes.is_empty() {
+            self.audit
+                .record(&Action {
+                    action_id: action_id.clone(),
+                    action: kind,
+                    operator: by.to_string(),
+                    at: now_ms(),
+                    filter,
+                    letters: outcomes,
+                })
+                .await
+                .map_err(ActError::Audit)?;
+        }
+        Ok(Report {
+            action_id: Some(action_id),
+            dry_run,
+            letters: done,
+            counts,
+        })
+    }
+
+    /// The part of [`Desk::act`] that holds letters: check and lock them, plan, send, move their
+    /// states; what it locked is in `held` and `plan.locked` for the caller to let go.
+    #[allow(clippy::too_many_arguments)]
+    async fn act_held(
+        &self,
+        act: Act,
+        letters: Vec<Letter>,
+        by: &str,
+        dry_run: bool,
+        kind: Kind,
+        action_id: &str,
+        done: &mut Vec<Done>,
+        held: &mut Vec<Letter>,
+        plan: &mut Plan,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<(), ActError> {
         for l in letters {
             if held.iter().any(|h| h.id == l.id) {
                 continue;
@@ -491,7 +580,7 @@ impl Desk {
                 });
                 continue;
             }
-            match self.hold(&l.id, &action_id).await? {
+            match self.hold(&l.id, action_id).await? {
                 Some(now) if self.refusal(act, &now).await?.is_none() => held.push(now),
                 Some(now) => {
                     done.push(Done {
@@ -499,7 +588,7 @@ impl Desk {
                         outcome: "refused",
                         detail: self.refusal(act, &now).await?.unwrap_or_default(),
                     });
-                    self.index.unlock(&l.id, &action_id).await?;
+                    self.index.unlock(&l.id, action_id).await?;
                 }
                 None => done.push(Done {
                     letter_id: l.id.clone(),
@@ -508,12 +597,11 @@ impl Desk {
                 }),
             }
         }
-        let mut plan = Plan::default();
-        for h in &held {
+        for h in held.iter() {
             if plan.planned.contains(&h.id) || plan.locked.iter().any(|l| l.id == h.id) {
                 continue;
             }
-            self.plan(act, h, &held, &action_id, &mut plan).await?;
+            self.plan(act, h, held, action_id, plan).await?;
         }
         // In source order: a partition's records arrive as they first did.
         let position = |s: &Send| {
@@ -525,7 +613,6 @@ impl Desk {
         plan.plain.sort_by_key(position);
         plan.groups
             .sort_by_key(|g| g.first().map(position).unwrap_or_default());
-        let mut outcomes = Vec::new();
         let mut note = |l: &Letter, outcome: &'static str, detail: String, done: &mut Vec<Done>| {
             outcomes.push(Outcome {
                 letter_id: l.id.clone(),
@@ -545,7 +632,7 @@ impl Desk {
             });
         };
         for (l, why) in &plan.refused {
-            note(l, "refused", why.clone(), &mut done);
+            note(l, "refused", why.clone(), done);
         }
         let sent = self.send(&plan.plain, &plan.groups).await;
         let sends = plan.plain.iter().chain(plan.groups.iter().flatten());
@@ -579,10 +666,10 @@ impl Desk {
                             "replayed"
                         },
                         detail,
-                        &mut done,
+                        done,
                     );
                 }
-                Err(why) => note(l, "refused", why, &mut done),
+                Err(why) => note(l, "refused", why, done),
             }
         }
         // A discard whose key cannot be released is not done: its key would stay parked.
@@ -600,66 +687,16 @@ impl Desk {
         }
         for d in &plan.discards {
             if let Some(why) = unreleased.get(&d.id) {
-                note(d, "refused", why.clone(), &mut done);
+                note(d, "refused", why.clone(), done);
                 continue;
             }
             self.index
                 .transition(d, State::Parked, State::Discarded, by, "")
                 .await?;
             self.meters.discards.with_label_values(&[&d.group]).inc();
-            note(d, "discarded", String::new(), &mut done);
+            note(d, "discarded", String::new(), done);
         }
-        for l in held.iter().chain(&plan.locked) {
-            self.index.unlock(&l.id, &action_id).await?;
-        }
-        let mut counts: HashMap<&'static str, usize> = HashMap::new();
-        for d in &done {
-            *counts.entry(d.outcome).or_default() += 1;
-        }
-        if dry_run {
-            return Ok(Report {
-                action_id: None,
-                dry_run,
-                letters: done,
-                counts,
-            });
-        }
-        // Refusals before the lock are recorded too: an operator asked for them. Redrive's own
-        // refusals (it looks again every pass) are not.
-        if kind != Kind::Redrive {
-            for d in done.iter().filter(|d| d.outcome == "refused") {
-                if !outcomes.iter().any(|o| o.letter_id == d.letter_id) {
-                    outcomes.push(Outcome {
-                        letter_id: d.letter_id.clone(),
-                        group: String::new(),
-                        source: None,
-                        key: None,
-                        outcome: format!("refused: {}", d.detail),
-                    });
-                }
-            }
-        } else {
-            outcomes.retain(|o| !o.outcome.starts_with("refused"));
-        }
-        if !outcomes.is_empty() {
-            self.audit
-                .record(&Action {
-                    action_id: action_id.clone(),
-                    action: kind,
-                    operator: by.to_string(),
-                    at: now_ms(),
-                    filter,
-                    letters: outcomes,
-                })
-                .await
-                .map_err(ActError::Audit)?;
-        }
-        Ok(Report {
-            action_id: Some(action_id),
-            dry_run,
-            letters: done,
-            counts,
-        })
+        Ok(())
     }
 
     /// Lock letter `id` for `action` and read it again under the lock (another action may have

@@ -157,6 +157,19 @@ async fn the_ui_lists_shows_replays_and_tells_an_aggregates_history_in_headless_
         serde_json::json!(["StockAdded", "StockReserved", "StockReserved"]),
         "{seen:#}"
     );
+    assert_eq!(
+        seen["after_cancel"], 1,
+        "a cancelled discard changes nothing: {seen:#}"
+    );
+    assert!(
+        seen["discard_dialog"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Discard")),
+        "{seen:#}"
+    );
+    let discarded = seen["discarded_id"].as_str().unwrap_or_default();
+    let (_, shown) = call(r.api, "GET", &format!("/v1/dead-letters/{discarded}"), None);
+    assert_eq!(shown["letter"]["state"], "discarded", "{shown}");
     // What the browser did is what the index says.
     let id = seen["letter_id"].as_str().unwrap_or_default();
     let (_, shown) = call(r.api, "GET", &format!("/v1/dead-letters/{id}"), None);

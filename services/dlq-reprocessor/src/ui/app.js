@@ -52,8 +52,13 @@ async function list(more) {
   $("shown").textContent = rows.children.length + " shown";
 }
 
+// The latest letter asked for: an answer for an earlier one (slower) is dropped.
+let showing = 0;
+
 async function show(id) {
+  const asked = ++showing;
   const { status, data } = await call("GET", "/v1/dead-letters/" + encodeURIComponent(id));
+  if (asked !== showing) return;
   if (status !== 200) { say(data.error || ("HTTP " + status), true); return; }
   current = data.letter;
   const l = data.letter, r = data.record || {};
