@@ -451,10 +451,13 @@ impl Desk {
             )
             .await;
         // Whatever happened, what this action holds is let go (else it waits for the locks to expire).
-        for l in held.iter().chain(&plan.locked) {
-            if let Err(e) = self.index.unlock(&l.id, &action_id).await {
-                tracing::warn!(letter = %l.id, error = %e, "cannot unlock a dead letter; its lock expires in two minutes");
-            }
+        let ids: Vec<&str> = held
+            .iter()
+            .chain(&plan.locked)
+            .map(|l| l.id.as_str())
+            .collect();
+        if let Err(e) = self.index.unlock_many(&ids, &action_id).await {
+            tracing::warn!(error = %e, letters = ids.len(), "cannot unlock dead letters; their locks expire in two minutes");
         }
         worked?;
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
@@ -523,8 +526,10 @@ impl Desk {
         plan: &mut Plan,
         outcomes: &mut Vec<Outcome>,
     ) -> Result<(), ActError> {
+        let mut candidates: Vec<Letter> = Vec::with_capacity(letters.len());
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for l in letters {
-            if held.iter().any(|h| h.id == l.id) {
+            if !seen.insert(l.id.clone()) {
                 continue;
             }
             if let Some(why) = self.refusal(act, &l).await? {
@@ -580,21 +585,41 @@ impl Desk {
                 });
                 continue;
             }
-            match self.hold(&l.id, action_id).await? {
-                Some(now) if self.refusal(act, &now).await?.is_none() => held.push(now),
-                Some(now) => {
-                    done.push(Done {
-                        letter_id: l.id.clone(),
-                        outcome: "refused",
-                        detail: self.refusal(act, &now).await?.unwrap_or_default(),
-                    });
-                    self.index.unlock(&l.id, action_id).await?;
-                }
-                None => done.push(Done {
+            candidates.push(l);
+        }
+        // Locked and read again together (another action may have finished some meanwhile).
+        let ids: Vec<&str> = candidates.iter().map(|l| l.id.as_str()).collect();
+        let locked = self.index.lock_many(&ids, action_id, LOCK_MS).await?;
+        let mine: Vec<&str> = ids
+            .iter()
+            .zip(&locked)
+            .filter(|(_, l)| **l)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut now = self.index.get_many(&mine).await?.into_iter();
+        for (l, got) in candidates.iter().zip(locked) {
+            if !got {
+                done.push(Done {
                     letter_id: l.id.clone(),
                     outcome: "refused",
                     detail: "another action is working on it".into(),
-                }),
+                });
+                continue;
+            }
+            match now.next().flatten() {
+                Some(now) => match self.refusal(act, &now).await? {
+                    None => held.push(now),
+                    Some(why) => {
+                        done.push(Done {
+                            letter_id: l.id.clone(),
+                            outcome: "refused",
+                            detail: why,
+                        });
+                        // Let go with the rest.
+                        plan.locked.push(now);
+                    }
+                },
+                None => plan.locked.push(l.clone()),
             }
         }
         for h in held.iter() {
@@ -635,41 +660,27 @@ impl Desk {
             note(l, "refused", why.clone(), done);
         }
         let sent = self.send(&plan.plain, &plan.groups).await;
-        let sends = plan.plain.iter().chain(plan.groups.iter().flatten());
-        for (s, result) in sends.zip(sent) {
-            let l = &s.letter;
+        let sends: Vec<&Send> = plan
+            .plain
+            .iter()
+            .chain(plan.groups.iter().flatten())
+            .collect();
+        let trigger = if kind == Kind::Redrive {
+            "redrive"
+        } else {
+            "operator"
+        };
+        let mut replayed: Vec<(&Send, String)> = Vec::new();
+        for (s, result) in sends.into_iter().zip(sent) {
             match result {
                 Ok(detail) => {
                     let detail = match &s.with_head {
                         Some(head) => format!("{detail}, released behind {head}"),
                         None => detail,
                     };
-                    self.index
-                        .transition(l, State::Parked, State::Replayed, by, &detail)
-                        .await?;
-                    self.meters
-                        .replays
-                        .with_label_values(&[
-                            l.group.as_str(),
-                            if kind == Kind::Redrive {
-                                "redrive"
-                            } else {
-                                "operator"
-                            },
-                        ])
-                        .inc();
-                    note(
-                        l,
-                        if s.with_head.is_some() {
-                            "released"
-                        } else {
-                            "replayed"
-                        },
-                        detail,
-                        done,
-                    );
+                    replayed.push((s, detail));
                 }
-                Err(why) => note(l, "refused", why, done),
+                Err(why) => note(&s.letter, "refused", why, done),
             }
         }
         // A discard whose key cannot be released is not done: its key would stay parked.
@@ -685,14 +696,47 @@ impl Desk {
                 );
             }
         }
+        let discarded: Vec<&Letter> = plan
+            .discards
+            .iter()
+            .filter(|d| !unreleased.contains_key(&d.id))
+            .collect();
+        // Every state moved in one round (pipelined).
+        let mut moves: Vec<(&Letter, State, State, &str, &str)> = replayed
+            .iter()
+            .map(|(s, detail)| {
+                (
+                    &s.letter,
+                    State::Parked,
+                    State::Replayed,
+                    by,
+                    detail.as_str(),
+                )
+            })
+            .collect();
+        moves.extend(
+            discarded
+                .iter()
+                .map(|d| (*d, State::Parked, State::Discarded, by, "")),
+        );
+        self.index.transition_many(&moves).await?;
+        for (s, detail) in replayed {
+            self.meters
+                .replays
+                .with_label_values(&[s.letter.group.as_str(), trigger])
+                .inc();
+            let outcome = if s.with_head.is_some() {
+                "released"
+            } else {
+                "replayed"
+            };
+            note(&s.letter, outcome, detail, done);
+        }
         for d in &plan.discards {
             if let Some(why) = unreleased.get(&d.id) {
                 note(d, "refused", why.clone(), done);
                 continue;
             }
-            self.index
-                .transition(d, State::Parked, State::Discarded, by, "")
-                .await?;
             self.meters.discards.with_label_values(&[&d.group]).inc();
             note(d, "discarded", String::new(), done);
         }

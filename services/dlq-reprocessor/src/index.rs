@@ -382,6 +382,10 @@ pub struct Index {
     transition: redis::Script,
 }
 
+/// Deletes a lock only when it is still the caller's.
+const UNLOCK_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
 /// Indexes one letter once (`index.lua`).
 const INDEX_SCRIPT: &str = include_str!("index.lua");
 
@@ -585,34 +589,100 @@ impl Index {
         Ok(Letter::from_fields(&fields))
     }
 
-    /// Move `letter` from state `from` to `to`, only if it is in `from`; the state it was in.
-    pub async fn transition(
+    /// Move each of `moves` (letter, from, to, by whom, note) to its new state, only when it is in its
+    /// `from` state (`transition.lua`), in pipelines of a thousand.
+    pub async fn transition_many(
         &self,
-        letter: &Letter,
-        from: State,
-        to: State,
-        by: &str,
-        note: &str,
-    ) -> Result<Option<State>, redis::RedisError> {
+        moves: &[(&Letter, State, State, &str, &str)],
+    ) -> Result<(), redis::RedisError> {
+        if moves.is_empty() {
+            return Ok(());
+        }
         let mut c = self.connection.clone();
-        let was: String = self
-            .transition
-            .key(self.key(&["l", &letter.id]))
-            .key(self.key(&["state", from.as_str()]))
-            .key(self.key(&["state", to.as_str()]))
-            .key(self.key(&["parked", &letter.group]))
-            .key(self.key(&["parked-by-class"]))
-            .key(self.key(&["parked-class", &letter.class]))
-            .key(self.key(&["parked-behind"]))
-            .arg(from.as_str())
-            .arg(to.as_str())
-            .arg(now_ms())
-            .arg(by)
-            .arg(note)
-            .arg(&letter.class)
-            .invoke_async(&mut c)
-            .await?;
-        Ok(State::parse(&was))
+        let hash = self.transition.load_async(&mut c).await?;
+        let now = now_ms();
+        for chunk in moves.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (letter, from, to, by, note) in chunk {
+                pipe.cmd("EVALSHA")
+                    .arg(&hash)
+                    .arg(7)
+                    .arg(self.key(&["l", &letter.id]))
+                    .arg(self.key(&["state", from.as_str()]))
+                    .arg(self.key(&["state", to.as_str()]))
+                    .arg(self.key(&["parked", &letter.group]))
+                    .arg(self.key(&["parked-by-class"]))
+                    .arg(self.key(&["parked-class", &letter.class]))
+                    .arg(self.key(&["parked-behind"]))
+                    .arg(from.as_str())
+                    .arg(to.as_str())
+                    .arg(now)
+                    .arg(*by)
+                    .arg(*note)
+                    .arg(&letter.class)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut c).await?;
+        }
+        Ok(())
+    }
+
+    /// Hold each of `ids` for one action (`ms` at most): per id, false when another holds it.
+    pub async fn lock_many(
+        &self,
+        ids: &[&str],
+        token: &str,
+        ms: u64,
+    ) -> Result<Vec<bool>, redis::RedisError> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut c = self.connection.clone();
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("SET")
+                    .arg(self.key(&["lock", id]))
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms);
+            }
+            let set: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+            out.extend(set.into_iter().map(|s| s.is_some()));
+        }
+        Ok(out)
+    }
+
+    /// The letters `ids` (None where not indexed).
+    pub async fn get_many(&self, ids: &[&str]) -> Result<Vec<Option<Letter>>, redis::RedisError> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut c = self.connection.clone();
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGETALL").arg(self.key(&["l", id]));
+            }
+            let stored: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+            out.extend(stored.iter().map(Letter::from_fields));
+        }
+        Ok(out)
+    }
+
+    /// Let go of each of `ids` (only those `token` still holds).
+    pub async fn unlock_many(&self, ids: &[&str], token: &str) -> Result<(), redis::RedisError> {
+        let mut c = self.connection.clone();
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("EVAL")
+                    .arg(UNLOCK_SCRIPT)
+                    .arg(1)
+                    .arg(self.key(&["lock", id]))
+                    .arg(token)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut c).await?;
+        }
+        Ok(())
     }
 
     /// Hold letter `id` for one operator action (`ms` at most): false when another holds it.
@@ -632,9 +702,7 @@ impl Index {
     /// Let go of letter `id` (only if `token` still holds it).
     pub async fn unlock(&self, id: &str, token: &str) -> Result<(), redis::RedisError> {
         let mut c = self.connection.clone();
-        let script = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        );
+        let script = redis::Script::new(UNLOCK_SCRIPT);
         let _: i64 = script
             .key(self.key(&["lock", id]))
             .arg(token)
