@@ -156,6 +156,8 @@ struct RunnerContext {
     assigned: std::sync::atomic::AtomicBool,
     /// Set at each assignment: the parked keys are read to their end before the next batch.
     reassigned: std::sync::atomic::AtomicBool,
+    /// Rebalances so far (a batch collected across one may hold records of partitions gone).
+    rebalances: std::sync::atomic::AtomicU64,
     group: String,
     /// Records not yet handled per assigned partition, from librdkafka's statistics.
     lag_records: IntGaugeVec,
@@ -202,6 +204,8 @@ impl ConsumerContext for RunnerContext {
         err: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
+        self.rebalances
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.membership.rebalance(self, consumer, err, partitions);
     }
 
@@ -355,6 +359,7 @@ impl Runner {
                         membership: Membership::new(&config),
                         assigned: std::sync::atomic::AtomicBool::new(false),
                         reassigned: std::sync::atomic::AtomicBool::new(false),
+                        rebalances: std::sync::atomic::AtomicU64::new(0),
                         group: self.group.clone(),
                         lag_records: meters.lag_records.clone(),
                         waiting: std::sync::Mutex::new(HashMap::new()),
@@ -536,7 +541,24 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             if !self.rewind.is_empty() {
                 self.resume();
             }
-            let batch = self.collect();
+            let before = self
+                .consumer
+                .context()
+                .rebalances
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let mut batch = self.collect();
+            if before
+                != self
+                    .consumer
+                    .context()
+                    .rebalances
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                // Records of partitions revoked while the batch was collected are their next owner's
+                // (their offsets could not be stored, and what they would park is its to decide).
+                let assigned = self.consumer.assignment().unwrap_or_default();
+                batch.retain(|m| assigned.find_partition(m.topic(), m.partition()).is_some());
+            }
             if !self.follow_parking() {
                 return;
             }
