@@ -134,6 +134,9 @@ pub struct DlqConfig {
     pub secret_headers: Vec<String>,
     /// The most dead letters one replay or discard by filter acts on.
     pub max_batch: usize,
+    /// Letters dead-lettered longer ago than this and done (replayed or discarded) leave the index, in
+    /// hours (the audit topic keeps what was done; the DLQ topic keeps the record for its retention).
+    pub keep_done_hours: u64,
 }
 
 impl Default for DlqConfig {
@@ -164,6 +167,7 @@ impl Default for DlqConfig {
             .map(String::from)
             .to_vec(),
             max_batch: 10_000,
+            keep_done_hours: 720,
         }
     }
 }

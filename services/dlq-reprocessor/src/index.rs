@@ -386,6 +386,9 @@ pub struct Index {
 const UNLOCK_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/// Forgets a letter that is done (`forget.lua`).
+const FORGET_SCRIPT: &str = include_str!("forget.lua");
+
 /// Indexes one letter once (`index.lua`).
 const INDEX_SCRIPT: &str = include_str!("index.lua");
 
@@ -625,6 +628,64 @@ impl Index {
             pipe.query_async::<()>(&mut c).await?;
         }
         Ok(())
+    }
+
+    /// Forget the letters replayed or discarded before `before` (ms), a thousand at most per state;
+    /// how many. Their records may still be on the DLQ topics; the audit topic keeps what was done.
+    pub async fn forget_done(&self, before: i64) -> Result<usize, redis::RedisError> {
+        let mut c = self.connection.clone();
+        let mut forgotten = 0;
+        for state in [State::Replayed, State::Discarded] {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.key(&["state", state.as_str()]))
+                .arg("-inf")
+                .arg(format!("({before}"))
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            if ids.is_empty() {
+                continue;
+            }
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let letters = self.get_many(&refs).await?;
+            let mut pipe = redis::pipe();
+            for (id, letter) in ids.iter().zip(letters) {
+                let Some(l) = letter else {
+                    // Only its place in the state set is left.
+                    pipe.cmd("ZREM")
+                        .arg(self.key(&["state", state.as_str()]))
+                        .arg(id)
+                        .ignore();
+                    continue;
+                };
+                let source = l.source.clone();
+                pipe.cmd("EVAL")
+                    .arg(FORGET_SCRIPT)
+                    .arg(9)
+                    .arg(self.key(&["l", &l.id]))
+                    .arg(self.key(&["all"]))
+                    .arg(self.key(&["group", &l.group]))
+                    .arg(self.key(&["class", &l.class]))
+                    .arg(self.key(&["topic", source.as_ref().map_or("", |s| s.topic.as_str())]))
+                    .arg(self.key(&["key", l.key.as_deref().unwrap_or("")]))
+                    .arg(self.key(&["state", l.state.as_str()]))
+                    .arg(match (&source, l.behind) {
+                        (Some(s), Some(head)) => self.behind_key(&l.group, s, head),
+                        _ => self.key(&["behind"]),
+                    })
+                    .arg(match &source {
+                        Some(s) => self.source_key(&l.group, s),
+                        None => self.key(&["src"]),
+                    })
+                    .arg(&l.id);
+                forgotten += 1;
+            }
+            let _: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+        }
+        Ok(forgotten)
     }
 
     /// Hold each of `ids` for one action (`ms` at most): per id, false when another holds it.

@@ -2,6 +2,7 @@
 //! (until they are handled, or `redrive.max_attempts`: then they stay parked for an operator), and
 //! release records parked behind a head that is done (they raced its release; per-key order).
 //! Each pass is an action like an operator's, recorded on the audit topic as `REDRIVE` by `redrive`.
+//! Each pass also clears letters done longer ago than `dlq.keep_done_hours` from the index.
 
 use std::time::Duration;
 
@@ -18,11 +19,20 @@ const PAGE: usize = 500;
 /// Letters acted on per pass, at most (the rest next pass).
 const PER_PASS: usize = 5_000;
 
-/// Run until shutdown.
-pub async fn run(desk: Desk, config: RedriveConfig, ctx: ServiceContext) {
+/// Run until shutdown; letters done more than `keep_done_ms` ago leave the index on the way.
+pub async fn run(desk: Desk, config: RedriveConfig, keep_done_ms: i64, ctx: ServiceContext) {
     loop {
         if let Err(e) = pass(&desk, &config).await {
             tracing::warn!(error = %e, "redrive pass failed; trying again");
+        }
+        match desk
+            .index
+            .forget_done(now_ms().saturating_sub(keep_done_ms))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(letters = n, "done letters left the index"),
+            Err(e) => tracing::warn!(error = %e, "cannot clear done letters from the index"),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(config.every_ms)) => {}

@@ -101,6 +101,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     let redrive = tokio::spawn(crate::redrive::run(
         api_desk,
         config.redrive.clone(),
+        i64::try_from(config.dlq.keep_done_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX),
         ctx.clone(),
     ));
     let mut kafka = config.kafka.clone();

@@ -861,3 +861,84 @@ async fn with_per_key_order_a_parked_key_waits_and_follows_in_order_and_a_transi
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_done_leave_the_index_after_keep_done_hours() {
+    let world = World::new(1).await;
+    provision(&world.kafka, &[]).await;
+    let topic = world.topic("inventory");
+    world
+        .send(&topic, &[("gone-soon".to_string(), b"not avro".to_vec())])
+        .await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _projector = world.start_service(
+        &workspace_bin("projector-redis"),
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../projector-redis/projector-redis.toml"
+        )),
+        &[
+            ("CAUSEWAY__REDIS__URL", world.stack.redis_url.as_str()),
+            ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
+        ],
+    );
+    let r = start(
+        Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
+        &world.stack,
+        &pattern_for(&world.context),
+        2,
+        &[
+            ("CAUSEWAY__DLQ__KEEP_DONE_HOURS", "0"),
+            ("CAUSEWAY__REDRIVE__EVERY_MS", "200"),
+            // No history here: only the dead letters' keys are looked at.
+            ("CAUSEWAY__HISTORY__RESULTS_TOPIC", ""),
+        ],
+    );
+    let group = world.group.clone();
+    let letter = wait_letters(r.api, &format!("group={group}"), 1);
+    let id = letter[0]["id"].as_str().unwrap_or_default().to_string();
+    // Parked: kept however old.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, _) = call(r.api, "GET", &format!("/v1/dead-letters/{id}"), None);
+    assert_eq!(status, 200);
+    let (status, body) = call(
+        r.api,
+        "POST",
+        &format!("/v1/dead-letters/{id}/discard"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    // Done: gone from the index, every set with it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = call(r.api, "GET", &format!("/v1/dead-letters/{id}"), None);
+        if status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the discarded letter stayed in the index"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, page) = call(
+        r.api,
+        "GET",
+        &format!("/v1/dead-letters?group={group}"),
+        None,
+    );
+    assert_eq!(page["letters"].as_array().map(Vec::len), Some(0), "{page}");
+    let mut redis = redis_connection(&world.stack.redis_url).await;
+    let mut left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", r.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    left.sort();
+    let expect_only = ["groups", "parked-by-class"];
+    assert!(
+        left.iter()
+            .all(|k| expect_only.iter().any(|e| k.ends_with(&format!(":{e}")))),
+        "keys left: {left:?}"
+    );
+}

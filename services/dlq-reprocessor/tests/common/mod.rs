@@ -29,6 +29,8 @@ pub fn sample_config() -> PathBuf {
 pub struct Reprocessor {
     pub process: ServiceProcess,
     pub api: SocketAddr,
+    /// Its Redis keys start with this.
+    pub prefix: String,
 }
 
 /// Start `bin` on `stack`, reading the DLQ topics that match `pattern`, with the loop guard at
@@ -67,7 +69,11 @@ pub fn start(
     process
         .wait_ready(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
-    Reprocessor { process, api }
+    Reprocessor {
+        process,
+        api,
+        prefix,
+    }
 }
 
 /// The pattern of the DLQ topics of groups whose names start with `prefix`.
