@@ -55,6 +55,8 @@ pub mod names {
     pub const DLQ_REPLAYS_TOTAL: &str = "causeway_dlq_replays_total";
     /// Counter: dead letters discarded by an operator, by `group`.
     pub const DLQ_DISCARDS_TOTAL: &str = "causeway_dlq_discards_total";
+    /// Gauge: dead letters waiting behind their key's head (per-key order), every group.
+    pub const DLQ_PARKED_BEHIND_RECORDS: &str = "causeway_dlq_parked_behind_records";
     /// Counter: replays refused by the loop guard (`dlq.max_replays`), by `group`.
     pub const DLQ_LOOP_GUARD_TOTAL: &str = "causeway_dlq_loop_guard_total";
 }

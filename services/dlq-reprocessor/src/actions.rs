@@ -81,6 +81,8 @@ pub struct Meters {
     pub depth: IntGaugeVec,
     /// Age of the oldest parked dead letter by group, seconds.
     pub oldest: IntGaugeVec,
+    /// Parked records waiting behind a head (per-key order).
+    pub behind: prometheus::IntGauge,
 }
 
 impl Meters {
@@ -129,6 +131,11 @@ impl Meters {
             ),
             &["group"],
         )?;
+        let behind = prometheus::IntGauge::new(
+            names::DLQ_PARKED_BEHIND_RECORDS,
+            "Dead letters waiting behind their key's head (per-key order), every group.",
+        )?;
+        registry.register(Box::new(behind.clone()))?;
         for m in [&replays, &discards, &loop_guard, &letters] {
             registry.register(Box::new(m.clone()))?;
         }
@@ -141,6 +148,7 @@ impl Meters {
             letters,
             depth,
             oldest,
+            behind,
         })
     }
 }

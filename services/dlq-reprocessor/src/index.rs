@@ -883,6 +883,15 @@ impl Index {
         Ok(counts.into_iter().filter(|(_, n)| *n > 0).collect())
     }
 
+    /// Parked letters waiting behind a head (per-key order), every group.
+    pub async fn parked_behind(&self) -> Result<i64, redis::RedisError> {
+        let mut c = self.connection.clone();
+        redis::cmd("ZCARD")
+            .arg(self.key(&["parked-behind"]))
+            .query_async(&mut c)
+            .await
+    }
+
     /// Per group: parked letters and when the oldest of them was dead-lettered (ms).
     pub async fn depth(&self) -> Result<Vec<(String, i64, Option<i64>)>, redis::RedisError> {
         let mut c = self.connection.clone();

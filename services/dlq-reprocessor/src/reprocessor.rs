@@ -149,6 +149,10 @@ async fn keep_depth(index: Index, meters: Meters, ctx: ServiceContext) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the depth of the dead-letter topics"),
         }
+        match index.parked_behind().await {
+            Ok(n) => meters.behind.set(n),
+            Err(e) => tracing::warn!(error = %e, "cannot count the records waiting behind a head"),
+        }
         tokio::select! {
             () = tokio::time::sleep(DEPTH_EVERY) => {}
             () = ctx.shutdown.wait() => return,

@@ -733,6 +733,22 @@ async fn with_per_key_order_a_parked_key_waits_and_follows_in_order_and_a_transi
     for l in &behind {
         assert_eq!(l["behind"], head["source"]["offset"], "{l}");
     }
+    // The reprocessor counts the records waiting behind a head.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !r
+        .process
+        .get("/metrics")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
+        .lines()
+        .any(|l| l == "causeway_dlq_parked_behind_records 3")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "three records behind a head never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let stored: String = redis::cmd("GET")
         .arg(doc_key("sku-0"))
         .query_async(&mut redis)
@@ -853,6 +869,21 @@ async fn with_per_key_order_a_parked_key_waits_and_follows_in_order_and_a_transi
     let actions = audit_records(&world, &ids, 1).await;
     assert_eq!(actions[0]["action"], "REDRIVE", "{actions:?}");
     assert_eq!(actions[0]["operator"], "redrive", "{actions:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !r
+        .process
+        .get("/metrics")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
+        .lines()
+        .any(|l| l == "causeway_dlq_parked_behind_records 0")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "records still counted behind a head"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (_, metrics) = projector.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
     assert!(
         metrics
