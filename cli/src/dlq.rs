@@ -216,6 +216,25 @@ async fn call(
     Ok(Answer { status, body })
 }
 
+/// A GET's JSON body (200), `None` once printed as it came (`--json`), or the exit code of a refusal
+/// (said on stderr).
+async fn read(
+    api: &ApiArgs,
+    what: &str,
+    segments: &[&str],
+    query: &[(&str, String)],
+) -> Result<Option<Value>, ExitCode> {
+    let a = call(api, what, reqwest::Method::GET, segments, query, None).await?;
+    if a.status != 200 {
+        return Err(refused(what, &a));
+    }
+    if api.json {
+        say!("{}", a.body);
+        return Ok(None);
+    }
+    Ok(Some(a.body))
+}
+
 /// The exit code of an answer that is not a success, after saying why.
 fn refused(what: &str, a: &Answer) -> ExitCode {
     let message = a
@@ -308,27 +327,12 @@ async fn list(args: ListArgs) -> ExitCode {
     if let Some(c) = &args.cursor {
         q.push(("cursor", c.clone()));
     }
-    let a = match call(
-        &args.api,
-        "list",
-        reqwest::Method::GET,
-        &["v1", "dead-letters"],
-        &q,
-        None,
-    )
-    .await
-    {
-        Ok(a) => a,
+    let body = match read(&args.api, "list", &["v1", "dead-letters"], &q).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,
     };
-    if a.status != 200 {
-        return refused("list", &a);
-    }
-    if args.api.json {
-        say!("{}", a.body);
-        return ExitCode::SUCCESS;
-    }
-    let letters = a.body["letters"].as_array().cloned().unwrap_or_default();
+    let letters = body["letters"].as_array().cloned().unwrap_or_default();
     say!(
         "{:<34} {:<9} {:<22} {:<9} {:<30} {:<20} {:<19} REASON",
         "ID",
@@ -352,7 +356,7 @@ async fn list(args: ListArgs) -> ExitCode {
             cut(text(l, &["reason"]), 80),
         );
     }
-    match a.body["next"].as_str() {
+    match body["next"].as_str() {
         Some(next) => say!("{} shown; more: --cursor '{next}'", letters.len()),
         None => say!("{} shown", letters.len()),
     }
@@ -360,28 +364,13 @@ async fn list(args: ListArgs) -> ExitCode {
 }
 
 async fn show(args: OneArgs) -> ExitCode {
-    let a = match call(
-        &args.api,
-        "show",
-        reqwest::Method::GET,
-        &["v1", "dead-letters", &args.id],
-        &[],
-        None,
-    )
-    .await
-    {
-        Ok(a) => a,
+    let body = match read(&args.api, "show", &["v1", "dead-letters", &args.id], &[]).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,
     };
-    if a.status != 200 {
-        return refused("show", &a);
-    }
-    if args.api.json {
-        say!("{}", a.body);
-        return ExitCode::SUCCESS;
-    }
-    let l = &a.body["letter"];
-    let r = &a.body["record"];
+    let l = &body["letter"];
+    let r = &body["record"];
     say!("id           {}", text(l, &["id"]));
     say!(
         "state        {}{}",
@@ -553,28 +542,13 @@ async fn act(what: &'static str, args: ActArgs) -> ExitCode {
 }
 
 async fn counts(api: ApiArgs) -> ExitCode {
-    let a = match call(
-        &api,
-        "counts",
-        reqwest::Method::GET,
-        &["v1", "dead-letters", "counts"],
-        &[],
-        None,
-    )
-    .await
-    {
-        Ok(a) => a,
+    let body = match read(&api, "counts", &["v1", "dead-letters", "counts"], &[]).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,
     };
-    if a.status != 200 {
-        return refused("counts", &a);
-    }
-    if api.json {
-        say!("{}", a.body);
-        return ExitCode::SUCCESS;
-    }
     say!("{:<30} {:>8}", "CLASS", "PARKED");
-    let mut classes: Vec<(&String, &Value)> = a.body["by_class"]
+    let mut classes: Vec<(&String, &Value)> = body["by_class"]
         .as_object()
         .map(|o| o.iter().collect())
         .unwrap_or_default();
@@ -584,7 +558,7 @@ async fn counts(api: ApiArgs) -> ExitCode {
     }
     say!("");
     say!("{:<30} {:>8} OLDEST (UTC)", "GROUP", "PARKED");
-    for g in a.body["by_group"].as_array().into_iter().flatten() {
+    for g in body["by_group"].as_array().into_iter().flatten() {
         say!(
             "{:<30} {:>8} {}",
             text(g, &["group"]),
@@ -661,26 +635,11 @@ pub async fn events(args: EventsArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let a = match call(
-        &args.api,
-        "events",
-        reqwest::Method::GET,
-        &segments,
-        &[],
-        None,
-    )
-    .await
-    {
-        Ok(a) => a,
+    let body = match read(&args.api, "events", &segments, &[]).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,
     };
-    if a.status != 200 {
-        return refused("events", &a);
-    }
-    if args.api.json {
-        say!("{}", a.body);
-        return ExitCode::SUCCESS;
-    }
     if args.correlation.is_none() {
         say!(
             "{:>7} {:<24} {:<19} {:<36} {:<26} TRACE",
@@ -690,7 +649,7 @@ pub async fn events(args: EventsArgs) -> ExitCode {
             "COMMAND",
             "RESULT"
         );
-        let events = a.body["events"].as_array().cloned().unwrap_or_default();
+        let events = body["events"].as_array().cloned().unwrap_or_default();
         for e in &events {
             let command = &e["command"];
             say!(
@@ -710,10 +669,10 @@ pub async fn events(args: EventsArgs) -> ExitCode {
                 e["trace_id"].as_str().unwrap_or("-"),
             );
         }
-        if a.body["truncated"].as_bool() == Some(true) {
+        if body["truncated"].as_bool() == Some(true) {
             say!("(the latest {} events shown)", events.len());
         }
-        let refused: Vec<&Value> = a.body["commands"]
+        let refused: Vec<&Value> = body["commands"]
             .as_array()
             .into_iter()
             .flatten()
@@ -747,7 +706,7 @@ pub async fn events(args: EventsArgs) -> ExitCode {
             "ID",
             "COMMAND"
         );
-        for c in a.body["commands"].as_array().into_iter().flatten() {
+        for c in body["commands"].as_array().into_iter().flatten() {
             say!(
                 "{:<19} {:<10} {:<14} {:<24} {:<36} {}",
                 number(c, &["processed_at"]).map(utc).unwrap_or_default(),
@@ -766,10 +725,7 @@ pub async fn events(args: EventsArgs) -> ExitCode {
             );
         }
     }
-    let letters = a.body["dead_letters"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let letters = body["dead_letters"].as_array().cloned().unwrap_or_default();
     if !letters.is_empty() {
         say!("");
         say!("dead letters:");

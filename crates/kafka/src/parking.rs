@@ -198,23 +198,9 @@ impl Parking {
                 what: "parked-keys reader",
                 source,
             })?;
-        let metadata = tail
-            .fetch_metadata(Some(&topic), CATCH_UP_TIMEOUT)
-            .map_err(|source| Error::Operation {
-                operation: "fetch the parked topic's metadata",
-                source,
-            })?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(Error::MissingTopic(topic));
-        }
+        let partitions = crate::lag::partition_ends(&tail, &topic, CATCH_UP_TIMEOUT)?;
         let mut list = TopicPartitionList::new();
-        for p in partitions {
+        for (p, _, _) in partitions {
             list.add_partition_offset(&topic, p, Offset::Beginning)
                 .map_err(|source| Error::Operation {
                     operation: "assign the parked topic",
@@ -248,20 +234,13 @@ impl Parking {
         let Some(tail) = &self.tail else {
             return Ok(());
         };
-        let assignment = tail.assignment().map_err(|source| Error::Operation {
-            operation: "read the parked topic's assignment",
-            source,
-        })?;
-        let mut ends: HashMap<i32, i64> = HashMap::new();
-        for e in assignment.elements() {
-            let (_, high) = tail
-                .fetch_watermarks(&self.topic, e.partition(), CATCH_UP_TIMEOUT)
-                .map_err(|source| Error::Operation {
-                    operation: "read the parked topic's end",
-                    source,
-                })?;
-            ends.insert(e.partition(), high);
-        }
+        // Partitions with nothing to read (empty, or compacted down to nothing) are read already.
+        let ends: HashMap<i32, i64> =
+            crate::lag::partition_ends(tail, &self.topic, CATCH_UP_TIMEOUT)?
+                .into_iter()
+                .filter(|(_, low, end)| end > low)
+                .map(|(p, _, end)| (p, end))
+                .collect();
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         loop {
             let Some(tail) = &self.tail else {
@@ -343,6 +322,10 @@ impl Parking {
 
     /// What to do with `m`.
     pub fn decide<M: Message>(&self, m: &M) -> Decision {
+        // The common case, per record: nothing parked, nothing to look up.
+        if self.parked.is_empty() {
+            return Decision::Free;
+        }
         let Some(key) = m.key().filter(|k| k.len() <= MAX_KEY_BYTES) else {
             return Decision::Free;
         };

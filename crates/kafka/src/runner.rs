@@ -479,6 +479,25 @@ struct Parked {
     parks_key: bool,
 }
 
+impl Parked {
+    /// Record `source` (`m`) of the batch, dead-lettered behind its key's head at `head`.
+    fn waiting(source: usize, m: &BorrowedMessage<'_>, head: i64) -> Self {
+        Self {
+            source,
+            why: format!(
+                "waits behind offset {head} of its key on {}/{} (per-key order)",
+                m.topic(),
+                m.partition()
+            ),
+            attempts: 0,
+            first_failure: now_ms(),
+            class: "parked",
+            behind: Some(head),
+            parks_key: false,
+        }
+    }
+}
+
 /// The dead-letter producer's context: whether a delivery failed since the last reset.
 #[derive(Debug, Default)]
 struct Deliveries {
@@ -738,19 +757,7 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                     Decision::Free => {}
                     Decision::Behind(head) => {
                         parking.behind(m);
-                        parked.push(Parked {
-                            source: i,
-                            why: format!(
-                                "waits behind offset {head} of its key on {}/{} (per-key order)",
-                                m.topic(),
-                                m.partition()
-                            ),
-                            attempts: 0,
-                            first_failure: now_ms(),
-                            class: "parked",
-                            behind: Some(head),
-                            parks_key: false,
-                        });
+                        parked.push(Parked::waiting(i, m, head));
                         continue;
                     }
                     Decision::Released { frees } => {
@@ -895,19 +902,7 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                                 if let Some(parking) = &mut self.parking {
                                     parking.behind(m);
                                 }
-                                parked.push(Parked {
-                                    source: sources.remove(j),
-                                    why: format!(
-                                        "waits behind offset {head} of its key on {}/{} (per-key order)",
-                                        m.topic(),
-                                        m.partition()
-                                    ),
-                                    attempts: 0,
-                                    first_failure: now_ms(),
-                                    class: "parked",
-                                    behind: Some(head),
-                                    parks_key: false,
-                                });
+                                parked.push(Parked::waiting(sources.remove(j), m, head));
                                 drop(items.remove(j));
                             } else {
                                 j += 1;

@@ -7,6 +7,7 @@
 mod common;
 #[path = "../../projector-redis/tests/common/events.rs"]
 mod events;
+mod projector;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use causeway_contracts::upcast::Upcasters;
 use causeway_kafka::config::OffsetMode;
-use causeway_testcontainers::process::{free_port, run_to_exit};
+use causeway_testcontainers::process::run_to_exit;
 use causeway_testcontainers::unique;
 use common::*;
 use events::*;
+use projector::start_projector;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -137,20 +139,7 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
             .await
             .unwrap_or_else(|(e, _)| panic!("{e}"));
     }
-    let projector = world.start_service(
-        &workspace_bin("projector-redis"),
-        Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../projector-redis/projector-redis.toml"
-        )),
-        &[
-            ("CAUSEWAY__REDIS__URL", world.stack.redis_url.as_str()),
-            (
-                "CAUSEWAY__HTTP__LISTEN",
-                format!("127.0.0.1:{}", free_port()).as_str(),
-            ),
-        ],
-    );
+    let projector = start_projector(&world, &[]);
     let r = start(
         Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
         &world.stack,
@@ -595,18 +584,10 @@ async fn poison_events_are_inspected_replayed_once_fixed_stopped_by_the_loop_gua
         )),
         "1"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, metrics) = r.process.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
-        if metrics
-            .lines()
-            .any(|l| l == format!("causeway_dlq_depth_records{{group=\"{group}\"}} 0"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "depth never 0:\n{metrics}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_metric(
+        &r.process,
+        &format!("causeway_dlq_depth_records{{group=\"{group}\"}} 0"),
+    );
     drop(projector);
 }
 
@@ -675,16 +656,9 @@ async fn with_per_key_order_a_parked_key_waits_and_follows_in_order_and_a_transi
         .unwrap_or_else(|e| panic!("{e}"));
     let proxy = FaultyProxy::start(registry_addr).unwrap_or_else(|e| panic!("{e}"));
     let proxy_url = proxy.url();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let projector = world.start_service(
-        &workspace_bin("projector-redis"),
-        Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../projector-redis/projector-redis.toml"
-        )),
+    let projector = start_projector(
+        &world,
         &[
-            ("CAUSEWAY__REDIS__URL", world.stack.redis_url.as_str()),
-            ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
             ("CAUSEWAY__PROJECTOR__REGISTRY_URL", proxy_url.as_str()),
             ("CAUSEWAY__CONSUMER__PARK_KEYS", "true"),
             ("CAUSEWAY__CONSUMER__DEAD_LETTER_TRANSIENT_AFTER", "2"),
@@ -734,21 +708,7 @@ async fn with_per_key_order_a_parked_key_waits_and_follows_in_order_and_a_transi
         assert_eq!(l["behind"], head["source"]["offset"], "{l}");
     }
     // The reprocessor counts the records waiting behind a head.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !r
-        .process
-        .get("/metrics")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .1
-        .lines()
-        .any(|l| l == "causeway_dlq_parked_behind_records 3")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "three records behind a head never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_metric(&r.process, "causeway_dlq_parked_behind_records 3");
     let stored: String = redis::cmd("GET")
         .arg(doc_key("sku-0"))
         .query_async(&mut redis)
@@ -869,21 +829,7 @@ async fn with_per_key_order_a_parked_key_waits_and_follows_in_order_and_a_transi
     let actions = audit_records(&world, &ids, 1).await;
     assert_eq!(actions[0]["action"], "REDRIVE", "{actions:?}");
     assert_eq!(actions[0]["operator"], "redrive", "{actions:?}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !r
-        .process
-        .get("/metrics")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .1
-        .lines()
-        .any(|l| l == "causeway_dlq_parked_behind_records 0")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "records still counted behind a head"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_metric(&r.process, "causeway_dlq_parked_behind_records 0");
     let (_, metrics) = projector.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
     assert!(
         metrics
@@ -901,18 +847,7 @@ async fn letters_done_leave_the_index_after_keep_done_hours() {
     world
         .send(&topic, &[("gone-soon".to_string(), b"not avro".to_vec())])
         .await;
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _projector = world.start_service(
-        &workspace_bin("projector-redis"),
-        Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../projector-redis/projector-redis.toml"
-        )),
-        &[
-            ("CAUSEWAY__REDIS__URL", world.stack.redis_url.as_str()),
-            ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
-        ],
-    );
+    let _projector = start_projector(&world, &[]);
     let r = start(
         Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
         &world.stack,

@@ -7,13 +7,15 @@
 mod common;
 #[path = "../../projector-redis/tests/common/events.rs"]
 mod events;
+mod projector;
 
 use std::path::Path;
 use std::time::Duration;
 
-use causeway_testcontainers::process::{free_port, http_request_with, run_to_exit};
+use causeway_testcontainers::process::{http_request_with, run_to_exit};
 use common::*;
 use events::*;
+use projector::start_projector;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,18 +41,7 @@ async fn the_ui_lists_shows_replays_and_tells_an_aggregates_history_in_headless_
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     world.send(&topic, &records).await;
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _projector = world.start_service(
-        &workspace_bin("projector-redis"),
-        Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../projector-redis/projector-redis.toml"
-        )),
-        &[
-            ("CAUSEWAY__REDIS__URL", world.stack.redis_url.as_str()),
-            ("CAUSEWAY__HTTP__LISTEN", listen.as_str()),
-        ],
-    );
+    let _projector = start_projector(&world, &[]);
     let r = start(
         Path::new(env!("CARGO_BIN_EXE_dlq-reprocessor")),
         &world.stack,

@@ -178,3 +178,17 @@ pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Wait (30 s at most) until `process`'s `/metrics` has the line `line` (gauges are read every few
+/// seconds).
+pub fn wait_metric(process: &ServiceProcess, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = process.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {line:?} in\n{metrics}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
