@@ -9,6 +9,9 @@
 //! `then` also checks that applying the produced events to the state does not panic, and `then_state`
 //! checks the state they lead to.
 //!
+//! Sagas with time under the test's control ([`saga`]): events and replies in, commands out,
+//! deadlines and retries fired as the test's clock moves.
+//!
 //! Projections the same way, from events to the document they lead to:
 //!
 //! ```text
@@ -18,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 use causeway_core::projection::{Document, EventInfo, Projection};
+use causeway_core::saga::{Incoming, Instance, Policy, Reply, Saga, Status};
 use causeway_core::{Aggregate, Rejection};
 
 /// The document of one aggregate after `events` (versions 1, 2, ...; event `n` at `n` seconds past
@@ -154,5 +158,192 @@ impl<A: Aggregate> When<A> {
                 self.command
             ),
         }
+    }
+}
+
+/// Given/when/then for a saga instance, with time under the test's control:
+///
+/// ```text
+/// let mut s = saga::<OrderFulfilment>("o-1");
+/// s.when_event(placed(...)).then_sends([("reserve/tea", reserve("tea", 2))]);
+/// s.when_rejected("reserve/tea", "insufficient_stock").then_sends([("cancel", cancel(...))]);
+/// s.when_time_passes(60_000).then_sends([]);
+/// assert_eq!(s.status(), Status::Compensated);
+/// ```
+///
+/// The clock starts at 1 s past the epoch; the framework's [`Policy`] (retries, deadline durations) is
+/// the default unless [`SagaTest::with_policy`] says otherwise.
+pub fn saga<S: Saga>(saga_id: &str) -> SagaTest<S> {
+    SagaTest {
+        saga_id: saga_id.to_string(),
+        instance: Instance::default(),
+        now: 1_000,
+        policy: Policy::default(),
+        last: None,
+        fired: Vec::new(),
+        resent: 0,
+    }
+}
+
+/// A saga instance under test ([`saga`]).
+#[derive(Debug)]
+pub struct SagaTest<S: Saga> {
+    saga_id: String,
+    instance: Instance<S>,
+    now: i64,
+    policy: Policy,
+    /// The commands the last input sent, by request key; `None`: it changed nothing.
+    last: Option<Vec<(String, S::Command)>>,
+    fired: Vec<String>,
+    resent: usize,
+}
+
+impl<S: Saga> SagaTest<S> {
+    /// With `policy` instead of the default.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    fn handle(&mut self, incoming: Incoming<'_, S::Event>) -> &mut Self {
+        match self
+            .instance
+            .handle(&self.saga_id, incoming, self.now, &self.policy)
+        {
+            Some(t) => {
+                self.instance = t.instance;
+                self.fired.extend(t.fired);
+                self.resent = t.resend.len();
+                self.last = Some(t.send.into_iter().map(|o| (o.key, o.command)).collect());
+            }
+            None => {
+                self.last = None;
+                self.resent = 0;
+            }
+        }
+        self
+    }
+
+    #[track_caller]
+    fn command_id(&self, key: &str) -> String {
+        match self.instance.pending.iter().find(|p| p.key == key) {
+            Some(p) => p.command_id.clone(),
+            None => panic!("{key} is not awaited; awaited: {:?}", self.awaiting()),
+        }
+    }
+
+    /// `event` arrives.
+    pub fn when_event(&mut self, event: S::Event) -> &mut Self {
+        self.handle(Incoming::Event {
+            event: &event,
+            name: "event",
+        })
+    }
+
+    /// The command sent under `key` is accepted.
+    #[track_caller]
+    pub fn when_accepted(&mut self, key: &str) -> &mut Self {
+        let id = self.command_id(key);
+        self.handle(Incoming::Result {
+            command_id: &id,
+            reply: Reply::Accepted,
+        })
+    }
+
+    /// The command sent under `key` is rejected with `code`.
+    #[track_caller]
+    pub fn when_rejected(&mut self, key: &str, code: &str) -> &mut Self {
+        let id = self.command_id(key);
+        self.handle(Incoming::Result {
+            command_id: &id,
+            reply: Reply::Rejected {
+                code,
+                reason: "rejected in a test",
+            },
+        })
+    }
+
+    /// A result for command id `command_id` arrives (e.g. one no longer awaited).
+    pub fn when_result_for(&mut self, command_id: &str) -> &mut Self {
+        self.handle(Incoming::Result {
+            command_id,
+            reply: Reply::Accepted,
+        })
+    }
+
+    /// `ms` pass; what is due fires.
+    pub fn when_time_passes(&mut self, ms: i64) -> &mut Self {
+        self.now += ms;
+        self.handle(Incoming::Tick)
+    }
+
+    /// Assert the last input sent exactly `expected` (request key, command), in order.
+    #[track_caller]
+    pub fn then_sends<'a>(
+        &mut self,
+        expected: impl IntoIterator<Item = (&'a str, S::Command)>,
+    ) -> &mut Self {
+        let expected: Vec<(String, S::Command)> = expected
+            .into_iter()
+            .map(|(k, c)| (k.to_string(), c))
+            .collect();
+        match &self.last {
+            Some(sent) => assert_eq!(sent, &expected, "commands sent"),
+            None => panic!("the input changed nothing; expected {expected:?}"),
+        }
+        self
+    }
+
+    /// Assert the last input changed nothing at all.
+    #[track_caller]
+    pub fn then_ignored(&mut self) -> &mut Self {
+        assert!(self.last.is_none(), "expected nothing, got {:?}", self.last);
+        self
+    }
+
+    /// Assert the instance is in `status` at step `step`.
+    #[track_caller]
+    pub fn then_at(&mut self, status: Status, step: &str) -> &mut Self {
+        assert_eq!(
+            (self.instance.status(), self.instance.state.step()),
+            (status, step),
+            "{:?}",
+            self.instance.state
+        );
+        self
+    }
+
+    /// The request keys awaiting a reply, in the order sent.
+    pub fn awaiting(&self) -> Vec<&str> {
+        self.instance
+            .pending
+            .iter()
+            .map(|p| p.key.as_str())
+            .collect()
+    }
+
+    /// The deadlines fired so far, in order.
+    pub fn fired(&self) -> &[String] {
+        &self.fired
+    }
+
+    /// How many commands the last input sent again.
+    pub fn resent(&self) -> usize {
+        self.resent
+    }
+
+    /// The instance.
+    pub fn instance(&self) -> &Instance<S> {
+        &self.instance
+    }
+
+    /// Its status.
+    pub fn status(&self) -> Status {
+        self.instance.status()
+    }
+
+    /// The test's clock, ms.
+    pub fn now(&self) -> i64 {
+        self.now
     }
 }

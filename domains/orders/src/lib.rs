@@ -7,6 +7,8 @@
 //! - [`contracts`]: the commands and events of `avro/orders/` as Rust types.
 //! - [`order`], [`inventory`], [`payment`]: the aggregates: their rules, pure (`handle` decides,
 //!   `apply` folds), each tested given/when/then.
+//! - [`fulfilment`]: the OrderFulfilment saga (reserve, pay, confirm; compensate in reverse order),
+//!   pure, tested given/when/then with time under the test's control.
 //! - [`projections`]: the read models (order by id, stock by SKU, account balance), pure mappings
 //!   from events to document changes, each tested given/when/then.
 //! - [`hosting`]: how each aggregate's commands, events and state map to their Avro records, for the
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod contracts;
+pub mod fulfilment;
 pub mod hosting;
 pub mod inventory;
 pub mod order;
