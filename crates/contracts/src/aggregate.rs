@@ -73,6 +73,14 @@ pub trait AggregateContract:
         event: Self::Event,
         metadata: EventMetadata,
     ) -> Result<(&'static str, Value), String>;
+
+    /// `command` with `command_id` and `correlation_id` written in, as an Avro record, for a sender (a
+    /// saga): its full name, its aggregate id (the record key) and its value.
+    fn command_record(
+        command: Self::Command,
+        command_id: String,
+        correlation_id: String,
+    ) -> Result<(&'static str, String, Value), String>;
 }
 
 /// The value of record `full_name` as the Rust type `T` (a contract type), for [`AggregateContract`]
@@ -142,6 +150,24 @@ macro_rules! aggregate_contract {
                         full_name: full_name.to_string(),
                         kind: "event",
                     }),
+                }
+            }
+
+            fn command_record(
+                command: $command,
+                command_id: String,
+                correlation_id: String,
+            ) -> Result<(&'static str, String, ::apache_avro::types::Value), String> {
+                match command {
+                    $($command::$cv(c) => {
+                        let mut c: $ct = c;
+                        c.command_id = command_id;
+                        c.correlation_id = Some(correlation_id);
+                        let id = c.$id.clone();
+                        ::apache_avro::to_value(&c)
+                            .map(|v| (concat!($ns, ".", stringify!($ct)), id, v))
+                            .map_err(|e| e.to_string())
+                    })*
                 }
             }
 

@@ -1,5 +1,5 @@
-//! A domain, as the services see it: one value a domain crate exports (its aggregates now; its
-//! projections and sagas when those services exist), and the list of domains a build hosts. A service
+//! A domain, as the services see it: one value a domain crate exports (its aggregates, projections and
+//! sagas), and the list of domains a build hosts. A service
 //! hosts the domain its config names; services and crates/kafka never name one.
 //!
 //! A domain crate declares itself:
@@ -12,11 +12,15 @@
 //!
 //! and the build lists it once, in `domains/hosted` (`causeway-domains`).
 
+use std::sync::Arc;
+
+use causeway_core::saga::Policy;
 use causeway_core::tracked::DedupWindow;
 
 use crate::aggregate::AggregateContract;
 use crate::hosting::{Host, Hosted, Limits};
 use crate::projecting::{Projecting, Projector};
+use crate::saga::{Route, SagaContract, SagaHost, SagaObserver};
 use causeway_core::projection::Projection;
 
 /// One aggregate type of a domain, and how to host it.
@@ -95,6 +99,62 @@ impl ProjectionType {
     }
 }
 
+/// One saga type of a domain, and how to host it.
+#[derive(Clone, Copy)]
+pub struct SagaType {
+    /// Its name, as in topic names (`<context>.<name>.inbox`).
+    pub name: &'static str,
+    /// The aggregate types whose events it reads.
+    pub sources: &'static [&'static str],
+    /// Its deadlines and their default durations, ms.
+    pub deadlines: &'static [(&'static str, i64)],
+    host: SagaHostFn,
+    route: fn(&str) -> Route,
+}
+
+/// Builds a saga's host: context, policy, limits, observer.
+type SagaHostFn = fn(&str, Policy, Limits, Arc<dyn SagaObserver>) -> Box<dyn Hosted>;
+
+impl std::fmt::Debug for SagaType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaType")
+            .field("name", &self.name)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SagaType {
+    /// Saga `S`.
+    pub fn of<S: SagaContract>() -> Self {
+        Self {
+            name: S::NAME,
+            sources: S::SOURCES,
+            deadlines: S::DEADLINES,
+            host: |context, policy, limits, observer| {
+                Box::new(SagaHost::<S>::new(context, policy, limits, observer))
+            },
+            route: Route::of::<S>,
+        }
+    }
+
+    /// A host for it in `context`.
+    pub fn host(
+        &self,
+        context: &str,
+        policy: Policy,
+        limits: Limits,
+        observer: Arc<dyn SagaObserver>,
+    ) -> Box<dyn Hosted> {
+        (self.host)(context, policy, limits, observer)
+    }
+
+    /// How its inputs find their way to its inbox in `context`.
+    pub fn route(&self, context: &str) -> Route {
+        (self.route)(context)
+    }
+}
+
 /// A domain: its name, its default bounded context (the first segment of its topics), its topology
 /// file and its aggregate types.
 #[derive(Debug, Clone)]
@@ -109,6 +169,8 @@ pub struct Domain {
     pub projections: Vec<ProjectionType>,
     /// Analytics views over its projections' ClickHouse tables.
     pub views: Vec<View>,
+    /// Its sagas.
+    pub sagas: Vec<SagaType>,
 }
 
 /// An analytics view a domain defines over its projections' documents in ClickHouse: a `SELECT` in
@@ -132,7 +194,24 @@ impl Domain {
             aggregates: Vec::new(),
             projections: Vec::new(),
             views: Vec::new(),
+            sagas: Vec::new(),
         }
+    }
+
+    /// With saga `S` too.
+    pub fn saga<S: SagaContract>(mut self) -> Self {
+        self.sagas.push(SagaType::of::<S>());
+        self
+    }
+
+    /// Its saga named `name`.
+    pub fn saga_type(&self, name: &str) -> Option<&SagaType> {
+        self.sagas.iter().find(|s| s.name == name)
+    }
+
+    /// The names of its sagas.
+    pub fn saga_names(&self) -> Vec<&'static str> {
+        self.sagas.iter().map(|s| s.name).collect()
     }
 
     /// With the analytics view `name` defined by `select` (see [`View`]).

@@ -21,25 +21,34 @@ use crate::records::{CommandOutcome, CommandResult, EventMetadata, RecentCommand
 /// The rejection code of a command result written for a dead-lettered command.
 pub const DEAD_LETTERED: &str = "dead_lettered";
 
-/// The topics of one aggregate type: `<context>.<aggregate>.{commands,events,changelog}`.
+/// The topics of one hosted type: the topic it consumes, and the event store and changelog it writes
+/// when it has them. An aggregate has all three (`<context>.<aggregate>.{commands,events,changelog}`);
+/// a saga consumes its inbox and keeps a changelog; a saga's router only consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
-    /// Its commands, consumed.
-    pub commands: String,
+    /// What it consumes: an aggregate's commands, a saga's inbox, a router's source.
+    pub input: String,
     /// Its event store.
-    pub events: String,
+    pub events: Option<String>,
     /// Its latest states, compacted.
-    pub changelog: String,
+    pub changelog: Option<String>,
 }
 
 impl Topics {
     /// The topics of `aggregate` in `context`.
     pub fn of(context: &str, aggregate: &str) -> Self {
         Self {
-            commands: format!("{context}.{aggregate}.commands"),
-            events: format!("{context}.{aggregate}.events"),
-            changelog: format!("{context}.{aggregate}.changelog"),
+            input: format!("{context}.{aggregate}.commands"),
+            events: Some(format!("{context}.{aggregate}.events")),
+            changelog: Some(format!("{context}.{aggregate}.changelog")),
         }
+    }
+
+    /// The topics the input, events and changelog of one type all share a partition count with.
+    pub fn co_partitioned(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.input.as_str())
+            .chain(self.events.as_deref())
+            .chain(self.changelog.as_deref())
     }
 }
 
@@ -112,13 +121,44 @@ pub struct Decided {
     pub aggregate_id: String,
     /// The events, stamped with their metadata: record full name and value, in order.
     pub events: Vec<(&'static str, Value)>,
-    /// The command's result.
-    pub result: CommandResult,
+    /// The command's result (`None`: the input was not a command).
+    pub result: Option<CommandResult>,
+    /// Records for other topics (a saga's commands, a router's forwarded inputs), each to its key's
+    /// murmur2 home partition.
+    pub sends: Vec<Outgoing>,
     /// Whether it was a resend answered from the state (nothing else is written).
     pub duplicate: bool,
     /// The changelog record after the command; `None` when the state does not change or is not kept
     /// (a duplicate; a rejection for an aggregate that does not exist).
     pub state: Option<Value>,
+}
+
+/// A record for another topic.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The topic (one of [`Hosted::targets`]).
+    pub topic: String,
+    /// The record key: it decides the partition.
+    pub key: String,
+    /// The value.
+    pub body: Body,
+}
+
+/// The value of an [`Outgoing`] record.
+#[derive(Debug)]
+pub enum Body {
+    /// A record to encode (record full name and value); its encoding is handed back with
+    /// [`Hosted::encoded`].
+    Record {
+        /// Its full name.
+        full_name: &'static str,
+        /// Its value.
+        value: Value,
+    },
+    /// Bytes already in the wire format (a record sent again).
+    Encoded(Vec<u8>),
+    /// The input record's own value, unchanged (a router forwarding it).
+    Input,
 }
 
 /// The clock the processor hands a command.
@@ -176,6 +216,33 @@ pub trait Hosted: Send {
     fn drop_partition(&mut self, partition: i32);
     /// Number of states held.
     fn states(&self) -> usize;
+    /// Whether every input record must be on its key's murmur2 home partition (one owner per key); a
+    /// record found elsewhere is forwarded there. A router reads topics keyed otherwise.
+    fn home_keyed(&self) -> bool {
+        true
+    }
+    /// The topics [`Decided::sends`] go to, checked at start.
+    fn targets(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The encoding of the `index`-th [`Body::Record`] of the last [`Hosted::decide`]'s sends, before
+    /// [`Hosted::commit`] (a saga keeps it to send again).
+    fn encoded(&mut self, _index: usize, _payload: &[u8]) {}
+    /// The states (partition and key) with something due at `now_ms` (a deadline, a retry), earliest
+    /// first, at most `max`.
+    fn due(&self, _now_ms: i64, _max: usize) -> Vec<(i32, String)> {
+        Vec::new()
+    }
+    /// What is due for `key` on `partition` could not be done (its records cannot be built): not
+    /// offered again until the state changes or is restored.
+    fn defer_due(&mut self, _partition: i32, _key: &str) {}
+    /// Decide what is due for `key` on `partition` at `stamp.now_ms`, like [`Hosted::decide`] (the
+    /// result is kept with [`Hosted::commit`]).
+    fn decide_due(&mut self, partition: i32, key: &str, _stamp: Stamp) -> Result<Decided, String> {
+        Err(format!("nothing is due for {key} on partition {partition}"))
+    }
+    /// The open transaction committed: what was kept since the last call is durable (metrics).
+    fn durable(&mut self) {}
 }
 
 /// A changed state to write to the changelog.
@@ -254,7 +321,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The string field `name` of a record value, for a command that cannot be read as its type.
-fn string_field<'a>(value: &'a Value, name: &str) -> Option<&'a str> {
+pub(crate) fn string_field<'a>(value: &'a Value, name: &str) -> Option<&'a str> {
     let Value::Record(fields) = value else {
         return None;
     };
@@ -545,7 +612,8 @@ impl<A: AggregateContract> Host<A> {
         Ok(Decided {
             aggregate_id,
             events: records,
-            result,
+            result: Some(result),
+            sends: Vec::new(),
             duplicate,
             state,
         })

@@ -10,6 +10,8 @@
 //! - [`aggregate`]: [`aggregate::AggregateContract`], how an aggregate's Rust types meet their contracts.
 //! - [`hosting`]: an aggregate type hosted by a processor: what a command does to the held states, all
 //!   or nothing, with size limits and caught panics.
+//! - [`saga`]: a saga type hosted by the orchestrator ([`saga::SagaContract`], [`saga::SagaHost`]) and
+//!   the routers that bring its inputs to its inbox keyed by saga id.
 //! - [`projecting`]: a projection hosted by a projector: an event record in, the change to its
 //!   document out, with poison (unreadable events, refusals, panics) said apart.
 //! - [`domain`]: [`domain::Domain`], the one value a domain crate exports for the services to host.
@@ -33,6 +35,7 @@ pub mod lock;
 pub mod projecting;
 pub mod records;
 pub mod registry;
+pub mod saga;
 pub mod schema;
 pub mod subject;
 pub mod upcast;

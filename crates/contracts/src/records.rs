@@ -89,6 +89,77 @@ pub struct StateRecord<S> {
     pub updated_at: i64,
 }
 
+/// A command a saga instance awaits the reply to (`causeway.SagaRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SagaRequest {
+    /// The request key.
+    pub key: String,
+    /// The command id.
+    pub command_id: String,
+    /// Sends so far.
+    pub attempts: i32,
+    /// When it was first sent, ms.
+    pub first_sent_at: i64,
+    /// When it is sent again or given up, ms.
+    pub retry_at: i64,
+    /// Its topic.
+    pub topic: String,
+    /// Its record key.
+    pub record_key: String,
+    /// Its record value as sent.
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// A running deadline of a saga instance (`causeway.SagaTimer`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SagaTimer {
+    /// Its name.
+    pub name: String,
+    /// When it fires, ms.
+    pub at: i64,
+}
+
+/// One step of a saga instance's history (`causeway.SagaHistoryEntry`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SagaHistoryEntry {
+    /// When, ms.
+    pub at: i64,
+    /// The step it led to.
+    pub step: String,
+    /// What happened.
+    pub what: String,
+}
+
+/// The changelog record of one saga instance (`<Saga>State` on `<ctx>.<saga>.changelog`): its domain
+/// state `S` with what the framework keeps around it. The envelope fields are the same for every saga,
+/// so operators' tools read them without knowing the domain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SagaRecord<S> {
+    /// The instance's id; also the record key.
+    pub saga_id: String,
+    /// Its status (`running`, `compensating`, `completed`, `compensated`, `failed`).
+    pub status: String,
+    /// Its current step.
+    pub step: String,
+    /// The domain state.
+    pub state: S,
+    /// Commands awaiting their reply.
+    pub pending: Vec<SagaRequest>,
+    /// Running deadlines.
+    pub timers: Vec<SagaTimer>,
+    /// The first and the latest steps.
+    pub history: Vec<SagaHistoryEntry>,
+    /// When it started, ms.
+    pub started_at: i64,
+    /// When its current step began, ms.
+    pub step_since: i64,
+    /// When this record was written, ms.
+    pub updated_at: i64,
+    /// Deadlines fired so far.
+    pub deadlines_fired: i32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,18 @@ pub mod names {
     pub const DLQ_PARKED_BEHIND_RECORDS: &str = "causeway_dlq_parked_behind_records";
     /// Counter: replays refused by the loop guard (`dlq.max_replays`), by `group`.
     pub const DLQ_LOOP_GUARD_TOTAL: &str = "causeway_dlq_loop_guard_total";
+    /// Saga instances held, by saga and status (gauge).
+    pub const SAGA_INSTANCES: &str = "causeway_saga_instances";
+    /// Saga instances finished, by saga and status (completed, compensated, failed).
+    pub const SAGA_FINISHED_TOTAL: &str = "causeway_saga_finished_total";
+    /// Saga instances that began compensating, by saga.
+    pub const SAGA_COMPENSATIONS_TOTAL: &str = "causeway_saga_compensations_total";
+    /// Saga deadlines fired, by saga and deadline.
+    pub const SAGA_DEADLINES_FIRED_TOTAL: &str = "causeway_saga_deadlines_fired_total";
+    /// Time saga instances spent in a step, by saga and step, in seconds.
+    pub const SAGA_STEP_SECONDS: &str = "causeway_saga_step_seconds";
+    /// Time from a saga instance's start to its end, by saga and status, in seconds.
+    pub const SAGA_DURATION_SECONDS: &str = "causeway_saga_duration_seconds";
 }
 
 /// A service's metrics registry with the metrics every service has.

@@ -201,6 +201,13 @@ mod hosted {
         let next = h
             .decide(0, Some(b"k"), ADD, &add("c-3", -1), AT, true)
             .unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(next.result.new_version, Some(2), "the counter goes on");
+        assert_eq!(
+            next.result
+                .as_ref()
+                .unwrap_or_else(|| panic!("no command result"))
+                .new_version,
+            Some(2),
+            "the counter goes on"
+        );
     }
 }

@@ -1,13 +1,18 @@
-//! The aggregates' [`AggregateContract`]s: which Avro record is which command or event, which field of a
+//! The aggregates' [`AggregateContract`]s and the saga's [`SagaContract`]: which Avro record is which command or event, which field of a
 //! command names its aggregate, and the changelog record of each state. This is what lets the aggregate
 //! processor host them.
 
+use apache_avro::types::Value;
+use causeway_contracts::aggregate::{AggregateContract, ReadError};
 use causeway_contracts::aggregate_contract;
 use causeway_contracts::domain::Domain;
+use causeway_contracts::saga::{CommandRecord, SagaContract, command_to};
+use causeway_core::Aggregate;
 
 use crate::contracts::inventory::*;
 use crate::contracts::order::*;
 use crate::contracts::payment::*;
+use crate::fulfilment::{FulfilmentCommand, OrderFulfilment};
 use crate::inventory::{Inventory, InventoryCommand, InventoryEvent};
 use crate::order::{Order, OrderCommand, OrderEvent};
 use crate::payment::{Account, PaymentCommand, PaymentEvent};
@@ -22,6 +27,34 @@ pub fn domain() -> Domain {
         .projection::<crate::projections::StockBySku>()
         .projection::<crate::projections::AccountBalance>()
         .view("daily_sales", crate::projections::DAILY_SALES)
+        .saga::<OrderFulfilment>()
+}
+
+impl SagaContract for OrderFulfilment {
+    const STATE_RECORD: &'static str = "causeway.orders.fulfilment.OrderFulfilmentState";
+    const SOURCES: &'static [&'static str] = &[Order::TYPE];
+    const TARGETS: &'static [&'static str] = &[Order::TYPE, Inventory::TYPE, Account::TYPE];
+
+    fn event(full_name: &str, value: &Value) -> Option<Result<OrderEvent, ReadError>> {
+        match Order::event(full_name, value) {
+            Err(ReadError::Unknown { .. }) => None,
+            read => Some(read),
+        }
+    }
+
+    fn command_record(
+        command: FulfilmentCommand,
+        command_id: String,
+        correlation_id: String,
+    ) -> Result<CommandRecord, String> {
+        match command {
+            FulfilmentCommand::Order(c) => command_to::<Order>(c, command_id, correlation_id),
+            FulfilmentCommand::Inventory(c) => {
+                command_to::<Inventory>(c, command_id, correlation_id)
+            }
+            FulfilmentCommand::Payment(c) => command_to::<Account>(c, command_id, correlation_id),
+        }
+    }
 }
 
 aggregate_contract! {

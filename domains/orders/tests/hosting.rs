@@ -71,7 +71,16 @@ fn a_command_gives_stamped_events_a_result_and_its_state_record() {
     assert_eq!((m.correlation_id.as_str(), m.occurred_at), ("c-1", 2_000));
     assert!(!m.event_id.is_empty());
     assert_eq!(
-        (d.result.outcome, d.result.new_version),
+        (
+            d.result
+                .as_ref()
+                .unwrap_or_else(|| panic!("no command result"))
+                .outcome,
+            d.result
+                .as_ref()
+                .unwrap_or_else(|| panic!("no command result"))
+                .new_version
+        ),
         (CommandOutcome::Accepted, Some(1))
     );
     assert!(!d.duplicate);
@@ -87,7 +96,14 @@ fn a_command_gives_stamped_events_a_result_and_its_state_record() {
         .decide(3, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(again.duplicate && again.events.is_empty() && again.state.is_none());
-    assert_eq!(again.result.new_version, Some(1));
+    assert_eq!(
+        again
+            .result
+            .as_ref()
+            .unwrap_or_else(|| panic!("no command result"))
+            .new_version,
+        Some(1)
+    );
 }
 
 #[test]
@@ -105,13 +121,24 @@ fn nothing_changes_until_commit() {
     let confirmed = h
         .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-2", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!(confirmed.result.new_version, Some(2));
+    assert_eq!(
+        confirmed
+            .result
+            .as_ref()
+            .unwrap_or_else(|| panic!("no command result"))
+            .new_version,
+        Some(2)
+    );
     h.discard();
     let again = h
         .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-3", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
-        again.result.new_version,
+        again
+            .result
+            .as_ref()
+            .unwrap_or_else(|| panic!("no command result"))
+            .new_version,
         Some(2),
         "the discarded confirmation did not move the version"
     );
@@ -138,7 +165,12 @@ fn a_written_state_restores_to_the_same_decisions() {
         .decide(0, Some(b"o-1"), PLACE, &place("c-2", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
-        other.result.rejection_code.as_deref(),
+        other
+            .result
+            .as_ref()
+            .unwrap_or_else(|| panic!("no command result"))
+            .rejection_code
+            .as_deref(),
         Some("already_placed"),
         "the state survived the restore"
     );
@@ -154,7 +186,13 @@ fn a_rejection_for_an_aggregate_that_does_not_exist_leaves_no_state() {
     let d = h
         .decide(0, Some(b"o-9"), CONFIRM, &confirm("c-1", "o-9"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!(d.result.outcome, CommandOutcome::Rejected);
+    assert_eq!(
+        d.result
+            .as_ref()
+            .unwrap_or_else(|| panic!("no command result"))
+            .outcome,
+        CommandOutcome::Rejected
+    );
     assert!(d.state.is_none(), "no state record to write");
     h.commit();
     assert_eq!(h.states(), 0);
@@ -205,7 +243,10 @@ fn poison_is_named_changes_nothing_and_carries_the_ids_it_could_read() {
         .decide(0, Some(b"o-1"), CONFIRM, &confirm("c-9", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
-        next.result.new_version,
+        next.result
+            .as_ref()
+            .unwrap_or_else(|| panic!("no command result"))
+            .new_version,
         Some(2),
         "the poison left the placed order at version 1"
     );

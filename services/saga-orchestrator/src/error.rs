@@ -8,12 +8,30 @@ pub enum Error {
     /// Talking to Kafka failed; the class is Kafka's.
     #[error(transparent)]
     Kafka(#[from] causeway_kafka::Error),
+    /// The processor stopped on an error.
+    #[error(transparent)]
+    Processor(#[from] causeway_kafka::processor::ProcessorError),
+    /// The schema registry did not answer. Transient.
+    #[error("schema registry: {0}")]
+    Registry(String),
+    /// A domain this build does not host. Fatal (config validation catches it first).
+    #[error("unknown domain {0:?}")]
+    UnknownDomain(String),
+    /// A saga this build does not host (or a domain with none). Fatal (config validation catches it first).
+    #[error("unknown saga: {0}")]
+    UnknownSaga(String),
+    /// The loop thread panicked, or metrics could not be registered. Fatal.
+    #[error("orchestrator thread failed: {0}")]
+    Task(String),
 }
 
 impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
             Error::Kafka(e) => e.class(),
+            Error::Processor(e) => e.class(),
+            Error::Registry(_) => ErrorClass::Transient,
+            Error::UnknownDomain(_) | Error::UnknownSaga(_) | Error::Task(_) => ErrorClass::Fatal,
         }
     }
 }

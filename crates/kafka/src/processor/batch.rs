@@ -64,8 +64,9 @@ impl Run {
                 .partitions
                 .values()
                 .any(|s| *s == PartitionState::Restoring);
-            self.progress.busy(!batch.is_empty() || restoring);
-            if !batch.is_empty() {
+            let due = self.anything_due();
+            self.progress.busy(!batch.is_empty() || restoring || due);
+            if !batch.is_empty() || due {
                 match self.process(consumer, &batch) {
                     Ok(()) => {
                         self.progress.moved();
@@ -73,10 +74,11 @@ impl Run {
                     }
                     Err(BatchError::Stop(e)) => return Err(e),
                     Err(BatchError::Retry(why)) => {
-                        let touched: HashSet<Owned> = batch
+                        let mut touched: HashSet<Owned> = batch
                             .iter()
                             .filter_map(|m| self.owned(m.topic(), m.partition()))
                             .collect();
+                        touched.extend(self.fired.drain());
                         tracing::warn!(error = %why, partitions = touched.len(), "transaction aborted; restoring the partitions it touched and retrying");
                         drop(batch);
                         self.recover(consumer, &touched);
@@ -102,6 +104,16 @@ impl Run {
         Ok(())
     }
 
+    /// Whether a host has something due now (a saga's deadline or retry) on a partition it owns.
+    fn anything_due(&self) -> bool {
+        let now = super::now_ms();
+        self.hosts.iter().enumerate().any(|(i, h)| {
+            h.due(now, usize::MAX)
+                .iter()
+                .any(|(p, _)| self.partitions.get(&(i, *p)) == Some(&PartitionState::Ready))
+        })
+    }
+
     /// Every partition of the group's assignment (once there was one) is restored.
     fn restored(&self) -> bool {
         self.assigned
@@ -125,6 +137,7 @@ impl Run {
                     for (topic, partition) in list {
                         if let Some(owned) = self.owned(&topic, partition) {
                             self.partitions.remove(&owned);
+                            self.positions.remove(&owned);
                             self.hosts[owned.0].drop_partition(partition);
                             gone.insert(owned);
                         }
@@ -165,7 +178,7 @@ impl Run {
             }
             *state = PartitionState::Restoring;
             self.hosts[host].drop_partition(partition);
-            paused.add_partition(&self.hosts[host].topics().commands, partition);
+            paused.add_partition(&self.hosts[host].topics().input, partition);
         }
         if let Err(e) = consumer.pause(&paused) {
             tracing::warn!(error = %e, "cannot pause partitions for restoring");

@@ -4,7 +4,7 @@
 //! against the topics' size limit before any of it is sent or kept: all or nothing. What cannot be
 //! built is poison: a dead letter, and a `dead_lettered` result when the command id can be read.
 
-use causeway_contracts::hosting::{CommandRef, Decided, Poison, Stamp, readable_ids};
+use causeway_contracts::hosting::{Body, CommandRef, Decided, Poison, Stamp, readable_ids};
 use causeway_contracts::records::{CommandOutcome, CommandResult};
 use causeway_contracts::wire::WireError;
 use rdkafka::Message;
@@ -30,9 +30,14 @@ pub const FORWARDED_FROM: &str = "causeway.forwarded-from";
 /// A command's records, encoded: nothing is sent until all of them are.
 struct Encoded {
     events: Vec<Vec<u8>>,
-    result: Vec<u8>,
+    result: Option<Vec<u8>>,
     state: Option<Vec<u8>>,
+    /// Records for other topics: topic, key, and the value (`None`: the input record's own).
+    sends: Vec<(String, String, Option<Vec<u8>>)>,
 }
+
+/// Most due states fired in one transaction.
+const MAX_DUE_PER_BATCH: usize = 500;
 
 /// Why a decided command's records could not be built.
 enum Unbuildable {
@@ -51,7 +56,9 @@ impl Run {
             let Some((host, partition)) = self.owned(m.topic(), m.partition()) else {
                 continue;
             };
-            if let Some(key) = m.key() {
+            if let Some(key) = m.key()
+                && self.hosts[host].home_keyed()
+            {
                 let home = home_partition(key, self.layout.partitions[host]);
                 if home != partition {
                     self.off_home(host, partition, m, home, now)?;
@@ -60,12 +67,16 @@ impl Run {
             }
             self.command(host, partition, m, now)?;
         }
+        self.fire_due(now)?;
         // Each changed state once, after the whole batch: the changelog keeps the latest per key.
         self.dirty_states(now)?;
         let mut states = std::mem::take(&mut self.batch_states);
         for ((host, partition, aggregate_id), bytes) in states.drain() {
+            let Some(changelog) = &self.hosts[host].topics().changelog else {
+                continue;
+            };
             self.send(
-                BaseRecord::to(&self.hosts[host].topics().changelog)
+                BaseRecord::to(changelog)
                     .partition(partition)
                     .key(aggregate_id.as_bytes())
                     .payload(bytes.as_slice()),
@@ -144,7 +155,9 @@ impl Run {
                 self.strict = true;
                 return Err(unwritable(why));
             }
-            let topic = &self.hosts[host].topics().changelog;
+            let Some(topic) = &self.hosts[host].topics().changelog else {
+                continue;
+            };
             let record_name = self.hosts[host].state_record();
             let limit = self.record_limits.of(topic);
             for state in dirty.drain(..) {
@@ -248,17 +261,59 @@ impl Run {
                 }),
             },
         };
+        match decided {
+            Ok(d) => self.write_decided(host, partition, d, Some(m), now),
+            Err(poison) => self.poisoned(host, partition, m, poison, now),
+        }
+    }
+
+    /// Fire what the hosts have due on their ready partitions (sagas' deadlines and retries), inside the
+    /// open transaction; the partitions it touches have their offsets sent with it.
+    fn fire_due(&mut self, now: i64) -> Result<(), BatchError> {
+        self.fired.clear();
+        for host in 0..self.hosts.len() {
+            let due = self.hosts[host].due(now, MAX_DUE_PER_BATCH);
+            for (partition, key) in due {
+                if self.partitions.get(&(host, partition)) != Some(&super::PartitionState::Ready) {
+                    continue;
+                }
+                let stamp = Stamp {
+                    command_at_ms: now,
+                    now_ms: now,
+                };
+                self.fired.insert((host, partition));
+                match self.hosts[host].decide_due(partition, &key, stamp) {
+                    Ok(decided) => self.write_decided(host, partition, decided, None, now)?,
+                    Err(why) => {
+                        tracing::error!(host = self.hosts[host].aggregate_type(), partition, key = %key, error = %why, "what is due cannot be done; deferred until the state changes");
+                        self.hosts[host].defer_due(partition, &key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encode and write everything a decision leads to: all of it is built before any of it is kept
+    /// or sent. `input` is the record decided (none for something due).
+    fn write_decided(
+        &mut self,
+        host: usize,
+        partition: i32,
+        decided: Decided,
+        input: Option<&BorrowedMessage<'_>>,
+        now: i64,
+    ) -> Result<(), BatchError> {
         let Decided {
             aggregate_id,
             events,
             result,
+            sends,
             duplicate,
             state,
-        } = match decided {
-            Ok(d) => d,
-            Err(poison) => return self.poisoned(host, partition, m, poison, now),
-        };
-        let encoded = match self.encode(host, &aggregate_id, events, &result, state) {
+        } = decided;
+        let encoded = match self.encode(host, &aggregate_id, events, result.as_ref(), state, sends)
+        {
             Ok(e) => e,
             Err(Unbuildable::Transient(e)) => {
                 self.hosts[host].discard();
@@ -266,46 +321,78 @@ impl Run {
             }
             Err(Unbuildable::Poison(reason)) => {
                 self.hosts[host].discard();
-                let command = CommandRef {
+                let Some(m) = input else {
+                    tracing::error!(host = self.hosts[host].aggregate_type(), partition, key = %aggregate_id, error = %reason, "what is due cannot be written; deferred until the state changes");
+                    self.hosts[host].defer_due(partition, &aggregate_id);
+                    return Ok(());
+                };
+                let command = result.map(|result| CommandRef {
                     command_id: result.command_id,
                     aggregate_id: result.aggregate_id,
                     correlation_id: result.correlation_id,
-                };
-                let poison = Poison {
-                    reason,
-                    command: Some(command),
-                };
+                });
+                let poison = Poison { reason, command };
                 return self.poisoned(host, partition, m, poison, now);
             }
         };
+        let mut records = 0;
+        for (_, _, bytes) in &encoded.sends {
+            if let Some(bytes) = bytes {
+                self.hosts[host].encoded(records, bytes);
+                records += 1;
+            }
+        }
         // Everything is built: keep the state, then write.
         self.hosts[host].commit();
-        let outcome = match (duplicate, result.outcome) {
-            (true, _) => "duplicate",
-            (false, CommandOutcome::Accepted) => "accepted",
-            (false, CommandOutcome::Rejected) => "rejected",
+        let outcome = match (duplicate, result.as_ref().map(|r| r.outcome)) {
+            (true, Some(_)) => "duplicate",
+            (false, Some(CommandOutcome::Accepted)) => "accepted",
+            (false, Some(CommandOutcome::Rejected)) => "rejected",
+            (true, None) => "ignored",
+            (false, None) if input.is_none() => "due",
+            (false, None) => "handled",
         };
         *self.batch_counts.entry((host, outcome)).or_default() += 1;
-        let out_headers = trace_headers(m);
-        let events_topic = self.hosts[host].topics().events.as_str();
+        let out_headers = input.and_then(|m| trace_headers(m, self.span));
         let key = aggregate_id.as_bytes();
-        for bytes in &encoded.events {
-            let mut record = BaseRecord::to(events_topic)
-                .partition(partition)
-                .key(key)
-                .payload(bytes.as_slice());
-            if let Some(h) = &out_headers {
-                record = record.headers(h.clone());
+        if let Some(events_topic) = self.hosts[host].topics().events.as_deref() {
+            for bytes in &encoded.events {
+                let mut record = BaseRecord::to(events_topic)
+                    .partition(partition)
+                    .key(key)
+                    .payload(bytes.as_slice());
+                if let Some(h) = &out_headers {
+                    record = record.headers(h.clone());
+                }
+                self.send(record)?;
+            }
+        }
+        if let (Some(m), Some(result), Some(bytes)) = (input, &result, &encoded.result) {
+            self.send_result(m, partition, &result.command_id, bytes, &out_headers)?;
+        }
+        for (topic, record_key, bytes) in &encoded.sends {
+            let payload = match (bytes, input) {
+                (Some(b), _) => Some(b.as_slice()),
+                (None, Some(m)) => m.payload(),
+                (None, None) => None,
+            };
+            let count = self.layout.targets.get(topic).copied().unwrap_or(1);
+            let mut record = BaseRecord::to(topic.as_str())
+                .partition(home_partition(record_key.as_bytes(), count))
+                .key(record_key.as_bytes());
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            // A forwarded input keeps its own headers (its trace); a new record continues the input's.
+            let headers = match (bytes, input) {
+                (None, Some(m)) => m.headers().and_then(headers::owned),
+                _ => out_headers.clone(),
+            };
+            if let Some(h) = headers {
+                record = record.headers(h);
             }
             self.send(record)?;
         }
-        self.send_result(
-            m,
-            partition,
-            &result.command_id,
-            &encoded.result,
-            &out_headers,
-        )?;
         if let Some(state) = encoded.state {
             self.batch_states
                 .insert((host, partition, aggregate_id), state);
@@ -319,8 +406,9 @@ impl Run {
         host: usize,
         aggregate_id: &str,
         events: Vec<(&'static str, apache_avro::types::Value)>,
-        result: &CommandResult,
+        result: Option<&CommandResult>,
         state: Option<apache_avro::types::Value>,
+        sends: Vec<causeway_contracts::hosting::Outgoing>,
     ) -> Result<Encoded, Unbuildable> {
         let topics = self.hosts[host].topics();
         let key = aggregate_id.len();
@@ -339,47 +427,83 @@ impl Run {
             Ok(bytes)
         };
         let mut encoded = Vec::with_capacity(events.len());
-        for (full_name, value) in events {
-            let bytes = self
-                .block_on(self.codec.encode_value(&topics.events, full_name, value))
-                .map_err(wire)?;
-            encoded.push(fits(full_name, &topics.events, bytes, key)?);
+        if !events.is_empty() {
+            let Some(events_topic) = topics.events.as_deref() else {
+                return Err(Unbuildable::Poison(format!(
+                    "{} has no event store to write events to",
+                    self.hosts[host].aggregate_type()
+                )));
+            };
+            for (full_name, value) in events {
+                let bytes = self
+                    .block_on(self.codec.encode_value(events_topic, full_name, value))
+                    .map_err(wire)?;
+                encoded.push(fits(full_name, events_topic, bytes, key)?);
+            }
         }
-        let result_key = result.command_id.len();
-        let result = self
-            .block_on(
-                self.codec
-                    .encode(&self.config.results_topic, RESULT_RECORD, result),
-            )
-            .map_err(wire)?;
-        let result = fits(
-            "the command result",
-            &self.config.results_topic,
-            result,
-            result_key,
-        )?;
-        let state = match state {
+        let result = match result {
             None => None,
-            Some(value) => {
+            Some(result) => {
+                let result_key = result.command_id.len();
+                let bytes = self
+                    .block_on(
+                        self.codec
+                            .encode(&self.config.results_topic, RESULT_RECORD, result),
+                    )
+                    .map_err(wire)?;
+                Some(fits(
+                    "the command result",
+                    &self.config.results_topic,
+                    bytes,
+                    result_key,
+                )?)
+            }
+        };
+        let state = match (state, topics.changelog.as_deref()) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Unbuildable::Poison(format!(
+                    "{} has no changelog to write its state to",
+                    self.hosts[host].aggregate_type()
+                )));
+            }
+            (Some(value), Some(changelog)) => {
                 let bytes = self
                     .block_on(self.codec.encode_value(
-                        &topics.changelog,
+                        changelog,
                         self.hosts[host].state_record(),
                         value,
                     ))
                     .map_err(wire)?;
-                Some(fits(
-                    "the aggregate's state record",
-                    &topics.changelog,
-                    bytes,
-                    key,
-                )?)
+                Some(fits("the state record", changelog, bytes, key)?)
             }
         };
+        let mut out = Vec::with_capacity(sends.len());
+        for send in sends {
+            if !self.layout.targets.contains_key(&send.topic) {
+                return Err(Unbuildable::Poison(format!(
+                    "{} sends to {}, which it did not declare among its targets",
+                    self.hosts[host].aggregate_type(),
+                    send.topic
+                )));
+            }
+            let bytes = match send.body {
+                Body::Record { full_name, value } => {
+                    let bytes = self
+                        .block_on(self.codec.encode_value(&send.topic, full_name, value))
+                        .map_err(wire)?;
+                    Some(fits(full_name, &send.topic, bytes, send.key.len())?)
+                }
+                Body::Encoded(bytes) => Some(bytes),
+                Body::Input => None,
+            };
+            out.push((send.topic, send.key, bytes));
+        }
         Ok(Encoded {
             events: encoded,
             result,
             state,
+            sends: out,
         })
     }
 
@@ -408,7 +532,13 @@ impl Run {
                 .encode(&self.config.results_topic, RESULT_RECORD, &result),
         ) {
             Ok(bytes) => {
-                self.send_result(m, partition, &result.command_id, &bytes, &trace_headers(m))?;
+                self.send_result(
+                    m,
+                    partition,
+                    &result.command_id,
+                    &bytes,
+                    &trace_headers(m, self.span),
+                )?;
             }
             Err(e @ WireError::Registry(_)) => return Err(e.into()),
             Err(e) => {
@@ -450,12 +580,9 @@ impl Run {
     }
 }
 
-/// Headers continuing the command's trace, for every record it leads to.
-fn trace_headers(m: &BorrowedMessage<'_>) -> Option<OwnedHeaders> {
+/// Headers continuing the input's trace, for every record it leads to.
+fn trace_headers(m: &BorrowedMessage<'_>, span: &'static str) -> Option<OwnedHeaders> {
     let h = m.headers()?;
-    let cx = causeway_observe::propagation::child(
-        &headers::trace_context(h),
-        "aggregate-processor process",
-    );
+    let cx = causeway_observe::propagation::child(&headers::trace_context(h), span);
     Some(headers::with_trace_context(OwnedHeaders::new(), &cx))
 }

@@ -69,6 +69,8 @@ use meters::Meters;
 /// A processor hosting one or more aggregate types. Build it, then [`Processor::run`] it on a thread
 /// that may block.
 pub struct Processor {
+    /// The service it runs in: its Kafka clients' purpose and the trace spans' names.
+    service: &'static str,
     config: ProcessorConfig,
     kafka: KafkaConfig,
     hosts: Vec<Box<dyn Hosted>>,
@@ -117,11 +119,18 @@ impl Processor {
     /// A processor with no aggregate yet.
     pub fn new(kafka: KafkaConfig, config: ProcessorConfig) -> Self {
         Self {
+            service: "aggregate-processor",
             config,
             kafka,
             hosts: Vec::new(),
             upcasters: Upcasters::default(),
         }
+    }
+
+    /// Run in service `name` (the Kafka clients' purpose, the trace spans' names).
+    pub fn service(mut self, name: &'static str) -> Self {
+        self.service = name;
+        self
     }
 
     /// Host one more aggregate type.
@@ -154,7 +163,7 @@ impl Processor {
         let kafka = self.kafka.clone();
         let transactional_id = self.config.transactional_id();
         let mut consumer_config = kafka.consumer_config(
-            "aggregate-processor",
+            self.service,
             &self.config.group_id,
             OffsetMode::Transactional,
         );
@@ -177,6 +186,7 @@ impl Processor {
         let layout = Layout::check(&consumer, &self.hosts, &self.config.results_topic)?;
         let record_limits = self.record_limits(&runtime, &kafka);
         let producer = transaction::producer(
+            self.service,
             &kafka,
             &self.config,
             &transactional_id,
@@ -185,7 +195,7 @@ impl Processor {
         let topics: Vec<&str> = self
             .hosts
             .iter()
-            .map(|h| h.topics().commands.as_str())
+            .map(|h| h.topics().input.as_str())
             .collect();
         consumer
             .subscribe(&topics)
@@ -210,7 +220,11 @@ impl Processor {
             report,
         );
         let transaction_timeout = self.config.effective_transaction_timeout(&kafka);
+        // The name of the span each processed input opens, once per process.
+        let span: &'static str = Box::leak(format!("{} process", self.service).into_boxed_str());
         let mut run = Run {
+            service: self.service,
+            span,
             dlq_topic: self.config.dlq_topic(),
             limits: self.config.limits(),
             config: self.config,
@@ -223,6 +237,8 @@ impl Processor {
             layout,
             record_limits,
             partitions: HashMap::new(),
+            positions: HashMap::new(),
+            fired: std::collections::HashSet::new(),
             assigned: false,
             batch_states: HashMap::new(),
             batch_counts: HashMap::new(),
@@ -260,11 +276,11 @@ impl Processor {
             .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
         let dlq = self.config.dlq_topic();
         let mut topics: Vec<&str> = vec![&self.config.results_topic, &dlq];
+        let targets: Vec<String> = self.hosts.iter().flat_map(|h| h.targets()).collect();
         for h in &self.hosts {
-            topics.push(&h.topics().events);
-            topics.push(&h.topics().changelog);
-            topics.push(&h.topics().commands);
+            topics.extend(h.topics().co_partitioned());
         }
+        topics.extend(targets.iter().map(String::as_str));
         let described = runtime.block_on(crate::topology::topic_config(
             kafka,
             &topics,
@@ -313,14 +329,17 @@ impl RecordLimits {
     }
 }
 
-/// Partition counts, checked at start: each hosted aggregate's commands, events and changelog have one
-/// count (the processor writes to the command's partition number), and the results topic exists.
+/// Partition counts, checked at start: each host's input, events and changelog have one count (the
+/// processor writes to the input's partition number), the topics hosts send to exist, and so does the
+/// results topic.
 #[derive(Debug)]
 struct Layout {
     /// Per host: the partition count of its topics.
     partitions: Vec<i32>,
     /// The results topic's partition count.
     results: i32,
+    /// The partition count of each topic hosts send to (their records go to their key's murmur2 home).
+    targets: HashMap<String, i32>,
 }
 
 impl Layout {
@@ -348,20 +367,32 @@ impl Layout {
         let mut missing = Vec::new();
         let mut mismatched = Vec::new();
         let mut partitions = Vec::with_capacity(hosts.len());
+        let mut targets = HashMap::new();
+        let mut missing_targets = Vec::new();
         for host in hosts {
             let t = host.topics();
-            let counts = [
-                (t.commands.as_str(), count(&t.commands)?),
-                (t.events.as_str(), count(&t.events)?),
-                (t.changelog.as_str(), count(&t.changelog)?),
-            ];
+            let mut counts = Vec::with_capacity(3);
+            for topic in t.co_partitioned() {
+                counts.push((topic, count(topic)?));
+            }
             missing.extend(counts.iter().filter(|(_, n)| *n == 0).map(|(t, _)| *t));
             if counts.iter().all(|(_, n)| *n > 0) && counts.iter().any(|(_, n)| *n != counts[0].1) {
                 let shown: Vec<String> = counts.iter().map(|(t, n)| format!("{t} {n}")).collect();
                 mismatched.push(shown.join(", "));
             }
             partitions.push(counts[0].1);
+            for target in host.targets() {
+                if targets.contains_key(&target) {
+                    continue;
+                }
+                let n = count(&target)?;
+                if n == 0 {
+                    missing_targets.push(target.clone());
+                }
+                targets.insert(target, n);
+            }
         }
+        missing.extend(missing_targets.iter().map(String::as_str));
         let results = count(results_topic)?;
         if results == 0 {
             missing.push(results_topic);
@@ -375,9 +406,9 @@ impl Layout {
         }
         for m in mismatched {
             problems.push(format!(
-                "partition counts differ: {m}; the commands, events and changelog of one aggregate \
-                 type must have the same count, since each event and state is written to the \
-                 partition number of its command"
+                "partition counts differ: {m}; the input, events and changelog of one aggregate \
+                 or saga type must have the same count, since each event and state is written to \
+                 the partition number of its input"
             ));
         }
         if !problems.is_empty() {
@@ -386,12 +417,16 @@ impl Layout {
         Ok(Self {
             partitions,
             results,
+            targets,
         })
     }
 }
 
 /// One run of the processor: its clients, hosts and what it owns.
 struct Run {
+    service: &'static str,
+    /// The name of the span each processed input opens (`<service> process`).
+    span: &'static str,
     config: ProcessorConfig,
     kafka: KafkaConfig,
     hosts: Vec<Box<dyn Hosted>>,
@@ -403,6 +438,11 @@ struct Run {
     limits: Limits,
     record_limits: RecordLimits,
     partitions: HashMap<Owned, PartitionState>,
+    /// The next offset to consume of each ready partition, as last committed (sent with a transaction
+    /// that fires something due there, so that the group fences a zombie's).
+    positions: HashMap<Owned, i64>,
+    /// The partitions where the open transaction fired something due.
+    fired: std::collections::HashSet<Owned>,
     /// The group assigned this instance its partitions at least once (possibly none).
     assigned: bool,
     /// The encoded state records of the batch being built, the latest per aggregate: each changed
@@ -430,7 +470,7 @@ impl Run {
     fn owned(&self, topic: &str, partition: i32) -> Option<Owned> {
         self.hosts
             .iter()
-            .position(|h| h.topics().commands == topic)
+            .position(|h| h.topics().input == topic)
             .map(|i| (i, partition))
     }
 

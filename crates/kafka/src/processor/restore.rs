@@ -160,6 +160,18 @@ impl Run {
         for owned in &restore.owned {
             self.partitions.insert(*owned, PartitionState::Ready);
         }
+        for element in restore.committed.elements() {
+            let owned = self.owned(element.topic(), element.partition());
+            match (owned, element.offset()) {
+                (Some(owned), Offset::Offset(o)) => {
+                    self.positions.insert(owned, o);
+                }
+                (Some(owned), _) => {
+                    self.positions.remove(&owned);
+                }
+                (None, _) => {}
+            }
+        }
         let states: usize = self.hosts.iter().map(|h| h.states()).sum();
         tracing::info!(
             partitions = restore.owned.len(),
@@ -191,7 +203,7 @@ impl Run {
         // aborted) before the changelog is read.
         let mut commands = TopicPartitionList::new();
         for &(host, partition) in &owned {
-            commands.add_partition(&self.hosts[host].topics().commands, partition);
+            commands.add_partition(&self.hosts[host].topics().input, partition);
         }
         let committed = match consumer.committed_offsets(commands, COMMITTED_TIMEOUT) {
             Ok(c) => c,
@@ -213,7 +225,10 @@ impl Run {
             for &p in &parts {
                 self.hosts[host].drop_partition(p);
             }
-            readers.push(self.reader(host, &parts)?);
+            // A host with no changelog (a router) has nothing to restore: it is only positioned.
+            if let Some(topic) = self.hosts[host].topics().changelog.clone() {
+                readers.push(self.reader(host, &topic, &parts)?);
+            }
         }
         self.restore = Some(Restore {
             owned,
@@ -226,10 +241,14 @@ impl Run {
     }
 
     /// A consumer of `partitions` of host `host`'s changelog from the beginning (read_committed).
-    fn reader(&self, host: usize, partitions: &[i32]) -> Result<Reader, ProcessorError> {
-        let topic = &self.hosts[host].topics().changelog;
+    fn reader(
+        &self,
+        host: usize,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Reader, ProcessorError> {
         let mut config = self.kafka.consumer_config(
-            "aggregate-processor-restore",
+            &format!("{}-restore", self.service),
             &format!("{}-restore", self.config.group_id),
             OffsetMode::Transactional,
         );

@@ -37,13 +37,13 @@ const DELIVERY_WAIT: Duration = Duration::from_micros(200);
 /// applies that limit to a whole record batch, and librdkafka does not split a batch the broker refused,
 /// so batches are kept within it.
 pub(super) fn producer(
+    service: &str,
     kafka: &KafkaConfig,
     config: &ProcessorConfig,
     transactional_id: &str,
     smallest_topic_limit: usize,
 ) -> Result<BaseProducer, ProcessorError> {
-    let mut producer_config =
-        kafka.transactional_producer_config("aggregate-processor", transactional_id);
+    let mut producer_config = kafka.transactional_producer_config(service, transactional_id);
     if !kafka.properties.contains_key("batch.size") {
         // Room for the record batch's own header (61 bytes) and some slack.
         let batch = smallest_topic_limit.saturating_sub(512).max(1024);
@@ -106,20 +106,43 @@ impl Run {
             let o = next.entry((m.topic(), m.partition())).or_insert(0);
             *o = (*o).max(m.offset() + 1);
         }
-        for ((topic, partition), offset) in next {
-            if let Err(e) = offsets.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+        // A partition where something due fired and no record was read: its offset as committed, so
+        // that the transaction carries the group's generation (a zombie's is fenced).
+        let mut fired_only = Vec::new();
+        for &(host, partition) in &self.fired {
+            let topic = self.hosts[host].topics().input.as_str();
+            if next.contains_key(&(topic, partition)) {
+                continue;
+            }
+            if let Some(&offset) = self.positions.get(&(host, partition)) {
+                fired_only.push((topic.to_string(), partition, offset));
+            }
+        }
+        for ((topic, partition), offset) in &next {
+            if let Err(e) = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            {
                 return Err(self.abort_for(e.into()));
             }
         }
-        let sent = self.retrying("send_offsets_to_transaction", || {
-            let group = consumer
-                .group_metadata()
-                .ok_or_else(|| BatchError::Retry("no consumer group metadata yet".into()))?;
-            let offsets = offsets.clone();
-            Ok(Box::new(move |p: &BaseProducer| {
-                p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
-            }))
-        });
+        for (topic, partition, offset) in &fired_only {
+            if let Err(e) = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            {
+                return Err(self.abort_for(e.into()));
+            }
+        }
+        let sent = if offsets.count() == 0 {
+            Ok(())
+        } else {
+            self.retrying("send_offsets_to_transaction", || {
+                let group = consumer
+                    .group_metadata()
+                    .ok_or_else(|| BatchError::Retry("no consumer group metadata yet".into()))?;
+                let offsets = offsets.clone();
+                Ok(Box::new(move |p: &BaseProducer| {
+                    p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+                }))
+            })
+        };
         if let Err(e) = sent {
             return Err(self.abort_for(e));
         }
@@ -137,6 +160,15 @@ impl Run {
             .transactions
             .with_label_values(&["committed"])
             .inc();
+        for ((topic, partition), offset) in next {
+            if let Some(owned) = self.owned(topic, partition) {
+                self.positions.insert(owned, offset);
+            }
+        }
+        self.fired.clear();
+        for host in &mut self.hosts {
+            host.durable();
+        }
         // A batch that needed states command by command is behind us.
         self.strict = false;
         // Counted once committed: an aborted batch is processed again.

@@ -27,8 +27,25 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_aggregate-processor");
-pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/aggregate-processor.toml");
+/// The processor binary: cargo's own in this package's tests; in another package's (which include this
+/// module), the workspace's ([`processor_binary`]).
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_aggregate-processor") {
+    Some(bin) => bin,
+    None => "",
+};
+pub const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../aggregate-processor/aggregate-processor.toml"
+);
+
+/// The processor binary to start.
+pub fn processor_binary() -> PathBuf {
+    if BIN.is_empty() {
+        workspace_binary("aggregate-processor")
+    } else {
+        PathBuf::from(BIN)
+    }
+}
 
 /// One test's topics, contracts and names.
 pub struct World {
@@ -99,8 +116,16 @@ impl World {
                 extra("changelog")
             );
         }
-        toml +=
-            &format!("[[topic]]\nname = \"{results_topic}\"\n[[topic]]\nname = \"{dlq_topic}\"\n");
+        for saga in domain.saga_names() {
+            toml += &format!("[[topic]]\nname = \"{context}.{saga}.inbox\"\n");
+            toml += &format!(
+                "[[topic]]\nname = \"{context}.{saga}.changelog\"\ncleanup_policy = \"compact\"\n"
+            );
+        }
+        toml += &format!(
+            "[[topic]]\nname = \"{results_topic}\"\n[[topic]]\nname = \"{dlq_topic}\"\n\
+             [[topic]]\nname = \"{context}-sagas.dlq\"\n"
+        );
         let topology = Topology::parse(&toml, "test").unwrap_or_else(|e| panic!("{e}"));
         let kafka = KafkaConfig::for_servers(s.kafka_bootstrap.clone());
         topology::apply(&kafka, &topology, false, Duration::from_secs(30))
@@ -189,7 +214,7 @@ impl World {
         let mut env = self.env(instance);
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut p = ServiceProcess::start(Path::new(BIN), Path::new(SAMPLE), &env)
+        let mut p = ServiceProcess::start(&processor_binary(), Path::new(SAMPLE), &env)
             .unwrap_or_else(|e| panic!("{e}"));
         p.wait_ready(Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}"));

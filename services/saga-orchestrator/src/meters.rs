@@ -1,0 +1,125 @@
+//! The orchestrator's saga metrics (names in causeway_observe::metrics::names), fed by the saga hosts
+//! once what they report is committed.
+
+use causeway_contracts::saga::SagaObserver;
+use causeway_core::saga::Status;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The saga metrics.
+pub struct SagaMeters {
+    instances: IntGaugeVec,
+    finished: IntCounterVec,
+    compensations: IntCounterVec,
+    fired: IntCounterVec,
+    step_seconds: HistogramVec,
+    duration_seconds: HistogramVec,
+}
+
+impl SagaMeters {
+    /// Registered in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        use causeway_observe::metrics::names;
+        let instances = IntGaugeVec::new(
+            Opts::new(
+                names::SAGA_INSTANCES,
+                "Saga instances held by this process, by saga and status.",
+            ),
+            &["saga", "status"],
+        )?;
+        let finished = IntCounterVec::new(
+            Opts::new(
+                names::SAGA_FINISHED_TOTAL,
+                "Saga instances finished, by saga and status (completed, compensated, failed).",
+            ),
+            &["saga", "status"],
+        )?;
+        let compensations = IntCounterVec::new(
+            Opts::new(
+                names::SAGA_COMPENSATIONS_TOTAL,
+                "Saga instances that began compensating, by saga.",
+            ),
+            &["saga"],
+        )?;
+        let fired = IntCounterVec::new(
+            Opts::new(
+                names::SAGA_DEADLINES_FIRED_TOTAL,
+                "Saga deadlines fired, by saga and deadline.",
+            ),
+            &["saga", "deadline"],
+        )?;
+        let buckets = prometheus::exponential_buckets(0.005, 2.0, 16)?;
+        let step_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                names::SAGA_STEP_SECONDS,
+                "Time saga instances spent in a step, by saga and step, in seconds.",
+            )
+            .buckets(buckets.clone()),
+            &["saga", "step"],
+        )?;
+        let duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                names::SAGA_DURATION_SECONDS,
+                "Time from a saga instance's start to its end, by saga and status, in seconds.",
+            )
+            .buckets(buckets),
+            &["saga", "status"],
+        )?;
+        registry.register(Box::new(instances.clone()))?;
+        registry.register(Box::new(finished.clone()))?;
+        registry.register(Box::new(compensations.clone()))?;
+        registry.register(Box::new(fired.clone()))?;
+        registry.register(Box::new(step_seconds.clone()))?;
+        registry.register(Box::new(duration_seconds.clone()))?;
+        Ok(Self {
+            instances,
+            finished,
+            compensations,
+            fired,
+            step_seconds,
+            duration_seconds,
+        })
+    }
+
+    /// Every status of `saga` shown, at zero until instances arrive.
+    pub fn show(&self, saga: &str) {
+        for status in Status::ALL {
+            self.instances.with_label_values(&[saga, status.as_str()]);
+        }
+        self.compensations.with_label_values(&[saga]);
+    }
+}
+
+impl SagaObserver for SagaMeters {
+    fn moved(&self, saga: &'static str, from: Option<Status>, to: Option<Status>) {
+        if let Some(from) = from {
+            self.instances
+                .with_label_values(&[saga, from.as_str()])
+                .dec();
+        }
+        if let Some(to) = to {
+            self.instances.with_label_values(&[saga, to.as_str()]).inc();
+            if to == Status::Compensating && from.is_some_and(|f| f != Status::Compensating) {
+                self.compensations.with_label_values(&[saga]).inc();
+            }
+        }
+    }
+
+    fn finished(&self, saga: &'static str, status: Status, ms: i64) {
+        self.finished
+            .with_label_values(&[saga, status.as_str()])
+            .inc();
+        self.duration_seconds
+            .with_label_values(&[saga, status.as_str()])
+            .observe(ms.max(0) as f64 / 1000.0);
+    }
+
+    fn fired(&self, saga: &'static str, name: &str) {
+        self.fired.with_label_values(&[saga, name]).inc();
+    }
+
+    fn stepped(&self, saga: &'static str, step: &str, ms: i64) {
+        self.step_seconds
+            .with_label_values(&[saga, step])
+            .observe(ms.max(0) as f64 / 1000.0);
+    }
+}

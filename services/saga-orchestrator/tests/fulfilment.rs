@@ -1,0 +1,264 @@
+//! OrderFulfilment end to end: the aggregate processor and the orchestrator as processes on the real
+//! Kafka and registry. A placed order is reserved, paid, confirmed and captured; a line out of stock
+//! releases what was reserved and cancels; a declined payment releases every line and cancels; a
+//! reply that never comes (the payment aggregate not running) is retried, then compensated, and the
+//! compensation lands once the payment aggregate is back.
+
+#[path = "../../aggregate-processor/tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use causeway_orders::contracts::OrderLine;
+use causeway_orders::contracts::inventory::AddStock;
+use causeway_orders::contracts::order::PlaceOrder;
+use causeway_orders::contracts::payment::{Deposit, OpenAccount};
+use support::{World, accounts, start_orchestrator, stock, wait_done};
+
+async fn add_stock(world: &World, sku: &str, quantity: i32) {
+    let id = format!("add-{sku}");
+    world
+        .send(
+            "inventory",
+            "AddStock",
+            sku,
+            &AddStock {
+                command_id: id,
+                sku: sku.into(),
+                quantity,
+                ..AddStock::default()
+            },
+        )
+        .await;
+}
+
+async fn open_account(world: &World, account: &str, cents: i64) {
+    world
+        .send(
+            "payment",
+            "OpenAccount",
+            account,
+            &OpenAccount {
+                command_id: format!("open-{account}"),
+                account_id: account.into(),
+                currency: "EUR".into(),
+                ..OpenAccount::default()
+            },
+        )
+        .await;
+    world
+        .send(
+            "payment",
+            "Deposit",
+            account,
+            &Deposit {
+                command_id: format!("deposit-{account}"),
+                account_id: account.into(),
+                amount_cents: cents,
+                ..Deposit::default()
+            },
+        )
+        .await;
+}
+
+async fn place(world: &World, order: &str, account: &str, lines: &[(&str, i32, i64)]) {
+    world
+        .send(
+            "order",
+            "PlaceOrder",
+            order,
+            &PlaceOrder {
+                command_id: format!("place-{order}"),
+                order_id: order.into(),
+                customer_id: "alice".into(),
+                lines: lines
+                    .iter()
+                    .map(|(sku, quantity, price)| OrderLine {
+                        sku: (*sku).into(),
+                        quantity: *quantity,
+                        unit_price_cents: *price,
+                    })
+                    .collect(),
+                currency: "EUR".into(),
+                payment_account_id: account.into(),
+                ..PlaceOrder::default()
+            },
+        )
+        .await;
+}
+
+/// The status of each order, from its changelog.
+async fn orders(world: &World) -> std::collections::BTreeMap<String, String> {
+    let states: std::collections::BTreeMap<
+        String,
+        causeway_contracts::records::StateRecord<causeway_orders::order::Order>,
+    > = support::latest(world, &world.topic("order", "changelog")).await;
+    states
+        .into_iter()
+        .map(|(k, v)| (k, format!("{:?}", v.state.status)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_out_of_stock_and_declined_end_to_end() {
+    let world = World::new(2).await;
+    let processor = world.start_processor("p1");
+    let orchestrator = start_orchestrator(&world, "s1", &[]);
+    add_stock(&world, "tea", 10).await;
+    add_stock(&world, "mug", 1).await;
+    open_account(&world, "rich", 100_000).await;
+    open_account(&world, "poor", 1).await;
+    world.wait_results(6, Duration::from_secs(30));
+
+    place(&world, "o-ok", "rich", &[("tea", 2, 450)]).await;
+    place(
+        &world,
+        "o-nostock",
+        "rich",
+        &[("tea", 1, 450), ("mug", 2, 1200)],
+    )
+    .await;
+    place(&world, "o-declined", "poor", &[("tea", 1, 450)]).await;
+    let sagas = wait_done(
+        &world,
+        &["o-ok", "o-nostock", "o-declined"],
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let status = |id: &str| (sagas[id].status.as_str(), sagas[id].step.as_str());
+    assert_eq!(status("o-ok"), ("completed", "confirmed"));
+    assert_eq!(status("o-nostock"), ("compensated", "cancelled"));
+    assert_eq!(status("o-declined"), ("compensated", "cancelled"));
+    let reason = |id: &str| sagas[id].state.reason.clone().unwrap_or_default();
+    assert!(
+        reason("o-nostock").starts_with("mug: insufficient_stock"),
+        "{}",
+        reason("o-nostock")
+    );
+    assert!(
+        reason("o-declined").starts_with("payment: insufficient_funds"),
+        "{}",
+        reason("o-declined")
+    );
+    // The history says what happened, step by step, with times.
+    let steps: Vec<&str> = sagas["o-nostock"]
+        .history
+        .iter()
+        .map(|h| h.step.as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "reserve_stock",
+            "reserve_stock",
+            "release_stock",
+            "cancel_order",
+            "cancelled"
+        ],
+        "{:?}",
+        sagas["o-nostock"].history
+    );
+    assert!(
+        sagas["o-nostock"]
+            .history
+            .windows(2)
+            .all(|w| w[0].at <= w[1].at)
+    );
+
+    let orders = orders(&world).await;
+    assert_eq!(orders["o-ok"], "Confirmed");
+    assert_eq!(orders["o-nostock"], "Cancelled");
+    assert_eq!(orders["o-declined"], "Cancelled");
+    // Stock: only the confirmed order holds a reservation; everything else was given back.
+    let stock = stock(&world).await;
+    assert_eq!(stock["tea"].state.available, 8);
+    assert_eq!(
+        stock["tea"].state.reservations,
+        [("o-ok".to_string(), 2)].into_iter().collect()
+    );
+    assert_eq!(stock["mug"].state.available, 1);
+    assert!(stock["mug"].state.reservations.is_empty());
+    // Money: the confirmed order was captured, the declined one held nothing.
+    let accounts = accounts(&world).await;
+    assert_eq!(accounts["rich"].state.balance_cents, 100_000 - 900);
+    assert!(accounts["rich"].state.holds.is_empty());
+    assert_eq!(accounts["poor"].state.balance_cents, 1);
+    assert!(accounts["poor"].state.holds.is_empty());
+
+    orchestrator
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    processor
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The payment aggregate is not running: the authorisation is never answered. It is sent again with
+/// backoff, then given up; the saga compensates (void, release, cancel), and once the payment
+/// aggregate runs, the authorisation and its void land in that order: no money stays held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_never_comes_is_retried_then_compensated() {
+    let world = World::new(1).await;
+    let without_payment = world.start_processor_with(
+        "p1",
+        &[(
+            "CAUSEWAY__PROCESSOR__AGGREGATES",
+            r#"["order", "inventory"]"#,
+        )],
+    );
+    let orchestrator = start_orchestrator(
+        &world,
+        "s1",
+        &[
+            ("CAUSEWAY__SAGAS__RETRY_INITIAL_MS", "500"),
+            ("CAUSEWAY__SAGAS__RETRY_MAX_MS", "1000"),
+            ("CAUSEWAY__SAGAS__RETRY_MAX_ATTEMPTS", "3"),
+        ],
+    );
+    add_stock(&world, "tea", 5).await;
+    open_account(&world, "acc", 10_000).await;
+    place(&world, "o-silent", "acc", &[("tea", 2, 100)]).await;
+
+    // Given up on the payment: compensating, the void awaiting the payment aggregate too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = support::sagas(&world).await;
+        if let Some(s) = s.get("o-silent")
+            && s.status == "compensating"
+        {
+            assert_eq!(s.step, "void_payment", "{:?}", s.history);
+            assert!(
+                s.history.iter().any(|h| h.what == "authorize: no answer"),
+                "{:?}",
+                s.history
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never gave up: {s:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let payment = world.start_processor_with(
+        "p2",
+        &[("CAUSEWAY__PROCESSOR__AGGREGATES", r#"["payment"]"#)],
+    );
+    let sagas = wait_done(&world, &["o-silent"], Duration::from_secs(60)).await;
+    assert_eq!(sagas["o-silent"].status, "compensated");
+    let orders = orders(&world).await;
+    assert_eq!(orders["o-silent"], "Cancelled");
+    let stock = stock(&world).await;
+    assert_eq!(stock["tea"].state.available, 5);
+    assert!(stock["tea"].state.reservations.is_empty());
+    let accounts = accounts(&world).await;
+    assert_eq!(accounts["acc"].state.balance_cents, 10_000);
+    assert!(
+        accounts["acc"].state.holds.is_empty(),
+        "{:?}",
+        accounts["acc"].state
+    );
+    for p in [orchestrator, payment, without_payment] {
+        p.terminate(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
