@@ -209,3 +209,287 @@ mod tests {
         assert_eq!((back.metadata, back.amount_cents), (metadata, 5));
     }
 }
+
+#[cfg(test)]
+mod saga_tests {
+    use std::sync::Arc;
+
+    use apache_avro::types::Value;
+    use causeway_contracts::hosting::{Body, Dirty, Hosted, Limits, Stamp};
+    use causeway_contracts::records::{
+        CommandOutcome, CommandResult, SagaHistoryEntry, SagaRecord, SagaRequest, SagaTimer,
+    };
+    use causeway_contracts::saga::{Route, SagaContract, SagaHost, SagaRouter, Unobserved};
+    use causeway_core::saga::Policy;
+
+    use crate::contracts::OrderLine;
+    use crate::contracts::order::{OrderConfirmed, OrderPlaced};
+    use crate::contracts::tests::{catalog, check};
+    use crate::fulfilment::{FulfilmentLine, OrderFulfilment, Phase};
+
+    fn host() -> SagaHost<OrderFulfilment> {
+        SagaHost::new(
+            "orders",
+            Policy::default(),
+            Limits::default(),
+            Arc::new(Unobserved),
+        )
+    }
+
+    fn placed(order: &str) -> Value {
+        let e = OrderPlaced {
+            order_id: order.into(),
+            lines: vec![OrderLine {
+                sku: "tea".into(),
+                quantity: 2,
+                unit_price_cents: 450,
+            }],
+            currency: "EUR".into(),
+            payment_account_id: "acc".into(),
+            total_cents: 900,
+            ..OrderPlaced::default()
+        };
+        apache_avro::to_value(&e).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const PLACED: &str = "causeway.orders.order.OrderPlaced";
+
+    fn at(now_ms: i64) -> Stamp {
+        Stamp {
+            command_at_ms: now_ms,
+            now_ms,
+        }
+    }
+
+    #[test]
+    fn the_saga_state_fits_its_changelog_record() {
+        let record = SagaRecord {
+            saga_id: "o-1".into(),
+            status: "running".into(),
+            step: "reserve_stock".into(),
+            state: OrderFulfilment {
+                order_id: "o-1".into(),
+                account_id: "acc".into(),
+                amount_cents: 900,
+                lines: vec![FulfilmentLine {
+                    sku: "tea".into(),
+                    quantity: 2,
+                }],
+                phase: Phase::Reserving,
+                line: 0,
+                reserved: 0,
+                reason: Some("why".into()),
+            },
+            pending: vec![SagaRequest {
+                key: "reserve/0".into(),
+                command_id: "order-fulfilment/o-1/reserve/0".into(),
+                attempts: 2,
+                first_sent_at: 1,
+                retry_at: 2,
+                topic: "orders.inventory.commands".into(),
+                record_key: "tea".into(),
+                payload: vec![0, 0, 0, 0, 7, 1, 2, 3],
+            }],
+            timers: vec![SagaTimer {
+                name: "fulfilment".into(),
+                at: 3,
+            }],
+            history: vec![SagaHistoryEntry {
+                at: 1,
+                step: "reserve_stock".into(),
+                what: "OrderPlaced".into(),
+            }],
+            started_at: 1,
+            step_since: 1,
+            updated_at: 2,
+            deadlines_fired: 0,
+        };
+        check(&catalog(), OrderFulfilment::STATE_RECORD, &record);
+    }
+
+    /// An input decided, its command encoded and kept, the state written and read back by another host:
+    /// the same instance, with what it awaits due at the same time.
+    #[test]
+    fn an_instance_is_written_and_restored_with_what_it_awaits() {
+        let mut a = host();
+        let decided = a
+            .decide(0, Some(b"o-1"), PLACED, &placed("o-1"), at(1_000), false)
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        assert!(decided.result.is_none() && decided.events.is_empty());
+        let [send] = decided.sends.as_slice() else {
+            panic!("{:?}", decided.sends)
+        };
+        assert_eq!(
+            (send.topic.as_str(), send.key.as_str()),
+            ("orders.inventory.commands", "tea")
+        );
+        let Body::Record { full_name, value } = &send.body else {
+            panic!("{:?}", send.body)
+        };
+        assert_eq!(*full_name, "causeway.orders.inventory.ReserveStock");
+        let Value::Record(fields) = value else {
+            panic!("{value:?}")
+        };
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            field("command_id"),
+            Some(Value::String("order-fulfilment/o-1/reserve/0".into()))
+        );
+        assert_eq!(
+            field("correlation_id"),
+            Some(Value::Union(1, Box::new(Value::String("o-1".into()))))
+        );
+        a.encoded(0, &[0, 0, 0, 0, 9, 42]);
+        a.commit();
+        assert_eq!(a.due(1_000, 10), []);
+        assert_eq!(a.due(6_000, 10), [(0, "o-1".to_string())]);
+        let mut dirty: Vec<Dirty> = Vec::new();
+        a.take_dirty(1_000, &mut dirty)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let [written] = dirty.as_slice() else {
+            panic!("{dirty:?}")
+        };
+        let mut b = host();
+        b.restore(0, "o-1", Some(&written.value))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.states(), 1);
+        assert_eq!(b.due(6_000, 10), [(0, "o-1".to_string())]);
+        // The retry sends the very bytes kept.
+        let retry = b
+            .decide_due(0, "o-1", at(6_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let [again] = retry.sends.as_slice() else {
+            panic!("{:?}", retry.sends)
+        };
+        assert!(
+            matches!(&again.body, Body::Encoded(bytes) if bytes == &[0, 0, 0, 0, 9, 42]),
+            "{:?}",
+            again.body
+        );
+        // A reply to a command it does not await changes nothing; the awaited one moves it on.
+        let reply = |command_id: &str| {
+            apache_avro::to_value(CommandResult {
+                command_id: command_id.into(),
+                correlation_id: "o-1".into(),
+                outcome: CommandOutcome::Accepted,
+                ..CommandResult::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        b.discard();
+        let stray = b
+            .decide(
+                0,
+                Some(b"o-1"),
+                "causeway.CommandResult",
+                &reply("other"),
+                at(7_000),
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        assert!(stray.duplicate && stray.sends.is_empty());
+        let next = b
+            .decide(
+                0,
+                Some(b"o-1"),
+                "causeway.CommandResult",
+                &reply("order-fulfilment/o-1/reserve/0"),
+                at(7_000),
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        assert_eq!(next.sends.len(), 1, "the authorisation");
+        assert_eq!(next.sends[0].topic, "orders.payment.commands");
+    }
+
+    #[test]
+    fn inputs_that_are_not_the_saga_s_are_poison_with_a_reason() {
+        let mut h = host();
+        let no_key = h.decide(0, None, PLACED, &placed("o-1"), at(1), false);
+        assert!(no_key.is_err_and(|p| p.reason.contains("saga id as the record key")));
+        let wrong_key = h.decide(0, Some(b"o-2"), PLACED, &placed("o-1"), at(1), false);
+        assert!(wrong_key.is_err_and(|p| p.reason.contains("not the saga id")));
+        let other = h.decide(
+            0,
+            Some(b"o-1"),
+            "causeway.orders.inventory.StockAdded",
+            &placed("o-1"),
+            at(1),
+            false,
+        );
+        assert!(other.is_err_and(|p| p.reason.contains("not an input of saga order-fulfilment")));
+    }
+
+    #[test]
+    fn the_router_forwards_placed_orders_and_the_saga_s_replies_by_saga_id() {
+        let mut r = SagaRouter::new(
+            "orders.order.events",
+            vec![Route::of::<OrderFulfilment>("orders")],
+            Limits::default(),
+        );
+        assert!(!r.home_keyed());
+        let d = r
+            .decide(3, Some(b"o-9"), PLACED, &placed("o-9"), at(1), false)
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        let [f] = d.sends.as_slice() else {
+            panic!("{:?}", d.sends)
+        };
+        assert_eq!(
+            (f.topic.as_str(), f.key.as_str()),
+            ("orders.order-fulfilment.inbox", "o-9")
+        );
+        assert!(matches!(f.body, Body::Input));
+        let confirmed = apache_avro::to_value(OrderConfirmed {
+            order_id: "o-9".into(),
+            ..OrderConfirmed::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let d = r
+            .decide(
+                3,
+                Some(b"o-9"),
+                "causeway.orders.order.OrderConfirmed",
+                &confirmed,
+                at(1),
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        assert!(d.sends.is_empty(), "no instance starts from it");
+        let result = |command_id: &str| {
+            apache_avro::to_value(CommandResult {
+                command_id: command_id.into(),
+                correlation_id: "o-9".into(),
+                ..CommandResult::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mine = r
+            .decide(
+                0,
+                Some(b"x"),
+                "causeway.CommandResult",
+                &result("order-fulfilment/o-9/confirm"),
+                at(1),
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        assert_eq!(mine.sends.len(), 1);
+        assert_eq!(mine.sends[0].key, "o-9");
+        let theirs = r
+            .decide(
+                0,
+                Some(b"x"),
+                "causeway.CommandResult",
+                &result("place-o-9"),
+                at(1),
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        assert!(theirs.sends.is_empty());
+    }
+}

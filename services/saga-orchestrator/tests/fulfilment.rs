@@ -200,6 +200,41 @@ async fn confirmed_out_of_stock_and_declined_end_to_end() {
 /// aggregate runs, the authorisation and its void land in that order: no money stays held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_that_never_comes_is_retried_then_compensated() {
+    silent_payment(
+        &[
+            ("CAUSEWAY__SAGAS__RETRY_INITIAL_MS", "500"),
+            ("CAUSEWAY__SAGAS__RETRY_MAX_MS", "1000"),
+            ("CAUSEWAY__SAGAS__RETRY_MAX_ATTEMPTS", "3"),
+        ],
+        "authorize: no answer",
+        false,
+    )
+    .await;
+}
+
+/// The same, but the fulfilment deadline passes first (retries would go on far longer), and the
+/// orchestrator is killed (SIGKILL) while the deadline is pending: its successor restores the deadline
+/// from the changelog and fires it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_fires_after_a_crash_once_then_compensates() {
+    silent_payment(
+        &[
+            ("CAUSEWAY__SAGAS__RETRY_INITIAL_MS", "1000"),
+            ("CAUSEWAY__SAGAS__RETRY_MAX_MS", "1000"),
+            ("CAUSEWAY__SAGAS__RETRY_MAX_ATTEMPTS", "1000"),
+            ("CAUSEWAY__SAGAS__DEADLINES_MS__fulfilment", "6000"),
+        ],
+        "deadline fulfilment passed",
+        true,
+    )
+    .await;
+}
+
+/// An order placed while the payment aggregate is not running, with the orchestrator under `config`:
+/// the saga gives up (its history says `gave_up`) and compensates; once the payment aggregate runs, the
+/// compensation lands and nothing stays reserved or held. With `crash`, the orchestrator is killed while
+/// the authorisation waits and a new one takes over.
+async fn silent_payment(config: &[(&'static str, &str)], gave_up: &str, crash: bool) {
     let world = World::new(1).await;
     let without_payment = world.start_processor_with(
         "p1",
@@ -208,43 +243,43 @@ async fn a_reply_that_never_comes_is_retried_then_compensated() {
             r#"["order", "inventory"]"#,
         )],
     );
-    let orchestrator = start_orchestrator(
-        &world,
-        "s1",
-        &[
-            ("CAUSEWAY__SAGAS__RETRY_INITIAL_MS", "500"),
-            ("CAUSEWAY__SAGAS__RETRY_MAX_MS", "1000"),
-            ("CAUSEWAY__SAGAS__RETRY_MAX_ATTEMPTS", "3"),
-        ],
-    );
+    let mut orchestrator = start_orchestrator(&world, "s1", config);
     add_stock(&world, "tea", 5).await;
     open_account(&world, "acc", 10_000).await;
     place(&world, "o-silent", "acc", &[("tea", 2, 100)]).await;
 
-    // Given up on the payment: compensating, the void awaiting the payment aggregate too.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = support::sagas(&world).await;
-        if let Some(s) = s.get("o-silent")
-            && s.status == "compensating"
-        {
-            assert_eq!(s.step, "void_payment", "{:?}", s.history);
-            assert!(
-                s.history.iter().any(|h| h.what == "authorize: no answer"),
-                "{:?}",
-                s.history
-            );
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never gave up: {s:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    if crash {
+        wait_for(&world, "o-silent", |s| s.step == "authorize_payment").await;
+        orchestrator.kill().unwrap_or_else(|e| panic!("{e}"));
+        orchestrator = start_orchestrator(&world, "s1", config);
     }
+    // Given up on the payment: compensating, the void awaiting the payment aggregate too.
+    let s = wait_for(&world, "o-silent", |s| s.status == "compensating").await;
+    assert_eq!(s.step, "void_payment", "{:?}", s.history);
+    assert!(
+        s.history.iter().any(|h| h.what == gave_up),
+        "{:?}",
+        s.history
+    );
     let payment = world.start_processor_with(
         "p2",
         &[("CAUSEWAY__PROCESSOR__AGGREGATES", r#"["payment"]"#)],
     );
     let sagas = wait_done(&world, &["o-silent"], Duration::from_secs(60)).await;
-    assert_eq!(sagas["o-silent"].status, "compensated");
+    let saga = &sagas["o-silent"];
+    assert_eq!(saga.status, "compensated");
+    let fired = saga
+        .history
+        .iter()
+        .filter(|h| h.what.starts_with("deadline "))
+        .count();
+    assert_eq!(
+        i32::try_from(fired).unwrap_or(-1),
+        saga.deadlines_fired,
+        "{:?}",
+        saga.history
+    );
+    assert!(saga.deadlines_fired <= 1, "{:?}", saga.history);
     let orders = orders(&world).await;
     assert_eq!(orders["o-silent"], "Cancelled");
     let stock = stock(&world).await;
@@ -260,5 +295,30 @@ async fn a_reply_that_never_comes_is_retried_then_compensated() {
     for p in [orchestrator, payment, without_payment] {
         p.terminate(Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Wait until saga `id` satisfies `f` (at most a minute); returns it.
+async fn wait_for(
+    world: &World,
+    id: &str,
+    f: impl Fn(
+        &causeway_contracts::records::SagaRecord<causeway_orders::fulfilment::OrderFulfilment>,
+    ) -> bool,
+) -> causeway_contracts::records::SagaRecord<causeway_orders::fulfilment::OrderFulfilment> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all = support::sagas(world).await;
+        if let Some(s) = all.remove(id)
+            && f(&s)
+        {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "saga {id} never got there: {:?}",
+            all.get(id)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
