@@ -15,15 +15,17 @@ macro_rules! say {
 
 mod dlq;
 mod projections;
+mod saga;
 mod schema;
 mod topics;
+mod when;
 
 use std::process::ExitCode;
 
 use causeway_kafka::KafkaConfig;
 use clap::{Args, Parser, Subcommand};
 
-/// Operate a Causeway deployment: topics, schemas, projections (lag, rebuild), dead letters (list, show, replay, discard), event history.
+/// Operate a Causeway deployment: topics, schemas, projections (lag, rebuild), dead letters (list, show, replay, discard), event history, sagas (show, list, stuck).
 #[derive(Debug, Parser)]
 #[command(name = "causeway", version, about, long_about = None)]
 struct Cli {
@@ -49,6 +51,10 @@ enum Command {
     /// What happened to one aggregate (its events in order, each with its command, result and trace id,
     /// and its dead letters), or to one flow (--correlation): through the dlq-reprocessor's API.
     Events(dlq::EventsArgs),
+    /// Saga instances, read from their changelog: one instance's status, step, awaited commands,
+    /// deadlines and history; instances by status and age; those stuck in one step.
+    #[command(subcommand)]
+    Saga(saga::SagaCommand),
 }
 
 /// How to reach Kafka; shared by every subcommand that talks to it.
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
             Command::Projections(cmd) => projections::run(cmd).await,
             Command::Dlq(cmd) => dlq::run(cmd).await,
             Command::Events(args) => dlq::events(args).await,
+            Command::Saga(cmd) => saga::run(cmd).await,
         }
     })
 }

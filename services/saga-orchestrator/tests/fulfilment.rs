@@ -167,6 +167,42 @@ async fn confirmed_out_of_stock_and_declined_end_to_end() {
             .all(|w| w[0].at <= w[1].at)
     );
 
+    // What an operator sees.
+    let (code, shown) = support::cli(&world, &["show", "o-nostock"]);
+    assert_eq!(code, 0, "{shown}");
+    for expected in [
+        "o-nostock: compensated, step cancelled",
+        "awaiting: nothing",
+        "reserve/1: rejected insufficient_stock",
+        "release_stock",
+        "\"reason\":\"mug: insufficient_stock",
+    ] {
+        assert!(shown.contains(expected), "{expected:?} not in:\n{shown}");
+    }
+    let (code, listed) = support::cli(&world, &["list", "--status", "compensated"]);
+    assert_eq!(code, 0, "{listed}");
+    assert!(
+        listed.contains("o-nostock") && listed.contains("o-declined"),
+        "{listed}"
+    );
+    assert!(!listed.contains("o-ok"), "{listed}");
+    let (code, json) = support::cli(&world, &["list", "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let json: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(json["matched"], 3, "{json}");
+    let (code, none) = support::cli(&world, &["stuck", "--longer-than", "0s"]);
+    assert_eq!(
+        (code, none.trim()),
+        (0, "no instance in one step for 0 ms or longer")
+    );
+    let (code, missing) = support::cli(&world, &["show", "o-unknown"]);
+    assert_eq!(code, 1);
+    assert!(missing.contains("no instance \"o-unknown\""), "{missing}");
+    let (code, bad) = support::cli(&world, &["list", "--status", "sleeping"]);
+    assert_eq!(code, 2);
+    assert!(bad.contains("unknown status \"sleeping\""), "{bad}");
+
     let orders = orders(&world).await;
     assert_eq!(orders["o-ok"], "Confirmed");
     assert_eq!(orders["o-nostock"], "Cancelled");
@@ -260,6 +296,14 @@ async fn silent_payment(config: &[(&'static str, &str)], gave_up: &str, crash: b
         s.history.iter().any(|h| h.what == gave_up),
         "{:?}",
         s.history
+    );
+    // Stuck: compensating, waiting on the payment aggregate.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (code, stuck) = support::cli(&world, &["stuck", "--longer-than", "1s"]);
+    assert_eq!(code, 0, "{stuck}");
+    assert!(
+        stuck.contains("o-silent") && stuck.contains("void_payment") && stuck.contains("void"),
+        "{stuck}"
     );
     let payment = world.start_processor_with(
         "p2",

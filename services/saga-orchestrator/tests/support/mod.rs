@@ -148,3 +148,28 @@ pub async fn wait_done(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// `causeway saga <args>` against `world`: exit code and stdout (stderr on failure).
+pub fn cli(world: &World, args: &[&str]) -> (i32, String) {
+    let bin = crate::common::workspace_binary("causeway");
+    let out = std::process::Command::new(bin)
+        .arg("saga")
+        .args(args)
+        .args([
+            "--context",
+            &world.context,
+            "--registry",
+            &world.stack.registry_url,
+            "--bootstrap-servers",
+            &world.stack.kafka_bootstrap,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let code = out.status.code().unwrap_or(-1);
+    let text = if code == 0 {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    (code, text)
+}
