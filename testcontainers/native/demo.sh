@@ -52,20 +52,40 @@ what = {"accepted": "accepted, version %s" % r.get("version"),
         "pending": "pending (no result yet)"}[r["status"]]
 print("  %-18s %-24s %s" % (sys.argv[1], r.get("aggregate_id", ""), what))' "$command"
 }
-acct="acc-$run" order="order-$run"
+acct="acc-$run" order="order-$run" short="short-$run"
 send payment   OpenAccount      "{\"account_id\":\"$acct\",\"currency\":\"EUR\"}" 1
 send payment   Deposit          "{\"account_id\":\"$acct\",\"amount_cents\":10000}" 2
 send inventory AddStock         "{\"sku\":\"tea-$run\",\"quantity\":10}" 3
-send order     PlaceOrder       "{\"order_id\":\"$order\",\"customer_id\":\"alice\",\"lines\":[{\"sku\":\"tea-$run\",\"quantity\":2,\"unit_price_cents\":450}],\"currency\":\"EUR\",\"payment_account_id\":\"$acct\"}" 4
-send inventory ReserveStock     "{\"sku\":\"tea-$run\",\"order_id\":\"$order\",\"quantity\":2}" 5
-send payment   AuthorizePayment "{\"account_id\":\"$acct\",\"payment_id\":\"pay-$run\",\"order_id\":\"$order\",\"amount_cents\":900}" 6
-send order     ConfirmOrder     "{\"order_id\":\"$order\",\"expected_version\":1}" 7
+send inventory AddStock         "{\"sku\":\"mug-$run\",\"quantity\":1}" 4
+echo "  two orders; the OrderFulfilment saga takes each from here (reserve, pay, confirm, capture):"
+send order     PlaceOrder       "{\"order_id\":\"$order\",\"customer_id\":\"alice\",\"lines\":[{\"sku\":\"tea-$run\",\"quantity\":2,\"unit_price_cents\":450}],\"currency\":\"EUR\",\"payment_account_id\":\"$acct\"}" 5
+send order     PlaceOrder       "{\"order_id\":\"$short\",\"customer_id\":\"alice\",\"lines\":[{\"sku\":\"tea-$run\",\"quantity\":1,\"unit_price_cents\":450},{\"sku\":\"mug-$run\",\"quantity\":3,\"unit_price_cents\":1200}],\"currency\":\"EUR\",\"payment_account_id\":\"$acct\"}" 6
 echo "  and what the rules and the contracts refuse:"
 send inventory ReserveStock     "{\"sku\":\"tea-$run\",\"order_id\":\"other-$run\",\"quantity\":50}" 8
-send order     ShipOrder        "{\"order_id\":\"$order\",\"carrier\":\"DHL\",\"tracking_number\":\"T1\",\"expected_version\":1}" 9
 send payment   Deposit          "{\"account_id\":\"$acct\",\"amount_cents\":\"lots\"}" 10
 echo "  and a resend of the first command (same Idempotency-Key): its first answer, no new event:"
 send payment   OpenAccount      "{\"account_id\":\"$acct\",\"currency\":\"EUR\"}" 1
+
+step "The sagas (saga-orchestrator: causeway saga show|list|stuck)"
+# Wait (at most 30 s) until both orders' sagas are done.
+saga_status() {
+  "$causeway" saga show "$1" --json 2>/dev/null | "$dir/venv/bin/python" -c '
+import json, sys
+print(json.load(sys.stdin)["status"])' 2>/dev/null || true
+}
+for _ in $(seq 1 150); do
+  a=$(saga_status "$order") b=$(saga_status "$short")
+  case "$a $b" in completed\ compensated) break ;; esac
+  sleep 0.2
+done
+echo "  causeway saga show $order"
+"$causeway" saga show "$order" | sed 's/^/    /'
+echo "  causeway saga show $short   (mug-$run: 3 wanted, 1 in stock)"
+"$causeway" saga show "$short" | sed 's/^/    /'
+echo "  causeway saga list --newer-than 10m"
+"$causeway" saga list --newer-than 10m | sed 's/^/    /'
+echo "  a command to the order the saga confirmed, with a stale expected version:"
+send order     ShipOrder        "{\"order_id\":\"$order\",\"carrier\":\"DHL\",\"tracking_number\":\"T1\",\"expected_version\":1}" 9
 
 step "The read models in Redis (projector-redis: GET 127.0.0.1:18083/v1/read/<projection>/<id>)"
 # Read your writes: ConfirmOrder gave the order version 2; the read waits (at most 5 s) until it is applied.
@@ -81,8 +101,10 @@ else:
     print("  %-44s version %s: %s" % (sys.argv[1], d["version"], json.dumps(d["fields"], sort_keys=True)))' "$1"
 }
 read_model "/v1/read/order-by-id/$order?min_version=2&wait_ms=5000"
-read_model "/v1/read/stock-by-sku/tea-$run?min_version=2&wait_ms=5000"
-read_model "/v1/read/account-balance/$acct?min_version=3&wait_ms=5000"
+read_model "/v1/read/order-by-id/$short?min_version=2&wait_ms=5000"
+read_model "/v1/read/stock-by-sku/tea-$run?min_version=4&wait_ms=5000"
+read_model "/v1/read/stock-by-sku/mug-$run?min_version=1&wait_ms=5000"
+read_model "/v1/read/account-balance/$acct?min_version=4&wait_ms=5000"
 read_model "/v1/read/order-by-id/index/orders-by-customer/alice?limit=3"
 
 step "Analytics in ClickHouse (projector-clickhouse): the daily sales rollup and the event log"
@@ -133,6 +155,9 @@ done
 step "The processor's metrics (curl -s 127.0.0.1:9402/metrics)"
 curl -s 127.0.0.1:9402/metrics | grep -E '^causeway_processor_(commands|transactions)_total' | sed 's/^/  /'
 
+step "The orchestrator's metrics (curl -s 127.0.0.1:9405/metrics)"
+curl -s 127.0.0.1:9405/metrics | grep -E '^causeway_saga_(instances|finished_total|compensations_total)' | sed 's/^/  /'
+
 cat <<EOT
 
 Causeway is running: Kafka at $KAFKA_BOOTSTRAP, Redis at $REDIS_URL, ClickHouse at $CLICKHOUSE_URL,
@@ -163,6 +188,10 @@ What you can do next:
   export CAUSEWAY_DLQ_TOKEN=$(cat .stack/dlq-token)
   target/debug/causeway dlq list            dead letters (show, replay, discard, counts); web UI: http://127.0.0.1:18086/
   target/debug/causeway events order <id>   an aggregate's events with their commands, results and trace ids
+  target/debug/causeway saga show <order id>
+                                            an order's fulfilment: status, step, what it awaits, deadlines, history
+  target/debug/causeway saga stuck --longer-than 30s
+                                            sagas stuck in one step (list --status running,compensating: all open)
   make status                               what runs, and whether it is ready
   tail -f .stack/services/*.log             the services' JSON logs
   make down                                 stop the services and the stack

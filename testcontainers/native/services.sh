@@ -23,7 +23,7 @@ services=(
   "aggregate-processor 9402 built"
   "projector-clickhouse 9403 built"
   "projector-redis 9404 built"
-  "saga-orchestrator 9405 planned"
+  "saga-orchestrator 9405 built"
   "dlq-reprocessor 9406 built"
 )
 

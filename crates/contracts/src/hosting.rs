@@ -221,6 +221,12 @@ pub trait Hosted: Send {
     fn home_keyed(&self) -> bool {
         true
     }
+    /// Where a partition of its input with no committed offset starts: at its end (a router: a saga
+    /// reacts to what happens after it is first deployed, not to the whole history) instead of its
+    /// beginning.
+    fn starts_at_end(&self) -> bool {
+        false
+    }
     /// The topics [`Decided::sends`] go to, checked at start.
     fn targets(&self) -> Vec<String> {
         Vec::new()

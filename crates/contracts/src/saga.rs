@@ -779,6 +779,10 @@ impl Hosted for SagaRouter {
         false
     }
 
+    fn starts_at_end(&self) -> bool {
+        true
+    }
+
     fn targets(&self) -> Vec<String> {
         self.routes.iter().map(|r| r.inbox.clone()).collect()
     }

@@ -104,12 +104,14 @@ async fn orders(world: &World) -> std::collections::BTreeMap<String, String> {
 async fn confirmed_out_of_stock_and_declined_end_to_end() {
     let world = World::new(2).await;
     let processor = world.start_processor("p1");
-    let orchestrator = start_orchestrator(&world, "s1", &[]);
     add_stock(&world, "tea", 10).await;
     add_stock(&world, "mug", 1).await;
     open_account(&world, "rich", 100_000).await;
     open_account(&world, "poor", 1).await;
-    world.wait_results(6, Duration::from_secs(30));
+    // Placed before the saga was first deployed: history, not its business.
+    place(&world, "o-before", "rich", &[("tea", 1, 450)]).await;
+    world.wait_results(7, Duration::from_secs(30));
+    let orchestrator = start_orchestrator(&world, "s1", &[]);
 
     place(&world, "o-ok", "rich", &[("tea", 2, 450)]).await;
     place(
@@ -190,7 +192,7 @@ async fn confirmed_out_of_stock_and_declined_end_to_end() {
     assert_eq!(code, 0, "{json}");
     let json: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
-    assert_eq!(json["matched"], 3, "{json}");
+    assert_eq!(json["matched"], 3, "only the orders placed since: {json}");
     let (code, none) = support::cli(&world, &["stuck", "--longer-than", "0s"]);
     assert_eq!(
         (code, none.trim()),
@@ -203,7 +205,9 @@ async fn confirmed_out_of_stock_and_declined_end_to_end() {
     assert_eq!(code, 2);
     assert!(bad.contains("unknown status \"sleeping\""), "{bad}");
 
+    assert!(!sagas.contains_key("o-before"), "{:?}", sagas.keys());
     let orders = orders(&world).await;
+    assert_eq!(orders["o-before"], "Placed");
     assert_eq!(orders["o-ok"], "Confirmed");
     assert_eq!(orders["o-nostock"], "Cancelled");
     assert_eq!(orders["o-declined"], "Cancelled");

@@ -66,7 +66,7 @@ impl Run {
                 .any(|s| *s == PartitionState::Restoring);
             let due = self.anything_due();
             self.progress.busy(!batch.is_empty() || restoring || due);
-            if !batch.is_empty() || due {
+            if !batch.is_empty() || due || !self.anchor.is_empty() {
                 match self.process(consumer, &batch) {
                     Ok(()) => {
                         self.progress.moved();
@@ -138,6 +138,7 @@ impl Run {
                         if let Some(owned) = self.owned(&topic, partition) {
                             self.partitions.remove(&owned);
                             self.positions.remove(&owned);
+                            self.anchor.remove(&owned);
                             self.hosts[owned.0].drop_partition(partition);
                             gone.insert(owned);
                         }

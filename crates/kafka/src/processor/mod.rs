@@ -239,6 +239,7 @@ impl Processor {
             partitions: HashMap::new(),
             positions: HashMap::new(),
             fired: std::collections::HashSet::new(),
+            anchor: std::collections::HashSet::new(),
             assigned: false,
             batch_states: HashMap::new(),
             batch_counts: HashMap::new(),
@@ -443,6 +444,9 @@ struct Run {
     positions: HashMap<Owned, i64>,
     /// The partitions where the open transaction fired something due.
     fired: std::collections::HashSet<Owned>,
+    /// Partitions positioned at their end for want of a committed offset: that offset is committed
+    /// with the next transaction.
+    anchor: std::collections::HashSet<Owned>,
     /// The group assigned this instance its partitions at least once (possibly none).
     assigned: bool,
     /// The encoded state records of the batch being built, the latest per aggregate: each changed

@@ -137,10 +137,31 @@ impl Run {
         consumer: &BaseConsumer<Rebalances>,
         restore: Restore,
     ) -> Result<bool, ProcessorError> {
-        // Position at the committed offsets (the earliest record when none), then resume.
+        // Position at the committed offsets (when none: the earliest record, or for a host that
+        // starts at the end, the end, committed with the next transaction so that a restart before
+        // any record arrives does not skip what came meanwhile), then resume.
+        let mut anchored = Vec::new();
         for element in restore.committed.elements() {
+            let owned = self.owned(element.topic(), element.partition());
             let offset = match element.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
+                _ if owned.is_some_and(|(h, _)| self.hosts[h].starts_at_end()) => {
+                    match consumer.fetch_watermarks(
+                        element.topic(),
+                        element.partition(),
+                        CALL_TIMEOUT,
+                    ) {
+                        Ok((_, end)) => {
+                            anchored.extend(owned.map(|o| (o, end)));
+                            Offset::Offset(end)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, topic = element.topic(), partition = element.partition(), "cannot find the end to start at; will retry");
+                            self.restore = Some(restore);
+                            return Ok(false);
+                        }
+                    }
+                }
                 _ => Offset::Beginning,
             };
             if let Err(e) =
@@ -171,6 +192,10 @@ impl Run {
                 }
                 (None, _) => {}
             }
+        }
+        for (owned, end) in anchored {
+            self.positions.insert(owned, end);
+            self.anchor.insert(owned);
         }
         let states: usize = self.hosts.iter().map(|h| h.states()).sum();
         tracing::info!(

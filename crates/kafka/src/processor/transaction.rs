@@ -109,9 +109,15 @@ impl Run {
         // A partition where something due fired and no record was read: its offset as committed, so
         // that the transaction carries the group's generation (a zombie's is fenced).
         let mut fired_only = Vec::new();
-        for &(host, partition) in &self.fired {
+        for &(host, partition) in self.fired.iter().chain(&self.anchor) {
             let topic = self.hosts[host].topics().input.as_str();
             if next.contains_key(&(topic, partition)) {
+                continue;
+            }
+            if fired_only
+                .iter()
+                .any(|(t, p, _)| t == topic && *p == partition)
+            {
                 continue;
             }
             if let Some(&offset) = self.positions.get(&(host, partition)) {
@@ -166,6 +172,7 @@ impl Run {
             }
         }
         self.fired.clear();
+        self.anchor.clear();
         for host in &mut self.hosts {
             host.durable();
         }
