@@ -98,6 +98,10 @@ pub enum Input<'a, E> {
         request: &'a str,
         /// Its answer.
         reply: Reply<'a>,
+        /// How many times the command was sent. Above 1, a rejection is not the last word: a later
+        /// send, once out of the aggregate's idempotency window, may still be applied (a saga that
+        /// compensates treats it as possibly done).
+        sends: u32,
     },
     /// The named deadline passed.
     Deadline(&'a str),
@@ -460,6 +464,7 @@ impl<S: Saga> Instance<S> {
                     Input::Reply {
                         request: &pending.key,
                         reply,
+                        sends: pending.attempts,
                     },
                     now,
                     policy,
@@ -504,6 +509,7 @@ impl<S: Saga> Instance<S> {
                             Input::Reply {
                                 request: &pending.key,
                                 reply: Reply::NoAnswer,
+                                sends: pending.attempts,
                             },
                             now,
                             policy,
@@ -542,7 +548,7 @@ impl<S: Saga> Instance<S> {
     ) {
         let what = match input {
             Input::Event(_) => "event".to_string(),
-            Input::Reply { request, reply } => match reply {
+            Input::Reply { request, reply, .. } => match reply {
                 Reply::Accepted => format!("{request}: accepted"),
                 Reply::Rejected { code, reason } => format!("{request}: rejected {code}: {reason}"),
                 Reply::NoAnswer => format!("{request}: no answer"),

@@ -2,12 +2,14 @@
 //! other), then authorise the payment, then confirm the order and capture the payment.
 //!
 //! A rejection (a line out of stock, the payment declined, the order no longer confirmable), a command
-//! with no answer after its retries, or the `fulfilment` deadline passing before the order is confirmed
-//! compensates in reverse order: void the payment, release the reservations last to first, cancel the
+//! with no answer after its retries, or the `fulfilment` deadline passing before the confirmation is
+//! sent compensates in reverse order: void the payment, release the reservations last to first, cancel the
 //! order with the reason. A command whose answer never came is compensated as if it had succeeded (it may
 //! still be applied: the aggregate processes the compensation after it, and a compensation of something
-//! that never happened is rejected harmlessly). Compensations and the capture are sent again until they
-//! are answered: they must happen.
+//! that never happened is rejected harmlessly; a rejection of a command sent more than once counts as
+//! possibly done for the same reason). Sending the confirmation is the point of no return: from there
+//! the deadline no longer applies, and the confirmation, the capture and every compensation are sent
+//! until answered: they must happen.
 
 use causeway_core::saga::{Input, Reply, Status};
 use causeway_core::{Reaction, Saga};
@@ -236,7 +238,10 @@ impl OrderFulfilment {
         )
     }
 
-    fn replied(&self, request: &str, reply: Reply<'_>) -> Next {
+    fn replied(&self, request: &str, reply: Reply<'_>, sends: u32) -> Next {
+        // A rejection of a command sent more than once may not be the last word (a later send, out of
+        // the aggregate's idempotency window, may still be applied): compensated as possibly done.
+        let resent = u32::from(sends > 1);
         use Phase as P;
         let rejected = |what: &str, code: &str, reason: &str| format!("{what}: {code}: {reason}");
         match (self.phase, reply) {
@@ -255,7 +260,8 @@ impl OrderFulfilment {
             }
             (P::Reserving, Reply::Rejected { code, reason }) => {
                 let sku = self.line_at(self.line).sku;
-                self.compensate(rejected(&sku, code, reason), self.line, false)
+                let reserved = self.line + i32::try_from(resent).unwrap_or(0);
+                self.compensate(rejected(&sku, code, reason), reserved, false)
             }
             (P::Reserving, Reply::NoAnswer) => {
                 let sku = self.line_at(self.line).sku;
@@ -265,15 +271,24 @@ impl OrderFulfilment {
                     false,
                 )
             }
+            // Confirming is the point of no return: once the confirmation is sent the deadline no
+            // longer applies (a cancellation after it could follow a confirmation that was late, not
+            // lost), and it is sent until answered.
             (P::Authorizing, Reply::Accepted) => {
                 let mut next = self.clone();
                 next.phase = P::Confirming;
                 let command = next.confirm();
-                Some(Reaction::to(next).send("confirm", command))
+                Some(
+                    Reaction::to(next)
+                        .send("confirm", command)
+                        .clear(FULFILMENT),
+                )
             }
-            (P::Authorizing, Reply::Rejected { code, reason }) => {
-                self.compensate(rejected("payment", code, reason), self.reserved, false)
-            }
+            (P::Authorizing, Reply::Rejected { code, reason }) => self.compensate(
+                rejected("payment", code, reason),
+                self.reserved,
+                resent == 1,
+            ),
             (P::Authorizing, Reply::NoAnswer) => self.compensate(
                 "payment: no answer from payment".into(),
                 self.reserved,
@@ -283,17 +298,13 @@ impl OrderFulfilment {
                 let mut next = self.clone();
                 next.phase = P::Capturing;
                 let command = next.capture();
-                Some(
-                    Reaction::to(next)
-                        .send("capture", command)
-                        .clear(FULFILMENT),
-                )
+                Some(Reaction::to(next).send("capture", command))
             }
             (P::Confirming, Reply::Rejected { code, reason }) => {
                 self.compensate(rejected("order", code, reason), self.reserved, true)
             }
             (P::Confirming, Reply::NoAnswer) => {
-                self.compensate("order: no answer to confirm".into(), self.reserved, true)
+                Some(Reaction::to(self.clone()).send("confirm", self.confirm()))
             }
             (P::Capturing, Reply::Accepted) => {
                 let mut next = self.clone();
@@ -341,9 +352,6 @@ impl OrderFulfilment {
             Phase::Authorizing => self
                 .compensate(reason, self.reserved, true)
                 .map(|r| r.abandon("authorize")),
-            Phase::Confirming => self
-                .compensate(reason, self.reserved, true)
-                .map(|r| r.abandon("confirm")),
             _ => None,
         }
     }
@@ -366,7 +374,11 @@ impl Saga for OrderFulfilment {
         match input {
             Input::Event(OrderEvent::Placed(e)) => self.placed(e),
             Input::Event(_) => None,
-            Input::Reply { request, reply } => self.replied(request, reply),
+            Input::Reply {
+                request,
+                reply,
+                sends,
+            } => self.replied(request, reply, sends),
             Input::Deadline(FULFILMENT) => self.deadline(),
             Input::Deadline(_) => None,
         }
@@ -683,6 +695,66 @@ mod tests {
         }
         s.when_accepted("cancel")
             .then_at(Status::Compensated, "cancelled");
+    }
+
+    #[test]
+    fn once_the_confirmation_is_sent_the_deadline_no_longer_applies() {
+        let retry = RetryPolicy {
+            initial_ms: 1_000,
+            max_ms: 1_000,
+            max_attempts: 2,
+        };
+        let mut s = reserved_both().with_policy(Policy {
+            retry,
+            ..Policy::default()
+        });
+        s.when_accepted("authorize");
+        assert!(
+            s.instance().timers.is_empty(),
+            "cleared with the confirmation"
+        );
+        // No answer to the confirmation: it is sent again, never compensated (it may be late, not lost).
+        s.when_time_passes(1_000);
+        assert_eq!(s.resent(), 1);
+        s.when_time_passes(1_000)
+            .then_sends([("confirm", confirm())])
+            .then_at(Status::Running, "confirm_order");
+        s.when_time_passes(3_600_000);
+        assert!(s.fired().is_empty());
+        assert_eq!(s.status(), Status::Running);
+        s.when_accepted("confirm")
+            .then_sends([("capture", capture())]);
+    }
+
+    /// A command sent more than once and rejected may still be applied later (a resend out of the
+    /// aggregate's idempotency window): its compensation is sent too.
+    #[test]
+    fn a_rejection_after_resends_is_compensated_as_possibly_done() {
+        let retry = RetryPolicy {
+            initial_ms: 1_000,
+            max_ms: 1_000,
+            max_attempts: 5,
+        };
+        let policy = Policy {
+            retry,
+            ..Policy::default()
+        };
+        let mut s = saga::<OrderFulfilment>("o-1").with_policy(policy);
+        s.when_event(placed(&[("tea", 2), ("mug", 1)]));
+        s.when_accepted("reserve/0");
+        s.when_time_passes(1_000);
+        assert_eq!(s.resent(), 1);
+        s.when_rejected("reserve/1", "insufficient_stock")
+            .then_sends([("release/1", release("mug"))]);
+        s.when_accepted("release/1")
+            .then_sends([("release/0", release("tea"))]);
+
+        // Sent under the default policy: again after 5 s.
+        let mut s = reserved_both();
+        s.when_time_passes(5_000);
+        assert_eq!(s.resent(), 1);
+        s.when_rejected("authorize", "insufficient_funds")
+            .then_sends([("void", void())]);
     }
 
     #[test]
