@@ -46,11 +46,12 @@ demo: setup up ## Start the stack and every service, provision topics, and show 
 	@bash testcontainers/native/demo.sh
 
 bench: setup up ## Benchmarks (release builds): figures beside a baseline measured in the same run.
-	@$(CARGO) build --release --locked -p schema-registry -p aggregate-processor -p command-gateway -p projector-redis -p projector-clickhouse -p dlq-reprocessor -p causeway-bench
+	@$(CARGO) build --release --locked -p schema-registry -p aggregate-processor -p command-gateway -p projector-redis -p projector-clickhouse -p dlq-reprocessor -p saga-orchestrator -p causeway-bench
 	@target/release/causeway-bench registry
 	@target/release/causeway-bench processor
 	@target/release/causeway-bench projectors
 	@target/release/causeway-bench dlq
+	@target/release/causeway-bench sagas
 
 check-docker: ## Compile the Docker backend of the test stack (for machines with a Docker engine).
 	@$(CARGO) check -p causeway-testcontainers --features docker --locked

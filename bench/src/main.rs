@@ -10,6 +10,8 @@
 //!   a clickhouse-client bulk insert, a command until its read model shows it.
 //! - `dlq.rs`: dead letters indexed per second and replayed per second by the dlq-reprocessor, beside the
 //!   broker's producer ceiling.
+//! - `sagas.rs`: OrderFulfilment sagas completed per second and their latency from OrderPlaced to a
+//!   terminal state, beside the processor's own command throughput in the same run.
 //! - `stats.rs`: latency percentiles and rates.
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ mod dlq;
 mod processor;
 mod projectors;
 mod registry;
+mod sagas;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +42,8 @@ enum Bench {
     Projectors(projectors::Args),
     /// Dead letters: indexing and replay by the dlq-reprocessor (release build).
     Dlq(dlq::Args),
+    /// Sagas: OrderFulfilment completed per second and OrderPlaced to terminal, beside the processor.
+    Sagas(sagas::Args),
 }
 
 #[tokio::main]
@@ -48,5 +53,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Processor(args) => processor::run(args).await,
         Bench::Projectors(args) => projectors::run(args).await,
         Bench::Dlq(args) => dlq::run(args).await,
+        Bench::Sagas(args) => sagas::run(args).await,
     }
 }

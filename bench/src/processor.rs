@@ -107,7 +107,7 @@ impl World {
     }
 
     /// Preload `n` AddStock commands over `aggregates` SKUs; the mean encoded size.
-    async fn preload(&self, n: usize, aggregates: usize) -> anyhow::Result<usize> {
+    pub(crate) async fn preload(&self, n: usize, aggregates: usize) -> anyhow::Result<usize> {
         let topic = self.commands_topic();
         let producer = client::producer(&self.kafka, "bench")?;
         let mut bytes_total = 0;
@@ -184,7 +184,7 @@ impl World {
 
     /// Start `instances` processors on the preloaded commands; the time from all ready to no lag, and
     /// the peak RSS of the first, in KiB.
-    async fn drain(
+    pub(crate) async fn drain(
         &self,
         bin: &Path,
         instances: usize,
