@@ -249,6 +249,10 @@ pub trait Hosted: Send {
     }
     /// The open transaction committed: what was kept since the last call is durable (metrics).
     fn durable(&mut self) {}
+    /// The open transaction aborted: what was kept in it is not (its states are restored).
+    fn aborted(&mut self) {
+        self.discard();
+    }
 }
 
 /// A changed state to write to the changelog.

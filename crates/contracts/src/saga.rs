@@ -99,8 +99,11 @@ pub fn saga_topics(context: &str, name: &str) -> Topics {
 /// What a saga host tells whoever measures it, once what it reports is durable (or, for restored and
 /// dropped instances, as it happens).
 pub trait SagaObserver: Send + Sync {
-    /// An instance of `saga` moved from one status to another (`None`: not held).
+    /// An instance of `saga` moved from one status to another (`None`: not held) as this process counts
+    /// them (restored and dropped instances included).
     fn moved(&self, saga: &'static str, from: Option<Status>, to: Option<Status>);
+    /// An instance of `saga` began compensating.
+    fn compensating(&self, saga: &'static str);
     /// An instance of `saga` finished with `status`, `ms` after it started.
     fn finished(&self, saga: &'static str, status: Status, ms: i64);
     /// Deadline `name` of an instance of `saga` fired.
@@ -115,14 +118,16 @@ pub struct Unobserved;
 
 impl SagaObserver for Unobserved {
     fn moved(&self, _: &'static str, _: Option<Status>, _: Option<Status>) {}
+    fn compensating(&self, _: &'static str) {}
     fn finished(&self, _: &'static str, _: Status, _: i64) {}
     fn fired(&self, _: &'static str, _: &str) {}
     fn stepped(&self, _: &'static str, _: &str, _: i64) {}
 }
 
-/// What a committed transition reports, held until it is durable.
+/// What a committed transition reports, held until its transaction commits.
 enum Report {
-    Moved(Option<Status>, Option<Status>),
+    /// Instance (partition, saga id) is now in this status.
+    Now(i32, String, Status),
     Finished(Status, i64),
     Fired(String),
     Stepped(String, i64),
@@ -149,7 +154,10 @@ pub struct SagaHost<S: SagaContract> {
     due: BTreeSet<(i64, i32, String)>,
     decided: Option<Decision<S>>,
     dirty: HashSet<(i32, String)>,
+    /// Reports of decisions kept in the open transaction.
     reports: Vec<Report>,
+    /// The status of each instance as last reported durable: what the observer counts it under.
+    reported: HashMap<(i32, String), Status>,
 }
 
 impl<S: SagaContract> std::fmt::Debug for SagaHost<S> {
@@ -180,6 +188,7 @@ impl<S: SagaContract> SagaHost<S> {
             decided: None,
             dirty: HashSet::new(),
             reports: Vec::new(),
+            reported: HashMap::new(),
         }
     }
 
@@ -263,6 +272,19 @@ impl<S: SagaContract> SagaHost<S> {
         })
     }
 
+    /// Tell the observer instance (`partition`, `saga_id`) is now in `to` (`None`: no longer held), from
+    /// the status it was last counted under.
+    fn report_now(&mut self, partition: i32, saga_id: &str, to: Option<Status>) {
+        let key = (partition, saga_id.to_string());
+        let from = match to {
+            Some(to) => self.reported.insert(key, to),
+            None => self.reported.remove(&key),
+        };
+        if from != to {
+            self.observer.moved(S::NAME, from, to);
+        }
+    }
+
     fn index(&mut self, partition: i32, saga_id: &str, before: Option<i64>, after: Option<i64>) {
         if let Some(at) = before {
             self.due.remove(&(at, partition, saga_id.to_string()));
@@ -319,46 +341,46 @@ impl<S: SagaContract> SagaHost<S> {
 
 /// The instance a changelog record holds.
 fn instance_of<S: Saga>(record: SagaRecord<S>) -> Instance<S> {
-    Instance {
-        state: record.state,
-        pending: record
-            .pending
-            .into_iter()
-            .map(|p| Pending {
-                key: p.key,
-                command_id: p.command_id,
-                attempts: u32::try_from(p.attempts).unwrap_or(0),
-                first_sent_at: p.first_sent_at,
-                retry_at: p.retry_at,
-                sent: Sent {
-                    topic: p.topic,
-                    key: p.record_key,
-                    payload: p.payload,
-                },
-            })
-            .collect(),
-        timers: record
-            .timers
-            .into_iter()
-            .map(|t| Timer {
-                name: t.name,
-                at: t.at,
-            })
-            .collect(),
-        history: record
-            .history
-            .into_iter()
-            .map(|e| Entry {
-                at: e.at,
-                step: e.step,
-                what: e.what,
-            })
-            .collect(),
-        started_at: record.started_at,
-        step_since: record.step_since,
-        updated_at: record.updated_at,
-        deadlines_fired: u32::try_from(record.deadlines_fired).unwrap_or(0),
-    }
+    let mut instance = Instance::default();
+    instance.state = record.state;
+    instance.pending = record
+        .pending
+        .into_iter()
+        .map(|p| Pending {
+            key: p.key,
+            command_id: p.command_id,
+            attempts: u32::try_from(p.attempts).unwrap_or(0),
+            first_sent_at: p.first_sent_at,
+            retry_at: p.retry_at,
+            sent: Sent {
+                topic: p.topic,
+                key: p.record_key,
+                payload: p.payload,
+            },
+        })
+        .collect();
+    instance.timers = record
+        .timers
+        .into_iter()
+        .map(|t| Timer {
+            name: t.name,
+            at: t.at,
+        })
+        .collect();
+    instance.history = record
+        .history
+        .into_iter()
+        .map(|e| Entry {
+            at: e.at,
+            step: e.step,
+            what: e.what,
+        })
+        .collect();
+    instance.started_at = record.started_at;
+    instance.step_since = record.step_since;
+    instance.updated_at = record.updated_at;
+    instance.deadlines_fired = u32::try_from(record.deadlines_fired).unwrap_or(0);
+    instance
 }
 
 /// The reply a command result carries.
@@ -477,7 +499,8 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
         let next = transition.instance;
         let to = next.status();
         if from != Some(to) {
-            self.reports.push(Report::Moved(from, Some(to)));
+            self.reports
+                .push(Report::Now(partition, saga_id.clone(), to));
             if to.is_terminal() {
                 self.reports
                     .push(Report::Finished(to, next.updated_at - next.started_at));
@@ -517,15 +540,15 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
 
     fn discard(&mut self) {
         self.decided = None;
+    }
+
+    fn aborted(&mut self) {
+        self.decided = None;
         self.reports.clear();
     }
 
     fn restore(&mut self, partition: i32, key: &str, value: Option<&Value>) -> Result<(), String> {
-        let before = self.instance(partition, key);
-        let (from, due_before) = (
-            before.map(Instance::status),
-            before.and_then(Instance::next_due),
-        );
+        let due_before = self.instance(partition, key).and_then(Instance::next_due);
         let next = match value {
             None => None,
             Some(v) => {
@@ -539,9 +562,7 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             next.as_ref().and_then(Instance::next_due),
         );
         self.index(partition, key, due_before, due_after);
-        if from != to {
-            self.observer.moved(S::NAME, from, to);
-        }
+        self.report_now(partition, key, to);
         let states = self.partitions.entry(partition).or_default();
         match next {
             Some(i) => {
@@ -555,10 +576,15 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
     }
 
     fn drop_partition(&mut self, partition: i32) {
-        if let Some(states) = self.partitions.remove(&partition) {
-            for instance in states.values() {
-                self.observer.moved(S::NAME, Some(instance.status()), None);
-            }
+        self.partitions.remove(&partition);
+        let gone: Vec<String> = self
+            .reported
+            .keys()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, k)| k.clone())
+            .collect();
+        for key in gone {
+            self.report_now(partition, &key, None);
         }
         self.due.retain(|(_, p, _)| *p != partition);
         self.dirty.retain(|(p, _)| *p != partition);
@@ -598,9 +624,17 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
     }
 
     fn durable(&mut self) {
-        for report in self.reports.drain(..) {
+        for report in std::mem::take(&mut self.reports) {
             match report {
-                Report::Moved(from, to) => self.observer.moved(S::NAME, from, to),
+                Report::Now(partition, saga_id, to) => {
+                    let from = self.reported.insert((partition, saga_id), to);
+                    if from != Some(to) {
+                        self.observer.moved(S::NAME, from, Some(to));
+                        if to == Status::Compensating {
+                            self.observer.compensating(S::NAME);
+                        }
+                    }
+                }
                 Report::Finished(status, ms) => self.observer.finished(S::NAME, status, ms),
                 Report::Fired(name) => self.observer.fired(S::NAME, &name),
                 Report::Stepped(step, ms) => self.observer.stepped(S::NAME, &step, ms),

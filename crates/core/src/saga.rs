@@ -254,14 +254,15 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The duration of deadline `name` of saga `S`, ms.
-    pub fn deadline_ms<S: Saga>(&self, name: &str) -> i64 {
-        self.deadlines
+    /// The duration of deadline `name` of saga `S`, ms; `None` when the saga does not declare it.
+    pub fn deadline_ms<S: Saga>(&self, name: &str) -> Option<i64> {
+        let default = S::DEADLINES.iter().find(|(n, _)| *n == name)?.1;
+        let ms = self
+            .deadlines
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, ms)| *ms)
-            .or_else(|| S::DEADLINES.iter().find(|(n, _)| *n == name).map(|d| d.1))
-            .unwrap_or(0)
+            .map_or(default, |(_, ms)| *ms);
+        Some(ms.max(1))
     }
 }
 
@@ -332,6 +333,9 @@ pub struct Instance<S> {
     pub updated_at: i64,
     /// Deadlines fired so far (each at most once: a fired deadline is gone from `timers`).
     pub deadlines_fired: u32,
+    /// While the saga reacts to a give-up: the command given up, so that sending it again under the
+    /// same key goes on counting its sends (never kept).
+    given_up: Option<Pending>,
 }
 
 /// What the framework tells an instance.
@@ -393,6 +397,19 @@ impl<S: Saga> Transition<S> {
         {
             p.sent = sent;
         }
+    }
+}
+
+/// How an input appears in the history.
+fn describe<E>(input: &Input<'_, E>) -> String {
+    match input {
+        Input::Event(_) => "event".to_string(),
+        Input::Reply { request, reply, .. } => match reply {
+            Reply::Accepted => format!("{request}: accepted"),
+            Reply::Rejected { code, reason } => format!("{request}: rejected {code}: {reason}"),
+            Reply::NoAnswer => format!("{request}: no answer"),
+        },
+        Input::Deadline(name) => format!("deadline {name} passed"),
     }
 }
 
@@ -458,52 +475,69 @@ impl<S: Saga> Instance<S> {
                     .pending
                     .iter()
                     .position(|p| p.command_id == command_id)?;
-                let pending = next.pending.remove(i);
-                next.input(
-                    saga_id,
-                    Input::Reply {
-                        request: &pending.key,
-                        reply,
-                        sends: pending.attempts,
-                    },
-                    now,
-                    policy,
-                    &mut t,
-                );
+                let pending = &self.pending[i];
+                let input = Input::Reply {
+                    request: &pending.key,
+                    reply,
+                    sends: pending.attempts,
+                };
+                // A reply the saga does not take leaves the command awaited (retried, then given up).
+                let what = describe(&input);
+                let reaction = self.state.react(input)?;
+                next.pending.remove(i);
+                next.react(saga_id, reaction, &what, now, policy, &mut t);
                 changed = true;
             }
             Incoming::Tick => {
-                // Deadlines first, earliest first; each fires once (it leaves `timers` as it fires).
-                while let Some(i) = next
+                // The deadlines due now, earliest first, each fired once: it leaves `timers` as it
+                // fires, and one started by a reaction fires at the next tick at the earliest.
+                let mut due: Vec<(i64, String)> = next
                     .timers
                     .iter()
-                    .enumerate()
-                    .filter(|(_, timer)| timer.at <= now)
-                    .min_by_key(|(_, timer)| timer.at)
-                    .map(|(i, _)| i)
-                {
-                    let timer = next.timers.remove(i);
+                    .filter(|timer| timer.at <= now)
+                    .map(|timer| (timer.at, timer.name.clone()))
+                    .collect();
+                due.sort();
+                for (at, name) in due {
+                    let Some(i) = next
+                        .timers
+                        .iter()
+                        .position(|timer| timer.name == name && timer.at == at)
+                    else {
+                        // Cleared by an earlier deadline's reaction.
+                        continue;
+                    };
+                    next.timers.remove(i);
                     next.deadlines_fired = next.deadlines_fired.saturating_add(1);
-                    t.fired.push(timer.name.clone());
-                    next.input(saga_id, Input::Deadline(&timer.name), now, policy, &mut t);
+                    t.fired.push(name.clone());
+                    next.input(saga_id, Input::Deadline(&name), now, policy, &mut t);
                     changed = true;
                 }
-                // Then the commands with no reply: sent again, or given up.
-                let mut i = 0;
-                while i < next.pending.len() {
-                    if next.pending[i].retry_at > now {
-                        i += 1;
+                // Then the commands with no reply due now: sent again, or given up. A command sent
+                // again under the same key by the reaction to its give-up is not due before its wait.
+                let due: Vec<String> = next
+                    .pending
+                    .iter()
+                    .filter(|p| p.retry_at <= now)
+                    .map(|p| p.command_id.clone())
+                    .collect();
+                for command_id in due {
+                    let Some(i) = next
+                        .pending
+                        .iter()
+                        .position(|p| p.command_id == command_id && p.retry_at <= now)
+                    else {
                         continue;
-                    }
+                    };
                     changed = true;
                     if next.pending[i].attempts < policy.retry.max_attempts {
                         let p = &mut next.pending[i];
-                        p.attempts += 1;
-                        p.retry_at = now + policy.retry.wait_after(p.attempts);
+                        p.attempts = p.attempts.saturating_add(1);
+                        p.retry_at = now.saturating_add(policy.retry.wait_after(p.attempts));
                         t.resend.push(p.sent.clone());
-                        i += 1;
                     } else {
                         let pending = next.pending.remove(i);
+                        next.given_up = Some(pending.clone());
                         next.input(
                             saga_id,
                             Input::Reply {
@@ -515,8 +549,7 @@ impl<S: Saga> Instance<S> {
                             policy,
                             &mut t,
                         );
-                        // The reaction may have changed `pending`: start over.
-                        i = 0;
+                        next.given_up = None;
                     }
                 }
             }
@@ -546,15 +579,7 @@ impl<S: Saga> Instance<S> {
         policy: &Policy,
         t: &mut Transition<S>,
     ) {
-        let what = match input {
-            Input::Event(_) => "event".to_string(),
-            Input::Reply { request, reply, .. } => match reply {
-                Reply::Accepted => format!("{request}: accepted"),
-                Reply::Rejected { code, reason } => format!("{request}: rejected {code}: {reason}"),
-                Reply::NoAnswer => format!("{request}: no answer"),
-            },
-            Input::Deadline(name) => format!("deadline {name} passed"),
-        };
+        let what = describe(&input);
         match self.state.react(input) {
             Some(reaction) => self.react(saga_id, reaction, &what, now, policy, t),
             None => self.note(now, format!("{what} (ignored)"), policy),
@@ -581,11 +606,17 @@ impl<S: Saga> Instance<S> {
         self.pending.retain(|p| !abandon.contains(&p.key));
         self.timers
             .retain(|timer| !clear.contains(&timer.name.as_str()));
+        let mut what = what.to_string();
         for name in start {
             self.timers.retain(|timer| timer.name != name);
+            let Some(ms) = policy.deadline_ms::<S>(name) else {
+                // A deadline the saga does not declare has no duration: not started, and said so.
+                what.push_str(&format!(" (deadline {name} is not declared; not started)"));
+                continue;
+            };
             self.timers.push(Timer {
                 name: name.to_string(),
-                at: now.saturating_add(policy.deadline_ms::<S>(name)),
+                at: now.saturating_add(ms),
             });
         }
         for request in send {
@@ -593,12 +624,19 @@ impl<S: Saga> Instance<S> {
             if self.pending.iter().any(|p| p.command_id == command_id) {
                 continue;
             }
+            // Sent again after a give-up: the same command, its sends go on counting.
+            let (attempts, first_sent_at) = match &self.given_up {
+                Some(g) if g.command_id == command_id => {
+                    (g.attempts.saturating_add(1), g.first_sent_at)
+                }
+                _ => (1, now),
+            };
             self.pending.push(Pending {
                 key: request.key.clone(),
                 command_id: command_id.clone(),
-                attempts: 1,
-                first_sent_at: now,
-                retry_at: now + policy.retry.wait_after(1),
+                attempts,
+                first_sent_at,
+                retry_at: now.saturating_add(policy.retry.wait_after(attempts)),
                 sent: Sent::default(),
             });
             t.send.push(Outbound {
@@ -607,7 +645,7 @@ impl<S: Saga> Instance<S> {
                 command: request.command,
             });
         }
-        self.note(now, what.to_string(), policy);
+        self.note(now, what, policy);
     }
 
     /// Add a history entry, keeping the first and the latest `max_history`.
@@ -622,5 +660,147 @@ impl<S: Saga> Instance<S> {
             // The first entry (how it started) stays.
             self.history.remove(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `a` on start; ignores the first reply to it; on a give-up sends it again; restarts its
+    /// deadline `tick` each time it passes; asks for a deadline it does not declare.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    struct Toy {
+        replies_seen: u32,
+        ticks: u32,
+        done: bool,
+    }
+
+    impl Saga for Toy {
+        type Event = ();
+        type Command = &'static str;
+        const NAME: &'static str = "toy";
+        const DEADLINES: &'static [(&'static str, i64)] = &[("tick", 1_000)];
+
+        fn saga_id(_: &()) -> Option<String> {
+            Some("t".into())
+        }
+
+        fn react(&self, input: Input<'_, ()>) -> Option<Reaction<Self, &'static str>> {
+            let mut next = self.clone();
+            match input {
+                Input::Event(()) => Some(
+                    Reaction::to(next)
+                        .send("a", "do a")
+                        .start("tick")
+                        .start("undeclared"),
+                ),
+                Input::Reply {
+                    reply: Reply::NoAnswer,
+                    ..
+                } => Some(Reaction::to(next).send("a", "do a")),
+                Input::Reply { .. } if self.replies_seen == 0 => None,
+                Input::Reply { .. } => {
+                    next.done = true;
+                    Some(Reaction::to(next).clear("tick"))
+                }
+                Input::Deadline(_) => {
+                    next.ticks += 1;
+                    Some(Reaction::to(next).start("tick"))
+                }
+            }
+        }
+
+        fn status(&self) -> Status {
+            if self.done {
+                Status::Completed
+            } else {
+                Status::Running
+            }
+        }
+
+        fn step(&self) -> &'static str {
+            "toy"
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            retry: RetryPolicy {
+                initial_ms: 500,
+                max_ms: 500,
+                max_attempts: 2,
+            },
+            ..Policy::default()
+        }
+    }
+
+    fn started() -> Instance<Toy> {
+        let t = Instance::<Toy>::default()
+            .handle(
+                "t",
+                Incoming::Event {
+                    event: &(),
+                    name: "Go",
+                },
+                0,
+                &policy(),
+            )
+            .unwrap_or_else(|| panic!("not started"));
+        t.instance
+    }
+
+    #[test]
+    fn an_undeclared_deadline_is_not_started_and_the_history_says_so() {
+        let i = started();
+        assert_eq!(i.timers.len(), 1, "{:?}", i.timers);
+        assert!(
+            i.history[0]
+                .what
+                .contains("deadline undeclared is not declared")
+        );
+    }
+
+    #[test]
+    fn a_reply_the_saga_does_not_take_leaves_the_command_awaited() {
+        let i = started();
+        let id = command_id::<Toy>("t", "a");
+        let reply = Incoming::Result {
+            command_id: &id,
+            reply: Reply::Accepted,
+        };
+        assert!(i.handle("t", reply, 10, &policy()).is_none());
+        assert_eq!(i.pending.len(), 1);
+    }
+
+    #[test]
+    fn a_deadline_restarted_by_its_own_reaction_fires_at_the_next_tick() {
+        let i = started();
+        let t = i
+            .handle("t", Incoming::Tick, 10_000, &policy())
+            .unwrap_or_else(|| panic!("nothing due"));
+        assert_eq!(t.fired, ["tick"]);
+        assert_eq!(t.instance.state.ticks, 1);
+        assert_eq!(t.instance.timers[0].at, 11_000);
+    }
+
+    #[test]
+    fn a_command_sent_again_after_a_give_up_goes_on_counting_its_sends() {
+        let i = started();
+        let p = policy();
+        // Resent at 500 (2 sends), given up at 1000 and sent again under the same key: 3 sends.
+        let i = i
+            .handle("t", Incoming::Tick, 500, &p)
+            .unwrap_or_else(|| panic!("nothing due"))
+            .instance;
+        assert_eq!(i.pending[0].attempts, 2);
+        assert!(i.handle("t", Incoming::Tick, 999, &p).is_none());
+        let t = i
+            .handle("t", Incoming::Tick, 1_000, &p)
+            .unwrap_or_else(|| panic!("nothing due"));
+        assert_eq!(t.instance.pending[0].attempts, 3);
+        assert_eq!(t.instance.pending[0].first_sent_at, 0);
+        assert_eq!(t.instance.pending[0].retry_at, 1_500);
+        assert_eq!(t.send.len(), 1, "sent again");
     }
 }

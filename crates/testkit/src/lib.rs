@@ -271,10 +271,35 @@ impl<S: Saga> SagaTest<S> {
         })
     }
 
-    /// `ms` pass; what is due fires.
+    /// `ms` pass; what is due fires, at the time it is due (a wait of minutes sends again and gives up
+    /// as often as the retry policy says, in order, and a deadline fires when it is due among them).
+    /// The commands sent over the whole wait are what [`SagaTest::then_sends`] sees.
     pub fn when_time_passes(&mut self, ms: i64) -> &mut Self {
-        self.now += ms;
-        self.handle(Incoming::Tick)
+        let target = self.now.saturating_add(ms);
+        let (mut sent, mut resent, mut changed) = (Vec::new(), 0, false);
+        for _ in 0..1_000_000 {
+            let Some(due) = self.instance.next_due().filter(|at| *at <= target) else {
+                break;
+            };
+            self.now = due.max(self.now);
+            match self
+                .instance
+                .handle(&self.saga_id, Incoming::Tick, self.now, &self.policy)
+            {
+                Some(t) => {
+                    changed = true;
+                    self.instance = t.instance;
+                    self.fired.extend(t.fired);
+                    resent += t.resend.len();
+                    sent.extend(t.send.into_iter().map(|o| (o.key, o.command)));
+                }
+                None => break,
+            }
+        }
+        self.now = target;
+        self.resent = resent;
+        self.last = changed.then_some(sent);
+        self
     }
 
     /// Assert the last input sent exactly `expected` (request key, command), in order.
@@ -327,7 +352,7 @@ impl<S: Saga> SagaTest<S> {
         &self.fired
     }
 
-    /// How many commands the last input sent again.
+    /// How many commands the last input (or wait) sent again.
     pub fn resent(&self) -> usize {
         self.resent
     }

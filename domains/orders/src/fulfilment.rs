@@ -22,8 +22,11 @@ use crate::inventory::InventoryCommand;
 use crate::order::{OrderCommand, OrderEvent};
 use crate::payment::PaymentCommand;
 
-/// The deadline for reaching a confirmed order.
+/// The deadline for sending the confirmation.
 pub const FULFILMENT: &str = "fulfilment";
+
+/// The version of an order right after OrderPlaced (its first event).
+const PLACED_VERSION: i64 = 1;
 
 /// What the saga sends: commands of the three aggregates.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,10 +152,13 @@ impl OrderFulfilment {
         }))
     }
 
+    /// Cancel the order if it is still as placed (version 1): an order confirmed meanwhile (by this
+    /// saga's late confirmation, or by anyone) is never cancelled by a compensation.
     fn cancel(&self) -> FulfilmentCommand {
         FulfilmentCommand::Order(OrderCommand::Cancel(CancelOrder {
             order_id: self.order_id.clone(),
             reason: self.reason.clone().unwrap_or_default(),
+            expected_version: Some(PLACED_VERSION),
             ..CancelOrder::default()
         }))
     }
@@ -498,6 +504,7 @@ mod tests {
         C::Order(OrderCommand::Cancel(CancelOrder {
             order_id: "o-1".into(),
             reason: reason.into(),
+            expected_version: Some(1),
             ..CancelOrder::default()
         }))
     }
@@ -605,7 +612,17 @@ mod tests {
 
     #[test]
     fn the_deadline_compensates_what_is_in_flight_as_if_it_succeeded() {
-        let mut s = reserved_both();
+        let mut s = saga::<OrderFulfilment>("o-1").with_policy(Policy {
+            retry: RetryPolicy {
+                initial_ms: 600_000,
+                max_ms: 600_000,
+                max_attempts: 3,
+            },
+            ..Policy::default()
+        });
+        s.when_event(placed(&[("tea", 2), ("mug", 1)]));
+        s.when_accepted("reserve/0");
+        s.when_accepted("reserve/1");
         // The payment has not answered when the deadline passes.
         s.when_time_passes(5 * 60 * 1000)
             .then_sends([("void", void())])

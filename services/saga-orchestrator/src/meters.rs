@@ -98,10 +98,11 @@ impl SagaObserver for SagaMeters {
         }
         if let Some(to) = to {
             self.instances.with_label_values(&[saga, to.as_str()]).inc();
-            if to == Status::Compensating && from.is_some_and(|f| f != Status::Compensating) {
-                self.compensations.with_label_values(&[saga]).inc();
-            }
         }
+    }
+
+    fn compensating(&self, saga: &'static str) {
+        self.compensations.with_label_values(&[saga]).inc();
     }
 
     fn finished(&self, saga: &'static str, status: Status, ms: i64) {

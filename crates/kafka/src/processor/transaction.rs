@@ -287,7 +287,7 @@ impl Run {
     /// that failed fatally, stops the processor).
     fn abort_for(&mut self, cause: BatchError) -> BatchError {
         for host in &mut self.hosts {
-            host.discard();
+            host.aborted();
         }
         self.batch_states.clear();
         self.batch_counts.clear();
