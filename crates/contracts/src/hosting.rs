@@ -216,6 +216,19 @@ pub trait Hosted: Send {
     fn drop_partition(&mut self, partition: i32);
     /// Number of states held.
     fn states(&self) -> usize;
+    /// Whether its inputs are commands that get a result: a poison input whose command id can be read
+    /// gets a `dead_lettered` result. A saga's inbox (results, events) and a router's sources are not
+    /// commands: a result written for them would be a reply nobody gave.
+    fn answers_commands(&self) -> bool {
+        true
+    }
+    /// The changelog record the last [`Hosted::decide`] (or [`Hosted::decide_due`]) would write once
+    /// kept, with its [`Hosted::encoded`] sends in it, for a host that writes states once per batch:
+    /// the processor builds it per input when a batch's states could not be written (strict mode), so
+    /// that the input that made a state unwritable is the one dead-lettered.
+    fn state_after(&self, _now_ms: i64) -> Option<Result<Value, String>> {
+        None
+    }
     /// Whether every input record must be on its key's murmur2 home partition (one owner per key); a
     /// record found elsewhere is forwarded there. A router reads topics keyed otherwise.
     fn home_keyed(&self) -> bool {
@@ -231,12 +244,12 @@ pub trait Hosted: Send {
     fn targets(&self) -> Vec<String> {
         Vec::new()
     }
-    /// The encoding of the `index`-th [`Body::Record`] of the last [`Hosted::decide`]'s sends, before
-    /// [`Hosted::commit`] (a saga keeps it to send again).
+    /// The encoding of the `index`-th [`Body::Record`] (counting only those) of the last
+    /// [`Hosted::decide`]'s sends, before [`Hosted::commit`] (a saga keeps it to send again).
     fn encoded(&mut self, _index: usize, _payload: &[u8]) {}
-    /// The states (partition and key) with something due at `now_ms` (a deadline, a retry), earliest
-    /// first, at most `max`.
-    fn due(&self, _now_ms: i64, _max: usize) -> Vec<(i32, String)> {
+    /// The states (partition and key) with something due at `now_ms` (a deadline, a retry) on the
+    /// partitions `ready` accepts, earliest first, at most `max`.
+    fn due(&self, _now_ms: i64, _max: usize, _ready: &dyn Fn(i32) -> bool) -> Vec<(i32, String)> {
         Vec::new()
     }
     /// What is due for `key` on `partition` could not be done (its records cannot be built): not

@@ -601,13 +601,27 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             .collect()
     }
 
-    fn due(&self, now_ms: i64, max: usize) -> Vec<(i32, String)> {
+    fn due(&self, now_ms: i64, max: usize, ready: &dyn Fn(i32) -> bool) -> Vec<(i32, String)> {
         self.due
             .iter()
             .take_while(|(at, _, _)| *at <= now_ms)
+            .filter(|(_, p, _)| ready(*p))
             .take(max)
             .map(|(_, p, k)| (*p, k.clone()))
             .collect()
+    }
+
+    fn answers_commands(&self) -> bool {
+        false
+    }
+
+    fn state_after(&self, now_ms: i64) -> Option<Result<Value, String>> {
+        let decided = self.decided.as_ref()?;
+        let record = self.record(&decided.saga_id, &decided.transition.instance, now_ms);
+        Some(
+            apache_avro::to_value(&record)
+                .map_err(|e| format!("saga {} {}: {e}", S::NAME, decided.saga_id)),
+        )
     }
 
     fn defer_due(&mut self, partition: i32, key: &str) {
@@ -810,6 +824,10 @@ impl Hosted for SagaRouter {
     }
 
     fn home_keyed(&self) -> bool {
+        false
+    }
+
+    fn answers_commands(&self) -> bool {
         false
     }
 

@@ -346,8 +346,8 @@ mod saga_tests {
         );
         a.encoded(0, &[0, 0, 0, 0, 9, 42]);
         a.commit();
-        assert_eq!(a.due(1_000, 10), []);
-        assert_eq!(a.due(6_000, 10), [(0, "o-1".to_string())]);
+        assert_eq!(a.due(1_000, 10, &|_| true), []);
+        assert_eq!(a.due(6_000, 10, &|_| true), [(0, "o-1".to_string())]);
         let mut dirty: Vec<Dirty> = Vec::new();
         a.take_dirty(1_000, &mut dirty)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -358,7 +358,7 @@ mod saga_tests {
         b.restore(0, "o-1", Some(&written.value))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(b.states(), 1);
-        assert_eq!(b.due(6_000, 10), [(0, "o-1".to_string())]);
+        assert_eq!(b.due(6_000, 10, &|_| true), [(0, "o-1".to_string())]);
         // The retry sends the very bytes kept.
         let retry = b
             .decide_due(0, "o-1", at(6_000))
@@ -405,6 +405,98 @@ mod saga_tests {
             .unwrap_or_else(|e| panic!("{}", e.reason));
         assert_eq!(next.sends.len(), 1, "the authorisation");
         assert_eq!(next.sends[0].topic, "orders.payment.commands");
+    }
+
+    /// Counts instances by status as the orchestrator's gauge does.
+    #[derive(Default)]
+    struct Gauge(std::sync::Mutex<std::collections::HashMap<&'static str, i64>>);
+
+    impl causeway_contracts::saga::SagaObserver for Gauge {
+        fn moved(
+            &self,
+            _: &'static str,
+            from: Option<causeway_core::saga::Status>,
+            to: Option<causeway_core::saga::Status>,
+        ) {
+            let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = from {
+                *g.entry(f.as_str()).or_default() -= 1;
+            }
+            if let Some(t) = to {
+                *g.entry(t.as_str()).or_default() += 1;
+            }
+        }
+        fn compensating(&self, _: &'static str) {
+            let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            *g.entry("compensations").or_default() += 1;
+        }
+        fn finished(&self, _: &'static str, _: causeway_core::saga::Status, _: i64) {}
+        fn fired(&self, _: &'static str, _: &str) {}
+        fn stepped(&self, _: &'static str, _: &str, _: i64) {}
+    }
+
+    impl Gauge {
+        fn get(&self, status: &str) -> i64 {
+            let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            g.get(status).copied().unwrap_or(0)
+        }
+    }
+
+    /// The gauge counts what is durable: a decision dead-lettered in the middle of a batch does not
+    /// take the others' reports with it, an aborted batch reports nothing, and the instances dropped
+    /// after it leave the gauge as their durable status had them.
+    #[test]
+    fn the_metrics_count_what_is_durable() {
+        let gauge = Arc::new(Gauge::default());
+        let mut h: SagaHost<OrderFulfilment> = SagaHost::new(
+            "orders",
+            Policy::default(),
+            Limits::default(),
+            gauge.clone(),
+        );
+        let place = |h: &mut SagaHost<OrderFulfilment>, id: &str| {
+            h.decide(0, Some(id.as_bytes()), PLACED, &placed(id), at(1), false)
+                .unwrap_or_else(|e| panic!("{}", e.reason))
+        };
+        place(&mut h, "o-1");
+        h.commit();
+        place(&mut h, "o-2");
+        h.discard();
+        h.durable();
+        assert_eq!(gauge.get("running"), 1);
+        place(&mut h, "o-3");
+        h.commit();
+        h.aborted();
+        h.drop_partition(0);
+        assert_eq!(
+            gauge.get("running"),
+            0,
+            "o-3 was never durable, o-1 is no longer held"
+        );
+        let mut dirty = Vec::new();
+        place(&mut h, "o-1");
+        h.commit();
+        h.take_dirty(1, &mut dirty)
+            .unwrap_or_else(|e| panic!("{e}"));
+        h.durable();
+        assert_eq!(gauge.get("running"), 1);
+        // A restore counts each instance once, under its status, and no compensation.
+        let mut other: SagaHost<OrderFulfilment> = SagaHost::new(
+            "orders",
+            Policy::default(),
+            Limits::default(),
+            gauge.clone(),
+        );
+        for d in &dirty {
+            other
+                .restore(d.partition, &d.aggregate_id, Some(&d.value))
+                .unwrap_or_else(|e| panic!("{e}"));
+            other
+                .restore(d.partition, &d.aggregate_id, Some(&d.value))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(gauge.get("running"), 2);
+        assert_eq!(gauge.get("compensations"), 0);
     }
 
     #[test]

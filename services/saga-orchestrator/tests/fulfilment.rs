@@ -370,3 +370,39 @@ async fn wait_for(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An order whose saga state would be larger than the changelog takes (a SKU of 400 KB, kept in the
+/// state three times): that input is dead-lettered with its reason, and the orders beside it go on.
+/// Without the per-input check, every batch holding it would fail for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_whose_saga_state_cannot_be_written_is_dead_lettered_alone() {
+    let world = World::new(1).await;
+    let processor = world.start_processor("p1");
+    let orchestrator = start_orchestrator(&world, "s1", &[]);
+    add_stock(&world, "tea", 10).await;
+    open_account(&world, "acc", 100_000).await;
+    let huge = "s".repeat(400_000);
+    place(&world, "o-huge", "acc", &[(&huge, 1, 100)]).await;
+    place(&world, "o-fine", "acc", &[("tea", 1, 100)]).await;
+    let sagas = wait_done(&world, &["o-fine"], Duration::from_secs(60)).await;
+    assert_eq!(sagas["o-fine"].status, "completed");
+    assert!(!sagas.contains_key("o-huge"));
+    let dlq = format!("{}.dlq", support::group(&world));
+    let letters = world.read_raw(&dlq);
+    assert_eq!(letters.len(), 1, "one dead letter");
+    let reason = letters[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "causeway.dlq.reason")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("the state of o-huge would be") && reason.contains("takes at most"),
+        "{reason}"
+    );
+    assert_eq!(letters[0].key.as_deref(), Some("o-huge"));
+    for p in [orchestrator, processor] {
+        p.terminate(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -107,11 +107,17 @@ impl Run {
     /// Whether a host has something due now (a saga's deadline or retry) on a partition it owns.
     fn anything_due(&self) -> bool {
         let now = super::now_ms();
-        self.hosts.iter().enumerate().any(|(i, h)| {
-            h.due(now, usize::MAX)
-                .iter()
-                .any(|(p, _)| self.partitions.get(&(i, *p)) == Some(&PartitionState::Ready))
-        })
+        self.hosts
+            .iter()
+            .enumerate()
+            .any(|(i, h)| !h.due(now, 1, &|p| self.can_fire((i, p))).is_empty())
+    }
+
+    /// Whether what is due on `owned` may fire: it is ready, and its position is known (a transaction
+    /// that fires there carries that offset, so that the group fences a zombie's).
+    pub(super) fn can_fire(&self, owned: Owned) -> bool {
+        self.partitions.get(&owned) == Some(&PartitionState::Ready)
+            && self.positions.contains_key(&owned)
     }
 
     /// Every partition of the group's assignment (once there was one) is restored.

@@ -32,8 +32,9 @@ struct Encoded {
     events: Vec<Vec<u8>>,
     result: Option<Vec<u8>>,
     state: Option<Vec<u8>>,
-    /// Records for other topics: topic, key, and the value (`None`: the input record's own).
-    sends: Vec<(String, String, Option<Vec<u8>>)>,
+    /// Records for other topics: topic, key, the value (`None`: the input record's own), and whether
+    /// it was a record to encode ([`Body::Record`]).
+    sends: Vec<(String, String, Option<Vec<u8>>, bool)>,
 }
 
 /// Most due states fired in one transaction.
@@ -122,7 +123,11 @@ impl Run {
             self.forward(host, m, home, partition)?;
             return Ok(());
         };
-        let command = self.ids_of(m)?;
+        let command = if self.hosts[host].answers_commands() {
+            self.ids_of(m)?
+        } else {
+            None
+        };
         self.poisoned(host, partition, m, Poison { reason, command }, now)
     }
 
@@ -272,11 +277,8 @@ impl Run {
     fn fire_due(&mut self, now: i64) -> Result<(), BatchError> {
         self.fired.clear();
         for host in 0..self.hosts.len() {
-            let due = self.hosts[host].due(now, MAX_DUE_PER_BATCH);
+            let due = self.hosts[host].due(now, MAX_DUE_PER_BATCH, &|p| self.can_fire((host, p)));
             for (partition, key) in due {
-                if self.partitions.get(&(host, partition)) != Some(&super::PartitionState::Ready) {
-                    continue;
-                }
                 let stamp = Stamp {
                     command_at_ms: now,
                     now_ms: now,
@@ -335,12 +337,36 @@ impl Run {
                 return self.poisoned(host, partition, m, poison, now);
             }
         };
-        let mut records = 0;
-        for (_, _, bytes) in &encoded.sends {
-            if let Some(bytes) = bytes {
-                self.hosts[host].encoded(records, bytes);
-                records += 1;
-            }
+        for (index, bytes) in encoded
+            .sends
+            .iter()
+            .filter(|(_, _, _, record)| *record)
+            .filter_map(|(_, _, bytes, _)| bytes.as_deref())
+            .enumerate()
+        {
+            self.hosts[host].encoded(index, bytes);
+        }
+        // A batch whose states could not be written is retried input by input: this one's state is
+        // built and checked now, so that the input that makes it unwritable is the one refused.
+        if self.strict
+            && let Some(state) = self.hosts[host].state_after(now)
+            && let Err(unbuildable) = self.check_state(host, &aggregate_id, state)
+        {
+            self.hosts[host].discard();
+            let reason = match unbuildable {
+                Unbuildable::Transient(e) => return Err(e.into()),
+                Unbuildable::Poison(reason) => reason,
+            };
+            let Some(m) = input else {
+                tracing::error!(host = self.hosts[host].aggregate_type(), partition, key = %aggregate_id, error = %reason, "what is due cannot be written; deferred until the state changes");
+                self.hosts[host].defer_due(partition, &aggregate_id);
+                return Ok(());
+            };
+            let poison = Poison {
+                reason,
+                command: None,
+            };
+            return self.poisoned(host, partition, m, poison, now);
         }
         // Everything is built: keep the state, then write.
         self.hosts[host].commit();
@@ -370,7 +396,7 @@ impl Run {
         if let (Some(m), Some(result), Some(bytes)) = (input, &result, &encoded.result) {
             self.send_result(m, partition, &result.command_id, bytes, &out_headers)?;
         }
-        for (topic, record_key, bytes) in &encoded.sends {
+        for (topic, record_key, bytes, _) in &encoded.sends {
             let payload = match (bytes, input) {
                 (Some(b), _) => Some(b.as_slice()),
                 (None, Some(m)) => m.payload(),
@@ -487,17 +513,20 @@ impl Run {
                     send.topic
                 )));
             }
-            let bytes = match send.body {
+            let (bytes, record) = match send.body {
                 Body::Record { full_name, value } => {
                     let bytes = self
                         .block_on(self.codec.encode_value(&send.topic, full_name, value))
                         .map_err(wire)?;
-                    Some(fits(full_name, &send.topic, bytes, send.key.len())?)
+                    (
+                        Some(fits(full_name, &send.topic, bytes, send.key.len())?),
+                        true,
+                    )
                 }
-                Body::Encoded(bytes) => Some(bytes),
-                Body::Input => None,
+                Body::Encoded(bytes) => (Some(bytes), false),
+                Body::Input => (None, false),
             };
-            out.push((send.topic, send.key, bytes));
+            out.push((send.topic, send.key, bytes, record));
         }
         Ok(Encoded {
             events: encoded,
@@ -505,6 +534,37 @@ impl Run {
             state,
             sends: out,
         })
+    }
+
+    /// Whether the state record `value` of `key` can be written to `host`'s changelog (encoded, within
+    /// the topic's limit).
+    fn check_state(
+        &self,
+        host: usize,
+        key: &str,
+        value: Result<apache_avro::types::Value, String>,
+    ) -> Result<(), Unbuildable> {
+        let Some(topic) = self.hosts[host].topics().changelog.as_deref() else {
+            return Ok(());
+        };
+        let value = value.map_err(Unbuildable::Poison)?;
+        let bytes = self
+            .block_on(
+                self.codec
+                    .encode_value(topic, self.hosts[host].state_record(), value),
+            )
+            .map_err(|e| match e {
+                WireError::Registry(_) => Unbuildable::Transient(e),
+                other => Unbuildable::Poison(other.to_string()),
+            })?;
+        let size = bytes.len() + key.len() + RECORD_OVERHEAD;
+        let limit = self.record_limits.of(topic);
+        if size > limit {
+            return Err(Unbuildable::Poison(format!(
+                "the state of {key} would be {size} bytes; {topic} takes at most {limit}"
+            )));
+        }
+        Ok(())
     }
 
     /// A poison command: its dead letter, and its result when its id could be read.

@@ -140,29 +140,43 @@ impl Run {
         // Position at the committed offsets (when none: the earliest record, or for a host that
         // starts at the end, the end, committed with the next transaction so that a restart before
         // any record arrives does not skip what came meanwhile), then resume.
-        let mut anchored = Vec::new();
+        let mut unanchored = Vec::new();
         for element in restore.committed.elements() {
             let owned = self.owned(element.topic(), element.partition());
-            let offset = match element.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ if owned.is_some_and(|(h, _)| self.hosts[h].starts_at_end()) => {
+            let at_end = owned.is_some_and(|(h, _)| self.hosts[h].starts_at_end());
+            let offset = match (element.offset(), owned) {
+                (Offset::Offset(o), _) => Offset::Offset(o),
+                // Anchored before and not committed yet (the transaction that would have aborted):
+                // the same place, not a later end.
+                (_, Some(o)) if at_end && self.anchor.contains(&o) => {
+                    match self.positions.get(&o) {
+                        Some(&at) => Offset::Offset(at),
+                        None => Offset::Beginning,
+                    }
+                }
+                // No committed offset: the beginning, or the end (the last stable offset: this
+                // consumer reads committed), either way known as a number, so that a transaction that
+                // fires something due there carries it.
+                (_, owned) => {
                     match consumer.fetch_watermarks(
                         element.topic(),
                         element.partition(),
                         CALL_TIMEOUT,
                     ) {
-                        Ok((_, end)) => {
-                            anchored.extend(owned.map(|o| (o, end)));
-                            Offset::Offset(end)
+                        Ok((low, end)) => {
+                            let at = if at_end { end } else { low };
+                            if let Some(o) = owned {
+                                unanchored.push((o, at, at_end));
+                            }
+                            Offset::Offset(at)
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, topic = element.topic(), partition = element.partition(), "cannot find the end to start at; will retry");
+                            tracing::warn!(error = %e, topic = element.topic(), partition = element.partition(), "cannot find where to start; will retry");
                             self.restore = Some(restore);
                             return Ok(false);
                         }
                     }
                 }
-                _ => Offset::Beginning,
             };
             if let Err(e) =
                 consumer.seek(element.topic(), element.partition(), offset, CALL_TIMEOUT)
@@ -172,8 +186,21 @@ impl Run {
                 return Ok(false);
             }
         }
+        // A partition started at its end stays paused until that offset is committed (the next
+        // transaction carries it): a crash before would start it at a later end, skipping records.
+        let mut resumed = TopicPartitionList::new();
+        for element in restore.committed.elements() {
+            let owned = self.owned(element.topic(), element.partition());
+            let held = owned.is_some_and(|o| {
+                unanchored.iter().any(|(u, _, at_end)| *u == o && *at_end)
+                    || self.anchor.contains(&o)
+            });
+            if !held {
+                resumed.add_partition(element.topic(), element.partition());
+            }
+        }
         consumer
-            .resume(&restore.committed)
+            .resume(&resumed)
             .map_err(|source| Error::Operation {
                 operation: "resume restored partitions",
                 source,
@@ -193,10 +220,13 @@ impl Run {
                 (None, _) => {}
             }
         }
-        for (owned, end) in anchored {
-            self.positions.insert(owned, end);
-            self.anchor.insert(owned);
+        for (owned, at, at_end) in unanchored {
+            self.positions.insert(owned, at);
+            if at_end {
+                self.anchor.insert(owned);
+            }
         }
+
         let states: usize = self.hosts.iter().map(|h| h.states()).sum();
         tracing::info!(
             partitions = restore.owned.len(),

@@ -172,6 +172,16 @@ impl Run {
             }
         }
         self.fired.clear();
+        // Partitions started at their end: their offset is committed now, they may be read.
+        let mut anchored = TopicPartitionList::new();
+        for &(host, partition) in &self.anchor {
+            anchored.add_partition(&self.hosts[host].topics().input, partition);
+        }
+        if anchored.count() > 0
+            && let Err(e) = consumer.resume(&anchored)
+        {
+            tracing::warn!(error = %e, "cannot resume the partitions started at their end");
+        }
         self.anchor.clear();
         for host in &mut self.hosts {
             host.durable();
