@@ -79,8 +79,8 @@ pub struct ListArgs {
     #[arg(long, value_parser = parse_duration)]
     newer_than: Option<i64>,
     /// At most this many.
-    #[arg(long, default_value_t = 50)]
-    limit: usize,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    limit: u32,
     #[command(flatten)]
     saga: SagaArgs,
 }
@@ -91,8 +91,8 @@ pub struct StuckArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     longer_than: i64,
     /// At most this many.
-    #[arg(long, default_value_t = 50)]
-    limit: usize,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    limit: u32,
     #[command(flatten)]
     saga: SagaArgs,
 }
@@ -114,14 +114,45 @@ pub async fn run(cmd: SagaCommand) -> ExitCode {
     }
 }
 
-/// How long a read of the changelog may wait for Kafka.
+/// How long a read of the changelog may wait for Kafka, and for the next record while it reads.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The latest record of every key on `partitions` of `topic` (all of them when `None`), decoded as
-/// JSON; keys whose latest record is a tombstone are left out.
-async fn read_latest(args: &SagaArgs, only: Option<&str>) -> Result<Vec<Value>, String> {
+/// Why the changelog could not be read: bad input (exit 2) or Kafka and the registry (exit 1).
+enum ReadError {
+    /// The arguments name nothing readable (an unknown saga or context, a bad property).
+    Input(String),
+    /// Kafka or the registry failed.
+    Failed(String),
+}
+
+impl ReadError {
+    fn exit(self, what: &str) -> ExitCode {
+        match self {
+            ReadError::Input(e) => {
+                eprintln!("causeway saga {what}: {e}");
+                ExitCode::from(2)
+            }
+            ReadError::Failed(e) => {
+                eprintln!("causeway saga {what}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The instances read: the latest record of each key, and how many records could not be read.
+struct Read {
+    instances: Vec<Value>,
+    unreadable: usize,
+}
+
+/// The latest record of every key of the saga's changelog (only `only`'s partition and key when
+/// given), decoded as JSON; keys whose latest record is a tombstone are left out. A record that cannot
+/// be decoded is counted and skipped; a record that is not a saga's state makes the whole read bad
+/// input (the arguments name another changelog).
+async fn read_latest(args: &SagaArgs, only: Option<&str>) -> Result<Read, ReadError> {
     let topic = format!("{}.{}.changelog", args.context, args.saga);
-    let kafka = args.kafka.config()?;
+    let kafka = args.kafka.config().map_err(ReadError::Input)?;
     let mut config = kafka.consumer_config(
         "causeway-cli",
         &format!("causeway-cli-saga-{}", std::process::id()),
@@ -130,13 +161,13 @@ async fn read_latest(args: &SagaArgs, only: Option<&str>) -> Result<Vec<Value>, 
     config.set("enable.partition.eof", "true");
     let consumer: BaseConsumer<ReadsToEnd> = config
         .create_with_context(ReadsToEnd)
-        .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        .map_err(|e| ReadError::Input(format!("cannot create a Kafka consumer: {e}")))?;
     let ends = partition_ends(&consumer, &topic, TIMEOUT).map_err(|e| match e {
-        causeway_kafka::Error::MissingTopic(_) => format!(
+        causeway_kafka::Error::MissingTopic(_) => ReadError::Input(format!(
             "{topic} does not exist: is {} a saga of context {}? (`causeway topics apply` creates it)",
             args.saga, args.context
-        ),
-        other => format!("{topic}: {other}"),
+        )),
+        other => ReadError::Failed(format!("{topic}: {other}")),
     })?;
     let count = i32::try_from(ends.len()).unwrap_or(i32::MAX);
     let home = only.map(|id| home_partition(id.as_bytes(), count));
@@ -147,30 +178,32 @@ async fn read_latest(args: &SagaArgs, only: Option<&str>) -> Result<Vec<Value>, 
             continue;
         }
         list.add_partition_offset(&topic, partition, Offset::Beginning)
-            .map_err(|e| format!("{topic}: {e}"))?;
+            .map_err(|e| ReadError::Failed(format!("{topic}: {e}")))?;
         remaining.insert(partition);
     }
     let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     if !remaining.is_empty() {
         consumer
             .assign(&list)
-            .map_err(|e| format!("cannot read {topic}: {e}"))?;
+            .map_err(|e| ReadError::Failed(format!("cannot read {topic}: {e}")))?;
     }
-    let deadline = std::time::Instant::now() + TIMEOUT * 6;
+    // However long the changelog, the read goes on while records come; it gives up only when none
+    // has come for TIMEOUT.
+    let mut last_progress = std::time::Instant::now();
     while !remaining.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "{topic}: partitions {remaining:?} were not read to their end within {:?}",
-                TIMEOUT * 6
-            ));
+        if last_progress.elapsed() > TIMEOUT {
+            return Err(ReadError::Failed(format!(
+                "{topic}: partitions {remaining:?} were not read to their end (nothing came for {TIMEOUT:?})"
+            )));
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 remaining.remove(&p);
             }
-            Some(Err(e)) => return Err(format!("{topic}: {e}")),
+            Some(Err(e)) => return Err(ReadError::Failed(format!("{topic}: {e}"))),
             Some(Ok(m)) => {
+                last_progress = std::time::Instant::now();
                 let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                     continue;
                 };
@@ -182,17 +215,54 @@ async fn read_latest(args: &SagaArgs, only: Option<&str>) -> Result<Vec<Value>, 
         }
     }
     let codec = Codec::new(&args.registry);
-    let mut out = Vec::with_capacity(latest.len());
+    let mut read = Read {
+        instances: Vec::with_capacity(latest.len()),
+        unreadable: 0,
+    };
     for (key, payload) in latest {
         let Some(bytes) = payload else { continue };
-        let decoded = codec
-            .decode_value(&bytes, &Upcasters::default())
-            .await
-            .map_err(|e| format!("{topic} {key}: {e}"))?;
-        let json = Value::try_from(decoded.value).map_err(|e| format!("{topic} {key}: {e}"))?;
-        out.push(json);
+        let json = match codec.decode_value(&bytes, &Upcasters::default()).await {
+            Ok(decoded) => Value::try_from(decoded.value).map_err(|e| e.to_string()),
+            Err(causeway_contracts::wire::WireError::Registry(e)) => {
+                return Err(ReadError::Failed(format!("the schema registry: {e}")));
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match json {
+            Ok(json) if is_saga_record(&json) => read.instances.push(json),
+            Ok(_) => {
+                return Err(ReadError::Input(format!(
+                    "{topic} is not a saga's changelog (its records have no saga_id, status and \
+                     step): is {} a saga?",
+                    args.saga
+                )));
+            }
+            Err(e) => {
+                eprintln!("causeway saga: {topic} {key}: cannot read its latest record: {e}");
+                read.unreadable += 1;
+            }
+        }
     }
-    Ok(out)
+    Ok(read)
+}
+
+/// Whether `v` has the envelope every saga state record has.
+fn is_saga_record(v: &Value) -> bool {
+    ["saga_id", "status", "step", "step_since", "started_at"]
+        .iter()
+        .all(|f| v.get(f).is_some())
+}
+
+/// The exit code after printing what could be read: 1 when some records could not be.
+fn done(read: &Read, what: &str) -> ExitCode {
+    if read.unreadable == 0 {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "causeway saga {what}: {} record(s) could not be read and are not shown",
+        read.unreadable
+    );
+    ExitCode::FAILURE
 }
 
 fn text<'a>(v: &'a Value, field: &str) -> &'a str {
@@ -250,17 +320,17 @@ fn summary(v: &Value) -> Value {
 async fn show(args: ShowArgs) -> ExitCode {
     let found = match read_latest(&args.saga, Some(&args.id)).await {
         Ok(found) => found,
-        Err(e) => {
-            eprintln!("causeway saga show: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return e.exit("show"),
     };
-    let Some(v) = found.first() else {
+    let Some(v) = found.instances.first() else {
+        if found.unreadable > 0 {
+            return done(&found, "show");
+        }
         eprintln!(
             "causeway saga show: no instance {:?} of saga {} (context {})",
             args.id, args.saga.saga, args.saga.context
         );
-        return ExitCode::FAILURE;
+        return ExitCode::from(2);
     };
     if args.saga.json {
         say!("{}", summary(v));
@@ -374,15 +444,13 @@ async fn list(args: ListArgs) -> ExitCode {
         eprintln!("causeway saga list: unknown status {bad:?}; use one of {STATUSES:?}");
         return ExitCode::from(2);
     }
-    let all = match read_latest(&args.saga, None).await {
-        Ok(all) => all,
-        Err(e) => {
-            eprintln!("causeway saga list: {e}");
-            return ExitCode::FAILURE;
-        }
+    let read = match read_latest(&args.saga, None).await {
+        Ok(read) => read,
+        Err(e) => return e.exit("list"),
     };
     let now = now_ms();
-    let mut rows: Vec<&Value> = all
+    let mut rows: Vec<&Value> = read
+        .instances
         .iter()
         .filter(|v| args.status.is_empty() || args.status.iter().any(|s| s == text(v, "status")))
         .filter(|v| {
@@ -392,31 +460,29 @@ async fn list(args: ListArgs) -> ExitCode {
         .collect();
     rows.sort_by_key(|v| (number(v, "started_at"), text(v, "saga_id").to_string()));
     let total = rows.len();
-    rows.truncate(args.limit);
+    rows.truncate(usize::try_from(args.limit).unwrap_or(usize::MAX));
     print(&rows, args.saga.json, total, "instances match");
-    ExitCode::SUCCESS
+    done(&read, "list")
 }
 
 async fn stuck(args: StuckArgs) -> ExitCode {
-    let all = match read_latest(&args.saga, None).await {
-        Ok(all) => all,
-        Err(e) => {
-            eprintln!("causeway saga stuck: {e}");
-            return ExitCode::FAILURE;
-        }
+    let read = match read_latest(&args.saga, None).await {
+        Ok(read) => read,
+        Err(e) => return e.exit("stuck"),
     };
     let now = now_ms();
-    let mut rows: Vec<&Value> = all
+    let mut rows: Vec<&Value> = read
+        .instances
         .iter()
         .filter(|v| is_open(v) && now - number(v, "step_since") >= args.longer_than)
         .collect();
     rows.sort_by_key(|v| (number(v, "step_since"), text(v, "saga_id").to_string()));
     let total = rows.len();
-    rows.truncate(args.limit);
+    rows.truncate(usize::try_from(args.limit).unwrap_or(usize::MAX));
     let what = format!(
         "instance in one step for {} or longer",
         duration(args.longer_than)
     );
     print(&rows, args.saga.json, total, &what);
-    ExitCode::SUCCESS
+    done(&read, "stuck")
 }

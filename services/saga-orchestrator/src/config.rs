@@ -13,6 +13,9 @@ use causeway_kafka::processor::ProcessorConfig;
 use causeway_runtime::{AdminConfig, Invalid, Validate, service::ServiceConfig};
 use serde::{Deserialize, Serialize};
 
+/// A day, in ms: the longest wait between two sends of a command.
+const DAY_MS: i64 = 86_400_000;
+
 /// The whole config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -104,23 +107,38 @@ impl Validate for Config {
             ));
         }
         let s = &self.sagas;
-        if s.retry_initial_ms < 1 {
-            out.push(Invalid::new("sagas.retry_initial_ms", "must be at least 1"));
+        if !(1..=DAY_MS).contains(&s.retry_initial_ms) {
+            out.push(Invalid::new(
+                "sagas.retry_initial_ms",
+                "must be between 1 and 86400000 (a day)",
+            ));
         }
-        if s.retry_max_ms < s.retry_initial_ms {
+        if s.retry_max_ms < s.retry_initial_ms || s.retry_max_ms > DAY_MS {
             out.push(Invalid::new(
                 "sagas.retry_max_ms",
-                "must be at least sagas.retry_initial_ms",
+                "must be at least sagas.retry_initial_ms and at most 86400000 (a day)",
             ));
         }
-        if s.retry_max_attempts < 1 {
+        if !(1..=10_000).contains(&s.retry_max_attempts) {
             out.push(Invalid::new(
                 "sagas.retry_max_attempts",
-                "must be at least 1",
+                "must be between 1 and 10000",
             ));
         }
-        if s.max_history < 2 {
-            out.push(Invalid::new("sagas.max_history", "must be at least 2"));
+        if !(2..=10_000).contains(&s.max_history) {
+            out.push(Invalid::new(
+                "sagas.max_history",
+                "must be between 2 and 10000",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in &s.names {
+            if !seen.insert(name) {
+                out.push(Invalid::new(
+                    "sagas.names",
+                    format!("{name:?} is named twice"),
+                ));
+            }
         }
         if self.processor.domain.is_empty() {
             return out;
@@ -174,10 +192,10 @@ impl Validate for Config {
                     format!("no saga it runs has this deadline; they have {known:?}"),
                 ));
             }
-            if *ms < 1 {
+            if !(1..=365 * DAY_MS).contains(ms) {
                 out.push(Invalid::new(
                     format!("sagas.deadlines_ms.{name}"),
-                    "must be at least 1",
+                    "must be between 1 and 31536000000 (a year)",
                 ));
             }
         }

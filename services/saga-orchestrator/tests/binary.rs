@@ -48,6 +48,16 @@ fn refuses_a_saga_or_a_deadline_the_domain_does_not_have() {
             "0",
             "sagas.retry_max_attempts",
         ),
+        (
+            "CAUSEWAY__SAGAS__RETRY_INITIAL_MS",
+            "9223372036854775807",
+            "sagas.retry_initial_ms",
+        ),
+        (
+            "CAUSEWAY__SAGAS__NAMES",
+            r#"["order-fulfilment", "order-fulfilment"]"#,
+            "named twice",
+        ),
     ] {
         let out = Command::new(BIN)
             .args(["--config", SAMPLE, "--check-config"])

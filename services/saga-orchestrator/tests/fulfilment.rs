@@ -10,6 +10,8 @@ mod support;
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use causeway_orders::contracts::OrderLine;
 use causeway_orders::contracts::inventory::AddStock;
 use causeway_orders::contracts::order::PlaceOrder;
@@ -199,8 +201,17 @@ async fn confirmed_out_of_stock_and_declined_end_to_end() {
         (0, "no instance in one step for 0 ms or longer")
     );
     let (code, missing) = support::cli(&world, &["show", "o-unknown"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(missing.contains("no instance \"o-unknown\""), "{missing}");
+    let (code, other) = support::cli(&world, &["list", "--saga", "inventory"]);
+    assert_eq!(code, 2, "{other}");
+    assert!(other.contains("is not a saga's changelog"), "{other}");
+    let (code, nowhere) = support::cli(&world, &["list", "--saga", "refund"]);
+    assert_eq!(code, 2, "{nowhere}");
+    assert!(
+        nowhere.contains("refund.changelog does not exist"),
+        "{nowhere}"
+    );
     let (code, bad) = support::cli(&world, &["list", "--status", "sleeping"]);
     assert_eq!(code, 2);
     assert!(bad.contains("unknown status \"sleeping\""), "{bad}");
@@ -288,9 +299,16 @@ async fn silent_payment(config: &[(&'static str, &str)], gave_up: &str, crash: b
     open_account(&world, "acc", 10_000).await;
     place(&world, "o-silent", "acc", &[("tea", 2, 100)]).await;
 
+    let mut killed_at = 0;
     if crash {
-        wait_for(&world, "o-silent", |s| s.step == "authorize_payment").await;
+        let s = wait_for(&world, "o-silent", |s| s.step == "authorize_payment").await;
+        assert_eq!(
+            s.timers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["fulfilment"],
+            "the deadline is pending when the orchestrator is killed"
+        );
         orchestrator.kill().unwrap_or_else(|e| panic!("{e}"));
+        killed_at = now_ms();
         orchestrator = start_orchestrator(&world, "s1", config);
     }
     // Given up on the payment: compensating, the void awaiting the payment aggregate too.
@@ -301,12 +319,47 @@ async fn silent_payment(config: &[(&'static str, &str)], gave_up: &str, crash: b
         "{:?}",
         s.history
     );
+    if crash {
+        let fired = s
+            .history
+            .iter()
+            .find(|h| h.what == gave_up)
+            .map_or(0, |h| h.at);
+        assert!(
+            fired > killed_at,
+            "fired at {fired}, before the kill at {killed_at}"
+        );
+    } else {
+        // Sent three times in all (the same command id), then given up.
+        let id = "order-fulfilment/o-silent/authorize";
+        let sends = world
+            .read_all(&world.topic("payment", "commands"))
+            .await
+            .into_iter()
+            .filter(|r| {
+                r.record.as_ref().is_some_and(|(_, v)| {
+                    matches!(v, apache_avro::types::Value::Record(f)
+                        if f.iter().any(|(k, v)| k == "command_id"
+                            && *v == apache_avro::types::Value::String(id.into())))
+                })
+            })
+            .count();
+        assert_eq!(sends, 3, "AuthorizePayment {id} sent {sends} times");
+    }
     // Stuck: compensating, waiting on the payment aggregate.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (code, stuck) = support::cli(&world, &["stuck", "--longer-than", "1s"]);
+    let (code, stuck) = support::cli(&world, &["stuck", "--longer-than", "1s", "--json"]);
     assert_eq!(code, 0, "{stuck}");
-    assert!(
-        stuck.contains("o-silent") && stuck.contains("void_payment") && stuck.contains("void"),
+    let stuck: serde_json::Value =
+        serde_json::from_str(&stuck).unwrap_or_else(|e| panic!("{e}: {stuck}"));
+    let first = &stuck["instances"][0];
+    assert_eq!(
+        (
+            &first["saga_id"],
+            &first["step"],
+            &first["pending"][0]["key"]
+        ),
+        (&json!("o-silent"), &json!("void_payment"), &json!("void")),
         "{stuck}"
     );
     let payment = world.start_processor_with(
@@ -344,6 +397,12 @@ async fn silent_payment(config: &[(&'static str, &str)], gave_up: &str, crash: b
         p.terminate(Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Wait until saga `id` satisfies `f` (at most a minute); returns it.
