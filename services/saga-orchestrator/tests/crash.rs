@@ -317,7 +317,7 @@ async fn ten_thousand_orders_through_sigkills_end_consistent() {
     let mut commits: Vec<(&str, String, CommitReservation)> = Vec::new();
     for ((sku, order), quantity) in &expected_reserved {
         let n: usize = order[2..].parse().unwrap_or(0);
-        if n % 3 != 0 {
+        if !n.is_multiple_of(3) {
             continue;
         }
         *shipped.entry(sku.clone()).or_default() += quantity;
