@@ -56,6 +56,7 @@ start() {
     # Only the sections a service has may be overridden: an unknown key is a config error.
     local extra=()
     case $name in
+      aggregate-processor|saga-orchestrator) extra=("CAUSEWAY__PROCESSOR__REGISTRY_URL=$REGISTRY_URL") ;;
       projector-redis) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
       projector-clickhouse) extra=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
       dlq-reprocessor) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__DLQ__REGISTRY_URL=$REGISTRY_URL"
