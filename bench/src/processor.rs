@@ -63,20 +63,36 @@ pub(crate) struct World {
 
 impl World {
     pub(crate) async fn new(stack: &Stack, partitions: i32) -> anyhow::Result<Self> {
+        Self::of(stack, partitions, &["inventory"], &[]).await
+    }
+
+    /// The topics of `aggregates` and `sagas` of the orders domain (with `partitions` each), its
+    /// results topic and the processor's and orchestrator's DLQs, under a context of its own, and every
+    /// contract registered under them.
+    pub(crate) async fn of(
+        stack: &Stack,
+        partitions: i32,
+        aggregates: &[&str],
+        sagas: &[&str],
+    ) -> anyhow::Result<Self> {
         let context = unique("bench");
         let mut declared =
             format!("[defaults]\npartitions = {partitions}\nreplication_factor = 1\n");
-        for kind in ["commands", "events", "changelog", "command-results"] {
-            let name = if kind == "command-results" {
-                format!("{context}.command-results")
-            } else {
-                format!("{context}.inventory.{kind}")
-            };
-            declared += &format!("[[topic]]\nname = \"{name}\"\n");
-            if kind == "changelog" {
-                declared += "cleanup_policy = \"compact\"\n";
+        let compacted = "cleanup_policy = \"compact\"\n";
+        for aggregate in aggregates {
+            for kind in ["commands", "events", "changelog"] {
+                declared += &format!("[[topic]]\nname = \"{context}.{aggregate}.{kind}\"\n");
+                if kind == "changelog" {
+                    declared += compacted;
+                }
             }
         }
+        for saga in sagas {
+            declared += &format!("[[topic]]\nname = \"{context}.{saga}.inbox\"\n");
+            declared += &format!("[[topic]]\nname = \"{context}.{saga}.changelog\"\n{compacted}");
+        }
+        declared += &format!("[[topic]]\nname = \"{context}.command-results\"\n");
+        declared += &format!("[[topic]]\nname = \"{context}-sagas.dlq\"\n");
         declared += &format!("[[topic]]\nname = \"{context}-processor.dlq\"\n");
         let kafka = KafkaConfig::for_servers(stack.kafka_bootstrap.clone());
         let topology = Topology::parse(&declared, "bench")?;

@@ -12,25 +12,23 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use causeway_contracts::catalog::Catalog;
-use causeway_contracts::registry::RegistryClient;
 use causeway_contracts::upcast::Upcasters;
-use causeway_contracts::wire::Codec;
+use causeway_kafka::client;
 use causeway_kafka::client::ReadsToEnd;
 use causeway_kafka::config::OffsetMode;
-use causeway_kafka::{KafkaConfig, Topology, client};
 use causeway_orders::contracts::OrderLine;
 use causeway_orders::contracts::inventory::AddStock;
 use causeway_orders::contracts::order::PlaceOrder;
 use causeway_orders::contracts::payment::{Deposit, OpenAccount};
 use causeway_testcontainers::process::ServiceProcess;
-use causeway_testcontainers::{Stack, native, unique};
+use causeway_testcontainers::{native, unique};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use crate::processor::World;
 use crate::stats::{Samples, table};
 
 #[derive(Debug, clap::Args)]
@@ -61,57 +59,8 @@ pub struct Args {
     partitions: i32,
 }
 
-/// The orders domain's topics and contracts under a context of its own.
-struct World {
-    context: String,
-    kafka: KafkaConfig,
-    codec: Codec,
-    stack: Stack,
-}
-
+/// The saga run's helpers on the processor bench's world.
 impl World {
-    async fn new(stack: &Stack, partitions: i32) -> anyhow::Result<Self> {
-        let context = unique("sagabench");
-        let mut declared =
-            format!("[defaults]\npartitions = {partitions}\nreplication_factor = 1\n");
-        for aggregate in ["order", "inventory", "payment"] {
-            for kind in ["commands", "events", "changelog"] {
-                declared += &format!("[[topic]]\nname = \"{context}.{aggregate}.{kind}\"\n");
-                if kind == "changelog" {
-                    declared += "cleanup_policy = \"compact\"\n";
-                }
-            }
-        }
-        declared += &format!(
-            "[[topic]]\nname = \"{context}.order-fulfilment.inbox\"\n\
-             [[topic]]\nname = \"{context}.order-fulfilment.changelog\"\ncleanup_policy = \"compact\"\n\
-             [[topic]]\nname = \"{context}.command-results\"\n\
-             [[topic]]\nname = \"{context}-processor.dlq\"\n\
-             [[topic]]\nname = \"{context}-sagas.dlq\"\n"
-        );
-        let kafka = KafkaConfig::for_servers(stack.kafka_bootstrap.clone());
-        let topology = Topology::parse(&declared, "bench")?;
-        causeway_kafka::topology::apply(&kafka, &topology, false, Duration::from_secs(30)).await?;
-        let mut catalog = Catalog::load(&native::repo_root().join("avro"))?;
-        for record in &mut catalog.records {
-            if let Some(topic) = &mut record.topic {
-                *topic = topic
-                    .replacen("orders.", &format!("{context}."), 1)
-                    .replacen("causeway.", &format!("{context}."), 1);
-            }
-        }
-        RegistryClient::new(&stack.registry_url)
-            .register_catalog(&catalog, |_| {})
-            .await
-            .map_err(anyhow::Error::msg)?;
-        Ok(Self {
-            codec: Codec::new(&stack.registry_url),
-            context,
-            kafka,
-            stack: stack.clone(),
-        })
-    }
-
     fn env(&self, group: &str, instance: &str) -> Vec<(&'static str, String)> {
         vec![
             (
@@ -343,11 +292,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "sagas bench: the processor alone, {} commands",
         args.commands
     );
-    let alone = crate::processor::World::new(&stack, args.partitions).await?;
+    let alone = World::new(&stack, args.partitions).await?;
     alone.preload(args.commands, args.aggregates).await?;
     let (elapsed_alone, _) = alone.drain(&args.processor_bin, 1, args.partitions).await?;
 
-    let world = World::new(&stack, args.partitions).await?;
+    let world = World::of(
+        &stack,
+        args.partitions,
+        &["order", "inventory", "payment"],
+        &["order-fulfilment"],
+    )
+    .await?;
     let processor_group = format!("{}-processor", world.context);
     let processor = world.start(
         &args.processor_bin,

@@ -34,6 +34,37 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// A registry that did not answer (unreachable, or an error status): transient, its callers wait.
+#[derive(Debug, thiserror::Error)]
+#[error("schema registry at {url}: {why}")]
+pub struct Unanswered {
+    /// Where it was asked.
+    pub url: String,
+    /// What happened.
+    pub why: String,
+}
+
+impl causeway_core::Classify for Unanswered {
+    fn class(&self) -> causeway_core::ErrorClass {
+        causeway_core::ErrorClass::Transient
+    }
+}
+
+/// Whether the registry at `base` answers (`GET /subjects`), for a service waiting for it at start.
+pub async fn answers(base: &str) -> Result<(), Unanswered> {
+    let url = format!("{}/subjects", base.trim_end_matches('/'));
+    http_client()
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map(|_| ())
+        .map_err(|e| Unanswered {
+            url,
+            why: e.to_string(),
+        })
+}
+
 /// A registry at a base URL.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {

@@ -13,22 +13,13 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     if !causeway_kafka::client::wait_for_broker(&ctx, &config.kafka).await? {
         return Ok(());
     }
-    let registry = config.processor.registry_url.clone();
-    let http = causeway_contracts::registry::http_client();
+    let registry = config.processor.registry_url.as_str();
     let reachable = ctx
         .wait_for("schema registry", || {
-            let http = http.clone();
-            let url = format!("{}/subjects", registry.trim_end_matches('/'));
-            async move {
-                http.get(url)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map(|_| ())
-                    .map_err(|e| Error::Registry(e.to_string()))
-            }
+            causeway_contracts::registry::answers(registry)
         })
-        .await?;
+        .await
+        .map_err(|e| Error::Registry(e.to_string()))?;
     if !reachable {
         return Ok(());
     }
