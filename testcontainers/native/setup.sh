@@ -44,3 +44,16 @@ if [ ! -d "$browser/node_modules/playwright-core" ]; then
   say "installing playwright-core (npm ci in testcontainers/browser)"
   (cd "$browser" && npm ci --no-audit --no-fund --silent)
 fi
+
+# Helm for the chart's tests (helm lint, helm template), built from the Go module proxy into
+# .stack/tools/bin (about a minute and a half, once).
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+helm_version=v3.22.0
+if [ ! -x "$repo/.stack/tools/bin/helm" ] || ! "$repo/.stack/tools/bin/helm" version 2>/dev/null | grep -q "${helm_version%.0}"; then
+  command -v go >/dev/null 2>&1 || { say "Go is not installed (needed to build Helm for the chart's tests): install Go 1.26 or later"; exit 1; }
+  say "building Helm $helm_version (go install, into .stack/tools/bin)"
+  mkdir -p "$repo/.stack/tools/bin"
+  GOBIN="$repo/.stack/tools/bin" GOFLAGS=-mod=mod go install "helm.sh/helm/v3/cmd/helm@$helm_version" \
+    > "$repo/.stack/tools/helm-build.log" 2>&1 \
+    || { say "building Helm failed; see .stack/tools/helm-build.log"; exit 1; }
+fi
