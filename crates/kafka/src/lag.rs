@@ -190,3 +190,148 @@ pub fn partition_ends<C: rdkafka::consumer::ConsumerContext>(
     }
     Ok(out)
 }
+
+/// Where a consumer's lag is counted from: the offset it stored (a consumer that stores offsets once
+/// the effect is durable) or the position the application has reached (the transactional processor:
+/// its offsets are committed inside its transactions, where librdkafka's statistics do not see them,
+/// and it handles every record it polls in the transaction that follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagFrom {
+    /// librdkafka's `consumer_lag_stored`.
+    Stored,
+    /// The last stable offset minus the application's position.
+    Position,
+}
+
+/// A consumer's lag per group, topic and partition (`causeway_consumer_lag_records` and
+/// `causeway_consumer_lag_seconds`): records from librdkafka's statistics, time from the timestamps of
+/// the records handled. One per consumer, kept in its context.
+#[derive(Debug)]
+pub struct ConsumerLag {
+    group: String,
+    from: LagFrom,
+    records: prometheus::IntGaugeVec,
+    seconds: prometheus::GaugeVec,
+    /// Records waiting per topic and partition, as of the last statistics (partitions not fetched
+    /// absent).
+    waiting:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashMap<i32, i64>>>,
+    /// The timestamp of the last record handled per topic and partition.
+    handled:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashMap<i32, i64>>>,
+}
+
+impl ConsumerLag {
+    /// The lag of `group`, its metrics registered in `registry`.
+    pub fn new(
+        registry: &prometheus::Registry,
+        group: &str,
+        from: LagFrom,
+    ) -> Result<Self, prometheus::Error> {
+        use causeway_observe::metrics::names;
+        let records = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                names::CONSUMER_LAG_RECORDS,
+                "Records not yet handled, per assigned partition (its end, the last stable offset, minus the offset handled).",
+            ),
+            &["group", "topic", "partition"],
+        )?;
+        let seconds = prometheus::GaugeVec::new(
+            prometheus::Opts::new(
+                names::CONSUMER_LAG_SECONDS,
+                "How far behind the consumer is in time, per assigned partition: 0 when no record waits there, else now minus the timestamp of the last record handled there.",
+            ),
+            &["group", "topic", "partition"],
+        )?;
+        registry.register(Box::new(records.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        Ok(Self {
+            group: group.to_string(),
+            from,
+            records,
+            seconds,
+            waiting: std::sync::Mutex::default(),
+            handled: std::sync::Mutex::default(),
+        })
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`): the records waiting on each partition
+    /// being fetched.
+    pub fn statistics(&self, statistics: &rdkafka::Statistics) {
+        let mut waiting: std::collections::HashMap<String, std::collections::HashMap<i32, i64>> =
+            std::collections::HashMap::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.fetch_state == "none" {
+                    continue;
+                }
+                let n = match self.from {
+                    LagFrom::Stored if p.consumer_lag_stored >= 0 => p.consumer_lag_stored,
+                    LagFrom::Position if p.app_offset >= 0 && p.ls_offset >= 0 => {
+                        (p.ls_offset - p.app_offset).max(0)
+                    }
+                    _ => continue,
+                };
+                waiting
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(*partition, n);
+            }
+        }
+        self.records.reset();
+        for (topic, parts) in &waiting {
+            for (partition, n) in parts {
+                self.records
+                    .with_label_values(&[&self.group, topic, &partition.to_string()])
+                    .set(*n);
+            }
+        }
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = waiting;
+    }
+
+    /// Record `timestamp_ms` as the last handled on `topic` `partition`.
+    pub fn handled(&self, topic: &str, partition: i32, timestamp_ms: i64) {
+        let mut handled = self.handled.lock().unwrap_or_else(|p| p.into_inner());
+        match handled.get_mut(topic) {
+            Some(parts) => {
+                parts.insert(partition, timestamp_ms);
+            }
+            None => {
+                handled.insert(topic.to_string(), [(partition, timestamp_ms)].into());
+            }
+        }
+    }
+
+    /// Set the time lag of each partition handled and fetched now: 0 when no record waits there, else
+    /// now minus the timestamp of the last record handled there. Partitions no longer fetched (revoked)
+    /// lose their series.
+    pub fn update_seconds(&self, now_ms: i64) {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let handled = self.handled.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, parts) in handled.iter() {
+            for (partition, t) in parts {
+                let p = partition.to_string();
+                let labels = [self.group.as_str(), topic.as_str(), p.as_str()];
+                match waiting.get(topic).and_then(|w| w.get(partition)) {
+                    Some(n) => {
+                        let behind = if *n > 0 {
+                            ((now_ms - t).max(0) as f64) / 1000.0
+                        } else {
+                            0.0
+                        };
+                        self.seconds.with_label_values(&labels).set(behind);
+                    }
+                    None => {
+                        let _ = self.seconds.remove_label_values(&labels);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records waiting on `topic` `partition` as of the last statistics.
+    pub fn waiting(&self, topic: &str, partition: i32) -> Option<i64> {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.get(topic).and_then(|w| w.get(&partition)).copied()
+    }
+}

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use causeway_runtime::Shutdown;
-use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -158,36 +158,15 @@ struct RunnerContext {
     reassigned: std::sync::atomic::AtomicBool,
     /// Rebalances so far (a batch collected across one may hold records of partitions gone).
     rebalances: std::sync::atomic::AtomicU64,
-    group: String,
-    /// Records not yet handled per assigned partition, from librdkafka's statistics.
-    lag_records: IntGaugeVec,
-    /// The same, per topic and partition, as of the last statistics (partitions not fetched absent).
-    waiting: std::sync::Mutex<HashMap<String, HashMap<i32, i64>>>,
+    /// Its lag, fed by librdkafka's statistics.
+    lag: crate::lag::ConsumerLag,
 }
 
 impl ClientContext for RunnerContext {
     /// librdkafka's statistics (every `statistics.interval.ms`): the lag of each partition being
     /// fetched, its end (the last stable offset, read_committed) minus the offset stored (applied).
     fn stats(&self, statistics: rdkafka::Statistics) {
-        self.lag_records.reset();
-        let mut waiting: HashMap<String, HashMap<i32, i64>> = HashMap::new();
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                if *partition < 0 || p.fetch_state == "none" || p.consumer_lag_stored < 0 {
-                    continue;
-                }
-                self.lag_records
-                    .with_label_values(&[&self.group, topic, &partition.to_string()])
-                    .set(p.consumer_lag_stored);
-                waiting
-                    .entry(topic.clone())
-                    .or_default()
-                    .insert(*partition, p.consumer_lag_stored);
-            }
-        }
-        if let Ok(mut w) = self.waiting.lock() {
-            *w = waiting;
-        }
+        self.lag.statistics(&statistics);
     }
 }
 
@@ -235,8 +214,6 @@ struct Meters {
     records: IntCounterVec,
     retries: IntCounterVec,
     batch_seconds: Histogram,
-    lag_records: IntGaugeVec,
-    lag_seconds: GaugeVec,
     parked_keys: IntGaugeVec,
 }
 
@@ -264,20 +241,6 @@ impl Meters {
             )
             .buckets(prometheus::exponential_buckets(0.001, 2.0, 14)?),
         )?;
-        let lag_records = IntGaugeVec::new(
-            Opts::new(
-                names::CONSUMER_LAG_RECORDS,
-                "Records not yet handled, per assigned partition (its end, the last stable offset, minus the offset stored).",
-            ),
-            &["group", "topic", "partition"],
-        )?;
-        let lag_seconds = GaugeVec::new(
-            Opts::new(
-                names::CONSUMER_LAG_SECONDS,
-                "How far behind the consumer is in time, per assigned partition: 0 when no record waits there, else now minus the timestamp of the last record handled there.",
-            ),
-            &["group", "topic", "partition"],
-        )?;
         let parked_keys = IntGaugeVec::new(
             Opts::new(
                 names::CONSUMER_PARKED_KEYS,
@@ -289,14 +252,10 @@ impl Meters {
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(batch_seconds.clone()))?;
-        registry.register(Box::new(lag_records.clone()))?;
-        registry.register(Box::new(lag_seconds.clone()))?;
         Ok(Self {
             records,
             retries,
             batch_seconds,
-            lag_records,
-            lag_seconds,
             parked_keys,
         })
     }
@@ -360,9 +319,12 @@ impl Runner {
                         assigned: std::sync::atomic::AtomicBool::new(false),
                         reassigned: std::sync::atomic::AtomicBool::new(false),
                         rebalances: std::sync::atomic::AtomicU64::new(0),
-                        group: self.group.clone(),
-                        lag_records: meters.lag_records.clone(),
-                        waiting: std::sync::Mutex::new(HashMap::new()),
+                        lag: crate::lag::ConsumerLag::new(
+                            registry,
+                            &self.group,
+                            crate::lag::LagFrom::Stored,
+                        )
+                        .map_err(|e| Error::Task(format!("cannot register metrics: {e}")))?,
                     })
                     .map_err(|source| Error::Client {
                         what: "consumer",
@@ -419,7 +381,6 @@ impl Runner {
             ready: None,
             rewind: HashMap::new(),
             fatal: None,
-            last_timestamps: HashMap::new(),
             lag_at: Instant::now(),
             parking,
         };
@@ -457,7 +418,6 @@ struct Loop<'a, R: Fn(Status)> {
     /// Timestamp (ms) of the last record handled.
     /// Per topic and partition handled since the start, the timestamp of the last record handled
     /// there.
-    last_timestamps: HashMap<String, HashMap<i32, i64>>,
     /// When the lag metrics were last computed.
     lag_at: Instant,
     /// Per-key order (`park_keys`).
@@ -613,15 +573,7 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 }
                 seen.push(at);
                 if let Some(t) = m.timestamp().to_millis() {
-                    match self.last_timestamps.get_mut(at.0) {
-                        Some(partitions) => {
-                            partitions.insert(at.1, t);
-                        }
-                        None => {
-                            self.last_timestamps
-                                .insert(at.0.to_string(), HashMap::from([(at.1, t)]));
-                        }
-                    }
+                    self.consumer.context().lag.handled(at.0, at.1, t);
                 }
             }
             let started = Instant::now();
@@ -683,33 +635,7 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
     /// handled there. Partitions no longer fetched (revoked) lose their series.
     fn update_lag(&mut self) {
         self.lag_at = Instant::now();
-        let now = now_ms();
-        let group = &self.runner.group;
-        let Ok(waiting) = self.consumer.context().waiting.lock() else {
-            return;
-        };
-        for (topic, parts) in &self.last_timestamps {
-            for (partition, t) in parts {
-                let p = partition.to_string();
-                let labels = [group.as_str(), topic.as_str(), p.as_str()];
-                match waiting.get(topic).and_then(|w| w.get(partition)) {
-                    Some(n) => {
-                        let behind = if *n > 0 {
-                            ((now - t).max(0) as f64) / 1000.0
-                        } else {
-                            0.0
-                        };
-                        self.meters
-                            .lag_seconds
-                            .with_label_values(&labels)
-                            .set(behind);
-                    }
-                    None => {
-                        let _ = self.meters.lag_seconds.remove_label_values(&labels);
-                    }
-                }
-            }
-        }
+        self.consumer.context().lag.update_seconds(now_ms());
     }
 
     /// A batch: what is fetched, up to the count, for at most the batch time after its first record.

@@ -289,7 +289,7 @@ fn close_after(topic: &str, after: Duration) -> bool {
     config.set("group.instance.id", format!("{group}-instance"));
     let consumer = GroupConsumer::new(
         config
-            .create_with_context::<_, BaseConsumer<Rebalances>>(Rebalances::new(&config))
+            .create_with_context::<_, BaseConsumer<Rebalances>>(Rebalances::new(&config, None))
             .unwrap_or_else(|e| panic!("consumer: {e}")),
     );
     consumer

@@ -61,3 +61,45 @@ fn refuses_an_aggregate_type_it_does_not_host() {
         "{stderr}"
     );
 }
+
+/// The dashboards' lag: per group and command partition, in records and in seconds, as the processor
+/// sees it (librdkafka's statistics against the position its transactions committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_its_lag_per_partition_in_records_and_seconds() {
+    let world = World::new(2).await;
+    let load = common::stock_load(20, 5);
+    world.send_many("inventory", &load).await;
+    let processor = world.start_processor("lag");
+    world.wait_caught_up(Duration::from_secs(60));
+    let topic = world.topic("inventory", "commands");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = processor.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
+        let series = |name: &str| -> Vec<String> {
+            metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{name}{{"))
+                        && l.contains(&format!("group=\"{}\"", world.group))
+                        && l.contains(&format!("topic=\"{topic}\""))
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        let records = series("causeway_consumer_lag_records");
+        let seconds = series("causeway_consumer_lag_seconds");
+        let caught_up =
+            |lines: &[String]| lines.len() == 2 && lines.iter().all(|l| l.ends_with(" 0"));
+        if caught_up(&records) && caught_up(&seconds) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lag of 0 on both partitions of {topic}: {records:?} {seconds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    processor
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+}

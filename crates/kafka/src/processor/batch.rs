@@ -21,6 +21,7 @@ impl Run {
         let interval = Duration::from_millis(self.config.commit_interval_ms);
         let mut backoff = Duration::from_millis(100);
         let mut announced = false;
+        let mut lag_at = Instant::now();
         while !self.shutdown.is_triggered() {
             // Collect a batch: what is already fetched, up to `max_batch_records` or the commit
             // interval, without waiting for more (light load: small batches, low latency; heavy load:
@@ -85,6 +86,12 @@ impl Run {
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
+                }
+            }
+            if lag_at.elapsed() >= Duration::from_secs(1) {
+                lag_at = Instant::now();
+                if let Some(lag) = consumer.context().lag() {
+                    lag.update_seconds(super::now_ms());
                 }
             }
             if self.restore_pending(consumer)? {

@@ -174,10 +174,20 @@ impl Processor {
         if !kafka.properties.contains_key("group.instance.id") {
             consumer_config.set("group.instance.id", &transactional_id);
         }
+        // The lag metrics come from librdkafka's statistics.
+        if !kafka.properties.contains_key("statistics.interval.ms") {
+            consumer_config.set("statistics.interval.ms", "1000");
+        }
+        let lag = crate::lag::ConsumerLag::new(
+            registry,
+            &self.config.group_id,
+            crate::lag::LagFrom::Position,
+        )
+        .map_err(|e| ProcessorError::Kafka(Error::Task(format!("cannot register metrics: {e}"))))?;
         // Marked closing before it is dropped: closing never waits on a late assignment.
         let consumer: GroupConsumer<BaseConsumer<Rebalances>, Rebalances> = GroupConsumer::new(
             consumer_config
-                .create_with_context(Rebalances::new(&consumer_config))
+                .create_with_context(Rebalances::new(&consumer_config, Some(lag)))
                 .map_err(|source| Error::Client {
                     what: "consumer",
                     source,

@@ -27,15 +27,23 @@ pub enum Change {
 pub struct Rebalances {
     changes: Mutex<Vec<Change>>,
     membership: Membership,
+    /// Its lag, fed by librdkafka's statistics (none in tests that make a bare consumer).
+    lag: Option<crate::lag::ConsumerLag>,
 }
 
 impl Rebalances {
-    /// The context of a consumer created from `config`.
-    pub fn new(config: &ClientConfig) -> Self {
+    /// The context of a consumer created from `config`, its lag measured by `lag`.
+    pub fn new(config: &ClientConfig, lag: Option<crate::lag::ConsumerLag>) -> Self {
         Self {
             changes: Mutex::new(Vec::new()),
             membership: Membership::new(config),
+            lag,
         }
+    }
+
+    /// Its lag.
+    pub fn lag(&self) -> Option<&crate::lag::ConsumerLag> {
+        self.lag.as_ref()
     }
 
     /// The changes since the last call, in order.
@@ -58,7 +66,13 @@ fn pairs(list: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-impl ClientContext for Rebalances {}
+impl ClientContext for Rebalances {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(lag) = &self.lag {
+            lag.statistics(&statistics);
+        }
+    }
+}
 
 impl Member for Rebalances {
     fn membership(&self) -> &Membership {
