@@ -15,11 +15,36 @@ import yaml
 
 SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|CREDENTIAL)", re.I)
 
+# What a Secret or the downward API would put in an environment variable, for `--check-config`.
+STAND_INS = {
+    "CAUSEWAY__ACCESS__TOKENS": '[{ name = "operator", token = "0123456789abcdef0123" }]',
+    "CAUSEWAY__REDIS__URL": "redis://:secret@redis:6379",
+    "POD_NAME": "causeway-0",
+    "POD_NAMESPACE": "causeway",
+    "POD_IP": "10.0.0.7",
+}
+
+
+def environment(container, configmaps):
+    """The environment `container` starts with: its ConfigMaps, then its env (references expanded)."""
+    env = {}
+    for source in container.get("envFrom") or []:
+        name = source.get("configMapRef", {}).get("name")
+        env.update(configmaps.get(name, {}))
+    for e in container.get("env") or []:
+        if "value" in e:
+            env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), ""), e["value"])
+        else:
+            env[e["name"]] = STAND_INS.get(e["name"], "secret")
+    return env
+
 
 def main():
-    version = kubernetes_validate.latest_version()
+    version = sys.argv[1] if len(sys.argv) > 1 else kubernetes_validate.latest_version()
     docs = [d for d in yaml.safe_load_all(sys.stdin.read()) if d]
-    report = {"kubernetes": version, "objects": {}, "invalid": [], "custom": [], "problems": []}
+    report = {"kubernetes": version, "objects": {}, "invalid": [], "custom": [], "problems": [],
+              "workloads": []}
+    configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"}
     for doc in docs:
         kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
         report["objects"].setdefault(kind, []).append(name)
@@ -33,7 +58,15 @@ def main():
             for k, v in (doc.get("data") or {}).items():
                 if SECRET_NAME.search(k):
                     report["problems"].append(f"ConfigMap/{name} inlines {k}")
-        if kind in ("Deployment", "Job"):
+        if kind in ("Deployment", "StatefulSet"):
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                report["workloads"].append({
+                    "name": name,
+                    "binary": c["command"][0].rsplit("/", 1)[-1],
+                    "args": c.get("args", []),
+                    "env": environment(c, configmaps),
+                })
+        if kind in ("Deployment", "StatefulSet", "Job"):
             spec = doc["spec"]["template"]["spec"]
             if not spec.get("securityContext", {}).get("runAsNonRoot"):
                 report["problems"].append(f"{kind}/{name}: not runAsNonRoot")
@@ -46,7 +79,7 @@ def main():
                 for e in c.get("env") or []:
                     if SECRET_NAME.search(e["name"]) and "value" in e:
                         report["problems"].append(f"{kind}/{name}: {e['name']} inlined")
-                if kind == "Deployment":
+                if kind in ("Deployment", "StatefulSet"):
                     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
                         port = c.get(probe, {}).get("httpGet", {}).get("port")
                         if port != "admin":

@@ -63,6 +63,7 @@ fn render_and_check(extra: &[&str]) -> Value {
     assert!(ok, "helm template {extra:?} failed:\n{err}");
     let mut check = Command::new(python())
         .arg(python_script("chart_check.py"))
+        .arg(KUBE_VERSION)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -120,13 +121,16 @@ fn every_rendered_manifest_validates_against_its_kind() {
     assert_clean(&defaults, "default values");
     // Every service, each with what runs it; the autoscaled gateway alone by default; the provisioning
     // hook; no custom resource unless asked for.
-    for kind in ["Deployment", "Service", "ConfigMap", "ServiceAccount"] {
+    for kind in ["Service", "ConfigMap", "ServiceAccount"] {
         assert_eq!(count(&defaults, kind), 7, "{kind}: {defaults}");
     }
     assert_eq!(count(&defaults, "HorizontalPodAutoscaler"), 1, "{defaults}");
     assert_eq!(count(&defaults, "PodDisruptionBudget"), 5, "{defaults}");
-    assert_eq!(count(&defaults, "Job"), 1, "{defaults}");
+    assert_eq!(count(&defaults, "Job"), 2, "{defaults}");
     assert_eq!(defaults["custom"], Value::Array(vec![]), "{defaults}");
+
+    assert_eq!(count(&defaults, "Deployment"), 5, "{defaults}");
+    assert_eq!(count(&defaults, "StatefulSet"), 2, "{defaults}");
 
     let production = render_and_check(&["-f", &production_values()]);
     assert_clean(&production, "production values");
@@ -224,5 +228,62 @@ fn bad_values_are_refused_naming_the_value() {
                 && err.contains(expected),
             "--set {set}: expected {expected:?} in:\n{err}"
         );
+    }
+}
+
+/// Each workload the chart renders starts: its binary (the workspace's build) accepts the environment
+/// the chart gives it (ConfigMap, env, Secrets and the downward API by stand-ins) over the sample config
+/// the image carries: no unknown key, no value its checks refuse.
+#[test]
+fn every_service_accepts_the_configuration_the_chart_gives_it() {
+    let counter = [
+        "--set",
+        "domain=counter",
+        "--set",
+        "services.saga-orchestrator.enabled=false",
+        "--set",
+        "services.projector-redis.enabled=false",
+        "--set",
+        "services.projector-clickhouse.enabled=false",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    for (extra, services) in [
+        (vec![], 7),
+        (vec!["-f".to_string(), production_values()], 7),
+        // Another domain (no saga, no projection) from the same image.
+        (counter, 4),
+    ] {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let report = render_and_check(&extra);
+        let workloads = report["workloads"].as_array().cloned().unwrap_or_default();
+        assert_eq!(workloads.len(), services, "{report}");
+        for w in workloads {
+            let binary = w["binary"].as_str().unwrap_or_default();
+            let bin = repo_root().join("target/debug").join(binary);
+            assert!(
+                bin.exists(),
+                "{} is missing: build the workspace first (make build)",
+                bin.display()
+            );
+            let sample = repo_root().join(format!("services/{binary}/{binary}.toml"));
+            let mut command = Command::new(&bin);
+            command
+                .env_clear()
+                .arg("--config")
+                .arg(&sample)
+                .arg("--check-config");
+            if let Some(env) = w["env"].as_object() {
+                for (k, v) in env {
+                    command.env(k, v.as_str().unwrap_or_default());
+                }
+            }
+            let out = command.output().unwrap_or_else(|e| panic!("{binary}: {e}"));
+            assert!(
+                out.status.success(),
+                "{binary} refuses the chart's configuration ({extra:?}):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }

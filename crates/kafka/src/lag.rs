@@ -203,22 +203,25 @@ pub enum LagFrom {
     Position,
 }
 
+/// Per topic, per partition.
+type ByPartition<T> = std::collections::HashMap<String, std::collections::HashMap<i32, T>>;
+
 /// A consumer's lag per group, topic and partition (`causeway_consumer_lag_records` and
 /// `causeway_consumer_lag_seconds`): records from librdkafka's statistics, time from the timestamps of
-/// the records handled. One per consumer, kept in its context.
+/// the records handled and from when records were first seen waiting. One per consumer, kept in its
+/// context.
 #[derive(Debug)]
 pub struct ConsumerLag {
     group: String,
     from: LagFrom,
     records: prometheus::IntGaugeVec,
     seconds: prometheus::GaugeVec,
-    /// Records waiting per topic and partition, as of the last statistics (partitions not fetched
-    /// absent).
-    waiting:
-        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashMap<i32, i64>>>,
-    /// The timestamp of the last record handled per topic and partition.
-    handled:
-        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashMap<i32, i64>>>,
+    /// Records waiting, as of the last statistics (partitions not fetched absent).
+    waiting: std::sync::Mutex<ByPartition<i64>>,
+    /// The timestamp of the last record handled.
+    handled: std::sync::Mutex<ByPartition<i64>>,
+    /// Since when records have been waiting (absent: none waits).
+    waiting_since: std::sync::Mutex<ByPartition<i64>>,
 }
 
 impl ConsumerLag {
@@ -239,7 +242,7 @@ impl ConsumerLag {
         let seconds = prometheus::GaugeVec::new(
             prometheus::Opts::new(
                 names::CONSUMER_LAG_SECONDS,
-                "How far behind the consumer is in time, per assigned partition: 0 when no record waits there, else now minus the timestamp of the last record handled there.",
+                "How long the oldest waiting record has been waiting at least, per assigned partition: 0 when none waits, else now minus the later of the last handled record's timestamp and when records were first seen waiting.",
             ),
             &["group", "topic", "partition"],
         )?;
@@ -252,14 +255,14 @@ impl ConsumerLag {
             seconds,
             waiting: std::sync::Mutex::default(),
             handled: std::sync::Mutex::default(),
+            waiting_since: std::sync::Mutex::default(),
         })
     }
 
     /// librdkafka's statistics (every `statistics.interval.ms`): the records waiting on each partition
     /// being fetched.
     pub fn statistics(&self, statistics: &rdkafka::Statistics) {
-        let mut waiting: std::collections::HashMap<String, std::collections::HashMap<i32, i64>> =
-            std::collections::HashMap::new();
+        let mut waiting: ByPartition<i64> = std::collections::HashMap::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition < 0 || p.fetch_state == "none" {
@@ -278,20 +281,46 @@ impl ConsumerLag {
                     .insert(*partition, n);
             }
         }
-        self.records.reset();
+        // Set the series of the partitions fetched, then remove those no longer fetched: a scrape never
+        // finds a partition's series missing while it is fetched.
+        let now = now_ms();
+        let mut since = lock(&self.waiting_since);
         for (topic, parts) in &waiting {
             for (partition, n) in parts {
                 self.records
                     .with_label_values(&[&self.group, topic, &partition.to_string()])
                     .set(*n);
+                let started = since.entry(topic.clone()).or_default();
+                if *n > 0 {
+                    started.entry(*partition).or_insert(now);
+                } else {
+                    started.remove(partition);
+                }
             }
         }
-        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = waiting;
+        let mut previous = lock(&self.waiting);
+        for (topic, parts) in previous.iter() {
+            for partition in parts.keys() {
+                if waiting
+                    .get(topic)
+                    .is_none_or(|w| !w.contains_key(partition))
+                {
+                    let p = partition.to_string();
+                    let labels = [self.group.as_str(), topic.as_str(), p.as_str()];
+                    let _ = self.records.remove_label_values(&labels);
+                    let _ = self.seconds.remove_label_values(&labels);
+                    if let Some(started) = since.get_mut(topic) {
+                        started.remove(partition);
+                    }
+                }
+            }
+        }
+        *previous = waiting;
     }
 
     /// Record `timestamp_ms` as the last handled on `topic` `partition`.
     pub fn handled(&self, topic: &str, partition: i32, timestamp_ms: i64) {
-        let mut handled = self.handled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut handled = lock(&self.handled);
         match handled.get_mut(topic) {
             Some(parts) => {
                 parts.insert(partition, timestamp_ms);
@@ -302,36 +331,47 @@ impl ConsumerLag {
         }
     }
 
-    /// Set the time lag of each partition handled and fetched now: 0 when no record waits there, else
-    /// now minus the timestamp of the last record handled there. Partitions no longer fetched (revoked)
-    /// lose their series.
+    /// Set the time lag of each partition fetched now: 0 when no record waits there, else how long the
+    /// oldest waiting record has been there at least: now minus the later of the timestamp of the last
+    /// record handled there and the moment records were first seen waiting (after an idle spell the
+    /// first new record does not count the idle time; a partition whose backlog has not moved since it
+    /// was assigned counts from when it was seen).
     pub fn update_seconds(&self, now_ms: i64) {
-        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        let handled = self.handled.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, parts) in handled.iter() {
-            for (partition, t) in parts {
+        let waiting = lock(&self.waiting);
+        let handled = lock(&self.handled);
+        let since = lock(&self.waiting_since);
+        for (topic, parts) in waiting.iter() {
+            for (partition, n) in parts {
                 let p = partition.to_string();
                 let labels = [self.group.as_str(), topic.as_str(), p.as_str()];
-                match waiting.get(topic).and_then(|w| w.get(partition)) {
-                    Some(n) => {
-                        let behind = if *n > 0 {
-                            ((now_ms - t).max(0) as f64) / 1000.0
-                        } else {
-                            0.0
-                        };
-                        self.seconds.with_label_values(&labels).set(behind);
-                    }
-                    None => {
-                        let _ = self.seconds.remove_label_values(&labels);
-                    }
-                }
+                let behind = if *n > 0 {
+                    let last = handled.get(topic).and_then(|h| h.get(partition)).copied();
+                    let seen = since.get(topic).and_then(|s| s.get(partition)).copied();
+                    let from = last.max(seen).unwrap_or(now_ms);
+                    ((now_ms - from).max(0) as f64) / 1000.0
+                } else {
+                    0.0
+                };
+                self.seconds.with_label_values(&labels).set(behind);
             }
         }
     }
 
     /// Records waiting on `topic` `partition` as of the last statistics.
     pub fn waiting(&self, topic: &str, partition: i32) -> Option<i64> {
-        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        waiting.get(topic).and_then(|w| w.get(&partition)).copied()
+        lock(&self.waiting)
+            .get(topic)
+            .and_then(|w| w.get(&partition))
+            .copied()
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
