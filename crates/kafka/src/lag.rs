@@ -318,6 +318,21 @@ impl ConsumerLag {
         *previous = waiting;
     }
 
+    /// Record the last record of each partition in `batch` as handled (few partitions: a short list).
+    pub fn handled_batch(&self, batch: &[rdkafka::message::BorrowedMessage<'_>]) {
+        let mut seen: Vec<(&str, i32)> = Vec::new();
+        for m in batch.iter().rev() {
+            let at = (m.topic(), m.partition());
+            if seen.contains(&at) {
+                continue;
+            }
+            seen.push(at);
+            if let Some(t) = m.timestamp().to_millis() {
+                self.handled(at.0, at.1, t);
+            }
+        }
+    }
+
     /// Record `timestamp_ms` as the last handled on `topic` `partition`.
     pub fn handled(&self, topic: &str, partition: i32, timestamp_ms: i64) {
         let mut handled = lock(&self.handled);

@@ -564,18 +564,7 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 }
                 continue;
             }
-            // The last record of each partition in the batch (few partitions: a short list).
-            let mut seen: Vec<(&str, i32)> = Vec::new();
-            for m in batch.iter().rev() {
-                let at = (m.topic(), m.partition());
-                if seen.contains(&at) {
-                    continue;
-                }
-                seen.push(at);
-                if let Some(t) = m.timestamp().to_millis() {
-                    self.consumer.context().lag.handled(at.0, at.1, t);
-                }
-            }
+            self.consumer.context().lag.handled_batch(&batch);
             let started = Instant::now();
             let Some(()) = self.handle(handler, &batch) else {
                 // Shutdown while retrying, or a fatal failure: nothing stored, the next owner reads

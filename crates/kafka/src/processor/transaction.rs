@@ -172,18 +172,7 @@ impl Run {
             }
         }
         if let Some(lag) = consumer.context().lag() {
-            // The last record of each partition in the batch: how far behind in time it is.
-            let mut seen: Vec<(&str, i32)> = Vec::new();
-            for m in batch.iter().rev() {
-                let at = (m.topic(), m.partition());
-                if seen.contains(&at) {
-                    continue;
-                }
-                seen.push(at);
-                if let Some(t) = m.timestamp().to_millis() {
-                    lag.handled(at.0, at.1, t);
-                }
-            }
+            lag.handled_batch(batch);
         }
         self.fired.clear();
         // Partitions started at their end: their offset is committed now, they may be read.
