@@ -59,6 +59,10 @@ pub mod names {
     pub const DLQ_PARKED_BEHIND_RECORDS: &str = "causeway_dlq_parked_behind_records";
     /// Counter: replays refused by the loop guard (`dlq.max_replays`), by `group`.
     pub const DLQ_LOOP_GUARD_TOTAL: &str = "causeway_dlq_loop_guard_total";
+    /// HTTP requests answered, by route, method and status (counter).
+    pub const HTTP_REQUESTS_TOTAL: &str = "causeway_http_requests_total";
+    /// Time to answer an HTTP request, by route and method, in seconds (histogram).
+    pub const HTTP_REQUEST_SECONDS: &str = "causeway_http_request_seconds";
     /// Saga instances held, by saga and status (gauge).
     pub const SAGA_INSTANCES: &str = "causeway_saga_instances";
     /// Saga instances finished, by saga and status (completed, compensated, failed).

@@ -101,6 +101,9 @@ pub enum Error {
         "the results topic {0:?} does not exist (create the domain's topics: `causeway topics apply`)"
     )]
     MissingResultsTopic(String),
+    /// Metrics could not be registered. Fatal (a bug).
+    #[error("cannot register metrics: {0}")]
+    Metrics(String),
     /// The API listener could not be bound.
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Listen {
@@ -115,9 +118,10 @@ impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
             Error::Kafka(e) => e.class(),
-            Error::Listen { .. } | Error::UnknownDomain(_) | Error::MissingResultsTopic(_) => {
-                ErrorClass::Fatal
-            }
+            Error::Listen { .. }
+            | Error::UnknownDomain(_)
+            | Error::MissingResultsTopic(_)
+            | Error::Metrics(_) => ErrorClass::Fatal,
         }
     }
 }

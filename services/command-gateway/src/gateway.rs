@@ -101,8 +101,11 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         domain,
     });
     let shutdown = ctx.shutdown.clone();
-    let server = axum::serve(listener, api::router(app, config.http.max_body_bytes))
-        .with_graceful_shutdown(async move { shutdown.wait().await });
+    let meters = causeway_observe::http::HttpMeters::new(ctx.metrics.registry())
+        .map_err(|e| Error::Metrics(e.to_string()))?;
+    let routes = meters.around(api::router(app, config.http.max_body_bytes));
+    let server =
+        axum::serve(listener, routes).with_graceful_shutdown(async move { shutdown.wait().await });
     tracing::info!(%listen, "command API serving");
     let served = server.await;
     follower.abort();

@@ -29,7 +29,7 @@ async fn prepared() -> KafkaConfig {
 }
 
 struct Gateway {
-    _process: ServiceProcess,
+    process: ServiceProcess,
     api: SocketAddr,
 }
 
@@ -54,10 +54,7 @@ impl Gateway {
         process
             .wait_ready(Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}"));
-        Self {
-            _process: process,
-            api,
-        }
+        Self { process, api }
     }
 
     fn call(
@@ -269,6 +266,38 @@ async fn bad_commands_get_clear_answers() {
     assert_eq!(status, 413);
     let (status, body) = gateway.call("GET", "/v1/commands/x?wait_ms=soon", &[], None);
     assert_eq!(status, 400, "{body}");
+
+    // The dashboards' request metrics: by route template (not by id), method and status.
+    let (_, metrics) = gateway
+        .process
+        .get("/metrics")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let count = |route: &str, method: &str, status: &str| -> f64 {
+        let series = format!(
+            "causeway_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let submit = "/v1/commands/{aggregate}/{command}";
+    assert!(count(submit, "POST", "400") >= 2.0, "{metrics}");
+    assert_eq!(count(submit, "POST", "413"), 1.0, "{metrics}");
+    assert_eq!(
+        count("/v1/commands/{command_id}", "GET", "400"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("causeway_http_request_seconds_count{method=\"POST\",route=\"/v1/commands/{aggregate}/{command}\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("route=\"/v1/commands/x\""),
+        "ids never make series"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

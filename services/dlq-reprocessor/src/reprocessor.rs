@@ -88,10 +88,13 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         max_events: config.history.max_events,
         history_reads: tokio::sync::Semaphore::new(crate::api::HISTORY_READS),
     });
+    let routes = causeway_observe::http::HttpMeters::new(ctx.metrics.registry())
+        .map_err(|e| Error::Config(format!("metrics: {e}")))?
+        .around(router(api));
     let server = {
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
-            axum::serve(listener, router(api))
+            axum::serve(listener, routes)
                 .with_graceful_shutdown(async move { shutdown.wait().await })
                 .await
         })

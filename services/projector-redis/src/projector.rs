@@ -76,10 +76,13 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
             .collect(),
         connection: connection.clone(),
     });
+    let routes = causeway_observe::http::HttpMeters::new(ctx.metrics.registry())
+        .map_err(|e| Error::Config(format!("metrics: {e}")))?
+        .around(crate::api::router(read_api));
     let server = {
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
-            axum::serve(listener, crate::api::router(read_api))
+            axum::serve(listener, routes)
                 .with_graceful_shutdown(async move { shutdown.wait().await })
                 .await
         })

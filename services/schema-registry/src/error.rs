@@ -206,6 +206,9 @@ pub enum Error {
         "the schema topic cannot be used: {0}; it must have exactly 1 partition and cleanup.policy=compact"
     )]
     Topic(String),
+    /// Metrics could not be registered. Fatal (a bug).
+    #[error("cannot register metrics: {0}")]
+    Metrics(String),
     /// The `_schemas` reader stopped.
     #[error("the {topic} reader stopped: {why}")]
     Reader {
@@ -220,7 +223,7 @@ impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
             Error::Kafka(e) => e.class(),
-            Error::Listen { .. } | Error::Topic(_) => ErrorClass::Fatal,
+            Error::Listen { .. } | Error::Topic(_) | Error::Metrics(_) => ErrorClass::Fatal,
             Error::Reader { .. } => ErrorClass::Transient,
         }
     }

@@ -55,7 +55,9 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
         own_url: registry.advertised_url(),
         write_timeout: std::time::Duration::from_millis(registry.write_timeout_ms),
     });
-    let router = api::router(app);
+    let router = causeway_observe::http::HttpMeters::new(ctx.metrics.registry())
+        .map_err(|e| Error::Metrics(e.to_string()))?
+        .around(api::router(app));
     let shutdown = ctx.shutdown.clone();
     let mut server = tokio::spawn(async move {
         axum::serve(listener, router)
