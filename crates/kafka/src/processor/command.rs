@@ -160,29 +160,16 @@ impl Run {
                 self.strict = true;
                 return Err(unwritable(why));
             }
-            let Some(topic) = &self.hosts[host].topics().changelog else {
-                continue;
-            };
-            let record_name = self.hosts[host].state_record();
-            let limit = self.record_limits.of(topic);
             for state in dirty.drain(..) {
-                let bytes =
-                    match self.block_on(self.codec.encode_value(topic, record_name, state.value)) {
-                        Ok(b) => b,
-                        Err(e @ WireError::Registry(_)) => return Err(e.into()),
-                        Err(e) => {
-                            self.strict = true;
-                            return Err(unwritable(e.to_string()));
-                        }
-                    };
-                let size = bytes.len() + state.aggregate_id.len() + RECORD_OVERHEAD;
-                if size > limit {
-                    self.strict = true;
-                    return Err(unwritable(format!(
-                        "the state of {} would be {size} bytes; {topic} takes at most {limit}",
-                        state.aggregate_id
-                    )));
-                }
+                let bytes = match self.encode_state(host, &state.aggregate_id, state.value) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => continue,
+                    Err(Unbuildable::Transient(e)) => return Err(e.into()),
+                    Err(Unbuildable::Poison(why)) => {
+                        self.strict = true;
+                        return Err(unwritable(why));
+                    }
+                };
                 self.batch_states
                     .insert((host, state.partition, state.aggregate_id), bytes);
             }
@@ -350,7 +337,9 @@ impl Run {
         // built and checked now, so that the input that makes it unwritable is the one refused.
         if self.strict
             && let Some(state) = self.hosts[host].state_after(now)
-            && let Err(unbuildable) = self.check_state(host, &aggregate_id, state)
+            && let Err(unbuildable) = state
+                .map_err(Unbuildable::Poison)
+                .and_then(|value| self.encode_state(host, &aggregate_id, value))
         {
             self.hosts[host].discard();
             let reason = match unbuildable {
@@ -536,18 +525,17 @@ impl Run {
         })
     }
 
-    /// Whether the state record `value` of `key` can be written to `host`'s changelog (encoded, within
-    /// the topic's limit).
-    fn check_state(
+    /// The state record `value` of `key` encoded for `host`'s changelog and checked against the topic's
+    /// limit (`None`: the host keeps no changelog).
+    fn encode_state(
         &self,
         host: usize,
         key: &str,
-        value: Result<apache_avro::types::Value, String>,
-    ) -> Result<(), Unbuildable> {
+        value: apache_avro::types::Value,
+    ) -> Result<Option<Vec<u8>>, Unbuildable> {
         let Some(topic) = self.hosts[host].topics().changelog.as_deref() else {
-            return Ok(());
+            return Ok(None);
         };
-        let value = value.map_err(Unbuildable::Poison)?;
         let bytes = self
             .block_on(
                 self.codec
@@ -564,7 +552,7 @@ impl Run {
                 "the state of {key} would be {size} bytes; {topic} takes at most {limit}"
             )));
         }
-        Ok(())
+        Ok(Some(bytes))
     }
 
     /// A poison command: its dead letter, and its result when its id could be read.
