@@ -11,9 +11,6 @@ pub enum Error {
     /// The processor stopped on an error.
     #[error(transparent)]
     Processor(#[from] causeway_kafka::processor::ProcessorError),
-    /// The schema registry did not answer. Transient.
-    #[error("schema registry: {0}")]
-    Registry(String),
     /// A domain this build does not host. Fatal (config validation catches it first).
     #[error("unknown domain {0:?}")]
     UnknownDomain(String),
@@ -30,7 +27,6 @@ impl Classify for Error {
         match self {
             Error::Kafka(e) => e.class(),
             Error::Processor(e) => e.class(),
-            Error::Registry(_) => ErrorClass::Transient,
             Error::UnknownDomain(_) | Error::UnknownAggregate(_) | Error::Task(_) => {
                 ErrorClass::Fatal
             }

@@ -16,17 +16,8 @@ use crate::meters::SagaMeters;
 
 /// Run until shutdown.
 pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
-    if !causeway_kafka::client::wait_for_broker(&ctx, &config.kafka).await? {
-        return Ok(());
-    }
     let registry = config.processor.registry_url.as_str();
-    let reachable = ctx
-        .wait_for("schema registry", || {
-            causeway_contracts::registry::answers(registry)
-        })
-        .await
-        .map_err(|e| Error::Registry(e.to_string()))?;
-    if !reachable {
+    if !causeway_kafka::processor::wait_for_dependencies(&ctx, &config.kafka, registry).await? {
         return Ok(());
     }
     let domains = causeway_domains::domains();

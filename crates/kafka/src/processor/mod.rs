@@ -66,6 +66,23 @@ use crate::error::Error;
 use crate::group::GroupConsumer;
 use meters::Meters;
 
+/// Wait until Kafka and the schema registry at `registry_url` answer, as a service running the processor
+/// does before it starts; `Ok(false)` when shutdown came first.
+pub async fn wait_for_dependencies(
+    ctx: &causeway_runtime::ServiceContext,
+    kafka: &KafkaConfig,
+    registry_url: &str,
+) -> Result<bool, Error> {
+    if !crate::client::wait_for_broker(ctx, kafka).await? {
+        return Ok(false);
+    }
+    ctx.wait_for("schema registry", || {
+        causeway_contracts::registry::answers(registry_url)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))
+}
+
 /// A processor hosting one or more aggregate types. Build it, then [`Processor::run`] it on a thread
 /// that may block.
 pub struct Processor {
