@@ -10,6 +10,11 @@ dir=${CAUSEWAY_STACK_DIR:-$repo/.stack}
 # shellcheck disable=SC1091
 . "$dir/stack.env"
 causeway=$repo/target/debug/causeway
+# The services' ports (services.sh): the configs' plus CAUSEWAY_SERVICES_PORT_OFFSET.
+offset=${CAUSEWAY_SERVICES_PORT_OFFSET:-0}
+gateway=127.0.0.1:$((18080 + offset)) read_api=127.0.0.1:$((18083 + offset)) dlq_api=127.0.0.1:$((18086 + offset))
+processor_admin=127.0.0.1:$((9402 + offset)) orchestrator_admin=127.0.0.1:$((9405 + offset))
+export CAUSEWAY_DLQ_URL=http://$dlq_api
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -29,13 +34,13 @@ bash "$here/stack.sh" status 2>&1 | sed 's/^stack: /  /'
 step "The services (admin endpoints: /healthz /readyz /metrics)"
 bash "$here/services.sh" status | sed 's/^/  /'
 
-step "A sample workload through the gateway (POST 127.0.0.1:18080/v1/commands/<aggregate>/<Command>)"
+step "A sample workload through the gateway (POST $gateway/v1/commands/<aggregate>/<Command>)"
 run=$(date +%s)
 # POST a command, then wait for its result on the status API; one line per command.
 send() {
   local aggregate=$1 command=$2 body=$3 id="demo-$run-$4"
   local answer
-  answer=$(curl -s -X POST "127.0.0.1:18080/v1/commands/$aggregate/$command" \
+  answer=$(curl -s -X POST "$gateway/v1/commands/$aggregate/$command" \
     -H 'Content-Type: application/json' -H "Idempotency-Key: $id" -d "$body")
   case $answer in
     *'"status_url"'*) ;;
@@ -43,7 +48,7 @@ send() {
   esac
   local status_url
   status_url=$(printf '%s' "$answer" | "$dir/venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["status_url"])')
-  curl -s "127.0.0.1:18080$status_url?wait_ms=15000" | "$dir/venv/bin/python" -c '
+  curl -s "$gateway$status_url?wait_ms=15000" | "$dir/venv/bin/python" -c '
 import json, sys
 r = json.load(sys.stdin)
 what = {"accepted": "accepted, version %s" % r.get("version"),
@@ -91,10 +96,10 @@ saga list --newer-than 10m | sed 's/^/    /' || true
 echo "  a command to the order the saga confirmed, with a stale expected version:"
 send order     ShipOrder        "{\"order_id\":\"$order\",\"carrier\":\"DHL\",\"tracking_number\":\"T1\",\"expected_version\":1}" 9
 
-step "The read models in Redis (projector-redis: GET 127.0.0.1:18083/v1/read/<projection>/<id>)"
+step "The read models in Redis (projector-redis: GET $read_api/v1/read/<projection>/<id>)"
 # Read your writes: ConfirmOrder gave the order version 2; the read waits (at most 5 s) until it is applied.
 read_model() {
-  curl -s "127.0.0.1:18083$1" | "$dir/venv/bin/python" -c '
+  curl -s "$read_api$1" | "$dir/venv/bin/python" -c '
 import json, sys
 d = json.load(sys.stdin)
 if "items" in d:
@@ -123,7 +128,7 @@ curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT day, currency, orders, total_ce
 echo "  SELECT aggregate_type, count() FROM causeway_events FINAL GROUP BY aggregate_type"
 curl -s "$CLICKHOUSE_URL/" --data-binary "SELECT aggregate_type, count() AS events FROM causeway_events FINAL GROUP BY aggregate_type ORDER BY aggregate_type FORMAT PrettyCompactMonoBlock" | sed 's/^/  /'
 
-step "Dead letters (dlq-reprocessor: causeway dlq ..., web UI at http://127.0.0.1:18086/)"
+step "Dead letters (dlq-reprocessor: causeway dlq ..., web UI at http://$dlq_api/)"
 # A record that is not a command at all, produced straight onto the commands topic: the processor
 # dead-letters it and goes on; the reprocessor indexes it.
 export CAUSEWAY_DLQ_TOKEN
@@ -156,11 +161,11 @@ for _ in $(seq 1 20); do
 done
 "$causeway" events order "$order" | sed 's/^/  /'
 
-step "The processor's metrics (curl -s 127.0.0.1:9402/metrics)"
-curl -s 127.0.0.1:9402/metrics | grep -E '^causeway_processor_(commands|transactions)_total' | sed 's/^/  /'
+step "The processor's metrics (curl -s $processor_admin/metrics)"
+curl -s "$processor_admin/metrics" | grep -E '^causeway_processor_(commands|transactions)_total' | sed 's/^/  /'
 
-step "The orchestrator's metrics (curl -s 127.0.0.1:9405/metrics)"
-curl -s 127.0.0.1:9405/metrics | grep -E '^causeway_saga_(instances|finished_total|compensations_total)' | sed 's/^/  /'
+step "The orchestrator's metrics (curl -s $orchestrator_admin/metrics)"
+curl -s "$orchestrator_admin/metrics" | grep -E '^causeway_saga_(instances|finished_total|compensations_total)' | sed 's/^/  /'
 
 cat <<EOT
 

@@ -3,12 +3,14 @@
 # registry is part of the stack itself (stack.sh), since the tests need it too.
 #
 #   services.sh start    start every service not yet running (binaries from target/debug), wait for /readyz
-#                        (for a planned service, not built yet, for /healthz: it never reports ready)
 #   services.sh stop     SIGTERM each service this script started, wait for it to exit
 #   services.sh status   one line per service: pid, admin address, ready or not
 #
 # Each service runs with its sample config (services/<name>/<name>.toml), pointed at the running stack
-# through CAUSEWAY__* overrides; logs and PIDs live in <stack dir>/services/.
+# through CAUSEWAY__* overrides; logs and PIDs live in <stack dir>/services/. Its ports are those of the
+# config (admin 9401-9406; HTTP 18080, 18083, 18086) plus CAUSEWAY_SERVICES_PORT_OFFSET (default 0), so
+# that a second set of services (a test's) can run beside the demo's. Extra environment for every
+# service: CAUSEWAY_SERVICES_ENV (KEY=VALUE lines, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=...).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,21 +19,21 @@ dir=${CAUSEWAY_STACK_DIR:-$repo/.stack}
 run=$dir/services
 bin=${CAUSEWAY_BIN_DIR:-$repo/target/debug}
 
-# name admin-port built|planned
+offset=${CAUSEWAY_SERVICES_PORT_OFFSET:-0}
+# name admin-port http-port (- when it has none)
 services=(
-  "command-gateway 9401 built"
-  "aggregate-processor 9402 built"
-  "projector-clickhouse 9403 built"
-  "projector-redis 9404 built"
-  "saga-orchestrator 9405 built"
-  "dlq-reprocessor 9406 built"
+  "command-gateway $((9401 + offset)) $((18080 + offset))"
+  "aggregate-processor $((9402 + offset)) -"
+  "projector-clickhouse $((9403 + offset)) -"
+  "projector-redis $((9404 + offset)) $((18083 + offset))"
+  "saga-orchestrator $((9405 + offset)) -"
+  "dlq-reprocessor $((9406 + offset)) $((18086 + offset))"
 )
 
 say() { printf 'services: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" = 200 ]; }
-healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/healthz")" = 200 ]; }
 
 # The operator API's token of this stack (made once, kept in the stack folder; `causeway dlq` reads it
 # from CAUSEWAY_DLQ_TOKEN).
@@ -50,17 +52,19 @@ start() {
   mkdir -p "$run"
   for entry in "${services[@]}"; do
     set -- $entry
-    local name=$1 port=$2
+    local name=$1 port=$2 http=$3
     [ -x "$bin/$name" ] || die "$bin/$name is missing: make build"
     if alive "$run/$name.pid"; then continue; fi
     # Only the sections a service has may be overridden: an unknown key is a config error.
     local extra=()
+    [ "$http" = - ] || extra+=("CAUSEWAY__HTTP__LISTEN=127.0.0.1:$http")
+    while IFS= read -r line; do [ -n "$line" ] && extra+=("$line"); done <<< "${CAUSEWAY_SERVICES_ENV:-}"
     case $name in
-      aggregate-processor|saga-orchestrator) extra=("CAUSEWAY__PROCESSOR__REGISTRY_URL=$REGISTRY_URL") ;;
-      projector-redis) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
-      projector-clickhouse) extra=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
-      dlq-reprocessor) extra=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__DLQ__REGISTRY_URL=$REGISTRY_URL"
-                              "CAUSEWAY__ACCESS__TOKENS=[{ name = \"demo\", token = \"$(dlq_token)\" }]") ;;
+      aggregate-processor|saga-orchestrator) extra+=("CAUSEWAY__PROCESSOR__REGISTRY_URL=$REGISTRY_URL") ;;
+      projector-redis) extra+=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
+      projector-clickhouse) extra+=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
+      dlq-reprocessor) extra+=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__DLQ__REGISTRY_URL=$REGISTRY_URL"
+                               "CAUSEWAY__ACCESS__TOKENS=[{ name = \"demo\", token = \"$(dlq_token)\" }]") ;;
     esac
     env "CAUSEWAY__ADMIN__LISTEN=127.0.0.1:$port" "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP" "${extra[@]}" \
       setsid "$bin/$name" --config "$repo/services/$name/$name.toml" > "$run/$name.log" 2>&1 < /dev/null &
@@ -68,10 +72,8 @@ start() {
   done
   for entry in "${services[@]}"; do
     set -- $entry
-    local name=$1 port=$2 kind=$3 deadline=$((SECONDS + 60))
-    local check=ready
-    [ "$kind" = planned ] && check=healthy
-    until $check "$port"; do
+    local name=$1 port=$2 deadline=$((SECONDS + 60))
+    until ready "$port"; do
       alive "$run/$name.pid" || die "$name exited; its log: $run/$name.log"
       [ $SECONDS -lt $deadline ] || die "$name not ready within 60s; its log: $run/$name.log"
       sleep 0.2
@@ -102,12 +104,10 @@ status() {
   printf '%-22s %-8s %-16s %s\n' SERVICE PID ADMIN STATE
   for entry in "${services[@]}"; do
     set -- $entry
-    local name=$1 port=$2 kind=$3 pid=- state=stopped
+    local name=$1 port=$2 pid=- state=stopped
     if alive "$run/$name.pid"; then
       pid=$(cat "$run/$name.pid")
-      if [ "$kind" = planned ]; then
-        if healthy "$port"; then state="idle: planned, not built yet (never ready)"; else state="not answering"; bad=1; fi
-      elif ready "$port"; then state=ready; else state="not ready"; bad=1; fi
+      if ready "$port"; then state=ready; else state="not ready"; bad=1; fi
     else
       bad=1
     fi
@@ -120,5 +120,5 @@ case ${1:-} in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

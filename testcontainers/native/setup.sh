@@ -24,10 +24,16 @@ dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 # The browser tests of the web UIs: Debian's Chromium, driven by playwright-core (npm, below).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# Prometheus and promtool (Debian's) for the dashboards' and alert rules' tests.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (apt)"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts the packaged Prometheus as a system service; the tests run their own.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 for component in rustfmt clippy; do
@@ -45,15 +51,61 @@ if [ ! -d "$browser/node_modules/playwright-core" ]; then
   (cd "$browser" && npm ci --no-audit --no-fund --silent)
 fi
 
-# Helm for the chart's tests (helm lint, helm template), built from the Go module proxy into
-# .stack/tools/bin (about a minute and a half, once).
+# Tools of the deployment tests, built from the Go module proxy into .stack/tools/bin, once each: Helm
+# (helm lint/template, about a minute and a half), kustomize (the k8s/ overlays) and Jaeger (receives
+# the services' spans in the tracing test, a few minutes).
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-helm_version=v3.22.0
-if [ ! -x "$repo/.stack/tools/bin/helm" ] || ! "$repo/.stack/tools/bin/helm" version 2>/dev/null | grep -q "${helm_version%.0}"; then
-  command -v go >/dev/null 2>&1 || { say "Go is not installed (needed to build Helm for the chart's tests): install Go 1.26 or later"; exit 1; }
-  say "building Helm $helm_version (go install, into .stack/tools/bin)"
-  mkdir -p "$repo/.stack/tools/bin"
-  GOBIN="$repo/.stack/tools/bin" GOFLAGS=-mod=mod go install "helm.sh/helm/v3/cmd/helm@$helm_version" \
-    > "$repo/.stack/tools/helm-build.log" 2>&1 \
-    || { say "building Helm failed; see .stack/tools/helm-build.log"; exit 1; }
+tools=$repo/.stack/tools
+go_tool() { # name module version
+  local name=$1 module=$2 version=$3
+  if [ -x "$tools/bin/$name" ] && [ "$(cat "$tools/$name.version" 2>/dev/null)" = "$module@$version" ]; then
+    return 0
+  fi
+  command -v go >/dev/null 2>&1 || { say "Go is not installed (needed to build $name for the deployment tests): install Go 1.26 or later"; exit 1; }
+  say "building $name $version (go install, into .stack/tools/bin)"
+  mkdir -p "$tools/bin"
+  GOBIN="$tools/bin" GOFLAGS=-mod=mod go install "$module@$version" > "$tools/$name-build.log" 2>&1 \
+    || { say "building $name failed; see .stack/tools/$name-build.log"; exit 1; }
+  echo "$module@$version" > "$tools/$name.version"
+}
+go_tool helm helm.sh/helm/v3/cmd/helm v3.22.0
+go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 v5.8.1
+# Jaeger's go.mod has replace directives, which `go install pkg@version` refuses: it is built as a tool
+# of a module of its own (.stack/tools/jaeger-module), whose dependencies `go get` resolves from Jaeger's.
+jaeger_version=v1.76.0
+if [ ! -x "$tools/bin/jaeger" ] || [ "$(cat "$tools/jaeger.version" 2>/dev/null)" != "$jaeger_version" ]; then
+  command -v go >/dev/null 2>&1 || { say "Go is not installed (needed to build Jaeger for the tracing test): install Go 1.26 or later"; exit 1; }
+  say "building Jaeger $jaeger_version (go get -tool, go build; a few minutes, once)"
+  module=$tools/jaeger-module
+  rm -rf "$module" && mkdir -p "$module" "$tools/bin"
+  ( cd "$module" && go mod init causeway-tools-jaeger \
+      && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$jaeger_version" \
+      && go build -o "$tools/bin/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger ) > "$tools/jaeger-build.log" 2>&1 \
+    || { say "building Jaeger failed; see .stack/tools/jaeger-build.log"; exit 1; }
+  echo "$jaeger_version" > "$tools/jaeger.version"
+fi
+
+# The CustomResourceDefinitions the chart and k8s/ use, for offline validation: prometheus-operator's
+# (ServiceMonitor, PrometheusRule) and KEDA's (ScaledObject) from their Go modules; Strimzi's KafkaTopic
+# through its model package from npm (testcontainers/crds).
+crd_module() { # module version path-in-module file...
+  local module=$1 version=$2 path=$3; shift 3
+  local want=$tools/crds/.$(echo "$module@$version" | tr '/@' '__')
+  [ -f "$want" ] && return 0
+  say "fetching the CRDs of $module $version (Go module proxy)"
+  local dir
+  dir=$(GOFLAGS=-mod=mod go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || { say "go mod download $module@$version failed"; exit 1; }
+  mkdir -p "$tools/crds"
+  for file in "$@"; do cp "$dir/$path/$file" "$tools/crds/$file"; done
+  touch "$want"
+}
+crd_module github.com/prometheus-operator/prometheus-operator v0.85.0 example/prometheus-operator-crd \
+  monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml
+crd_module github.com/kedacore/keda/v2 v2.18.0 config/crd/bases \
+  keda.sh_scaledobjects.yaml keda.sh_triggerauthentications.yaml
+crds=$(cd "$(dirname "${BASH_SOURCE[0]}")/../crds" && pwd)
+if [ ! -d "$crds/node_modules/@kubernetes-models/strimzi-kafka-operator" ]; then
+  say "installing Strimzi's resource models (npm ci in testcontainers/crds)"
+  (cd "$crds" && npm ci --no-audit --no-fund --silent)
 fi

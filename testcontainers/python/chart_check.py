@@ -1,15 +1,25 @@
-"""Checks the manifests `helm template` rendered (read from stdin) and prints a JSON report.
+"""Checks the manifests `helm template` or `kustomize build` rendered (read from stdin) and prints a JSON
+report.
 
-Every document is validated against Kubernetes' JSON schema of its kind (kubernetes-validate, offline,
-strict: no field the kind does not have). Kinds Kubernetes does not define (custom resources) are listed,
-not validated. The report also says, per kind, which objects there are, and what the production checks
-found: each Deployment's probes, security context and resources; values that look like secrets inlined
-in a ConfigMap or an env value.
+    chart_check.py <kubernetes version> <CRD folder> <Strimzi checker (strimzi_check.mjs)>
+
+Every document is validated against the schema of its kind, offline: Kubernetes' own kinds against
+Kubernetes' JSON schemas (kubernetes-validate, strict: no field the kind does not have); custom resources
+against the openAPIV3Schema of their CustomResourceDefinition in the CRD folder (strict in the same way:
+no field the schema does not name, unless it keeps unknown fields), and Strimzi's against Strimzi's own
+schemas (Node, @kubernetes-models/strimzi-kafka-operator). A kind with no schema is invalid. The report
+also says, per kind, which objects there are, what the production checks found (each workload's probes,
+security context and resources; values that look like secrets inlined in a ConfigMap or an env value),
+and each KafkaTopic's spec.
 """
+import glob
 import json
+import os
 import re
+import subprocess
 import sys
 
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -39,25 +49,77 @@ def environment(container, configmaps):
     return env
 
 
+def strict(schema):
+    """`schema` with `additionalProperties: false` wherever it names properties and neither keeps
+    unknown fields nor says otherwise: what Kubernetes would prune, the check refuses."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if ("properties" in out and "additionalProperties" not in out
+                and not out.get("x-kubernetes-preserve-unknown-fields")):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+def crd_schemas(folder):
+    """(apiVersion, kind) -> strict JSON schema, from every CRD in `folder`."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.yaml"))):
+        for crd in yaml.safe_load_all(open(path)):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for v in crd["spec"]["versions"]:
+                schema = v.get("schema", {}).get("openAPIV3Schema")
+                if schema:
+                    out[(f"{group}/{v['name']}", kind)] = strict(schema)
+    return out
+
+
 def main():
-    version = sys.argv[1] if len(sys.argv) > 1 else kubernetes_validate.latest_version()
+    version = sys.argv[1]
+    crds = crd_schemas(sys.argv[2])
+    strimzi_check = sys.argv[3]
     docs = [d for d in yaml.safe_load_all(sys.stdin.read()) if d]
     report = {"kubernetes": version, "objects": {}, "invalid": [], "custom": [], "problems": [],
-              "workloads": []}
+              "workloads": [], "topics": {}}
+    strimzi = []
     configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"}
     for doc in docs:
         kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
         report["objects"].setdefault(kind, []).append(name)
-        try:
-            kubernetes_validate.validate(doc, version, strict=True)
-        except kubernetes_validate.SchemaNotFoundError:
-            report["custom"].append(f"{doc.get('apiVersion')}/{kind}/{name}")
-        except kubernetes_validate.ValidationError as e:
-            report["invalid"].append(f"{kind}/{name}: {e.message} at {list(e.path)}")
+        api = doc.get("apiVersion", "")
+        if api.startswith("kafka.strimzi.io/"):
+            report["custom"].append(f"{api}/{kind}/{name}")
+            strimzi.append(doc)
+        elif (api, kind) in crds:
+            report["custom"].append(f"{api}/{kind}/{name}")
+            for e in jsonschema.Draft7Validator(crds[(api, kind)]).iter_errors(doc):
+                report["invalid"].append(f"{kind}/{name}: {e.message} at {list(e.path)}")
+        else:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                report["invalid"].append(f"{api}/{kind}/{name}: no schema for this kind")
+            except kubernetes_validate.ValidationError as e:
+                report["invalid"].append(f"{kind}/{name}: {e.message} at {list(e.path)}")
+        if kind == "KafkaTopic":
+            report["topics"][doc["spec"].get("topicName", name)] = doc["spec"]
         if kind == "ConfigMap":
             for k, v in (doc.get("data") or {}).items():
                 if SECRET_NAME.search(k):
                     report["problems"].append(f"ConfigMap/{name} inlines {k}")
+                if k.endswith(".json"):
+                    board = json.loads(v)
+                    report.setdefault("dashboards", []).append({
+                        "configmap": name, "labels": doc["metadata"].get("labels", {}),
+                        "uid": board.get("uid"), "title": board.get("title"),
+                        "panels": len(board.get("panels", []))})
+        if kind == "PrometheusRule":
+            report.setdefault("rules", []).extend(
+                r for g in doc["spec"]["groups"] for r in g["rules"])
         if kind in ("Deployment", "StatefulSet"):
             for c in doc["spec"]["template"]["spec"]["containers"]:
                 report["workloads"].append({
@@ -84,6 +146,13 @@ def main():
                         port = c.get(probe, {}).get("httpGet", {}).get("port")
                         if port != "admin":
                             report["problems"].append(f"Deployment/{name}: {probe} not on the admin port")
+    if strimzi:
+        checked = subprocess.run(["node", strimzi_check], input=json.dumps(strimzi), text=True,
+                                 capture_output=True, check=False)
+        if checked.returncode != 0:
+            report["invalid"].append(f"the Strimzi check failed: {checked.stderr.strip()}")
+        else:
+            report["invalid"].extend(json.loads(checked.stdout))
     print(json.dumps(report))
 
 

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod faulty;
+pub mod manifests;
 pub mod native;
 pub mod process;
 

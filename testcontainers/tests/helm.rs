@@ -1,27 +1,30 @@
 //! The Helm chart (helm/causeway): `helm lint` and `helm template` with the default values and with a
-//! production-like values file; every rendered manifest validated offline against Kubernetes' JSON schema
-//! of its kind (kubernetes-validate, strict), with the checks production wants (probes on the admin port,
-//! non-root, read-only root filesystem, resources, secrets referenced and never inlined); bad values
-//! refused by `values.schema.json` with the message a user sees. Helm is built by `make setup` into
-//! `.stack/tools/bin`.
+//! production-like values file; every rendered manifest validated offline against the schema of its kind
+//! (Kubernetes' own kinds with kubernetes-validate, strict; the ServiceMonitors and PrometheusRule against
+//! prometheus-operator's CRDs), with the checks production wants (probes on the admin port, non-root,
+//! read-only root filesystem, resources, secrets referenced and never inlined); bad values refused by
+//! `values.schema.json` with the message a user sees; the alert rules checked and unit-tested by
+//! promtool, each linking a runbook and a dashboard panel. Helm, the CRDs and promtool come from
+//! `make setup`.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use causeway_testcontainers::native::{python, python_script, repo_root};
+use causeway_testcontainers::manifests::{self, KUBE_VERSION};
+use causeway_testcontainers::native::repo_root;
 use serde_json::Value;
 
-/// The Kubernetes version the chart is rendered for (its `kubeVersion` says at least 1.25).
-const KUBE_VERSION: &str = "1.33.0";
-
 fn helm() -> PathBuf {
-    let helm = repo_root().join(".stack/tools/bin/helm");
+    manifests::tool("helm")
+}
+
+fn promtool() -> PathBuf {
+    let promtool = PathBuf::from("/usr/bin/promtool");
     assert!(
-        helm.exists(),
-        "{} is missing: `make setup` builds it (go install helm.sh/helm/v3/cmd/helm)",
-        helm.display()
+        promtool.exists(),
+        "promtool is missing: `make setup` installs Debian's prometheus package"
     );
-    helm
+    promtool
 }
 
 fn chart() -> String {
@@ -61,30 +64,12 @@ fn render_and_check(extra: &[&str]) -> Value {
     args.extend_from_slice(extra);
     let (ok, manifests, err) = run_helm(&args);
     assert!(ok, "helm template {extra:?} failed:\n{err}");
-    let mut check = Command::new(python())
-        .arg(python_script("chart_check.py"))
-        .arg(KUBE_VERSION)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("chart_check.py: {e}"));
-    {
-        use std::io::Write as _;
-        let mut stdin = check.stdin.take().unwrap_or_else(|| panic!("no stdin"));
-        stdin
-            .write_all(manifests.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let out = check
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("chart_check.py: {e}"));
-    assert!(
-        out.status.success(),
-        "chart_check.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"))
+    check_manifests(&manifests)
+}
+
+/// `manifests` checked by chart_check.py: its report.
+fn check_manifests(manifests: &str) -> Value {
+    serde_json::from_str(&manifests::check(manifests)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn count(report: &Value, kind: &str) -> usize {
@@ -120,10 +105,11 @@ fn every_rendered_manifest_validates_against_its_kind() {
     let defaults = render_and_check(&[]);
     assert_clean(&defaults, "default values");
     // Every service, each with what runs it; the autoscaled gateway alone by default; the provisioning
-    // hook; no custom resource unless asked for.
-    for kind in ["Service", "ConfigMap", "ServiceAccount"] {
+    // hook; the dashboards; no custom resource unless asked for.
+    for kind in ["Service", "ServiceAccount"] {
         assert_eq!(count(&defaults, kind), 7, "{kind}: {defaults}");
     }
+    assert_eq!(count(&defaults, "ConfigMap"), 7 + 3, "{defaults}");
     assert_eq!(count(&defaults, "HorizontalPodAutoscaler"), 1, "{defaults}");
     assert_eq!(count(&defaults, "PodDisruptionBudget"), 5, "{defaults}");
     assert_eq!(count(&defaults, "Job"), 2, "{defaults}");
@@ -132,18 +118,165 @@ fn every_rendered_manifest_validates_against_its_kind() {
     assert_eq!(count(&defaults, "Deployment"), 5, "{defaults}");
     assert_eq!(count(&defaults, "StatefulSet"), 2, "{defaults}");
 
+    // The dashboards: one ConfigMap each, labelled for Grafana's sidecar, the JSON a dashboard.
+    let boards = defaults["dashboards"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let uids: Vec<&str> = boards.iter().filter_map(|b| b["uid"].as_str()).collect();
+    assert_eq!(
+        uids,
+        ["causeway-dlq", "causeway-processing", "causeway-sagas"],
+        "{defaults}"
+    );
+    for b in &boards {
+        assert_eq!(b["labels"]["grafana_dashboard"], "1", "{b}");
+        assert!(b["panels"].as_u64().unwrap_or(0) >= 6, "{b}");
+    }
+
     let production = render_and_check(&["-f", &production_values()]);
     assert_clean(&production, "production values");
     assert_eq!(count(&production, "ServiceMonitor"), 7, "{production}");
-    // The only kinds Kubernetes' schemas do not know are the ServiceMonitors asked for.
+    assert_eq!(count(&production, "PrometheusRule"), 1, "{production}");
+    // The custom resources asked for, each validated against its CRD's schema.
     let custom = production["custom"].as_array().cloned().unwrap_or_default();
-    assert_eq!(custom.len(), 7, "{production}");
+    assert_eq!(custom.len(), 8, "{production}");
     assert!(
-        custom.iter().all(|c| c
-            .as_str()
-            .is_some_and(|c| c.starts_with("monitoring.coreos.com/v1/ServiceMonitor/"))),
+        custom.iter().all(|c| c.as_str().is_some_and(|c| c
+            .starts_with("monitoring.coreos.com/v1/ServiceMonitor/")
+            || c.starts_with("monitoring.coreos.com/v1/PrometheusRule/"))),
         "{production}"
     );
+    // The rules are the rule file's, each alert's runbook under the base the values give.
+    let rules = production["rules"].as_array().cloned().unwrap_or_default();
+    let alerts: Vec<&Value> = rules.iter().filter(|r| r.get("alert").is_some()).collect();
+    assert_eq!(alerts.len(), 7, "{production}");
+    for alert in alerts {
+        let url = alert["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            url.starts_with("https://runbooks.example.com/causeway/") && url.ends_with(".md"),
+            "{alert}"
+        );
+    }
+}
+
+/// The check refuses what a cluster would: a field a kind does not have, in Kubernetes' own kinds and in
+/// custom resources; a value of the wrong type in a Strimzi resource; a kind no schema knows.
+#[test]
+fn the_manifest_check_refuses_what_a_cluster_would() {
+    let bad = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {ports: [{port: 80}], portz: 1}
+---
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: b}
+spec: {selector: {}, endpoints: [{port: admin, intervall: 30s}]}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: c}
+spec: {scaleTargetRef: {name: x}, triggers: [{type: kafka, metadata: {}}], minReplicaCount: "two"}
+---
+apiVersion: kafka.strimzi.io/v1beta2
+kind: KafkaTopic
+metadata: {name: d}
+spec: {partitions: six}
+---
+apiVersion: example.com/v1
+kind: Unknown
+metadata: {name: e}
+"#;
+    let report = check_manifests(bad);
+    let invalid: Vec<String> = report["invalid"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    for expected in [
+        "Service/a: ",
+        "ServiceMonitor/b: Additional properties are not allowed ('intervall'",
+        "ScaledObject/c: 'two' is not of type 'integer'",
+        "KafkaTopic/d: data/spec/partitions must be integer",
+        "example.com/v1/Unknown/e: no schema for this kind",
+    ] {
+        assert!(
+            invalid
+                .iter()
+                .any(|i| i.starts_with(expected) || i.contains(expected)),
+            "{expected:?} not in {invalid:#?}"
+        );
+    }
+    assert_eq!(invalid.len(), 5, "{invalid:#?}");
+}
+
+/// The alert rules pass `promtool check rules` and their unit tests (each alert fires on what should
+/// fire it and resolves); each alert links a runbook of docs/runbooks/ and names a panel the
+/// dashboards have.
+#[test]
+fn the_alert_rules_check_and_their_unit_tests_pass() {
+    let monitoring = repo_root().join("helm/causeway/monitoring");
+    for args in [
+        vec!["check", "rules", "rules.yaml"],
+        vec!["test", "rules", "rules.test.yaml"],
+    ] {
+        let out = Command::new(promtool())
+            .args(&args)
+            .current_dir(&monitoring)
+            .output()
+            .unwrap_or_else(|e| panic!("promtool: {e}"));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(monitoring.join("rules.yaml")).unwrap_or_default();
+    let mut panels = Vec::new();
+    for entry in std::fs::read_dir(monitoring.join("dashboards")).unwrap_or_else(|e| panic!("{e}"))
+    {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        let board: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for p in board["panels"].as_array().cloned().unwrap_or_default() {
+            panels.push(format!(
+                "{} / {}",
+                board["title"].as_str().unwrap_or_default(),
+                p["title"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    let links: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .collect();
+    let named: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("dashboard: "))
+        .map(|l| l.trim_matches('"'))
+        .collect();
+    assert_eq!(links.len(), 7, "one runbook per alert");
+    assert_eq!(named.len(), 7, "one panel per alert");
+    for link in links {
+        let page = link
+            .strip_prefix("https://github.com/causeway-rs/causeway/blob/main/")
+            .unwrap_or_else(|| panic!("{link} is not under the repository"));
+        assert!(repo_root().join(page).exists(), "{link}: no such runbook");
+    }
+    for panel in named {
+        assert!(
+            panels.iter().any(|p| p == panel),
+            "{panel}: no such panel in {panels:#?}"
+        );
+    }
 }
 
 #[test]

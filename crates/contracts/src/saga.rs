@@ -110,6 +110,8 @@ pub trait SagaObserver: Send + Sync {
     fn fired(&self, saga: &'static str, name: &str);
     /// An instance of `saga` left `step` after `ms`.
     fn stepped(&self, saga: &'static str, step: &str, ms: i64);
+    /// The open instance longest in its current step entered it at `since_ms` (`None`: none open).
+    fn oldest_open_step(&self, saga: &'static str, since_ms: Option<i64>);
 }
 
 /// An observer that measures nothing.
@@ -122,6 +124,7 @@ impl SagaObserver for Unobserved {
     fn finished(&self, _: &'static str, _: Status, _: i64) {}
     fn fired(&self, _: &'static str, _: &str) {}
     fn stepped(&self, _: &'static str, _: &str, _: i64) {}
+    fn oldest_open_step(&self, _: &'static str, _: Option<i64>) {}
 }
 
 /// What a committed transition reports, held until its transaction commits.
@@ -158,6 +161,10 @@ pub struct SagaHost<S: SagaContract> {
     reports: Vec<Report>,
     /// The status of each instance as last reported durable: what the observer counts it under.
     reported: HashMap<(i32, String), Status>,
+    /// Open instances by when they entered their current step: (step since, partition, saga id).
+    open: BTreeSet<(i64, i32, String)>,
+    /// The oldest step start last told to the observer.
+    oldest_reported: Option<Option<i64>>,
 }
 
 impl<S: SagaContract> std::fmt::Debug for SagaHost<S> {
@@ -189,6 +196,8 @@ impl<S: SagaContract> SagaHost<S> {
             dirty: HashSet::new(),
             reports: Vec::new(),
             reported: HashMap::new(),
+            open: BTreeSet::new(),
+            oldest_reported: None,
         }
     }
 
@@ -294,6 +303,29 @@ impl<S: SagaContract> SagaHost<S> {
         }
     }
 
+    /// Move instance (`partition`, `saga_id`) in the index of open steps: it was open in a step since
+    /// `before`, is now open since `after` (`None`: not held or finished).
+    fn reopen(&mut self, partition: i32, saga_id: &str, before: Option<i64>, after: Option<i64>) {
+        if before == after {
+            return;
+        }
+        if let Some(since) = before {
+            self.open.remove(&(since, partition, saga_id.to_string()));
+        }
+        if let Some(since) = after {
+            self.open.insert((since, partition, saga_id.to_string()));
+        }
+    }
+
+    /// Tell the observer when the oldest open step began, if that changed since it was last told.
+    fn report_oldest(&mut self) {
+        let oldest = self.open.first().map(|(since, _, _)| *since);
+        if self.oldest_reported != Some(oldest) {
+            self.oldest_reported = Some(oldest);
+            self.observer.oldest_open_step(S::NAME, oldest);
+        }
+    }
+
     fn record(&self, saga_id: &str, instance: &Instance<S>, now_ms: i64) -> SagaRecord<S> {
         SagaRecord {
             saga_id: saga_id.to_string(),
@@ -337,6 +369,11 @@ impl<S: SagaContract> SagaHost<S> {
             deadlines_fired: i32::try_from(instance.deadlines_fired).unwrap_or(i32::MAX),
         }
     }
+}
+
+/// When `instance` entered its current step, while it is open (not finished).
+fn open_since<S: Saga>(instance: &Instance<S>) -> Option<i64> {
+    (instance.started_at != 0 && !instance.status().is_terminal()).then_some(instance.step_since)
 }
 
 /// The instance a changelog record holds.
@@ -492,9 +529,10 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             return;
         };
         let before = self.instance(partition, &saga_id);
-        let (from, due_before) = (
+        let (from, due_before, open_before) = (
             before.filter(|i| i.started_at != 0).map(Instance::status),
             before.and_then(Instance::next_due),
+            before.and_then(open_since),
         );
         let next = transition.instance;
         let to = next.status();
@@ -514,6 +552,7 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
         }
         let due_after = next.next_due();
         self.index(partition, &saga_id, due_before, due_after);
+        self.reopen(partition, &saga_id, open_before, open_since(&next));
         self.dirty.insert((partition, saga_id.clone()));
         self.partitions
             .entry(partition)
@@ -548,7 +587,11 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
     }
 
     fn restore(&mut self, partition: i32, key: &str, value: Option<&Value>) -> Result<(), String> {
-        let due_before = self.instance(partition, key).and_then(Instance::next_due);
+        let before = self.instance(partition, key);
+        let (due_before, open_before) = (
+            before.and_then(Instance::next_due),
+            before.and_then(open_since),
+        );
         let next = match value {
             None => None,
             Some(v) => {
@@ -562,6 +605,13 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             next.as_ref().and_then(Instance::next_due),
         );
         self.index(partition, key, due_before, due_after);
+        self.reopen(
+            partition,
+            key,
+            open_before,
+            next.as_ref().and_then(open_since),
+        );
+        self.report_oldest();
         self.report_now(partition, key, to);
         let states = self.partitions.entry(partition).or_default();
         match next {
@@ -587,7 +637,9 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             self.report_now(partition, &key, None);
         }
         self.due.retain(|(_, p, _)| *p != partition);
+        self.open.retain(|(_, p, _)| *p != partition);
         self.dirty.retain(|(p, _)| *p != partition);
+        self.report_oldest();
     }
 
     fn states(&self) -> usize {
@@ -654,6 +706,7 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
                 Report::Stepped(step, ms) => self.observer.stepped(S::NAME, &step, ms),
             }
         }
+        self.report_oldest();
     }
 }
 

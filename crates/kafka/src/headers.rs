@@ -1,7 +1,7 @@
 //! Record headers: the W3C trace context that follows a command through every hop, and lookups by name.
 
 use causeway_observe::propagation::{self, Context};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 
 /// On a command result: where its command record is (topic, partition, offset), for the event history.
 pub mod command {
@@ -58,4 +58,27 @@ pub fn with_trace_context(mut headers: OwnedHeaders, cx: &Context) -> OwnedHeade
 /// The trace context a record carries, or an empty one.
 pub fn trace_context<H: Headers>(headers: &H) -> Context {
     propagation::extract(|name| last_value(headers, name))
+}
+
+/// Where `m` came from, for the span of its processing.
+pub fn consumed<'a, M: Message>(m: &'a M) -> propagation::Consumed<'a> {
+    propagation::Consumed {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+    }
+}
+
+/// The span of processing `m` (named `name`, a child of the trace `m` carries, with where it came
+/// from); empty when `m` carries no trace.
+pub fn processing<M: Message>(m: &M, name: &str) -> Context {
+    let Some(h) = m.headers() else {
+        return Context::new();
+    };
+    let parent = trace_context(h);
+    if !propagation::is_traced(&parent) {
+        return Context::new();
+    }
+    propagation::consumed(&parent, name.to_string(), consumed(m))
 }

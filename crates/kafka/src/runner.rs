@@ -29,6 +29,7 @@ use crate::config::{KafkaConfig, OffsetMode};
 use crate::dead_letter::{self, Why};
 use crate::error::Error;
 use crate::group::{GroupConsumer, Member, Membership};
+use crate::headers;
 use crate::parking::{Decision, Headed};
 
 /// How long a blocking Kafka call of the runner may take.
@@ -299,6 +300,12 @@ impl Runner {
     ) -> Result<(), Error> {
         let meters = Meters::new(registry)
             .map_err(|e| Error::Task(format!("cannot register metrics: {e}")))?;
+        // The group's series shown from the start, at zero.
+        for outcome in ["written", "skipped", "dead_lettered"] {
+            meters.records.with_label_values(&[&self.group, outcome]);
+        }
+        meters.retries.with_label_values(&[&self.group]);
+        meters.parked_keys.with_label_values(&[&self.group]);
         let mut config: ClientConfig =
             self.kafka
                 .consumer_config("consumer", &self.group, OffsetMode::StoreAfterEffect);
@@ -372,6 +379,7 @@ impl Runner {
         tracing::info!(group = %self.group, topics = ?topics, "consuming");
         let mut loop_ = Loop {
             dlq_topic: self.dlq_topic(),
+            span: format!("{} apply", self.group),
             runner: &self,
             consumer: &consumer,
             producer,
@@ -415,11 +423,10 @@ struct Loop<'a, R: Fn(Status)> {
     rewind: HashMap<(String, i32), i64>,
     /// Why the loop stopped, when a failure was fatal.
     fatal: Option<String>,
-    /// Timestamp (ms) of the last record handled.
-    /// Per topic and partition handled since the start, the timestamp of the last record handled
-    /// there.
     /// When the lag metrics were last computed.
     lag_at: Instant,
+    /// The name of a traced record's span: `<group> apply`.
+    span: String,
     /// Per-key order (`park_keys`).
     parking: Option<crate::parking::Parking>,
 }
@@ -566,6 +573,12 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             }
             self.consumer.context().lag.handled_batch(&batch);
             let started = Instant::now();
+            // The spans of the batch's traced records, ended once the batch is written and stored.
+            let spans: Vec<_> = batch
+                .iter()
+                .map(|m| headers::processing(m, &self.span))
+                .filter(causeway_observe::propagation::is_traced)
+                .collect();
             let Some(()) = self.handle(handler, &batch) else {
                 // Shutdown while retrying, or a fatal failure: nothing stored, the next owner reads
                 // the batch again.
@@ -585,6 +598,7 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 // A partition revoked meanwhile: its next owner handles those records again.
                 tracing::debug!(error = %e, "cannot store some offsets");
             }
+            drop(spans);
             self.resume();
             self.meters
                 .batch_seconds

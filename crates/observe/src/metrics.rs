@@ -75,6 +75,10 @@ pub mod names {
     pub const SAGA_STEP_SECONDS: &str = "causeway_saga_step_seconds";
     /// Time from a saga instance's start to its end, by saga and status, in seconds.
     pub const SAGA_DURATION_SECONDS: &str = "causeway_saga_duration_seconds";
+    /// Unix time the open saga instance longest in its current step entered it, by saga, in seconds; 0
+    /// when none is open (gauge). The stuck-saga alert compares it with the time.
+    pub const SAGA_OLDEST_OPEN_STEP_TIMESTAMP_SECONDS: &str =
+        "causeway_saga_oldest_open_step_timestamp_seconds";
 }
 
 /// A service's metrics registry with the metrics every service has.

@@ -4,6 +4,7 @@
 
 pub use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 /// The header names the W3C propagator reads and writes.
@@ -32,15 +33,101 @@ pub fn extract<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Context {
     TraceContextPropagator::new().extract(&incoming)
 }
 
+/// Whether `cx` carries a valid span (a trace to continue).
+pub fn is_traced(cx: &Context) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    cx.span().span_context().is_valid()
+}
+
 /// A context for one hop (`name`, e.g. `aggregate-processor process`) under `parent`: a new span of
 /// the global tracer (exported when OTLP is on). With no valid parent it stays empty, so a record that
 /// came without a trace adds none; with no exporter the new span keeps the parent's trace id.
 pub fn child(parent: &Context, name: &'static str) -> Context {
+    hop(parent, name, SpanKind::Internal, Vec::new())
+}
+
+/// Where a consumed record came from, for its span's attributes (OpenTelemetry's messaging
+/// conventions): which topic, partition and offset, and its key.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumed<'a> {
+    /// The record's topic.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key, when it has one.
+    pub key: Option<&'a [u8]>,
+}
+
+/// The longest record key a span attribute carries, in bytes (a longer key is cut).
+const MAX_KEY_ATTRIBUTE: usize = 256;
+
+/// A context for processing the record `from` (span `name`, a child of the record's `parent` trace),
+/// with the record's topic, partition, offset and key as attributes. Empty when `parent` is: a record
+/// that came without a trace adds none.
+pub fn consumed(
+    parent: &Context,
+    name: impl Into<std::borrow::Cow<'static, str>>,
+    from: Consumed<'_>,
+) -> Context {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::TraceContextExt;
+    if !parent.span().span_context().is_valid() {
+        return Context::new();
+    }
+    let mut attributes = vec![
+        KeyValue::new("messaging.system", "kafka"),
+        KeyValue::new("messaging.operation.type", "process"),
+        KeyValue::new("messaging.destination.name", from.topic.to_string()),
+        KeyValue::new(
+            "messaging.destination.partition.id",
+            from.partition.to_string(),
+        ),
+        KeyValue::new("messaging.kafka.offset", from.offset),
+    ];
+    if let Some(key) = from.key {
+        let key = &key[..key.len().min(MAX_KEY_ATTRIBUTE)];
+        attributes.push(KeyValue::new(
+            "messaging.kafka.message.key",
+            String::from_utf8_lossy(key).into_owned(),
+        ));
+    }
+    hop(parent, name, SpanKind::Consumer, attributes)
+}
+
+/// A context for a request that begins here (span `name`): a child of the caller's trace `parent` when
+/// it carries one, else the root of a new trace (sampled by the tracer's sampler; with no exporter it
+/// stays empty, and records carry no trace).
+pub fn begin(parent: &Context, name: &'static str) -> Context {
+    use opentelemetry::trace::{TraceContextExt, Tracer};
+    if parent.span().span_context().is_valid() {
+        return hop(parent, name, SpanKind::Server, Vec::new());
+    }
+    let tracer = opentelemetry::global::tracer("causeway");
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Server)
+        .start_with_context(&tracer, &Context::new());
+    Context::new().with_span(span)
+}
+
+fn hop(
+    parent: &Context,
+    name: impl Into<std::borrow::Cow<'static, str>>,
+    kind: SpanKind,
+    attributes: Vec<opentelemetry::KeyValue>,
+) -> Context {
     use opentelemetry::trace::{TraceContextExt, Tracer};
     if !parent.span().span_context().is_valid() {
         return Context::new();
     }
-    let span = opentelemetry::global::tracer("causeway").start_with_context(name, parent);
+    let tracer = opentelemetry::global::tracer("causeway");
+    let span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start_with_context(&tracer, parent);
     parent.with_span(span)
 }
 

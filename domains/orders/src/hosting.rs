@@ -433,6 +433,10 @@ mod saga_tests {
         fn finished(&self, _: &'static str, _: causeway_core::saga::Status, _: i64) {}
         fn fired(&self, _: &'static str, _: &str) {}
         fn stepped(&self, _: &'static str, _: &str, _: i64) {}
+        fn oldest_open_step(&self, _: &'static str, since_ms: Option<i64>) {
+            let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            g.insert("oldest", since_ms.unwrap_or(-1));
+        }
     }
 
     impl Gauge {
@@ -497,6 +501,55 @@ mod saga_tests {
         }
         assert_eq!(gauge.get("running"), 2);
         assert_eq!(gauge.get("compensations"), 0);
+    }
+
+    /// The oldest open step is told once durable: it follows the instance longest in its step, moves
+    /// on when that one moves on, and is none once nothing open is held.
+    #[test]
+    fn the_oldest_open_step_follows_the_instance_waiting_longest() {
+        let gauge = Arc::new(Gauge::default());
+        let mut h: SagaHost<OrderFulfilment> = SagaHost::new(
+            "orders",
+            Policy::default(),
+            Limits::default(),
+            gauge.clone(),
+        );
+        h.decide(0, Some(b"o-1"), PLACED, &placed("o-1"), at(1_000), false)
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        h.commit();
+        assert_eq!(gauge.get("oldest"), 0, "nothing told before it is durable");
+        h.durable();
+        assert_eq!(gauge.get("oldest"), 1_000);
+        h.decide(0, Some(b"o-2"), PLACED, &placed("o-2"), at(5_000), false)
+            .unwrap_or_else(|e| panic!("{}", e.reason));
+        h.commit();
+        h.durable();
+        assert_eq!(gauge.get("oldest"), 1_000, "o-1 waits longer");
+        let reserved = apache_avro::to_value(CommandResult {
+            command_id: "order-fulfilment/o-1/reserve/0".into(),
+            correlation_id: "o-1".into(),
+            outcome: CommandOutcome::Accepted,
+            ..CommandResult::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        h.decide(
+            0,
+            Some(b"o-1"),
+            "causeway.CommandResult",
+            &reserved,
+            at(7_000),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{}", e.reason));
+        h.commit();
+        h.durable();
+        assert_eq!(
+            gauge.get("oldest"),
+            5_000,
+            "o-1 moved on: o-2 is the oldest"
+        );
+        h.drop_partition(0);
+        assert_eq!(gauge.get("oldest"), -1, "none held");
     }
 
     #[test]

@@ -230,10 +230,11 @@ async fn submit(
             };
             ApiError::unavailable(message, &command_id)
         })?;
-    // The caller's trace (W3C traceparent on the request) continues onto the command record.
+    // The caller's trace (W3C traceparent on the request) continues onto the command record; a
+    // request without one begins a trace here.
     let parent =
         causeway_observe::propagation::extract(|name| headers.get(name).map(|v| v.as_bytes()));
-    let cx = causeway_observe::propagation::child(&parent, "command-gateway submit");
+    let cx = causeway_observe::propagation::begin(&parent, "command-gateway submit");
     let mut record = FutureRecord::to(&topic).key(&aggregate_id).payload(&bytes);
     let trace = causeway_kafka::headers::with_trace_context(OwnedHeaders::new(), &cx);
     if trace.count() > 0 {

@@ -86,6 +86,16 @@ pub struct Meters {
 }
 
 impl Meters {
+    /// The action series of `group` shown at zero, so that dashboards see its replays, discards and
+    /// refusals from the first dead letter on.
+    pub fn show(&self, group: &str) {
+        for trigger in ["operator", "redrive"] {
+            self.replays.with_label_values(&[group, trigger]);
+        }
+        self.discards.with_label_values(&[group]);
+        self.loop_guard.with_label_values(&[group]);
+    }
+
     /// Registered in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         use causeway_observe::metrics::names;

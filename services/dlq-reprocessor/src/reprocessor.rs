@@ -143,6 +143,7 @@ async fn keep_depth(index: Index, meters: Meters, ctx: ServiceContext) {
             Ok(groups) => {
                 let now = now_ms();
                 for (group, n, oldest) in groups {
+                    meters.show(&group);
                     meters.depth.with_label_values(&[&group]).set(n);
                     meters
                         .oldest

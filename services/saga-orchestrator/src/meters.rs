@@ -13,6 +13,7 @@ pub struct SagaMeters {
     fired: IntCounterVec,
     step_seconds: HistogramVec,
     duration_seconds: HistogramVec,
+    oldest_open_step: IntGaugeVec,
 }
 
 impl SagaMeters {
@@ -64,7 +65,16 @@ impl SagaMeters {
             .buckets(buckets),
             &["saga", "status"],
         )?;
+        let oldest_open_step = IntGaugeVec::new(
+            Opts::new(
+                names::SAGA_OLDEST_OPEN_STEP_TIMESTAMP_SECONDS,
+                "Unix time the open saga instance longest in its current step entered it, by saga; 0 \
+                 when none is open.",
+            ),
+            &["saga"],
+        )?;
         registry.register(Box::new(instances.clone()))?;
+        registry.register(Box::new(oldest_open_step.clone()))?;
         registry.register(Box::new(finished.clone()))?;
         registry.register(Box::new(compensations.clone()))?;
         registry.register(Box::new(fired.clone()))?;
@@ -77,15 +87,24 @@ impl SagaMeters {
             fired,
             step_seconds,
             duration_seconds,
+            oldest_open_step,
         })
     }
 
-    /// Every status of `saga` shown, at zero until instances arrive.
-    pub fn show(&self, saga: &str) {
+    /// Every series of `saga` (its statuses, outcomes and `deadlines`) shown, at zero until something
+    /// happens, so that dashboards and alerts see the saga from its start.
+    pub fn show(&self, saga: &str, deadlines: &[(&str, i64)]) {
         for status in Status::ALL {
             self.instances.with_label_values(&[saga, status.as_str()]);
+            if status.is_terminal() {
+                self.finished.with_label_values(&[saga, status.as_str()]);
+            }
         }
         self.compensations.with_label_values(&[saga]);
+        self.oldest_open_step.with_label_values(&[saga]);
+        for (deadline, _) in deadlines {
+            self.fired.with_label_values(&[saga, deadline]);
+        }
     }
 }
 
@@ -116,6 +135,12 @@ impl SagaObserver for SagaMeters {
 
     fn fired(&self, saga: &'static str, name: &str) {
         self.fired.with_label_values(&[saga, name]).inc();
+    }
+
+    fn oldest_open_step(&self, saga: &'static str, since_ms: Option<i64>) {
+        self.oldest_open_step
+            .with_label_values(&[saga])
+            .set(since_ms.map_or(0, |ms| ms.max(0) / 1000));
     }
 
     fn stepped(&self, saga: &'static str, step: &str, ms: i64) {

@@ -55,7 +55,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> Result<(), Error> {
     // results carry the replies of all of them.
     let mut routes: BTreeMap<String, Vec<Route>> = BTreeMap::new();
     for saga in &sagas {
-        meters.show(saga.name);
+        meters.show(saga.name, saga.deadlines);
         processor = processor.host(saga.host(&context, policy.clone(), limits, meters.clone()));
         let route = saga.route(&context);
         for source in saga.sources {

@@ -631,6 +631,10 @@ impl Run {
 /// Headers continuing the input's trace, for every record it leads to.
 fn trace_headers(m: &BorrowedMessage<'_>, span: &'static str) -> Option<OwnedHeaders> {
     let h = m.headers()?;
-    let cx = causeway_observe::propagation::child(&headers::trace_context(h), span);
+    let cx = causeway_observe::propagation::consumed(
+        &headers::trace_context(h),
+        span,
+        headers::consumed(m),
+    );
     Some(headers::with_trace_context(OwnedHeaders::new(), &cx))
 }

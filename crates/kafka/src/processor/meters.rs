@@ -12,6 +12,14 @@ pub(super) struct Meters {
 }
 
 impl Meters {
+    /// The series of aggregate type `aggregate` at zero, so that dashboards see it before it is used.
+    pub fn show(&self, aggregate: &str) {
+        for outcome in ["accepted", "rejected", "duplicate", "dead_lettered"] {
+            self.commands.with_label_values(&[aggregate, outcome]);
+        }
+        self.forwarded.with_label_values(&[aggregate]);
+    }
+
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         use causeway_observe::metrics::names;
         let commands = IntCounterVec::new(
@@ -59,6 +67,10 @@ impl Meters {
             ),
             &["aggregate"],
         )?;
+        // Both results shown from the start: an abort rate reads 0, not nothing.
+        for result in ["committed", "aborted"] {
+            transactions.with_label_values(&[result]);
+        }
         registry.register(Box::new(commands.clone()))?;
         registry.register(Box::new(forwarded.clone()))?;
         registry.register(Box::new(transactions.clone()))?;

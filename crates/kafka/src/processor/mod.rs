@@ -177,6 +177,10 @@ impl Processor {
         let meters = Meters::new(registry).map_err(|e| {
             ProcessorError::Kafka(Error::Task(format!("cannot register metrics: {e}")))
         })?;
+        // Each hosted aggregate's series shown from the start, at zero.
+        for host in self.hosts.iter().filter(|h| h.answers_commands()) {
+            meters.show(host.aggregate_type());
+        }
         let kafka = self.kafka.clone();
         let transactional_id = self.config.transactional_id();
         let mut consumer_config = kafka.consumer_config(
