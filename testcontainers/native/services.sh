@@ -60,6 +60,7 @@ start() {
     [ "$http" = - ] || extra+=("CAUSEWAY__HTTP__LISTEN=127.0.0.1:$http")
     while IFS= read -r line; do [ -n "$line" ] && extra+=("$line"); done <<< "${CAUSEWAY_SERVICES_ENV:-}"
     case $name in
+      command-gateway) extra+=("CAUSEWAY__GATEWAY__REGISTRY_URL=$REGISTRY_URL") ;;
       aggregate-processor|saga-orchestrator) extra+=("CAUSEWAY__PROCESSOR__REGISTRY_URL=$REGISTRY_URL") ;;
       projector-redis) extra+=("CAUSEWAY__REDIS__URL=$REDIS_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;
       projector-clickhouse) extra+=("CAUSEWAY__CLICKHOUSE__URL=$CLICKHOUSE_URL" "CAUSEWAY__PROJECTOR__REGISTRY_URL=$REGISTRY_URL") ;;

@@ -48,6 +48,16 @@ def fetch(url, trace_id):
     return out
 
 
+def traces_of(url, service):
+    """How many traces Jaeger holds with a span of `service` (at most 1000)."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/traces?service={service}&limit=1000&lookback=1h",
+                                    timeout=10) as r:
+            return len(json.load(r).get("data") or [])
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0
+
+
 def match(spans):
     """The span of each hop found so far: a span of its service, operation and topic whose parent is
     the span found for the hop before it."""
@@ -82,6 +92,8 @@ def main():
         "found": {h: {k: s[k] for k in ("service", "operation", "topic", "start")} for h, s in found.items()},
         "missing": [h for h, *_ in HOPS if h not in found],
         "out_of_order": out_of_order,
+        # Requests that came without a trace begin one at the gateway.
+        "gateway_traces": traces_of(url, "command-gateway"),
         "seen": sorted({f"{s['service']} {s['operation']} {s['topic']}" for s in spans}),
     }))
 

@@ -350,40 +350,15 @@ pub fn http_request_with(
 /// config (`env` points it at the test stack), it reports ready, answers `/healthz` and `/metrics`
 /// (naming itself in `causeway_service_info`), and exits 0 within a few seconds of SIGTERM.
 pub fn assert_service_lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, &str)]) {
-    lifecycle(bin, sample_config, env, true);
-}
-
-/// [`assert_service_lifecycle`] for a service that is not built yet (a planned one that connects and
-/// idles): it must say so in its log and never report ready, so no rollout or probe mistakes it for
-/// working.
-pub fn assert_planned_service_lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, &str)]) {
-    lifecycle(bin, sample_config, env, false);
-}
-
-fn lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, &str)], built: bool) {
     let name = bin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut service =
         ServiceProcess::start(bin, sample_config, env).unwrap_or_else(|e| panic!("{e}"));
-    if built {
-        service
-            .wait_ready(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{e}"));
-    } else {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !service.log().contains("not built yet") {
-            assert!(
-                Instant::now() < deadline,
-                "{name} never said it is not built yet; its log:\n{}",
-                service.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let (status, _) = service.get("/readyz").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(status, 503, "{name} reports ready although it does nothing");
-    }
+    service
+        .wait_ready(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
     let (status, body) = service.get("/healthz").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let (status, metrics) = service.get("/metrics").unwrap_or_else(|e| panic!("{e}"));
@@ -392,8 +367,10 @@ fn lifecycle(bin: &Path, sample_config: &Path, env: &[(&str, &str)], built: bool
         metrics.contains(&format!("causeway_service_info{{service=\"{name}\"")),
         "{metrics}"
     );
-    let ready_line = format!("causeway_service_ready {}", u8::from(built));
-    assert!(metrics.lines().any(|l| l == ready_line), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l == "causeway_service_ready 1"),
+        "{metrics}"
+    );
     let (status, _) = service.get("/nope").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, 404);
 
@@ -471,11 +448,6 @@ pub fn assert_refuses_bad_config(bin: &Path, sample_config: &Path) {
 /// the run (Kafka's bootstrap servers are always set to the test stack's).
 #[macro_export]
 macro_rules! service_binary_tests {
-    (planned $bin:literal $(, $var:literal => $value:expr)* $(,)?) => {
-        $crate::service_binary_tests!(@tests $bin,
-            starts_with_its_sample_config_says_it_is_not_built_never_ready_and_stops_on_sigterm,
-            assert_planned_service_lifecycle $(, $var => $value)*);
-    };
     ($bin:literal $(, $var:literal => $value:expr)* $(,)?) => {
         $crate::service_binary_tests!(@tests $bin,
             starts_with_its_sample_config_reports_ready_and_stops_on_sigterm,

@@ -37,7 +37,7 @@ pub struct ServiceInfo {
     pub name: &'static str,
     /// The crate version.
     pub version: &'static str,
-    /// One paragraph for `--help`: what the service does, and whether it is built or planned.
+    /// One paragraph for `--help`: what the service does.
     pub about: &'static str,
 }
 
@@ -69,18 +69,6 @@ impl ServiceContext {
     /// Report healthy (or stuck: `/healthz` answers 503, so an orchestrator restarts the process).
     pub fn set_healthy(&self, healthy: bool) {
         self.readiness.set_healthy(healthy);
-    }
-
-    /// Say that this service's job is not built yet: it logs so and stays not ready (`/readyz` 503,
-    /// `causeway_service_ready 0`), so that no probe, rollout or operator takes an idle process for a
-    /// working one. `what` names the missing work.
-    pub fn not_built(&self, what: &str) {
-        self.set_ready(false);
-        tracing::warn!(
-            service = self.info.name,
-            missing = what,
-            "not built yet: this process connects to its dependencies and idles; it never reports ready"
-        );
     }
 
     /// Retry `check` with backoff while it fails with a transient error. Returns `Ok(true)` once it
