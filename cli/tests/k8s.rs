@@ -3,7 +3,8 @@
 //! KEDA's CRDs, KafkaTopics against Strimzi's); the KafkaTopics are what `causeway topics manifests`
 //! generates from domains/orders/topology.toml, and in every overlay they agree with the topology:
 //! every topic, its partitions, and its configs as `causeway topics apply` creates them (dev: one
-//! replica, min.insync.replicas 1).
+//! replica, min.insync.replicas 1), in the Kafka cluster's namespace (where Strimzi's topic operator
+//! watches), the rest in the suite's.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -74,9 +75,9 @@ fn the_committed_topics_are_what_the_topology_generates() {
 fn every_overlay_builds_validates_and_agrees_with_the_topology() {
     let topology = topology();
     for (overlay, namespace, replicas, scaled) in [
-        ("base", None, None, 4),
-        ("overlays/dev", Some("causeway-dev"), Some(1), 4),
-        ("overlays/prod", Some("causeway"), None, 4),
+        ("base", "", None, 4),
+        ("overlays/dev", "causeway-dev", Some(1), 4),
+        ("overlays/prod", "causeway", None, 4),
     ] {
         let built = kustomize(overlay);
         let report: Value =
@@ -100,8 +101,17 @@ fn every_overlay_builds_validates_and_agrees_with_the_topology() {
                 >= 4,
             "{overlay}: {report}"
         );
-        if let Some(ns) = namespace {
-            assert!(built.contains(&format!("namespace: {ns}")), "{overlay}");
+        let topics_namespace = if namespace.is_empty() { "" } else { "kafka" };
+        for (kind, want) in [
+            ("KafkaTopic", topics_namespace),
+            ("ScaledObject", namespace),
+            ("NetworkPolicy", namespace),
+        ] {
+            assert_eq!(
+                report["namespaces"][kind],
+                serde_json::json!([want]),
+                "{overlay}: the namespace of every {kind}"
+            );
         }
         let topics = report["topics"].as_object().cloned().unwrap_or_default();
         assert_eq!(

@@ -13,7 +13,8 @@ causeway=$repo/target/debug/causeway
 # The services' ports (services.sh): the configs' plus CAUSEWAY_SERVICES_PORT_OFFSET.
 offset=${CAUSEWAY_SERVICES_PORT_OFFSET:-0}
 gateway=127.0.0.1:$((18080 + offset)) read_api=127.0.0.1:$((18083 + offset)) dlq_api=127.0.0.1:$((18086 + offset))
-processor_admin=127.0.0.1:$((9402 + offset)) orchestrator_admin=127.0.0.1:$((9405 + offset))
+processor_admin=127.0.0.1:$((9402 + offset)) projector_admin=127.0.0.1:$((9404 + offset))
+orchestrator_admin=127.0.0.1:$((9405 + offset))
 export CAUSEWAY_DLQ_URL=http://$dlq_api
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -179,23 +180,23 @@ What you can do next:
   target/debug/causeway schema check        the contracts against their published versions
   kcat -b $KAFKA_BOOTSTRAP -L               list the topics
   curl -s $REGISTRY_URL/subjects     the registry's subjects (Confluent's REST API)
-  curl -s -X POST 127.0.0.1:18080/v1/commands/<aggregate>/<Command> -d '{...}'
+  curl -s -X POST $gateway/v1/commands/<aggregate>/<Command> -d '{...}'
                                             send a command (status: GET /v1/commands/<command_id>?wait_ms=5000)
-  curl -s 127.0.0.1:9402/metrics | grep causeway_processor
+  curl -s $processor_admin/metrics | grep causeway_processor
                                             what the aggregate processor did
-  curl -s 127.0.0.1:18083/v1/read/order-by-id/<order id>?min_version=<version>&wait_ms=5000
+  curl -s $read_api/v1/read/order-by-id/<order id>?min_version=<version>&wait_ms=5000
                                             a read model, once the version a command gave is applied
-  curl -s 127.0.0.1:18083/v1/openapi.json   the read API
+  curl -s $read_api/v1/openapi.json   the read API
   target/debug/causeway projections status  how far projector-redis is behind (--group projector-clickhouse)
   target/debug/causeway projections rebuild order-by-id [--store clickhouse]
                                             rebuild a read model (Redis, or its ClickHouse table) from offset 0
                                             while it serves, then switch
   curl -s $CLICKHOUSE_URL/ --data-binary 'SELECT * FROM causeway_daily_sales'
                                             the daily sales rollup (also causeway_events, causeway_order_by_id, ...)
-  curl -s 127.0.0.1:9404/metrics | grep causeway_consumer
+  curl -s $projector_admin/metrics | grep causeway_consumer
                                             what projector-redis did, and its lag
   export CAUSEWAY_DLQ_TOKEN=$(cat .stack/dlq-token)
-  target/debug/causeway dlq list            dead letters (show, replay, discard, counts); web UI: http://127.0.0.1:18086/
+  target/debug/causeway dlq list            dead letters (show, replay, discard, counts); web UI: http://$dlq_api/
   target/debug/causeway events order <id>   an aggregate's events with their commands, results and trace ids
   target/debug/causeway saga show <order id>
                                             an order's fulfilment: status, step, what it awaits, deadlines, history

@@ -8,9 +8,11 @@
 #
 # Each service runs with its sample config (services/<name>/<name>.toml), pointed at the running stack
 # through CAUSEWAY__* overrides; logs and PIDs live in <stack dir>/services/. Its ports are those of the
-# config (admin 9401-9406; HTTP 18080, 18083, 18086) plus CAUSEWAY_SERVICES_PORT_OFFSET (default 0), so
-# that a second set of services (a test's) can run beside the demo's. Extra environment for every
-# service: CAUSEWAY_SERVICES_ENV (KEY=VALUE lines, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=...).
+# config (admin 9401-9406; HTTP 18080, 18083, 18086) plus CAUSEWAY_SERVICES_PORT_OFFSET (default 0): a
+# second set of services (a test's) runs beside the demo's with another offset and a stack of its own
+# (CAUSEWAY_STACK_DIR; on the same stack they would share consumer groups and transactional ids). Extra
+# environment for every service: CAUSEWAY_SERVICES_ENV (NAME=VALUE lines, e.g.
+# OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -58,7 +60,11 @@ start() {
     # Only the sections a service has may be overridden: an unknown key is a config error.
     local extra=()
     [ "$http" = - ] || extra+=("CAUSEWAY__HTTP__LISTEN=127.0.0.1:$http")
-    while IFS= read -r line; do [ -n "$line" ] && extra+=("$line"); done <<< "${CAUSEWAY_SERVICES_ENV:-}"
+    while IFS= read -r line; do
+      [ -z "$line" ] && continue
+      [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "CAUSEWAY_SERVICES_ENV: not NAME=VALUE: $line"
+      extra+=("$line")
+    done <<< "${CAUSEWAY_SERVICES_ENV:-}"
     case $name in
       command-gateway) extra+=("CAUSEWAY__GATEWAY__REGISTRY_URL=$REGISTRY_URL") ;;
       aggregate-processor|saga-orchestrator) extra+=("CAUSEWAY__PROCESSOR__REGISTRY_URL=$REGISTRY_URL") ;;
@@ -121,5 +127,5 @@ case ${1:-} in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

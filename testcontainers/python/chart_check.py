@@ -90,6 +90,9 @@ def main():
     for doc in docs:
         kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
         report["objects"].setdefault(kind, []).append(name)
+        namespaces = report.setdefault("namespaces", {}).setdefault(kind, [])
+        if doc.get("metadata", {}).get("namespace", "") not in namespaces:
+            namespaces.append(doc.get("metadata", {}).get("namespace", ""))
         api = doc.get("apiVersion", "")
         if api.startswith("kafka.strimzi.io/"):
             report["custom"].append(f"{api}/{kind}/{name}")
@@ -124,6 +127,7 @@ def main():
             for c in doc["spec"]["template"]["spec"]["containers"]:
                 report["workloads"].append({
                     "name": name,
+                    "replicas": doc["spec"].get("replicas"),
                     "binary": c["command"][0].rsplit("/", 1)[-1],
                     "args": c.get("args", []),
                     "env": environment(c, configmaps),

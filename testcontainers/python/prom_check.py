@@ -22,6 +22,26 @@ import yaml
 
 SIGNAL = re.compile(r"causeway:[a-z0-9_:]+")
 
+# What the workload must have moved (not only series shown at zero): each returns data only if so.
+MOVED = [
+    'causeway_service_ready == 1',
+    'causeway_processor_commands_total{outcome="accepted"} > 0',
+    'causeway_processor_commands_total{outcome="rejected"} > 0',
+    'causeway_processor_transactions_total{result="committed"} > 0',
+    'causeway_consumer_records_total{outcome="written"} > 0',
+    'causeway_consumer_lag_records >= 0',
+    'causeway_projection_freshness_seconds_count > 0',
+    'causeway_http_requests_total{route="/v1/commands/{aggregate}/{command}", status="202"} > 0',
+    'causeway_dlq_letters_total{class="poison"} > 0',
+    'causeway_dlq_replays_total{trigger="operator"} > 0',
+    'causeway_dlq_discards_total > 0',
+    'causeway_saga_finished_total{status="completed"} > 0',
+    'causeway_saga_finished_total{status="compensated"} > 0',
+    'causeway_saga_compensations_total > 0',
+    'causeway_saga_step_seconds_count > 0',
+    'causeway:consumer_lag_seconds:max >= 0',
+]
+
 
 def query(url, expr):
     """(ok, series count or error) of an instant query."""
@@ -47,6 +67,8 @@ def checks(dashboards, rules):
             for target in panel.get("targets", []):
                 expr = target["expr"].replace("$namespace", ".*")
                 out.append((f"{board['title']} / {panel['title']} / {target['refId']}", expr, True))
+    for expr in MOVED:
+        out.append((f"moved {expr}", expr, True))
     for group in yaml.safe_load(open(rules))["groups"]:
         for rule in group["rules"]:
             if "record" in rule:
@@ -78,6 +100,7 @@ def main():
         "checked": len(todo),
         "panels": sum(1 for w, _, _ in todo if " / " in w),
         "alerts": sum(1 for w, _, _ in todo if w.startswith("alert ") and " signal " not in w),
+        "moved": sum(1 for w, _, _ in todo if w.startswith("moved ")),
         "failed": {w: r for w, r in results.items() if not r["ok"]},
     }
     print(json.dumps(report))

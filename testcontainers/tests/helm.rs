@@ -150,7 +150,7 @@ fn every_rendered_manifest_validates_against_its_kind() {
     // The rules are the rule file's, each alert's runbook under the base the values give.
     let rules = production["rules"].as_array().cloned().unwrap_or_default();
     let alerts: Vec<&Value> = rules.iter().filter(|r| r.get("alert").is_some()).collect();
-    assert_eq!(alerts.len(), 7, "{production}");
+    assert_eq!(alerts.len(), 8, "{production}");
     for alert in alerts {
         let url = alert["annotations"]["runbook_url"]
             .as_str()
@@ -263,8 +263,8 @@ fn the_alert_rules_check_and_their_unit_tests_pass() {
         .filter_map(|l| l.trim().strip_prefix("dashboard: "))
         .map(|l| l.trim_matches('"'))
         .collect();
-    assert_eq!(links.len(), 7, "one runbook per alert");
-    assert_eq!(named.len(), 7, "one panel per alert");
+    assert_eq!(links.len(), 8, "one runbook per alert");
+    assert_eq!(named.len(), 8, "one panel per alert");
     for link in links {
         let page = link
             .strip_prefix("https://github.com/causeway-rs/causeway/blob/main/")
@@ -277,6 +277,41 @@ fn the_alert_rules_check_and_their_unit_tests_pass() {
             "{panel}: no such panel in {panels:#?}"
         );
     }
+}
+
+/// A workload KEDA scales (k8s/) gets no replica count from the chart, so that an upgrade leaves KEDA's
+/// choice alone; the chart's own autoscaler and an external one exclude each other.
+#[test]
+fn an_externally_scaled_workload_has_no_replica_count() {
+    let report = render_and_check(&[
+        "--set",
+        "services.projector-redis.externalAutoscaler=true",
+        "--set",
+        "services.aggregate-processor.externalAutoscaler=true",
+    ]);
+    assert_clean(&report, "external autoscalers");
+    for w in report["workloads"].as_array().cloned().unwrap_or_default() {
+        let name = w["name"].as_str().unwrap_or_default();
+        let external = name.ends_with("projector-redis") || name.ends_with("aggregate-processor");
+        // The gateway's replica count is its HorizontalPodAutoscaler's.
+        let hpa = name.ends_with("command-gateway");
+        assert_eq!(w["replicas"].is_null(), external || hpa, "{w}");
+    }
+    let chart = chart();
+    let (ok, _, err) = run_helm(&[
+        "template",
+        "causeway",
+        &chart,
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "services.command-gateway.externalAutoscaler=true",
+    ]);
+    assert!(
+        !ok,
+        "two owners of the gateway's replica count were accepted"
+    );
+    assert!(err.contains("exclude each other"), "{err}");
 }
 
 #[test]
@@ -391,6 +426,18 @@ fn every_service_accepts_the_configuration_the_chart_gives_it() {
         let report = render_and_check(&extra);
         let workloads = report["workloads"].as_array().cloned().unwrap_or_default();
         assert_eq!(workloads.len(), services, "{report}");
+        // Traces exported where values name an endpoint (production), by every workload.
+        let tracing = extra.contains(&"-f");
+        for w in &workloads {
+            assert_eq!(
+                w["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str(),
+                tracing.then_some("http://otel-collector.monitoring:4317"),
+                "{w}"
+            );
+            if tracing {
+                assert_eq!(w["env"]["OTEL_TRACES_SAMPLER_ARG"], "0.05", "{w}");
+            }
+        }
         for w in workloads {
             let binary = w["binary"].as_str().unwrap_or_default();
             let bin = repo_root().join("target/debug").join(binary);

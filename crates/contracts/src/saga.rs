@@ -111,7 +111,7 @@ pub trait SagaObserver: Send + Sync {
     /// An instance of `saga` left `step` after `ms`.
     fn stepped(&self, saga: &'static str, step: &str, ms: i64);
     /// The open instance longest in its current step entered it at `since_ms` (`None`: none open).
-    fn oldest_open_step(&self, saga: &'static str, since_ms: Option<i64>);
+    fn oldest_open_step(&self, _saga: &'static str, _since_ms: Option<i64>) {}
 }
 
 /// An observer that measures nothing.
@@ -124,7 +124,6 @@ impl SagaObserver for Unobserved {
     fn finished(&self, _: &'static str, _: Status, _: i64) {}
     fn fired(&self, _: &'static str, _: &str) {}
     fn stepped(&self, _: &'static str, _: &str, _: i64) {}
-    fn oldest_open_step(&self, _: &'static str, _: Option<i64>) {}
 }
 
 /// What a committed transition reports, held until its transaction commits.
@@ -371,9 +370,10 @@ impl<S: SagaContract> SagaHost<S> {
     }
 }
 
-/// When `instance` entered its current step, while it is open (not finished).
+/// When `instance` entered its current step, while it is open (started, and not finished with nothing
+/// awaited: what `causeway saga stuck` lists).
 fn open_since<S: Saga>(instance: &Instance<S>) -> Option<i64> {
-    (instance.started_at != 0 && !instance.status().is_terminal()).then_some(instance.step_since)
+    instance.is_open().then_some(instance.step_since)
 }
 
 /// The instance a changelog record holds.
@@ -605,13 +605,14 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             next.as_ref().and_then(Instance::next_due),
         );
         self.index(partition, key, due_before, due_after);
+        // Told once the partition is restored (`restored`): halfway through, the changelog's older
+        // records of an instance may still be all that was read of it.
         self.reopen(
             partition,
             key,
             open_before,
             next.as_ref().and_then(open_since),
         );
-        self.report_oldest();
         self.report_now(partition, key, to);
         let states = self.partitions.entry(partition).or_default();
         match next {
@@ -687,6 +688,10 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             self.defer_due(partition, key);
         }
         Ok(decided)
+    }
+
+    fn restored(&mut self) {
+        self.report_oldest();
     }
 
     fn durable(&mut self) {

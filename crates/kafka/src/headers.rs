@@ -72,7 +72,7 @@ pub fn consumed<'a, M: Message>(m: &'a M) -> propagation::Consumed<'a> {
 
 /// The span of processing `m` (named `name`, a child of the trace `m` carries, with where it came
 /// from); empty when `m` carries no trace.
-pub fn processing<M: Message>(m: &M, name: &str) -> Context {
+pub fn processing<M: Message>(m: &M, name: &'static str) -> Context {
     let Some(h) = m.headers() else {
         return Context::new();
     };
@@ -80,5 +80,5 @@ pub fn processing<M: Message>(m: &M, name: &str) -> Context {
     if !propagation::is_traced(&parent) {
         return Context::new();
     }
-    propagation::consumed(&parent, name.to_string(), consumed(m))
+    propagation::consumed(&parent, name, consumed(m))
 }

@@ -270,6 +270,16 @@ impl ConsumerLag {
                 }
                 let n = match self.from {
                     LagFrom::Stored if p.consumer_lag_stored >= 0 => p.consumer_lag_stored,
+                    // Nothing stored or committed yet (a new group whose first batch is not done):
+                    // it reads from the log's start, so all of it waits.
+                    LagFrom::Stored
+                        if p.stored_offset < 0
+                            && p.committed_offset < 0
+                            && p.ls_offset >= 0
+                            && p.lo_offset >= 0 =>
+                    {
+                        (p.ls_offset - p.lo_offset).max(0)
+                    }
                     LagFrom::Position if p.app_offset >= 0 && p.ls_offset >= 0 => {
                         (p.ls_offset - p.app_offset).max(0)
                     }

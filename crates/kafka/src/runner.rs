@@ -379,7 +379,8 @@ impl Runner {
         tracing::info!(group = %self.group, topics = ?topics, "consuming");
         let mut loop_ = Loop {
             dlq_topic: self.dlq_topic(),
-            span: format!("{} apply", self.group),
+            // Leaked once per run of the loop (not per record): span names are static.
+            span: Box::leak(format!("{} apply", self.group).into_boxed_str()),
             runner: &self,
             consumer: &consumer,
             producer,
@@ -426,7 +427,7 @@ struct Loop<'a, R: Fn(Status)> {
     /// When the lag metrics were last computed.
     lag_at: Instant,
     /// The name of a traced record's span: `<group> apply`.
-    span: String,
+    span: &'static str,
     /// Per-key order (`park_keys`).
     parking: Option<crate::parking::Parking>,
 }
@@ -571,19 +572,24 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
                 }
                 continue;
             }
-            self.consumer.context().lag.handled_batch(&batch);
             let started = Instant::now();
             // The spans of the batch's traced records, ended once the batch is written and stored.
-            let spans: Vec<_> = batch
-                .iter()
-                .map(|m| headers::processing(m, &self.span))
-                .filter(causeway_observe::propagation::is_traced)
-                .collect();
+            let spans: Vec<_> = if causeway_observe::propagation::exporting() {
+                batch
+                    .iter()
+                    .map(|m| headers::processing(m, self.span))
+                    .filter(causeway_observe::propagation::is_traced)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let Some(()) = self.handle(handler, &batch) else {
                 // Shutdown while retrying, or a fatal failure: nothing stored, the next owner reads
                 // the batch again.
                 return;
             };
+            // Handled only now: while a batch is retried, its records still count as waiting.
+            self.consumer.context().lag.handled_batch(&batch);
             let mut offsets = TopicPartitionList::new();
             let mut next: HashMap<(&str, i32), i64> = HashMap::new();
             for m in &batch {
@@ -1078,6 +1084,11 @@ impl<'a, R: Fn(Status)> Loop<'a, R> {
             }
             if let Ok(assigned) = self.consumer.assignment() {
                 let _ = self.consumer.pause(&assigned);
+            }
+            // The lag in seconds keeps growing while the batch waits (the records' lag comes from
+            // the statistics the poll serves).
+            if self.lag_at.elapsed() >= LAG_EVERY {
+                self.update_lag();
             }
             // Serves rebalances and keeps the membership; a record that still arrives is read again
             // after the resume.

@@ -33,6 +33,21 @@ pub fn extract<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Context {
     TraceContextPropagator::new().extract(&incoming)
 }
 
+/// Whether spans are exported (OTLP on): set once by `Telemetry::init`. When they are not, a hop
+/// opens no span of its own: it passes its input's context on as it came (what the no-op tracer
+/// would do, without building the span's name and attributes for nothing).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Spans are exported from now on.
+pub(crate) fn set_exporting() {
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether spans are exported.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether `cx` carries a valid span (a trace to continue).
 pub fn is_traced(cx: &Context) -> bool {
     use opentelemetry::trace::TraceContextExt;
@@ -66,15 +81,14 @@ const MAX_KEY_ATTRIBUTE: usize = 256;
 /// A context for processing the record `from` (span `name`, a child of the record's `parent` trace),
 /// with the record's topic, partition, offset and key as attributes. Empty when `parent` is: a record
 /// that came without a trace adds none.
-pub fn consumed(
-    parent: &Context,
-    name: impl Into<std::borrow::Cow<'static, str>>,
-    from: Consumed<'_>,
-) -> Context {
+pub fn consumed(parent: &Context, name: &'static str, from: Consumed<'_>) -> Context {
     use opentelemetry::KeyValue;
     use opentelemetry::trace::TraceContextExt;
     if !parent.span().span_context().is_valid() {
         return Context::new();
+    }
+    if !exporting() {
+        return parent.clone();
     }
     let mut attributes = vec![
         KeyValue::new("messaging.system", "kafka"),
@@ -104,6 +118,9 @@ pub fn begin(parent: &Context, name: &'static str) -> Context {
     if parent.span().span_context().is_valid() {
         return hop(parent, name, SpanKind::Server, Vec::new());
     }
+    if !exporting() {
+        return Context::new();
+    }
     let tracer = opentelemetry::global::tracer("causeway");
     let span = tracer
         .span_builder(name)
@@ -112,15 +129,24 @@ pub fn begin(parent: &Context, name: &'static str) -> Context {
     Context::new().with_span(span)
 }
 
+/// Mark the span of `cx` failed with `why` (it ends when its last context is dropped).
+pub fn failed(cx: &Context, why: &'static str) {
+    use opentelemetry::trace::{Status, TraceContextExt};
+    cx.span().set_status(Status::error(why));
+}
+
 fn hop(
     parent: &Context,
-    name: impl Into<std::borrow::Cow<'static, str>>,
+    name: &'static str,
     kind: SpanKind,
     attributes: Vec<opentelemetry::KeyValue>,
 ) -> Context {
     use opentelemetry::trace::{TraceContextExt, Tracer};
     if !parent.span().span_context().is_valid() {
         return Context::new();
+    }
+    if !exporting() {
+        return parent.clone();
     }
     let tracer = opentelemetry::global::tracer("causeway");
     let span = tracer

@@ -71,6 +71,7 @@ impl Telemetry {
             .build();
         let tracer = provider.tracer(service);
         opentelemetry::global::set_tracer_provider(provider.clone());
+        crate::propagation::set_exporting();
         tracing_subscriber::registry()
             .with(filter)
             .with(fmt)

@@ -18,17 +18,26 @@ use common::{World, events, inventory_events};
 use projector_clickhouse::config::ClickHouseConfig;
 use projector_clickhouse::{sink, tables};
 
-/// Watch `service`'s `/readyz` for `outage`: whether it answered 503 at least once.
-async fn unready_during(service: &ServiceProcess, outage: Duration) -> bool {
+/// Watch `service` for `outage`: whether its `/readyz` answered 503 at least once, and the largest
+/// lag in seconds its metrics reported meanwhile.
+async fn unready_during(service: &ServiceProcess, outage: Duration) -> (bool, f64) {
     let stopped = Instant::now();
     let mut unready = false;
+    let mut lag = 0f64;
     while stopped.elapsed() < outage {
         if let Ok((503, _)) = service.get("/readyz") {
             unready = true;
         }
+        if let Ok((200, metrics)) = service.get("/metrics") {
+            lag = metrics
+                .lines()
+                .filter(|l| l.starts_with("causeway_consumer_lag_seconds{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .fold(lag, f64::max);
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    unready
+    (unready, lag)
 }
 
 /// The (attempt, wait in ms) of `service`'s retries, in the order it logged them.
@@ -156,10 +165,12 @@ async fn clickhouse_then_redis_stopped_thirty_seconds_each_under_traffic_lose_an
     };
 
     own.kill("clickhouse");
-    let clickhouse_unready = unready_during(&clickhouse_projector, Duration::from_secs(30)).await;
+    let (clickhouse_unready, clickhouse_lag) =
+        unready_during(&clickhouse_projector, Duration::from_secs(30)).await;
     restart(&own).await.unwrap_or_else(|e| panic!("{e}"));
     own.kill("redis");
-    let redis_unready = unready_during(&redis_projector, Duration::from_secs(30)).await;
+    let (redis_unready, redis_lag) =
+        unready_during(&redis_projector, Duration::from_secs(30)).await;
     restart(&own).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         !traffic.is_finished(),
@@ -175,6 +186,17 @@ async fn clickhouse_then_redis_stopped_thirty_seconds_each_under_traffic_lose_an
         redis_unready,
         "projector-redis's /readyz stayed 200 while Redis was away"
     );
+    // While a batch is retried its records still wait: the lag in seconds grows through the outage
+    // (the stuck-consumer alert reads it), instead of staying where it was when the store went away.
+    for (name, lag) in [
+        ("projector-clickhouse", clickhouse_lag),
+        ("projector-redis", redis_lag),
+    ] {
+        assert!(
+            lag >= 15.0,
+            "{name}'s lag in seconds reached only {lag} during a 30 s outage under traffic"
+        );
+    }
     world.wait_documents("stock-by-sku", &expected).await;
     wait_clickhouse(
         &endpoints.clickhouse_url,

@@ -368,7 +368,15 @@ impl Run {
             (false, None) => "handled",
         };
         *self.batch_counts.entry((host, outcome)).or_default() += 1;
-        let out_headers = input.and_then(|m| trace_headers(m, self.span));
+        // Headers continuing the input's trace, for the records this input leads to (not for inputs
+        // forwarded unchanged: they keep their own).
+        let writes = !encoded.events.is_empty()
+            || encoded.result.is_some()
+            || encoded.sends.iter().any(|(_, _, bytes, _)| bytes.is_some());
+        let out_headers = match input {
+            Some(m) if writes => self.trace_headers(m),
+            _ => None,
+        };
         let key = aggregate_id.as_bytes();
         if let Some(events_topic) = self.hosts[host].topics().events.as_deref() {
             for bytes in &encoded.events {
@@ -580,13 +588,8 @@ impl Run {
                 .encode(&self.config.results_topic, RESULT_RECORD, &result),
         ) {
             Ok(bytes) => {
-                self.send_result(
-                    m,
-                    partition,
-                    &result.command_id,
-                    &bytes,
-                    &trace_headers(m, self.span),
-                )?;
+                let trace = self.trace_headers(m);
+                self.send_result(m, partition, &result.command_id, &bytes, &trace)?;
             }
             Err(e @ WireError::Registry(_)) => return Err(e.into()),
             Err(e) => {
@@ -594,6 +597,24 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// Headers continuing `m`'s trace, for every record it leads to: the context of its span (kept
+    /// until the transaction ends, when spans are exported).
+    fn trace_headers(&mut self, m: &BorrowedMessage<'_>) -> Option<OwnedHeaders> {
+        let h = m.headers()?;
+        let cx = causeway_observe::propagation::consumed(
+            &headers::trace_context(h),
+            self.span,
+            headers::consumed(m),
+        );
+        let out = headers::with_trace_context(OwnedHeaders::new(), &cx);
+        if causeway_observe::propagation::exporting()
+            && causeway_observe::propagation::is_traced(&cx)
+        {
+            self.spans.push(cx);
+        }
+        Some(out)
     }
 
     /// The result of command `m`, with the trace context and where the command is (for the event
@@ -626,15 +647,4 @@ impl Run {
             .headers(h);
         self.send(record)
     }
-}
-
-/// Headers continuing the input's trace, for every record it leads to.
-fn trace_headers(m: &BorrowedMessage<'_>, span: &'static str) -> Option<OwnedHeaders> {
-    let h = m.headers()?;
-    let cx = causeway_observe::propagation::consumed(
-        &headers::trace_context(h),
-        span,
-        headers::consumed(m),
-    );
-    Some(headers::with_trace_context(OwnedHeaders::new(), &cx))
 }

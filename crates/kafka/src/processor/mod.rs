@@ -273,6 +273,7 @@ impl Processor {
             anchor: std::collections::HashSet::new(),
             assigned: false,
             batch_states: HashMap::new(),
+            spans: Vec::new(),
             batch_counts: HashMap::new(),
             strict: false,
             transaction_began: std::time::Instant::now(),
@@ -483,6 +484,8 @@ struct Run {
     /// The encoded state records of the batch being built, the latest per aggregate: each changed
     /// state is written once per transaction.
     batch_states: HashMap<(usize, i32, String), Vec<u8>>,
+    /// The spans of the open transaction's traced inputs (when spans are exported), ended with it.
+    spans: Vec<causeway_observe::propagation::Context>,
     /// Build each command's state record with it (after a batch whose states could not be written),
     /// instead of each changed state once per batch.
     strict: bool,

@@ -208,6 +208,9 @@ impl Run {
         for owned in &restore.owned {
             self.partitions.insert(*owned, PartitionState::Ready);
         }
+        for host in &mut self.hosts {
+            host.restored();
+        }
         for element in restore.committed.elements() {
             let owned = self.owned(element.topic(), element.partition());
             match (owned, element.offset()) {

@@ -166,6 +166,8 @@ impl Run {
             .transactions
             .with_label_values(&["committed"])
             .inc();
+        // The spans of the transaction's inputs end with it.
+        self.spans.clear();
         for ((topic, partition), offset) in next {
             if let Some(owned) = self.owned(topic, partition) {
                 self.positions.insert(owned, offset);
@@ -301,6 +303,12 @@ impl Run {
     fn abort_for(&mut self, cause: BatchError) -> BatchError {
         for host in &mut self.hosts {
             host.aborted();
+        }
+        for cx in self.spans.drain(..) {
+            causeway_observe::propagation::failed(
+                &cx,
+                "the transaction aborted; the input is processed again",
+            );
         }
         self.batch_states.clear();
         self.batch_counts.clear();
