@@ -380,6 +380,11 @@ fn bad_values_are_refused_naming_the_value() {
             "'RUST_LOG' does not match pattern '^CAUSEWAY__",
         ),
         ("dlq.tokensSecret.name=", "at '/dlq/tokensSecret/name'"),
+        // TLS to the collector is not built in: refused here rather than a crash loop in the pods.
+        (
+            "tracing.otlpEndpoint=https://collector:4317",
+            "at '/tracing/otlpEndpoint'",
+        ),
     ] {
         let (ok, _, err) = run_helm(&[
             "template",

@@ -262,8 +262,8 @@ pub trait Hosted: Send {
     }
     /// The open transaction committed: what was kept since the last call is durable (metrics).
     fn durable(&mut self) {}
-    /// Partitions finished restoring: what [`Hosted::restore`] read is whole (metrics).
-    fn restored(&mut self) {}
+    /// `partition` finished restoring: what [`Hosted::restore`] read of it is whole (metrics).
+    fn restored(&mut self, _partition: i32) {}
     /// The open transaction aborted: what was kept in it is not (its states are restored).
     fn aborted(&mut self) {
         self.discard();

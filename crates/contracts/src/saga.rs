@@ -164,6 +164,9 @@ pub struct SagaHost<S: SagaContract> {
     open: BTreeSet<(i64, i32, String)>,
     /// The oldest step start last told to the observer.
     oldest_reported: Option<Option<i64>>,
+    /// Partitions being restored: until they are whole, the oldest open step is not told (an
+    /// instance's older changelog records may be all that was read of it so far).
+    restoring: HashSet<i32>,
 }
 
 impl<S: SagaContract> std::fmt::Debug for SagaHost<S> {
@@ -197,6 +200,7 @@ impl<S: SagaContract> SagaHost<S> {
             reported: HashMap::new(),
             open: BTreeSet::new(),
             oldest_reported: None,
+            restoring: HashSet::new(),
         }
     }
 
@@ -316,8 +320,12 @@ impl<S: SagaContract> SagaHost<S> {
         }
     }
 
-    /// Tell the observer when the oldest open step began, if that changed since it was last told.
+    /// Tell the observer when the oldest open step began, if that changed since it was last told and
+    /// no partition is being restored.
     fn report_oldest(&mut self) {
+        if !self.restoring.is_empty() {
+            return;
+        }
         let oldest = self.open.first().map(|(since, _, _)| *since);
         if self.oldest_reported != Some(oldest) {
             self.oldest_reported = Some(oldest);
@@ -587,6 +595,7 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
     }
 
     fn restore(&mut self, partition: i32, key: &str, value: Option<&Value>) -> Result<(), String> {
+        self.restoring.insert(partition);
         let before = self.instance(partition, key);
         let (due_before, open_before) = (
             before.and_then(Instance::next_due),
@@ -640,6 +649,7 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
         self.due.retain(|(_, p, _)| *p != partition);
         self.open.retain(|(_, p, _)| *p != partition);
         self.dirty.retain(|(p, _)| *p != partition);
+        self.restoring.remove(&partition);
         self.report_oldest();
     }
 
@@ -690,7 +700,8 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
         Ok(decided)
     }
 
-    fn restored(&mut self) {
+    fn restored(&mut self, partition: i32) {
+        self.restoring.remove(&partition);
         self.report_oldest();
     }
 

@@ -23,6 +23,8 @@ pub const GUARDED_PROPERTIES: &[&str] = &[
     "transactional.id",
     "group.id",
     "partitioner",
+    // A group without offsets reads from the start: `latest` would skip what came before it.
+    "auto.offset.reset",
 ];
 
 /// Connection to a Kafka cluster.

@@ -270,10 +270,13 @@ impl ConsumerLag {
                 }
                 let n = match self.from {
                     LagFrom::Stored if p.consumer_lag_stored >= 0 => p.consumer_lag_stored,
-                    // Nothing stored or committed yet (a new group whose first batch is not done):
-                    // it reads from the log's start, so all of it waits.
+                    // Nothing stored or committed yet on a partition being fetched (a new group whose
+                    // first batch is not done): it reads from the log's start (`auto.offset.reset`
+                    // is earliest, and guarded), so all of it waits. Not for a partition revoked
+                    // (fetch state stopped), whose stored offset librdkafka forgets.
                     LagFrom::Stored
-                        if p.stored_offset < 0
+                        if p.fetch_state == "active"
+                            && p.stored_offset < 0
                             && p.committed_offset < 0
                             && p.ls_offset >= 0
                             && p.lo_offset >= 0 =>

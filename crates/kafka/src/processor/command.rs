@@ -588,7 +588,12 @@ impl Run {
                 .encode(&self.config.results_topic, RESULT_RECORD, &result),
         ) {
             Ok(bytes) => {
+                let spans = self.spans.len();
                 let trace = self.trace_headers(m);
+                // Its span (if it opened one) says what became of it.
+                if let Some(cx) = self.spans.get(spans) {
+                    causeway_observe::propagation::failed(cx, "dead-lettered");
+                }
                 self.send_result(m, partition, &result.command_id, &bytes, &trace)?;
             }
             Err(e @ WireError::Registry(_)) => return Err(e.into()),

@@ -208,8 +208,8 @@ impl Run {
         for owned in &restore.owned {
             self.partitions.insert(*owned, PartitionState::Ready);
         }
-        for host in &mut self.hosts {
-            host.restored();
+        for (host, partition) in &restore.owned {
+            self.hosts[*host].restored(*partition);
         }
         for element in restore.committed.elements() {
             let owned = self.owned(element.topic(), element.partition());

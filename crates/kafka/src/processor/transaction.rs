@@ -304,11 +304,13 @@ impl Run {
         for host in &mut self.hosts {
             host.aborted();
         }
+        let why = if matches!(cause, BatchError::Stop(_)) {
+            "the processor stopped in this transaction (its outcome is the broker's)"
+        } else {
+            "the transaction aborted; the input is processed again"
+        };
         for cx in self.spans.drain(..) {
-            causeway_observe::propagation::failed(
-                &cx,
-                "the transaction aborted; the input is processed again",
-            );
+            causeway_observe::propagation::failed(&cx, why);
         }
         self.batch_states.clear();
         self.batch_counts.clear();
