@@ -51,8 +51,9 @@ fn run_helm(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// `helm template` with `extra` arguments, checked by chart_check.py: its report.
-fn render_and_check(extra: &[&str]) -> Value {
+/// `helm template` of the chart for Kubernetes KUBE_VERSION with `extra` arguments: (success, stdout,
+/// stderr).
+fn template(extra: &[&str]) -> (bool, String, String) {
     let chart = chart();
     let mut args = vec![
         "template",
@@ -62,7 +63,12 @@ fn render_and_check(extra: &[&str]) -> Value {
         KUBE_VERSION,
     ];
     args.extend_from_slice(extra);
-    let (ok, manifests, err) = run_helm(&args);
+    run_helm(&args)
+}
+
+/// `helm template` with `extra` arguments, checked by chart_check.py: its report.
+fn render_and_check(extra: &[&str]) -> Value {
+    let (ok, manifests, err) = template(extra);
     assert!(ok, "helm template {extra:?} failed:\n{err}");
     check_manifests(&manifests)
 }
@@ -297,16 +303,7 @@ fn an_externally_scaled_workload_has_no_replica_count() {
         let hpa = name.ends_with("command-gateway");
         assert_eq!(w["replicas"].is_null(), external || hpa, "{w}");
     }
-    let chart = chart();
-    let (ok, _, err) = run_helm(&[
-        "template",
-        "causeway",
-        &chart,
-        "--kube-version",
-        KUBE_VERSION,
-        "--set",
-        "services.command-gateway.externalAutoscaler=true",
-    ]);
+    let (ok, _, err) = template(&["--set", "services.command-gateway.externalAutoscaler=true"]);
     assert!(
         !ok,
         "two owners of the gateway's replica count were accepted"
@@ -316,17 +313,8 @@ fn an_externally_scaled_workload_has_no_replica_count() {
 
 #[test]
 fn secrets_are_referenced_never_inlined() {
-    let chart = chart();
     let production = production_values();
-    let (ok, manifests, err) = run_helm(&[
-        "template",
-        "causeway",
-        &chart,
-        "--kube-version",
-        KUBE_VERSION,
-        "-f",
-        &production,
-    ]);
+    let (ok, manifests, err) = template(&["-f", &production]);
     assert!(ok, "{err}");
     for reference in [
         "name: kafka-credentials",
@@ -352,7 +340,6 @@ fn secrets_are_referenced_never_inlined() {
 
 #[test]
 fn bad_values_are_refused_naming_the_value() {
-    let chart = chart();
     for (set, expected) in [
         (
             "kafka.bootstrapServers=nohost",
@@ -386,15 +373,7 @@ fn bad_values_are_refused_naming_the_value() {
             "at '/tracing/otlpEndpoint'",
         ),
     ] {
-        let (ok, _, err) = run_helm(&[
-            "template",
-            "causeway",
-            &chart,
-            "--kube-version",
-            KUBE_VERSION,
-            "--set",
-            set,
-        ]);
+        let (ok, _, err) = template(&["--set", set]);
         assert!(!ok, "--set {set} was accepted");
         assert!(
             err.contains("values don't meet the specifications of the schema")

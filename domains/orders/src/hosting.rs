@@ -439,6 +439,16 @@ mod saga_tests {
         }
     }
 
+    /// A host of the saga reporting to `gauge`.
+    fn observed(gauge: &Arc<Gauge>) -> SagaHost<OrderFulfilment> {
+        SagaHost::new(
+            "orders",
+            Policy::default(),
+            Limits::default(),
+            gauge.clone(),
+        )
+    }
+
     impl Gauge {
         fn get(&self, status: &str) -> i64 {
             let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -452,12 +462,7 @@ mod saga_tests {
     #[test]
     fn the_metrics_count_what_is_durable() {
         let gauge = Arc::new(Gauge::default());
-        let mut h: SagaHost<OrderFulfilment> = SagaHost::new(
-            "orders",
-            Policy::default(),
-            Limits::default(),
-            gauge.clone(),
-        );
+        let mut h = observed(&gauge);
         let place = |h: &mut SagaHost<OrderFulfilment>, id: &str| {
             h.decide(0, Some(id.as_bytes()), PLACED, &placed(id), at(1), false)
                 .unwrap_or_else(|e| panic!("{}", e.reason))
@@ -485,12 +490,7 @@ mod saga_tests {
         h.durable();
         assert_eq!(gauge.get("running"), 1);
         // A restore counts each instance once, under its status, and no compensation.
-        let mut other: SagaHost<OrderFulfilment> = SagaHost::new(
-            "orders",
-            Policy::default(),
-            Limits::default(),
-            gauge.clone(),
-        );
+        let mut other = observed(&gauge);
         for d in &dirty {
             other
                 .restore(d.partition, &d.aggregate_id, Some(&d.value))
@@ -508,12 +508,7 @@ mod saga_tests {
     #[test]
     fn the_oldest_open_step_follows_the_instance_waiting_longest() {
         let gauge = Arc::new(Gauge::default());
-        let mut h: SagaHost<OrderFulfilment> = SagaHost::new(
-            "orders",
-            Policy::default(),
-            Limits::default(),
-            gauge.clone(),
-        );
+        let mut h = observed(&gauge);
         h.decide(0, Some(b"o-1"), PLACED, &placed("o-1"), at(1_000), false)
             .unwrap_or_else(|e| panic!("{}", e.reason));
         h.commit();
