@@ -318,44 +318,64 @@ impl World {
             list.add_partition_offset(topic, i32::try_from(p).unwrap_or(0), Offset::Beginning)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        consumer.assign(&list).unwrap_or_else(|e| panic!("{e}"));
+        // Stable first, then read: a reader assigned while a transaction is still open reports each
+        // partition's end at its last stable offset, and those early ends, queued before the records
+        // that follow, would end the read before them.
         self.wait_stable(topic, partitions);
+        consumer.assign(&list).unwrap_or_else(|e| panic!("{e}"));
         let mut ended = std::collections::HashSet::new();
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(120);
-        while ended.len() < partitions {
+        // Every partition at its end, and then a second of silence (a guard: no record may follow).
+        let mut quiet_since: Option<Instant> = None;
+        while ended.len() < partitions
+            || quiet_since.is_none_or(|q| q.elapsed() < Duration::from_secs(1))
+        {
             assert!(
                 Instant::now() < deadline,
                 "reading {topic} did not reach its end"
             );
-            match consumer.poll(Duration::from_millis(500)) {
+            if ended.len() == partitions && quiet_since.is_none() {
+                quiet_since = Some(Instant::now());
+            }
+            match consumer.poll(Duration::from_millis(200)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     ended.insert(p);
                 }
                 // A broker of the cluster may be gone (a test killed it): the reader goes on.
                 Some(Err(e)) => eprintln!("reading {topic}: {e}"),
-                Some(Ok(m)) => out.push(Raw {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                    headers: m
-                        .headers()
-                        .map(|h| {
-                            use rdkafka::message::Headers;
-                            h.iter()
-                                .map(|h| {
-                                    (
-                                        h.key.to_string(),
-                                        String::from_utf8_lossy(h.value.unwrap_or_default())
-                                            .into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                }),
+                Some(Ok(m)) => {
+                    if quiet_since.take().is_some() {
+                        eprintln!(
+                            "reading {topic}: records after every partition's end ({} [{}] @{})",
+                            m.topic(),
+                            m.partition(),
+                            m.offset()
+                        );
+                    }
+                    out.push(Raw {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        headers: m
+                            .headers()
+                            .map(|h| {
+                                use rdkafka::message::Headers;
+                                h.iter()
+                                    .map(|h| {
+                                        (
+                                            h.key.to_string(),
+                                            String::from_utf8_lossy(h.value.unwrap_or_default())
+                                                .into_owned(),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
             }
         }
         out
