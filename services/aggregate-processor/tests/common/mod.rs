@@ -326,19 +326,12 @@ impl World {
         let mut ended = std::collections::HashSet::new();
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(120);
-        // Every partition at its end, and then a second of silence (a guard: no record may follow).
-        let mut quiet_since: Option<Instant> = None;
-        while ended.len() < partitions
-            || quiet_since.is_none_or(|q| q.elapsed() < Duration::from_secs(1))
-        {
+        while ended.len() < partitions {
             assert!(
                 Instant::now() < deadline,
                 "reading {topic} did not reach its end"
             );
-            if ended.len() == partitions && quiet_since.is_none() {
-                quiet_since = Some(Instant::now());
-            }
-            match consumer.poll(Duration::from_millis(200)) {
+            match consumer.poll(Duration::from_millis(500)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     ended.insert(p);
@@ -346,14 +339,6 @@ impl World {
                 // A broker of the cluster may be gone (a test killed it): the reader goes on.
                 Some(Err(e)) => eprintln!("reading {topic}: {e}"),
                 Some(Ok(m)) => {
-                    if quiet_since.take().is_some() {
-                        eprintln!(
-                            "reading {topic}: records after every partition's end ({} [{}] @{})",
-                            m.topic(),
-                            m.partition(),
-                            m.offset()
-                        );
-                    }
                     out.push(Raw {
                         partition: m.partition(),
                         offset: m.offset(),
