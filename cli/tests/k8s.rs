@@ -33,20 +33,24 @@ fn topology() -> Topology {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn the_committed_topics_are_what_the_topology_generates() {
-    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args([
-            "topics",
-            "manifests",
-            "--file",
-            "domains/orders/topology.toml",
-            "--cluster",
-            "causeway",
-        ])
+/// `causeway topics manifests` with `args`, from the repository's root.
+fn manifests(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["topics", "manifests"])
+        .args(args)
         .current_dir(repo_root())
         .output()
-        .unwrap_or_else(|e| panic!("causeway: {e}"));
+        .unwrap_or_else(|e| panic!("causeway: {e}"))
+}
+
+#[test]
+fn the_committed_topics_are_what_the_topology_generates() {
+    let out = manifests(&[
+        "--file",
+        "domains/orders/topology.toml",
+        "--cluster",
+        "causeway",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -62,11 +66,7 @@ fn the_committed_topics_are_what_the_topology_generates() {
     );
 
     // Bad input: exit 2 with the reason.
-    let bad = Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["topics", "manifests", "--cluster", "Not_A_Name"])
-        .current_dir(repo_root())
-        .output()
-        .unwrap_or_else(|e| panic!("causeway: {e}"));
+    let bad = manifests(&["--cluster", "Not_A_Name"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a Kubernetes name"));
 }

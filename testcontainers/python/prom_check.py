@@ -29,7 +29,7 @@ MOVED = [
     'causeway_processor_commands_total{outcome="rejected"} > 0',
     'causeway_processor_transactions_total{result="committed"} > 0',
     'causeway_consumer_records_total{outcome="written"} > 0',
-    'causeway_consumer_lag_records >= 0',
+    'causeway_consumer_batch_seconds_count > 0',
     'causeway_projection_freshness_seconds_count > 0',
     'causeway_http_requests_total{route="/v1/commands/{aggregate}/{command}", status="202"} > 0',
     'causeway_dlq_letters_total{class="poison"} > 0',
@@ -39,7 +39,7 @@ MOVED = [
     'causeway_saga_finished_total{status="compensated"} > 0',
     'causeway_saga_compensations_total > 0',
     'causeway_saga_step_seconds_count > 0',
-    'causeway:consumer_lag_seconds:max >= 0',
+    'causeway_processor_transaction_seconds_count > 0',
 ]
 
 

@@ -54,13 +54,6 @@ pub fn is_traced(cx: &Context) -> bool {
     cx.span().span_context().is_valid()
 }
 
-/// A context for one hop (`name`, e.g. `aggregate-processor process`) under `parent`: a new span of
-/// the global tracer (exported when OTLP is on). With no valid parent it stays empty, so a record that
-/// came without a trace adds none; with no exporter the new span keeps the parent's trace id.
-pub fn child(parent: &Context, name: &'static str) -> Context {
-    hop(parent, name, SpanKind::Internal, Vec::new())
-}
-
 /// Where a consumed record came from, for its span's attributes (OpenTelemetry's messaging
 /// conventions): which topic, partition and offset, and its key.
 #[derive(Debug, Clone, Copy)]
@@ -228,9 +221,15 @@ mod tests {
     }
 
     #[test]
-    fn a_child_keeps_the_trace_and_no_parent_gives_no_child() {
+    fn a_consumed_record_keeps_its_trace_and_no_trace_gives_none() {
+        let from = Consumed {
+            topic: "t",
+            partition: 0,
+            offset: 7,
+            key: Some(b"k"),
+        };
         let parent = sampled_context();
-        let cx = child(&parent, "hop");
+        let cx = consumed(&parent, "hop", from);
         let headers = inject(&cx);
         assert!(
             headers[0]
@@ -238,7 +237,7 @@ mod tests {
                 .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
             "{headers:?}"
         );
-        assert!(inject(&child(&Context::new(), "hop")).is_empty());
+        assert!(inject(&consumed(&Context::new(), "hop", from)).is_empty());
     }
 
     #[test]
