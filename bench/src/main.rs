@@ -4,23 +4,28 @@
 //! # Layout
 //! - `main.rs`: arguments and the report table.
 //! - `registry.rs`: the schema registry: `GET /schemas/ids/{id}` and registration.
-//! - `processor.rs`: the command path: processor throughput (1 and 2 instances) beside Kafka's own
-//!   producer perf tool, the gateway, end-to-end latency, the processor's memory.
+//! - `processor.rs`: the command path: the processor beside the Kafka Streams baseline and Kafka's
+//!   own ceilings, the gateway, end-to-end latency.
+//! - `compare.rs`: either system started, drained, paced for latency, restarted and restored.
 //! - `projectors.rs`: the read side: projector-redis beside redis-benchmark, projector-clickhouse beside
 //!   a clickhouse-client bulk insert, a command until its read model shows it.
 //! - `dlq.rs`: dead letters indexed per second and replayed per second by the dlq-reprocessor, beside the
 //!   broker's producer ceiling.
 //! - `sagas.rs`: OrderFulfilment sagas completed per second and their latency from OrderPlaced to a
 //!   terminal state, beside the processor's own command throughput in the same run.
+//! - `streams.rs`: the Kafka Streams baseline (bench/streams): built, started and stopped; the check
+//!   that it writes the same events and results as the processor on one fixed input.
 //! - `stats.rs`: latency percentiles and rates.
 #![forbid(unsafe_code)]
 
+mod compare;
 mod dlq;
 mod processor;
 mod projectors;
 mod registry;
 mod sagas;
 mod stats;
+mod streams;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +49,9 @@ enum Bench {
     Dlq(dlq::Args),
     /// Sagas: OrderFulfilment completed per second and OrderPlaced to terminal, beside the processor.
     Sagas(sagas::Args),
+    /// The Kafka Streams baseline (bench/streams) and the processor on one fixed input: the same
+    /// events and results, or a non-zero exit with the differences.
+    BaselineCheck(streams::CheckArgs),
 }
 
 #[tokio::main]
@@ -54,5 +62,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Projectors(args) => projectors::run(args).await,
         Bench::Dlq(args) => dlq::run(args).await,
         Bench::Sagas(args) => sagas::run(args).await,
+        Bench::BaselineCheck(args) => streams::check(args).await,
     }
 }

@@ -1,11 +1,14 @@
-//! The command path: the aggregate processor and the command gateway, release builds, against the
-//! stack's Kafka and registry, each run on topics of its own. Measured:
-//! - processor throughput with exactly-once on: commands preloaded, 1 and then 2 instances, from ready
-//!   until the group has committed every command; beside Kafka's own producer perf tool writing the
-//!   same number of records of the same size (`acks=all`): the broker's ceiling on this machine;
-//! - end to end: POST to the gateway, then the status API's long poll until the result is there;
-//! - the gateway alone: POSTs answered 202 (after `acks=all`);
-//! - the processor's peak resident memory.
+//! The command path, release builds, against the stack's Kafka and registry, each run on topics of
+//! its own. Measured, for the aggregate processor and the Kafka Streams baseline (bench/streams, the
+//! same Inventory logic; `causeway-bench baseline-check` proves it writes the same) side by side:
+//! - throughput with exactly-once on: commands preloaded, 1 and then 2 instances, from the first
+//!   instance ready until the group has committed every command; beside Kafka's own producer perf tool
+//!   writing the same number of records of the same size (`acks=all`: the broker's ceiling) and Kafka's
+//!   `TransactionalMessageCopier` copying them in transactions (the EOS ceiling);
+//! - peak RSS of one instance under that load;
+//! - p50/p99 from a command produced until its result is readable, at half of each one's throughput;
+//! - with many aggregates: the time to ready after a clean stop, and after losing the local state;
+//! - the gateway alone (POSTs answered 202) and end to end (POST, then the status API's long poll).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,6 @@ use std::time::{Duration, Instant};
 use causeway_contracts::catalog::Catalog;
 use causeway_contracts::registry::RegistryClient;
 use causeway_contracts::wire::Codec;
-use causeway_kafka::config::OffsetMode;
 use causeway_kafka::{KafkaConfig, Topology, client};
 use causeway_orders::contracts::inventory::AddStock;
 use causeway_testcontainers::process::{ServiceProcess, free_port};
@@ -50,6 +52,12 @@ pub struct Args {
     /// How long each gateway run lasts, in seconds.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// How long each latency run (at half of each system's throughput) lasts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Aggregates built, then restored after a restart (0: skip the restart runs).
+    #[arg(long, default_value_t = 1_000_000)]
+    restore_aggregates: usize,
 }
 
 /// Topics and contracts of one run, under a context of its own.
@@ -118,8 +126,26 @@ impl World {
         })
     }
 
-    fn commands_topic(&self) -> String {
+    pub(crate) fn commands_topic(&self) -> String {
         format!("{}.inventory.commands", self.context)
+    }
+
+    pub(crate) fn events_topic(&self) -> String {
+        format!("{}.inventory.events", self.context)
+    }
+
+    pub(crate) fn results_topic(&self) -> String {
+        format!("{}.command-results", self.context)
+    }
+
+    /// The Kafka Streams baseline's output topics: events and results.
+    pub(crate) fn streams_topics(&self) -> (String, String) {
+        crate::streams::output_topics(&self.context)
+    }
+
+    /// Create [`World::streams_topics`].
+    pub(crate) async fn create_streams_topics(&self) -> anyhow::Result<()> {
+        crate::streams::create_output_topics(self).await
     }
 
     /// Preload `n` AddStock commands over `aggregates` SKUs; the mean encoded size.
@@ -175,7 +201,7 @@ impl World {
     }
 
     /// Records of the commands topic not yet committed by the processor group.
-    fn lag(&self, consumer: &BaseConsumer, partitions: i32) -> anyhow::Result<i64> {
+    pub(crate) fn lag(&self, consumer: &BaseConsumer, partitions: i32) -> anyhow::Result<i64> {
         let topic = self.commands_topic();
         let mut list = TopicPartitionList::new();
         let mut ends = HashMap::new();
@@ -197,64 +223,10 @@ impl World {
             })
             .sum())
     }
-
-    /// Start `instances` processors on the preloaded commands; the time from all ready to no lag, and
-    /// the peak RSS of the first, in KiB.
-    pub(crate) async fn drain(
-        &self,
-        bin: &Path,
-        instances: usize,
-        partitions: i32,
-    ) -> anyhow::Result<(Duration, u64)> {
-        let mut processes = Vec::new();
-        for i in 0..instances {
-            processes.push(self.processor(bin, &format!("i{i}"))?);
-        }
-        for p in &mut processes {
-            p.wait_ready(Duration::from_secs(60))
-                .map_err(anyhow::Error::msg)?;
-        }
-        let started = Instant::now();
-        let consumer: BaseConsumer = self
-            .kafka
-            .consumer_config(
-                "bench-lag",
-                &format!("{}-processor", self.context),
-                OffsetMode::Transactional,
-            )
-            .create()?;
-        let deadline = started + Duration::from_secs(900);
-        loop {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the processor did not drain in 15 minutes"
-            );
-            match self.lag(&consumer, partitions) {
-                Ok(0) => break,
-                Ok(_) => {}
-                // A busy broker may answer a metadata request late; ask again.
-                Err(e) => eprintln!("  (lag not known yet: {e})"),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let elapsed = started.elapsed();
-        if let Some(first) = processes.first() {
-            eprintln!("  first instance: {}", transaction_profile(first));
-        }
-        let rss = processes
-            .first()
-            .and_then(ServiceProcess::pid)
-            .map(peak_rss_kib)
-            .unwrap_or(0);
-        for p in processes {
-            let _ = p.terminate(Duration::from_secs(30));
-        }
-        Ok((elapsed, rss))
-    }
 }
 
 /// The processor's mean transaction time (ms) and mean batch size, from its metrics.
-fn transaction_profile(processor: &ServiceProcess) -> String {
+pub(crate) fn transaction_profile(processor: &ServiceProcess) -> String {
     let Ok((_, text)) = processor.get("/metrics") else {
         return "(no metrics)".into();
     };
@@ -271,19 +243,6 @@ fn transaction_profile(processor: &ServiceProcess) -> String {
         value("causeway_processor_transaction_seconds_sum") * 1000.0 / transactions,
         value("causeway_processor_batch_records_sum") / transactions
     )
-}
-
-/// VmHWM of `pid`, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Kafka's producer perf tool: `n` records of `size` bytes, `acks=all`, on a topic of its own.
@@ -446,31 +405,103 @@ async fn gateway_runs(args: &Args, stack: &Stack) -> anyhow::Result<(Samples, Sa
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    use crate::compare::{self, Launch, System};
     let stack = native::endpoints()
         .map_err(|e| anyhow::anyhow!("the stack is not running (make up): {e}"))?;
+    let classpath = tokio::task::spawn_blocking(crate::streams::build).await??;
+    let launch = Launch {
+        processor_bin: &args.processor_bin,
+        classpath: &classpath,
+        state_root: std::env::temp_dir().join(unique("bench-streams-state")),
+    };
+    let systems = [System::Causeway, System::Streams];
 
-    eprintln!("processor bench: preloading {} commands", args.commands);
-    let one = World::new(&stack, args.partitions).await?;
-    let size = one.preload(args.commands, args.aggregates).await?;
-    eprintln!("processor bench: 1 instance");
-    let (elapsed_one, rss) = one.drain(&args.processor_bin, 1, args.partitions).await?;
+    // Throughput and RSS: each system and instance count on a world of its own, preloaded alike.
+    let mut size = 0;
+    let mut drains: HashMap<(System, usize), compare::Drain> = HashMap::new();
+    let mut last_world = None;
+    for instances in [1, 2] {
+        for system in systems {
+            let world = World::new(&stack, args.partitions).await?;
+            world.create_streams_topics().await?;
+            eprintln!(
+                "processor bench: {} commands, {}, {instances} instance(s)",
+                args.commands,
+                system.name()
+            );
+            size = world.preload(args.commands, args.aggregates).await?;
+            let drained =
+                tokio::task::block_in_place(|| compare::drain(&launch, system, &world, instances))?;
+            drains.insert((system, instances), drained);
+            last_world = Some(world);
+        }
+    }
+    let rate = |system: System, instances: usize| {
+        drains
+            .get(&(system, instances))
+            .map(|d| Samples::throughput(args.commands, d.elapsed))
+            .unwrap_or_default()
+    };
 
-    eprintln!("processor bench: preloading again for 2 instances");
-    let two = World::new(&stack, args.partitions).await?;
-    two.preload(args.commands, args.aggregates).await?;
-    eprintln!("processor bench: 2 instances");
-    let (elapsed_two, _) = two.drain(&args.processor_bin, 2, args.partitions).await?;
-    eprintln!("processor bench: kafka-producer-perf-test, then the gateway");
-
+    eprintln!("processor bench: ceilings (kafka-producer-perf-test, TransactionalMessageCopier)");
     let ceiling = {
         let stack = stack.clone();
-        let kafka = one.kafka.clone();
+        let kafka = KafkaConfig::for_servers(stack.kafka_bootstrap.clone());
         let (n, partitions) = (args.commands, args.partitions);
         tokio::task::spawn_blocking(move || kafka_ceiling(&stack, &kafka, n, size, partitions))
             .await??
     };
+    let eos_ceiling = match &last_world {
+        Some(world) => tokio::task::block_in_place(|| compare::eos_ceiling(world, 500))?,
+        None => Samples::default(),
+    };
+
+    // Latency at half of each one's own 1-instance throughput.
+    let mut latencies = HashMap::new();
+    for system in systems {
+        let half = rate(system, 1).rate() / 2.0;
+        eprintln!(
+            "processor bench: {}, command -> result at {half:.0}/s for {} s",
+            system.name(),
+            args.latency_seconds
+        );
+        let world = World::new(&stack, args.partitions).await?;
+        world.create_streams_topics().await?;
+        let samples = compare::latency(
+            &launch,
+            system,
+            &world,
+            half,
+            args.latency_seconds,
+            args.aggregates,
+        )
+        .await?;
+        latencies.insert(system, samples);
+    }
+
+    // Restarts with many aggregates.
+    let mut restarts = HashMap::new();
+    if args.restore_aggregates > 0 {
+        for system in systems {
+            eprintln!(
+                "processor bench: {}, {} aggregates: build, restart, restore",
+                system.name(),
+                args.restore_aggregates
+            );
+            let world = World::new(&stack, args.partitions).await?;
+            world.create_streams_topics().await?;
+            let measured =
+                compare::restart(&launch, system, &world, args.restore_aggregates).await?;
+            restarts.insert(system, measured);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&launch.state_root);
+
+    eprintln!("processor bench: the gateway");
     let (end_to_end, posts) = gateway_runs(&args, &stack).await?;
 
+    let ours_latency = latencies.remove(&System::Causeway).unwrap_or_default();
+    let theirs_latency = latencies.remove(&System::Streams).unwrap_or_default();
     table(
         &format!(
             "command path (release builds; {} commands of {size} bytes over {} aggregates, {} partitions; \
@@ -479,22 +510,84 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
         &[
             (
-                "processor, 1 instance (exactly-once)",
-                &Samples::throughput(args.commands, elapsed_one),
+                "causeway processor, 1 instance (EOS)",
+                &rate(System::Causeway, 1),
             ),
             (
-                "processor, 2 instances (exactly-once)",
-                &Samples::throughput(args.commands, elapsed_two),
+                "kafka streams, 1 instance (EOS v2)",
+                &rate(System::Streams, 1),
             ),
+            (
+                "causeway processor, 2 instances",
+                &rate(System::Causeway, 2),
+            ),
+            ("kafka streams, 2 instances", &rate(System::Streams, 2)),
             ("  ceiling: kafka-producer-perf-test acks=all", &ceiling),
+            ("  EOS ceiling: TransactionalMessageCopier", &eos_ceiling),
+            ("causeway: command -> result, 50% load", &ours_latency),
+            (
+                "kafka streams: command -> result, 50% load",
+                &theirs_latency,
+            ),
             ("gateway POST -> 202 (acks=all)", &posts),
             ("end to end: POST -> result on status API", &end_to_end),
         ],
     );
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    println!("\ncauseway beside kafka streams (same run, same machine)");
+    for instances in [1, 2] {
+        println!(
+            "  throughput, {instances} instance(s): {:.2}x",
+            ratio(
+                rate(System::Causeway, instances).rate(),
+                rate(System::Streams, instances).rate()
+            )
+        );
+    }
     println!(
-        "processor peak RSS (1 instance, {} aggregates): {:.1} MiB",
-        args.aggregates,
-        rss as f64 / 1024.0
+        "  p99 command -> result at 50% load: {:.1} ms vs {:.1} ms ({:.2}x)",
+        ours_latency.quantile_ms(0.99),
+        theirs_latency.quantile_ms(0.99),
+        ratio(
+            theirs_latency.quantile_ms(0.99),
+            ours_latency.quantile_ms(0.99)
+        )
     );
+    let rss = |system: System| {
+        drains
+            .get(&(system, 1))
+            .map_or(0.0, |d| d.rss_kib as f64 / 1024.0)
+    };
+    println!(
+        "  peak RSS under load, 1 instance: {:.1} MiB vs {:.1} MiB (JVM {}): {:.2} of it",
+        rss(System::Causeway),
+        rss(System::Streams),
+        crate::streams::HEAP,
+        ratio(rss(System::Causeway), rss(System::Streams))
+    );
+    if let (Some(ours), Some(theirs)) = (
+        restarts.get(&System::Causeway),
+        restarts.get(&System::Streams),
+    ) {
+        let n = args.restore_aggregates;
+        println!(
+            "  {n} aggregates built at {:.0}/s vs {:.0}/s; peak RSS {:.1} MiB vs {:.1} MiB",
+            n as f64 / ours.drain.elapsed.as_secs_f64(),
+            n as f64 / theirs.drain.elapsed.as_secs_f64(),
+            ours.drain.rss_kib as f64 / 1024.0,
+            theirs.drain.rss_kib as f64 / 1024.0
+        );
+        println!(
+            "  restore of {n} aggregates (local state lost): {:.2} s vs {:.2} s ({:.2}x faster)",
+            ours.restore.as_secs_f64(),
+            theirs.restore.as_secs_f64(),
+            ratio(theirs.restore.as_secs_f64(), ours.restore.as_secs_f64())
+        );
+        println!(
+            "  restart after a clean stop, {n} aggregates: {:.2} s vs {:.2} s",
+            ours.restart.as_secs_f64(),
+            theirs.restart.as_secs_f64()
+        );
+    }
     Ok(())
 }

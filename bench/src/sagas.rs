@@ -294,7 +294,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let alone = World::new(&stack, args.partitions).await?;
     alone.preload(args.commands, args.aggregates).await?;
-    let (elapsed_alone, _) = alone.drain(&args.processor_bin, 1, args.partitions).await?;
+    let launch = crate::compare::Launch {
+        processor_bin: &args.processor_bin,
+        classpath: "",
+        state_root: PathBuf::new(),
+    };
+    let elapsed_alone = tokio::task::block_in_place(|| {
+        crate::compare::drain(&launch, crate::compare::System::Causeway, &alone, 1)
+    })?
+    .elapsed;
 
     let world = World::of(
         &stack,
