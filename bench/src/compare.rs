@@ -225,11 +225,13 @@ pub(crate) fn drain(
         std::thread::sleep(Duration::from_millis(20));
     }
     let elapsed = started.elapsed();
-    if let Some(Instance::Causeway(first)) = running.first() {
-        eprintln!(
-            "  first instance: {}",
-            crate::processor::transaction_profile(first)
-        );
+    for (i, instance) in running.iter().enumerate() {
+        if let Instance::Causeway(p) = instance {
+            eprintln!(
+                "  instance {i}: {}",
+                crate::processor::transaction_profile(p)
+            );
+        }
     }
     let rss_kib = running
         .first()
@@ -386,13 +388,10 @@ pub(crate) async fn restart(
     world.preload(aggregates, aggregates).await?;
     let drain = drain(launch, system, world, 1)?;
     let timed = |wipe: bool| -> anyhow::Result<Duration> {
-        if wipe {
-            if system == System::Streams {
-                let dir = launch.state_dir(world, "i0");
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-            }
-            // The processor keeps no local state yet: each start reads the whole changelog.
+        // The processor keeps no local state yet: each start reads the whole changelog.
+        if wipe && system == System::Streams {
+            let dir = launch.state_dir(world, "i0");
+            std::fs::remove_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
         }
         let started = Instant::now();
         let mut instance = launch.start(system, world, "i0")?;
@@ -467,8 +466,7 @@ pub(crate) fn eos_ceiling(world: &World, transaction_size: usize) -> anyhow::Res
         let line: serde_json::Value = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["stage"] == name)
-            .last()?;
+            .rfind(|v| v["stage"] == name)?;
         let time = line["time"].as_str()?;
         let clock = time.split_whitespace().nth(1)?;
         let mut parts = clock.split(':').map(|p| p.parse::<f64>().ok());

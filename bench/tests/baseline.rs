@@ -27,7 +27,7 @@ fn kafka_streams_baseline_writes_the_processors_events_and_results() {
         .arg(&processor)
         .env("RUST_BACKTRACE", "0")
         .output()
-        .expect("cannot run causeway-bench");
+        .unwrap_or_else(|e| panic!("cannot run causeway-bench: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
