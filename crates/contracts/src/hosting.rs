@@ -214,8 +214,23 @@ pub trait Hosted: Send {
     fn restore(&mut self, partition: i32, key: &str, value: Option<&Value>) -> Result<(), String>;
     /// Forget the states of `partition`.
     fn drop_partition(&mut self, partition: i32);
-    /// Number of states held.
+    /// Number of states held in memory.
     fn states(&self) -> usize;
+    /// Whether its states may live in the processor's on-disk store and be read back when a command
+    /// needs one (an aggregate). A host whose states must all be in memory (a saga, for its deadlines)
+    /// says no and is restored from its whole changelog.
+    fn stores_states(&self) -> bool {
+        false
+    }
+    /// Whether the state of `key` on `partition` is in memory (or known not to exist).
+    fn holds(&self, _partition: i32, _key: &str) -> bool {
+        true
+    }
+    /// Drop the least recently used states beyond `max`, only when every state held is written (after
+    /// a store write); how many were dropped. They are read back with [`Hosted::restore`].
+    fn evict_to(&mut self, _max: usize) -> usize {
+        0
+    }
     /// Whether its inputs are commands that get a result: a poison input whose command id can be read
     /// gets a `dead_lettered` result. A saga's inbox (results, events) and a router's sources are not
     /// commands: a result written for them would be a reply nobody gave.
@@ -281,6 +296,21 @@ pub struct Dirty {
     pub value: Value,
 }
 
+/// A state held in memory, with when it was last used.
+struct Cached<A> {
+    tracked: Tracked<A>,
+    used: std::cell::Cell<u64>,
+}
+
+impl<A> Cached<A> {
+    fn new(tracked: Tracked<A>, now: u64) -> Self {
+        Self {
+            tracked,
+            used: std::cell::Cell::new(now),
+        }
+    }
+}
+
 /// A decided command waiting for commit.
 struct Pending<A: AggregateContract> {
     partition: i32,
@@ -295,7 +325,9 @@ pub struct Host<A: AggregateContract> {
     topics: Topics,
     window: DedupWindow,
     limits: Limits,
-    partitions: HashMap<i32, HashMap<String, Tracked<A>>>,
+    partitions: HashMap<i32, HashMap<String, Cached<A>>>,
+    /// Counts uses of states, so that the least recently used can be dropped ([`Hosted::evict_to`]).
+    clock: std::cell::Cell<u64>,
     pending: Option<Pending<A>>,
     /// Aggregates whose committed state is still to be written this batch.
     dirty: std::collections::HashSet<(i32, String)>,
@@ -318,6 +350,7 @@ impl<A: AggregateContract> Host<A> {
             window,
             limits,
             partitions: HashMap::new(),
+            clock: std::cell::Cell::new(0),
             pending: None,
             dirty: std::collections::HashSet::new(),
         }
@@ -531,7 +564,11 @@ impl<A: AggregateContract> Host<A> {
         let existing = self
             .partitions
             .get(&partition)
-            .and_then(|states| states.get(meta.aggregate_id));
+            .and_then(|states| states.get(meta.aggregate_id))
+            .map(|cached| {
+                cached.used.set(self.tick());
+                &cached.tracked
+            });
         let tracked = existing.unwrap_or(&empty);
         let at = stamp.window_clock();
         // The domain's code runs here; a panic in it is the command's fault, not the process's.
@@ -695,12 +732,15 @@ impl<A: AggregateContract> Hosted for Host<A> {
             self.dirty
                 .insert((pending.partition, pending.aggregate_id.clone()));
         }
-        self.partitions
+        let now = self.tick();
+        let cached = self
+            .partitions
             .entry(pending.partition)
             .or_default()
             .entry(pending.aggregate_id)
-            .or_default()
-            .commit(pending.next);
+            .or_insert_with(|| Cached::new(Tracked::default(), now));
+        cached.used.set(now);
+        cached.tracked.commit(pending.next);
     }
 
     fn take_dirty(&mut self, now_ms: i64, out: &mut Vec<Dirty>) -> Result<(), String> {
@@ -709,6 +749,7 @@ impl<A: AggregateContract> Hosted for Host<A> {
                 .partitions
                 .get(&partition)
                 .and_then(|states| states.get(&aggregate_id))
+                .map(|cached| &cached.tracked)
             else {
                 continue;
             };
@@ -735,6 +776,7 @@ impl<A: AggregateContract> Hosted for Host<A> {
     }
 
     fn restore(&mut self, partition: i32, key: &str, value: Option<&Value>) -> Result<(), String> {
+        let now = self.tick();
         let states = self.partitions.entry(partition).or_default();
         let Some(value) = value else {
             states.remove(key);
@@ -747,7 +789,7 @@ impl<A: AggregateContract> Hosted for Host<A> {
             version: record.version,
             recent: record.recent_commands.into_iter().map(seen_of).collect(),
         };
-        states.insert(key.to_string(), tracked);
+        states.insert(key.to_string(), Cached::new(tracked, now));
         Ok(())
     }
 
@@ -765,5 +807,59 @@ impl<A: AggregateContract> Hosted for Host<A> {
 
     fn states(&self) -> usize {
         self.partitions.values().map(HashMap::len).sum()
+    }
+
+    fn stores_states(&self) -> bool {
+        true
+    }
+
+    fn holds(&self, partition: i32, key: &str) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|states| states.contains_key(key))
+    }
+
+    fn evict_to(&mut self, max: usize) -> usize {
+        let held = self.states();
+        if held <= max || !self.dirty.is_empty() {
+            return 0;
+        }
+        // Down to nine tenths of `max`, so that the next eviction is that many loads away: the sort
+        // below is paid once per `max / 10` states read back.
+        let keep = max - max / 10;
+        let mut ages: Vec<u64> = self
+            .partitions
+            .values()
+            .flat_map(|states| states.values().map(|c| c.used.get()))
+            .collect();
+        let drop = held - keep;
+        let (_, cutoff, _) = ages.select_nth_unstable(drop - 1);
+        let cutoff = *cutoff;
+        let mut dropped = 0;
+        for states in self.partitions.values_mut() {
+            states.retain(|key, cached| {
+                let pending = self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.aggregate_id == *key);
+                let old = cached.used.get() <= cutoff && dropped < drop;
+                if old && !pending {
+                    dropped += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        dropped
+    }
+}
+
+impl<A: AggregateContract> Host<A> {
+    /// The next use's tick.
+    fn tick(&self) -> u64 {
+        let now = self.clock.get() + 1;
+        self.clock.set(now);
+        now
     }
 }

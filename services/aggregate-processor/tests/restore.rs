@@ -1,7 +1,9 @@
 //! Restoring a long changelog keeps the group membership: the restore runs in short steps between
 //! polls of the group consumer, so `max.poll.interval.ms` (set low here) is never exceeded however long
 //! the changelog. A changelog of 1,000,000 state records; the instance restores it once, keeps its
-//! partitions, and decides the next command from the restored state.
+//! partitions, and decides the next command from the restored state. Restarted after a clean stop it
+//! reads only the changelog's tail (its on-disk store holds the rest), and with its store lost it reads
+//! the whole changelog again.
 
 mod common;
 
@@ -138,4 +140,89 @@ async fn a_million_record_changelog_is_restored_without_losing_membership() {
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "{status:?}");
+
+    // Restarted after a clean stop, it reads only the changelog written since its on-disk store's
+    // checkpoint (nothing), and reads the state the next command needs back from the store.
+    let processor = restart(&env);
+    assert_eq!(
+        restored_records(&processor),
+        0.0,
+        "a restart after a clean stop reads only the changelog's tail:\n{}",
+        processor.log()
+    );
+    reserve_next(&world, "r-2", "o-2", 2, 3).await;
+    let status = processor
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status:?}");
+
+    // With its store lost, it reads the whole changelog again.
+    std::fs::remove_dir_all(world.state_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let processor = restart(&env);
+    assert_eq!(
+        restored_records(&processor),
+        (RECORDS + 2) as f64,
+        "a lost store is rebuilt from the whole changelog"
+    );
+    reserve_next(&world, "r-3", "o-3", 3, 4).await;
+    let status = processor
+        .terminate(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status:?}");
+}
+
+fn restart(env: &[(&str, &str)]) -> ServiceProcess {
+    let mut processor = ServiceProcess::start(Path::new(BIN), Path::new(SAMPLE), env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    processor
+        .wait_ready(Duration::from_secs(600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    processor
+}
+
+/// The processor's `causeway_processor_restored_records_total`.
+fn restored_records(processor: &ServiceProcess) -> f64 {
+    let metrics = processor
+        .get("/metrics")
+        .map(|(_, m)| m)
+        .unwrap_or_default();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("causeway_processor_restored_records_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Reserve one more unit of sku-777 for `order` at `expected` version: accepted at `version` only if
+/// the state it is decided on is the latest.
+async fn reserve_next(world: &World, id: &str, order: &str, expected: i64, version: i64) {
+    let reserve = ReserveStock {
+        command_id: id.into(),
+        sku: "sku-777".into(),
+        order_id: order.into(),
+        quantity: 1,
+        expected_version: Some(expected),
+        ..ReserveStock::default()
+    };
+    world
+        .send("inventory", "ReserveStock", "sku-777", &reserve)
+        .await;
+    world.wait_caught_up(Duration::from_secs(60));
+    let results: Vec<CommandResult> = world
+        .read_all(&world.results_topic)
+        .await
+        .iter()
+        .filter_map(|r| r.record.as_ref())
+        .map(|(_, v)| apache_avro::from_value(v).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let result = results
+        .iter()
+        .find(|r| r.command_id == id)
+        .unwrap_or_else(|| panic!("no result for {id}"));
+    assert_eq!(
+        (result.outcome, result.new_version),
+        (CommandOutcome::Accepted, Some(version)),
+        "{result:?}"
+    );
 }

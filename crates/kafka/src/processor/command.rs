@@ -71,14 +71,15 @@ impl Run {
         self.fire_due(now)?;
         // Each changed state once, after the whole batch: the changelog keeps the latest per key.
         self.dirty_states(now)?;
-        let mut states = std::mem::take(&mut self.batch_states);
-        for ((host, partition, aggregate_id), bytes) in states.drain() {
-            let Some(changelog) = &self.hosts[host].topics().changelog else {
+        // Kept until the transaction commits: the local store gets them then.
+        let states = std::mem::take(&mut self.batch_states);
+        for ((host, partition, aggregate_id), bytes) in &states {
+            let Some(changelog) = &self.hosts[*host].topics().changelog else {
                 continue;
             };
             self.send(
                 BaseRecord::to(changelog)
-                    .partition(partition)
+                    .partition(*partition)
                     .key(aggregate_id.as_bytes())
                     .payload(bytes.as_slice()),
             )?;
@@ -226,6 +227,9 @@ impl Run {
         m: &BorrowedMessage<'_>,
         now: i64,
     ) -> Result<(), BatchError> {
+        if let Some(key) = m.key() {
+            self.load_state(host, partition, key)?;
+        }
         let decided = match m.payload() {
             None => Err(Poison {
                 reason: "the record has no value".into(),

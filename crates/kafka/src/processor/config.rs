@@ -51,6 +51,20 @@ pub struct ProcessorConfig {
     pub max_id_bytes: usize,
     /// Most bytes of a rejection or dead-letter reason; longer ones are cut.
     pub max_reason_bytes: usize,
+    /// The folder where the instance keeps aggregate states on disk (one file per instance, named by
+    /// its transactional id), with the changelog offset they reflect: a restart reads only the
+    /// changelog written since, and memory stays bounded by `state_cache_states` however many
+    /// aggregates there are. Empty: states live in memory only and each start reads the whole
+    /// changelog. Sagas always restore from their changelog.
+    pub state_dir: String,
+    /// Most aggregate states held in memory when `state_dir` is set; beyond, the least recently used
+    /// are dropped and read back from disk when a command needs them.
+    pub state_cache_states: usize,
+    /// Memory for the on-disk store's own page cache, in bytes.
+    pub state_store_cache_bytes: usize,
+    /// How often the on-disk store is made durable, in ms. A crash loses at most this much of it,
+    /// which the next start reads again from the changelog.
+    pub state_flush_ms: u64,
 }
 
 impl Default for ProcessorConfig {
@@ -75,6 +89,10 @@ impl Default for ProcessorConfig {
             stall_health_ms: 300_000,
             max_id_bytes: limits.max_id_bytes,
             max_reason_bytes: limits.max_reason_bytes,
+            state_dir: String::new(),
+            state_cache_states: 100_000,
+            state_store_cache_bytes: 64 * 1024 * 1024,
+            state_flush_ms: 5_000,
         }
     }
 }
@@ -115,6 +133,24 @@ impl ProcessorConfig {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(self.transaction_timeout_ms);
         std::time::Duration::from_millis(ms)
+    }
+
+    /// The file of the instance's on-disk store, when `state_dir` is set.
+    pub fn state_file(&self) -> Option<std::path::PathBuf> {
+        (!self.state_dir.is_empty()).then(|| {
+            let name: String = self
+                .transactional_id()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            std::path::Path::new(&self.state_dir).join(format!("{name}.redb"))
+        })
     }
 
     /// The dead-letter topic.
@@ -180,6 +216,18 @@ impl ProcessorConfig {
         }
         if !(64..=65_536).contains(&self.max_reason_bytes) {
             bad("max_reason_bytes", "must be between 64 and 65536");
+        }
+        if self.state_cache_states < 10 {
+            bad("state_cache_states", "must be at least 10");
+        }
+        if self.state_store_cache_bytes < 1024 * 1024 {
+            bad(
+                "state_store_cache_bytes",
+                "must be at least 1048576 (1 MiB)",
+            );
+        }
+        if self.state_flush_ms == 0 {
+            bad("state_flush_ms", "must be at least 1");
         }
         out
     }

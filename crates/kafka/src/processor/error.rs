@@ -84,6 +84,10 @@ pub enum ProcessorError {
         /// What is wrong.
         why: String,
     },
+    /// The on-disk state store (`state_dir`) cannot be read or written. Fatal: the process exits; a
+    /// restart reads the changelog from the last durable checkpoint (or rebuilds the store).
+    #[error("local state store: {0}")]
+    Store(String),
 }
 
 impl Classify for ProcessorError {
@@ -98,6 +102,7 @@ impl Classify for ProcessorError {
             | ProcessorError::AbortFailed(_)
             | ProcessorError::Hung { .. }
             | ProcessorError::FatalProducer(_)
+            | ProcessorError::Store(_)
             | ProcessorError::Topics(_)
             | ProcessorError::Changelog { .. } => ErrorClass::Fatal,
         }

@@ -41,6 +41,7 @@ mod meters;
 mod progress;
 mod rebalance;
 mod restore;
+mod store;
 mod transaction;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ use causeway_runtime::Shutdown;
 use prometheus::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseProducer;
+use store::{Delivered, LocalState};
 use tokio::runtime::Handle;
 
 pub use crate::dead_letter::dlq_headers;
@@ -216,12 +218,24 @@ impl Processor {
         );
         let layout = Layout::check(&consumer, &self.hosts, &self.config.results_topic)?;
         let record_limits = self.record_limits(&runtime, &kafka);
+        let local = self.local_state(&runtime, &kafka)?;
+        // The changelogs whose delivered offsets the store checkpoints.
+        let stored: Vec<String> = match &local {
+            Some(_) => self
+                .hosts
+                .iter()
+                .filter(|h| h.stores_states())
+                .filter_map(|h| h.topics().changelog.clone())
+                .collect(),
+            None => Vec::new(),
+        };
         let producer = transaction::producer(
             self.service,
             &kafka,
             &self.config,
             &transactional_id,
             record_limits.smallest(),
+            Delivered::new(stored),
         )?;
         let topics: Vec<&str> = self
             .hosts
@@ -282,8 +296,12 @@ impl Processor {
             shutdown,
             progress,
             restore: None,
+            local,
         };
-        let outcome = run.run(&consumer);
+        let mut outcome = run.run(&consumer);
+        if outcome.is_ok() {
+            outcome = run.flush_store();
+        }
         run.progress.done();
         if watchdog.join().is_err() {
             tracing::error!("the readiness watchdog panicked");
@@ -296,6 +314,50 @@ impl Processor {
             std::mem::forget(run);
         }
         outcome
+    }
+
+    /// The on-disk store when `state_dir` is set, with the `delete.retention.ms` of each changelog it
+    /// keeps states of.
+    fn local_state(
+        &self,
+        runtime: &Handle,
+        kafka: &KafkaConfig,
+    ) -> Result<Option<LocalState>, ProcessorError> {
+        let Some(file) = self.config.state_file() else {
+            return Ok(None);
+        };
+        let store = causeway_store::Store::open(&file, self.config.state_store_cache_bytes)
+            .map_err(|e| ProcessorError::Store(e.to_string()))?;
+        let changelogs: Vec<&str> = self
+            .hosts
+            .iter()
+            .filter(|h| h.stores_states())
+            .filter_map(|h| h.topics().changelog.as_deref())
+            .collect();
+        let described = runtime.block_on(crate::topology::topic_config(
+            kafka,
+            &changelogs,
+            "delete.retention.ms",
+            CALL_TIMEOUT,
+        ));
+        let retention = match described {
+            Ok(values) => changelogs
+                .iter()
+                .zip(values)
+                .filter_map(|(t, v)| Some((t.to_string(), v?.parse::<i64>().ok()?)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the changelogs' delete.retention.ms; a day is assumed");
+                HashMap::new()
+            }
+        };
+        tracing::info!(file = %file.display(), cache_states = self.config.state_cache_states, "aggregate states on disk");
+        Ok(Some(LocalState::new(
+            store,
+            self.config.state_cache_states,
+            Duration::from_millis(self.config.state_flush_ms),
+            retention,
+        )))
     }
 
     /// The largest record the processor may write to each topic: the topic's `max.message.bytes`, and
@@ -466,7 +528,7 @@ struct Run {
     upcasters: Upcasters,
     codec: Codec,
     runtime: Handle,
-    producer: std::sync::Arc<BaseProducer>,
+    producer: std::sync::Arc<BaseProducer<Delivered>>,
     layout: Layout,
     limits: Limits,
     record_limits: RecordLimits,
@@ -502,6 +564,8 @@ struct Run {
     progress: std::sync::Arc<progress::Progress>,
     /// The restore in progress, if any.
     restore: Option<restore::Restore>,
+    /// The on-disk store (`state_dir`), if any.
+    local: Option<LocalState>,
 }
 
 impl Run {

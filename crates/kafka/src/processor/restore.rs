@@ -72,6 +72,19 @@ struct Reader {
     remaining: HashSet<i32>,
     /// Changelog records read so far.
     read: u64,
+    /// Its records go to the on-disk store as they are (the host's states are read back from there
+    /// when needed), not into memory.
+    stored: Option<Stored>,
+}
+
+/// A changelog read into the on-disk store.
+struct Stored {
+    /// The changelog topic.
+    topic: String,
+    /// Per partition started from a checkpoint: the record it names, still to be found first.
+    verify: std::collections::HashMap<i32, causeway_store::Checkpoint>,
+    /// Per partition: the last record read (the next checkpoint).
+    last: std::collections::HashMap<i32, causeway_store::Checkpoint>,
 }
 
 impl Run {
@@ -318,9 +331,25 @@ impl Run {
                     what: "restore consumer",
                     source,
                 })?;
+        // With the on-disk store: each partition from its checkpoint when it has a usable one.
+        let mut stored = match (&self.local, self.hosts[host].stores_states()) {
+            (Some(_), true) => Some(Stored {
+                topic: topic.to_string(),
+                verify: std::collections::HashMap::new(),
+                last: std::collections::HashMap::new(),
+            }),
+            _ => None,
+        };
         let mut list = TopicPartitionList::new();
         for &p in partitions {
-            list.add_partition_offset(topic, p, Offset::Beginning)
+            let mut from = Offset::Beginning;
+            if let (Some(local), Some(stored)) = (&self.local, stored.as_mut())
+                && let Some(checkpoint) = local.usable_checkpoint(topic, p)?
+            {
+                from = Offset::Offset(checkpoint.offset);
+                stored.verify.insert(p, checkpoint);
+            }
+            list.add_partition_offset(topic, p, from)
                 .map_err(|source| Error::Operation {
                     operation: "assign the changelog",
                     source,
@@ -335,6 +364,7 @@ impl Run {
             consumer,
             remaining: partitions.iter().copied().collect(),
             read: 0,
+            stored,
         })
     }
 
@@ -344,6 +374,9 @@ impl Run {
         reader: &mut Reader,
         deadline: Instant,
     ) -> Result<Step, ProcessorError> {
+        if reader.stored.is_some() {
+            return self.read_changelog_to_store(reader, deadline);
+        }
         let host = reader.host;
         let aggregate = self.hosts[host].aggregate_type();
         let restored = self.meters.restored.with_label_values(&[aggregate]);
@@ -406,5 +439,106 @@ impl Run {
             }
         }
         Ok(Step::Done)
+    }
+
+    /// Read `reader`'s changelog into the on-disk store until its end or `deadline`: each partition
+    /// started from a checkpoint must first show the record the checkpoint names, else its stored
+    /// states are not this changelog's (or are too far behind) and it is read again from the start.
+    fn read_changelog_to_store(
+        &mut self,
+        reader: &mut Reader,
+        deadline: Instant,
+    ) -> Result<Step, ProcessorError> {
+        let aggregate = self.hosts[reader.host].aggregate_type();
+        let restored = self.meters.restored.with_label_values(&[aggregate]);
+        let (Some(stored), Some(local)) = (reader.stored.as_mut(), self.local.as_mut()) else {
+            return Ok(Step::Done);
+        };
+        let mut outcome = Step::Done;
+        while !reader.remaining.is_empty() {
+            if self.shutdown.is_triggered() || Instant::now() >= deadline {
+                outcome = Step::Later;
+                break;
+            }
+            let stale = |p: i32, why: &str, stored: &mut Stored| {
+                tracing::warn!(topic = %stored.topic, partition = p, why, "the stored states do not follow the changelog; reading it from the start");
+                stored.verify.remove(&p);
+                stored.last.remove(&p);
+                p
+            };
+            let mut restart = None;
+            match reader.consumer.poll(Duration::from_millis(10)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if stored.verify.contains_key(&p) {
+                        restart = Some(stale(
+                            p,
+                            "the checkpoint is past the changelog's end",
+                            stored,
+                        ));
+                    } else {
+                        reader.remaining.remove(&p);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, aggregate, "restore consumer error")
+                }
+                Some(Ok(m)) => {
+                    let p = m.partition();
+                    let key = m.key().unwrap_or_default();
+                    let timestamp = m.timestamp().to_millis().unwrap_or(0);
+                    if let Some(checkpoint) = stored.verify.get(&p) {
+                        if checkpoint.offset == m.offset()
+                            && checkpoint.timestamp_ms == timestamp
+                            && checkpoint.key == key
+                        {
+                            // The store reflects the changelog up to here: read on from the next.
+                            stored.verify.remove(&p);
+                            continue;
+                        }
+                        restart = Some(stale(p, "the checkpoint's record is not there", stored));
+                    } else {
+                        let key =
+                            std::str::from_utf8(key).map_err(|e| ProcessorError::Changelog {
+                                topic: stored.topic.clone(),
+                                partition: p,
+                                offset: m.offset(),
+                                why: format!("key: {e}"),
+                            })?;
+                        local.restored(&stored.topic, p, key, m.payload());
+                        stored.last.insert(
+                            p,
+                            causeway_store::Checkpoint {
+                                offset: m.offset(),
+                                timestamp_ms: timestamp,
+                                key: key.as_bytes().to_vec(),
+                                written_at_ms: 0,
+                            },
+                        );
+                        restored.inc();
+                        reader.read += 1;
+                    }
+                }
+            }
+            if let Some(p) = restart {
+                local.clear(&stored.topic, p)?;
+                if let Err(e) =
+                    reader
+                        .consumer
+                        .seek(&stored.topic, p, Offset::Beginning, CALL_TIMEOUT)
+                {
+                    tracing::warn!(error = %e, "cannot rewind the restore; starting it again");
+                    return Ok(Step::Restart);
+                }
+            }
+        }
+        // What was read, with where it got to: a restore interrupted here goes on from there.
+        let topic = stored.topic.clone();
+        let checkpoints: Vec<(i32, causeway_store::Checkpoint)> = stored.last.drain().collect();
+        local.write(
+            checkpoints.into_iter().map(|(p, c)| (topic.as_str(), p, c)),
+            matches!(outcome, Step::Done),
+        )?;
+        Ok(outcome)
     }
 }

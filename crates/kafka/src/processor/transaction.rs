@@ -17,12 +17,13 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::FORWARDED;
 use super::error::{BatchError, ProcessorError, TxnClass, fatal, is_fencing, txn_class};
 use super::rebalance::Rebalances;
+use super::store::Delivered;
 use super::{CALL_TIMEOUT, ProcessorConfig, Run};
 use crate::config::KafkaConfig;
 use crate::error::Error;
 
 /// A transactional call, run on a thread of its own by [`Run::bounded`].
-type Call = Box<dyn FnOnce(&BaseProducer) -> Result<(), KafkaError> + Send>;
+type Call = Box<dyn FnOnce(&BaseProducer<Delivered>) -> Result<(), KafkaError> + Send>;
 
 /// How long a transactional call may block (its own timeout is [`CALL_TIMEOUT`]) before the processor
 /// gives up on the producer.
@@ -42,7 +43,8 @@ pub(super) fn producer(
     config: &ProcessorConfig,
     transactional_id: &str,
     smallest_topic_limit: usize,
-) -> Result<BaseProducer, ProcessorError> {
+    delivered: Delivered,
+) -> Result<BaseProducer<Delivered>, ProcessorError> {
     let mut producer_config = kafka.transactional_producer_config(service, transactional_id);
     if !kafka.properties.contains_key("batch.size") {
         // Room for the record batch's own header (61 bytes) and some slack.
@@ -55,10 +57,12 @@ pub(super) fn producer(
             config.transaction_timeout_ms.to_string(),
         );
     }
-    let producer: BaseProducer = producer_config.create().map_err(|source| Error::Client {
-        what: "transactional producer",
-        source,
-    })?;
+    let producer: BaseProducer<Delivered> = producer_config
+        .create_with_context(delivered)
+        .map_err(|source| Error::Client {
+            what: "transactional producer",
+            source,
+        })?;
     let mut attempts = 0;
     loop {
         match producer.init_transactions(CALL_TIMEOUT) {
@@ -97,6 +101,7 @@ impl Run {
             return Err(self.abort_for(cause));
         }
         self.batch_counts.clear();
+        self.producer.context().clear();
         if let Err(e) = self.fill(batch) {
             return Err(self.abort_for(e));
         }
@@ -144,7 +149,7 @@ impl Run {
                     .group_metadata()
                     .ok_or_else(|| BatchError::Retry("no consumer group metadata yet".into()))?;
                 let offsets = offsets.clone();
-                Ok(Box::new(move |p: &BaseProducer| {
+                Ok(Box::new(move |p: &BaseProducer<Delivered>| {
                     p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
                 }))
             })
@@ -156,7 +161,7 @@ impl Run {
             return Err(self.abort_for(e.into()));
         }
         if let Err(e) = self.retrying("commit_transaction", || {
-            Ok(Box::new(|p: &BaseProducer| {
+            Ok(Box::new(|p: &BaseProducer<Delivered>| {
                 p.commit_transaction(CALL_TIMEOUT)
             }))
         }) {
@@ -168,6 +173,9 @@ impl Run {
             .inc();
         // The spans of the transaction's inputs end with it.
         self.spans.clear();
+        // Committed: its states to the local store (a failure there stops the process; the restart
+        // reads them from the changelog).
+        self.store_committed().map_err(BatchError::Stop)?;
         for ((topic, partition), offset) in next {
             if let Some(owned) = self.owned(topic, partition) {
                 self.positions.insert(owned, offset);
@@ -323,7 +331,7 @@ impl Run {
             .with_label_values(&["aborted"])
             .inc();
         match self.retrying("abort_transaction", || {
-            Ok(Box::new(|p: &BaseProducer| {
+            Ok(Box::new(|p: &BaseProducer<Delivered>| {
                 p.abort_transaction(CALL_TIMEOUT)
             }))
         }) {

@@ -167,6 +167,13 @@ impl World {
 
     /// The environment that points the sample config at this world, with `instance` in the
     /// transactional id.
+    /// Where this world's processor instances keep their on-disk stores (one file per instance).
+    pub fn state_dir(&self) -> PathBuf {
+        std::env::temp_dir()
+            .join("causeway-processor-state")
+            .join(&self.group)
+    }
+
     pub fn env(&self, instance: &str) -> Vec<(&'static str, String)> {
         let s = &self.stack;
         vec![
@@ -197,6 +204,13 @@ impl World {
                 "CAUSEWAY__KAFKA__PROPERTIES__session.timeout.ms",
                 "6000".into(),
             ),
+            // Every processor test runs with the on-disk store and a cache smaller than its
+            // aggregates: states leave memory and are read back, restores read from checkpoints.
+            (
+                "CAUSEWAY__PROCESSOR__STATE_DIR",
+                self.state_dir().display().to_string(),
+            ),
+            ("CAUSEWAY__PROCESSOR__STATE_CACHE_STATES", "50".into()),
         ]
     }
 
