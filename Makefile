@@ -48,6 +48,7 @@ demo: setup up ## Start the stack and every service, provision topics, and show 
 bench: setup up ## Benchmarks (release builds): figures beside a baseline measured in the same run.
 	@$(CARGO) build --release --locked -p schema-registry -p aggregate-processor -p command-gateway -p projector-redis -p projector-clickhouse -p dlq-reprocessor -p saga-orchestrator -p causeway-bench
 	@target/release/causeway-bench registry
+	@target/release/causeway-bench baseline-check
 	@target/release/causeway-bench processor
 	@target/release/causeway-bench projectors
 	@target/release/causeway-bench dlq

@@ -134,23 +134,6 @@ fn results_topic(system: System, world: &World) -> String {
     }
 }
 
-/// Wait until any of `instances` is ready; fails when one exits.
-fn wait_any_ready(instances: &mut [Instance], timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        for i in instances.iter_mut() {
-            if i.is_ready()? {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no instance ready within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Wait until every one of `instances` is ready.
 fn wait_all_ready(instances: &mut [Instance], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
@@ -179,28 +162,34 @@ pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A drain of preloaded commands.
+/// A drain of a load of commands.
 pub(crate) struct Drain {
-    /// From the first instance ready until the group committed every command.
+    /// From the first command sent until the group committed every one.
     pub(crate) elapsed: Duration,
     /// Peak RSS of the first instance, KiB.
     pub(crate) rss_kib: u64,
 }
 
-/// Start `instances` of `system` on `world`'s preloaded commands; the time from the first ready to
-/// no lag, and the first instance's peak RSS. The instances are stopped (cleanly) afterwards.
-pub(crate) fn drain(
+/// Start `instances` of `system` on `world`, wait until every one is ready and the group has
+/// settled, then send `load` and time it from the first command sent until the group has committed
+/// them all; and the first instance's peak RSS. The instances are stopped (cleanly) afterwards.
+pub(crate) async fn drain(
     launch: &Launch<'_>,
     system: System,
     world: &World,
     instances: usize,
+    load: &[(String, Vec<u8>)],
 ) -> anyhow::Result<Drain> {
     let mut running = Vec::new();
     for i in 0..instances {
         running.push(launch.start(system, world, &format!("i{i}"))?);
     }
-    wait_any_ready(&mut running, Duration::from_secs(300))?;
-    let started = Instant::now();
+    // Every instance ready, and still ready once the rebalances of its joining are over.
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        wait_all_ready(&mut running, Duration::from_secs(300))?;
+        std::thread::sleep(SETTLE);
+        wait_all_ready(&mut running, Duration::from_secs(300))
+    })?;
     let consumer: BaseConsumer = world
         .kafka
         .consumer_config(
@@ -209,6 +198,8 @@ pub(crate) fn drain(
             OffsetMode::Transactional,
         )
         .create()?;
+    let started = Instant::now();
+    world.send_load(load).await?;
     let deadline = started + Duration::from_secs(1800);
     loop {
         anyhow::ensure!(
@@ -222,7 +213,11 @@ pub(crate) fn drain(
             // A busy broker may answer a metadata request late; ask again.
             Err(e) => eprintln!("  (lag not known yet: {e})"),
         }
-        std::thread::sleep(Duration::from_millis(20));
+        for i in &mut running {
+            // Fails when an instance has exited.
+            i.is_ready()?;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
     for (i, instance) in running.iter().enumerate() {
@@ -244,9 +239,12 @@ pub(crate) fn drain(
     Ok(Drain { elapsed, rss_kib })
 }
 
+/// How long a group is given to settle after its instances are ready (the rebalances of joining).
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// p50/p99 from a command produced until its result is readable (read_committed), at `rate`
-/// commands/s for `seconds`, one instance of `system` on `world`; the first second is warm-up and
-/// not counted.
+/// commands/s for `seconds`, one instance of `system` on `world`; the first [`WARM_UP`] is not
+/// counted (the JVM's JIT, the processor's caches).
 pub(crate) async fn latency(
     launch: &Launch<'_>,
     system: System,
@@ -358,14 +356,21 @@ pub(crate) async fn latency(
         system.name(),
         seen.len()
     );
-    let warm_up = rate as usize;
+    let warm_up = (rate * WARM_UP.as_secs_f64()) as usize;
     let latencies: Vec<Duration> = seen
         .into_iter()
         .filter(|(i, _)| *i >= warm_up)
         .map(|(_, d)| d)
         .collect();
-    Ok(Samples::new(latencies, Duration::from_secs(seconds)))
+    let measured = Duration::from_secs(seconds).saturating_sub(WARM_UP);
+    Ok(Samples::new(
+        latencies,
+        measured.max(Duration::from_secs(1)),
+    ))
 }
+
+/// The start of a latency run that is not counted.
+const WARM_UP: Duration = Duration::from_secs(5);
 
 /// Coming back with many aggregates.
 pub(crate) struct Restart {
@@ -385,12 +390,15 @@ pub(crate) async fn restart(
     world: &World,
     aggregates: usize,
 ) -> anyhow::Result<Restart> {
-    world.preload(aggregates, aggregates).await?;
-    let drain = drain(launch, system, world, 1)?;
+    let load = world.load(aggregates, aggregates).await?;
+    let drain = drain(launch, system, world, 1, &load).await?;
+    drop(load);
     let timed = |wipe: bool| -> anyhow::Result<Duration> {
-        // The processor keeps no local state yet: each start reads the whole changelog.
-        if wipe && system == System::Streams {
-            let dir = launch.state_dir(world, "i0");
+        if wipe {
+            let dir = match system {
+                System::Causeway => world.state_dir(),
+                System::Streams => launch.state_dir(world, "i0"),
+            };
             std::fs::remove_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
         }
         let started = Instant::now();
@@ -400,6 +408,22 @@ pub(crate) async fn restart(
             Duration::from_secs(1800),
         )?;
         let elapsed = started.elapsed();
+        if let (true, Instance::Causeway(p)) = (wipe, &instance) {
+            let restored = p
+                .get("/metrics")
+                .ok()
+                .and_then(|(_, text)| {
+                    text.lines()
+                        .find(|l| l.starts_with("causeway_processor_restored_records_total"))
+                        .and_then(|l| l.rsplit(' ').next())
+                        .and_then(|v| v.parse::<f64>().ok())
+                })
+                .unwrap_or(0.0);
+            anyhow::ensure!(
+                restored >= aggregates as f64,
+                "the processor restored {restored} records, fewer than the {aggregates} aggregates"
+            );
+        }
         if let (true, Instance::Streams(streams)) = (wipe, &instance) {
             // Its store was rebuilt from the changelog, not found on disk.
             let restored = streams.restored().map_or(0, |(n, _)| n);
@@ -422,10 +446,15 @@ pub(crate) async fn restart(
 
 /// Kafka's own exactly-once read-process-write tool (`TransactionalMessageCopier`, kafka-tools): every
 /// record of `world`'s commands topic copied to a topic of its own in transactions of
-/// `transaction_size` records, offsets committed with the group metadata (EOS v2). The EOS ceiling: a
-/// copy with no decoding, state or logic. Measured from its group's assignment to its last commit, as
-/// the tool reports them.
-pub(crate) fn eos_ceiling(world: &World, transaction_size: usize) -> anyhow::Result<Samples> {
+/// `transaction_size` records, offsets committed with the group metadata (EOS v2): a copy with no
+/// decoding, state or logic, as a reference (the tool is built for system tests, not speed: its
+/// producer's `batch.size` is 512 bytes and it logs every poll). Measured from its group's
+/// assignment to its shutdown, as the tool reports them; it must copy `n` records.
+pub(crate) fn eos_ceiling(
+    world: &World,
+    transaction_size: usize,
+    n: usize,
+) -> anyhow::Result<Samples> {
     let output = unique("bench-eos-copy");
     let declared = format!(
         "[defaults]\npartitions = {}\nreplication_factor = 1\n[[topic]]\nname = \"{output}\"\n",
@@ -439,7 +468,9 @@ pub(crate) fn eos_ceiling(world: &World, transaction_size: usize) -> anyhow::Res
         Duration::from_secs(30),
     ))?;
     let libs = causeway_testcontainers::native::stack_dir().join("kafka/libs/*");
-    let out = std::process::Command::new("java")
+    let child = std::process::Command::new("java")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .arg("-cp")
         .arg(&libs)
         .arg("org.apache.kafka.tools.TransactionalMessageCopier")
@@ -454,7 +485,16 @@ pub(crate) fn eos_ceiling(world: &World, transaction_size: usize) -> anyhow::Res
         .args(["--transactional-id", &output, "--consumer-group", &output])
         .args(["--group-mode", "--use-group-metadata"])
         .args(["--transaction-size", &transaction_size.to_string()])
-        .output()?;
+        .spawn()?;
+    // Stopped if it runs for ten minutes (it copies what was there when it started, then exits).
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(600));
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+    let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
         out.status.success(),
@@ -486,6 +526,10 @@ pub(crate) fn eos_ceiling(world: &World, transaction_size: usize) -> anyhow::Res
     else {
         anyhow::bail!("no timings in TransactionalMessageCopier's output: {text}");
     };
+    anyhow::ensure!(
+        usize::try_from(copied).unwrap_or(0) == n,
+        "TransactionalMessageCopier copied {copied} of {n} records"
+    );
     let seconds = if to >= from {
         to - from
     } else {

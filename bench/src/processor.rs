@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// How long each latency run (at half of each system's throughput) lasts, in seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 15)]
     latency_seconds: u64,
     /// Aggregates built, then restored after a restart (0: skip the restart runs).
     #[arg(long, default_value_t = 1_000_000)]
@@ -149,10 +149,13 @@ impl World {
     }
 
     /// Preload `n` AddStock commands over `aggregates` SKUs; the mean encoded size.
-    pub(crate) async fn preload(&self, n: usize, aggregates: usize) -> anyhow::Result<usize> {
+    /// `n` AddStock commands over `aggregates` SKUs, encoded for the commands topic: (key, value).
+    pub(crate) async fn load(
+        &self,
+        n: usize,
+        aggregates: usize,
+    ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let topic = self.commands_topic();
-        let producer = client::producer(&self.kafka, "bench")?;
-        let mut bytes_total = 0;
         let mut records = Vec::with_capacity(n);
         for i in 0..n {
             let sku = format!("sku-{}", i % aggregates);
@@ -166,13 +169,17 @@ impl World {
                 .codec
                 .encode(&topic, "causeway.orders.inventory.AddStock", &command)
                 .await?;
-            bytes_total += bytes.len();
             records.push((sku, bytes));
         }
-        client::send_all(&producer, &topic, &records)
+        Ok(records)
+    }
+
+    /// Send `records` to the commands topic and wait for every acknowledgement.
+    pub(crate) async fn send_load(&self, records: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+        let producer = client::producer(&self.kafka, "bench")?;
+        client::send_all(&producer, &self.commands_topic(), records)
             .await
-            .map_err(|e| anyhow::anyhow!("preload: {e}"))?;
-        Ok(bytes_total / n.max(1))
+            .map_err(|e| anyhow::anyhow!("sending the load: {e}"))
     }
 
     pub(crate) fn processor(&self, bin: &Path, instance: &str) -> anyhow::Result<ServiceProcess> {
@@ -181,11 +188,14 @@ impl World {
         let group = format!("{}-processor", self.context);
         let txn = format!("{group}-{instance}");
         let results = format!("{}.command-results", self.context);
+        let state_dir = self.state_dir().display().to_string();
         let env = [
             (
                 "CAUSEWAY__KAFKA__BOOTSTRAP_SERVERS",
                 self.stack.kafka_bootstrap.as_str(),
             ),
+            // Aggregate states on disk, as Kafka Streams keeps them in RocksDB.
+            ("CAUSEWAY__PROCESSOR__STATE_DIR", state_dir.as_str()),
             ("CAUSEWAY__PROCESSOR__CONTEXT", self.context.as_str()),
             ("CAUSEWAY__PROCESSOR__AGGREGATES", r#"["inventory"]"#),
             ("CAUSEWAY__PROCESSOR__GROUP_ID", group.as_str()),
@@ -198,6 +208,13 @@ impl World {
             ("RUST_LOG", "warn"),
         ];
         ServiceProcess::start(bin, &config, &env).map_err(anyhow::Error::msg)
+    }
+
+    /// Where this world's processor instances keep their on-disk stores.
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        std::env::temp_dir()
+            .join("causeway-bench-state")
+            .join(&self.context)
     }
 
     /// Records of the commands topic not yet committed by the processor group.
@@ -429,9 +446,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 args.commands,
                 system.name()
             );
-            size = world.preload(args.commands, args.aggregates).await?;
-            let drained =
-                tokio::task::block_in_place(|| compare::drain(&launch, system, &world, instances))?;
+            let load = world.load(args.commands, args.aggregates).await?;
+            size = load.iter().map(|(_, v)| v.len()).sum::<usize>() / load.len().max(1);
+            let drained = compare::drain(&launch, system, &world, instances, &load).await?;
             drains.insert((system, instances), drained);
             last_world = Some(world);
         }
@@ -452,7 +469,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await??
     };
     let eos_ceiling = match &last_world {
-        Some(world) => tokio::task::block_in_place(|| compare::eos_ceiling(world, 500))?,
+        Some(world) => {
+            tokio::task::block_in_place(|| compare::eos_ceiling(world, 500, args.commands))?
+        }
         None => Samples::default(),
     };
 
@@ -523,7 +542,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ),
             ("kafka streams, 2 instances", &rate(System::Streams, 2)),
             ("  ceiling: kafka-producer-perf-test acks=all", &ceiling),
-            ("  EOS ceiling: TransactionalMessageCopier", &eos_ceiling),
+            (
+                "  reference: TransactionalMessageCopier (EOS)",
+                &eos_ceiling,
+            ),
             ("causeway: command -> result, 50% load", &ours_latency),
             (
                 "kafka streams: command -> result, 50% load",

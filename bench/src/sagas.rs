@@ -293,16 +293,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.commands
     );
     let alone = World::new(&stack, args.partitions).await?;
-    alone.preload(args.commands, args.aggregates).await?;
+    let load = alone.load(args.commands, args.aggregates).await?;
     let launch = crate::compare::Launch {
         processor_bin: &args.processor_bin,
         classpath: "",
         state_root: PathBuf::new(),
     };
-    let elapsed_alone = tokio::task::block_in_place(|| {
-        crate::compare::drain(&launch, crate::compare::System::Causeway, &alone, 1)
-    })?
-    .elapsed;
+    let elapsed_alone =
+        crate::compare::drain(&launch, crate::compare::System::Causeway, &alone, 1, &load)
+            .await?
+            .elapsed;
 
     let world = World::of(
         &stack,

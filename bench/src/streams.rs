@@ -1,8 +1,8 @@
 //! The Kafka Streams baseline (bench/streams, Java): built from Maven Central jars by
 //! `bench/streams/build.sh`, started as a JVM per instance, followed through what it prints (`STATE`,
 //! `RESTORED`), stopped with SIGTERM. And the check that it writes what the aggregate processor writes:
-//! the same events and results, on the same fixed input (`causeway-bench baseline-check`, run by
-//! `make test` and before every `make bench` comparison).
+//! the same events, results and final states on the same fixed input (`causeway-bench
+//! baseline-check`, run by `make test` and by `make bench` before the comparison).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -93,7 +93,9 @@ impl Streams {
             .args(["--application-id", app, "--instance", &name])
             .arg("--state-dir")
             .arg(state_dir)
-            .stdin(Stdio::null())
+            // Its stdin stays open while this handle lives: the JVM exits when it closes, even when
+            // the bench is killed.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
@@ -239,106 +241,220 @@ impl Rng {
     }
 }
 
-/// The fixed input: every command type, accepted and rejected for each rule (invalid quantity,
-/// insufficient stock, a second reservation, no reservation, a version conflict), correlation ids,
-/// and earlier commands sent again (answered from the dedup window). Keyed by SKU, encoded.
-async fn fixed_input(
-    world: &World,
-    n: usize,
-    aggregates: usize,
-) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let topic = format!("{}.inventory.commands", world.context);
+/// One command of the fixed input.
+struct Input {
+    key: String,
+    bytes: Vec<u8>,
+    /// The record's timestamp (ms); `None`: the producer's clock.
+    timestamp: Option<i64>,
+}
+
+/// A command of the fixed input, before encoding.
+enum Cmd {
+    Add(AddStock),
+    Reserve(ReserveStock),
+    Release(ReleaseReservation),
+    Commit(CommitReservation),
+}
+
+impl Cmd {
+    async fn encode(&self, world: &World) -> anyhow::Result<(String, Vec<u8>)> {
+        let topic = world.commands_topic();
+        let ns = "causeway.orders.inventory";
+        Ok(match self {
+            Cmd::Add(c) => (
+                c.sku.clone(),
+                world
+                    .codec
+                    .encode(&topic, &format!("{ns}.AddStock"), c)
+                    .await?,
+            ),
+            Cmd::Reserve(c) => (
+                c.sku.clone(),
+                world
+                    .codec
+                    .encode(&topic, &format!("{ns}.ReserveStock"), c)
+                    .await?,
+            ),
+            Cmd::Release(c) => (
+                c.sku.clone(),
+                world
+                    .codec
+                    .encode(&topic, &format!("{ns}.ReleaseReservation"), c)
+                    .await?,
+            ),
+            Cmd::Commit(c) => (
+                c.sku.clone(),
+                world
+                    .codec
+                    .encode(&topic, &format!("{ns}.CommitReservation"), c)
+                    .await?,
+            ),
+        })
+    }
+}
+
+fn add(id: String, sku: &str, quantity: i32) -> Cmd {
+    Cmd::Add(AddStock {
+        command_id: id,
+        sku: sku.to_string(),
+        quantity,
+        ..AddStock::default()
+    })
+}
+
+fn reserve(id: String, sku: &str, order: &str, quantity: i32) -> Cmd {
+    Cmd::Reserve(ReserveStock {
+        command_id: id,
+        sku: sku.to_string(),
+        order_id: order.to_string(),
+        quantity,
+        ..ReserveStock::default()
+    })
+}
+
+/// The fixed input: random commands of every type over `aggregates` SKUs (each rule accepted and
+/// rejected, version conflicts, correlation ids, earlier commands sent again), then scenarios for the
+/// edges: more commands on one SKU than the dedup window remembers and early ones sent again;
+/// reasons longer than their limit, in multibyte characters, filling the window's byte bound; records
+/// stamped 8 days ago and a day ahead (the window's clock and age bound); a stock that would pass the
+/// most units a SKU holds.
+async fn fixed_input(world: &World, n: usize, aggregates: usize) -> anyhow::Result<Vec<Input>> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut records: Vec<(String, Vec<u8>)> = Vec::with_capacity(n);
-    let ns = "causeway.orders.inventory";
+    let mut inputs: Vec<Input> = Vec::with_capacity(n + 400);
+    let ctx = &world.context;
     for i in 0..n {
         let roll = rng.below(20);
-        if roll == 19 && !records.is_empty() {
-            let again = records[rng.below(records.len() as u64) as usize].clone();
-            records.push(again);
+        if roll == 19 && !inputs.is_empty() {
+            let again = &inputs[rng.below(inputs.len() as u64) as usize];
+            inputs.push(Input {
+                key: again.key.clone(),
+                bytes: again.bytes.clone(),
+                timestamp: None,
+            });
             continue;
         }
         let sku = format!("sku-{}", rng.below(aggregates as u64));
         let order = format!("order-{}", rng.below(12));
-        let command_id = format!("{}-{i}", world.context);
+        let command_id = format!("{ctx}-{i}");
         let expected_version = match rng.below(16) {
             0 => Some(0),
             1 => Some(7),
             _ => None,
         };
         let correlation_id = (rng.below(4) == 0).then(|| format!("flow-{}", rng.below(5)));
-        let bytes = match roll {
-            0..=6 => {
-                let command = AddStock {
-                    command_id,
-                    expected_version,
-                    correlation_id,
-                    sku: sku.clone(),
-                    quantity: i32::try_from(rng.below(6)).unwrap_or(1),
-                    ..AddStock::default()
-                };
-                world
-                    .codec
-                    .encode(&topic, &format!("{ns}.AddStock"), &command)
-                    .await?
-            }
-            7..=12 => {
-                let command = ReserveStock {
-                    command_id,
-                    expected_version,
-                    correlation_id,
-                    sku: sku.clone(),
-                    order_id: order,
-                    quantity: i32::try_from(rng.below(9)).unwrap_or(1),
-                    ..ReserveStock::default()
-                };
-                world
-                    .codec
-                    .encode(&topic, &format!("{ns}.ReserveStock"), &command)
-                    .await?
-            }
-            13..=15 => {
-                let command = ReleaseReservation {
-                    command_id,
-                    expected_version,
-                    correlation_id,
-                    sku: sku.clone(),
-                    order_id: order,
-                    ..ReleaseReservation::default()
-                };
-                world
-                    .codec
-                    .encode(&topic, &format!("{ns}.ReleaseReservation"), &command)
-                    .await?
-            }
-            _ => {
-                let command = CommitReservation {
-                    command_id,
-                    expected_version,
-                    correlation_id,
-                    sku: sku.clone(),
-                    order_id: order,
-                    ..CommitReservation::default()
-                };
-                world
-                    .codec
-                    .encode(&topic, &format!("{ns}.CommitReservation"), &command)
-                    .await?
-            }
+        let command = match roll {
+            0..=6 => Cmd::Add(AddStock {
+                command_id,
+                expected_version,
+                correlation_id,
+                sku,
+                quantity: i32::try_from(rng.below(6)).unwrap_or(1),
+                ..AddStock::default()
+            }),
+            7..=12 => Cmd::Reserve(ReserveStock {
+                command_id,
+                expected_version,
+                correlation_id,
+                sku,
+                order_id: order,
+                quantity: i32::try_from(rng.below(9)).unwrap_or(1),
+                ..ReserveStock::default()
+            }),
+            13..=15 => Cmd::Release(ReleaseReservation {
+                command_id,
+                expected_version,
+                correlation_id,
+                sku,
+                order_id: order,
+                ..ReleaseReservation::default()
+            }),
+            _ => Cmd::Commit(CommitReservation {
+                command_id,
+                expected_version,
+                correlation_id,
+                sku,
+                order_id: order,
+                ..CommitReservation::default()
+            }),
         };
-        records.push((sku, bytes));
+        let (key, bytes) = command.encode(world).await?;
+        inputs.push(Input {
+            key,
+            bytes,
+            timestamp: None,
+        });
     }
-    Ok(records)
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0);
+    let day = 86_400_000;
+    let mut scenario: Vec<(Cmd, Option<i64>)> = Vec::new();
+    // The count bound: 130 commands on one SKU, then the 6th (forgotten: processed again) and the
+    // 121st (remembered: answered again) sent again.
+    for i in 0..130 {
+        scenario.push((add(format!("{ctx}-w-{i}"), "sku-window", 1), None));
+    }
+    for i in [5, 120] {
+        scenario.push((add(format!("{ctx}-w-{i}"), "sku-window", 1), None));
+    }
+    // Long reasons: order ids of 600 two-byte characters make every reason longer than 1,024 bytes
+    // (cut at a character boundary) and about 70 of them pass the window's 64 KiB: the first is
+    // forgotten and decided again.
+    scenario.push((add(format!("{ctx}-l-add"), "sku-long", 1), None));
+    let long = |i: usize| format!("{i}-{}", "é".repeat(600));
+    scenario.push((reserve(format!("{ctx}-l-r"), "sku-long", &long(0), 1), None));
+    for i in 1..=70 {
+        scenario.push((
+            reserve(format!("{ctx}-l-{i}"), "sku-long", &long(i), 5),
+            None,
+        ));
+    }
+    scenario.push((reserve(format!("{ctx}-l-1"), "sku-long", &long(1), 5), None));
+    scenario.push((
+        reserve(format!("{ctx}-l-70"), "sku-long", &long(70), 5),
+        None,
+    ));
+    scenario.push((
+        reserve(format!("{ctx}-l-dup"), "sku-long", &long(0), 1),
+        None,
+    ));
+    // The age bound and the window's clock: stamped 8 days ago, then now (the first leaves the
+    // window), the first sent again (decided again); one stamped a day ahead counts as now.
+    scenario.push((add(format!("{ctx}-a-1"), "sku-old", 2), Some(now - 8 * day)));
+    scenario.push((add(format!("{ctx}-a-2"), "sku-old", 3), Some(now)));
+    scenario.push((add(format!("{ctx}-a-1"), "sku-old", 2), Some(now)));
+    scenario.push((add(format!("{ctx}-a-3"), "sku-old", 1), Some(now + day)));
+    scenario.push((add(format!("{ctx}-a-2"), "sku-old", 3), Some(now)));
+    // The most units a SKU holds.
+    scenario.push((add(format!("{ctx}-m-1"), "sku-max", 999_999_999), None));
+    scenario.push((add(format!("{ctx}-m-2"), "sku-max", 2), None));
+    scenario.push((add(format!("{ctx}-m-3"), "sku-max", 1), None));
+    for (command, timestamp) in scenario {
+        let (key, bytes) = command.encode(world).await?;
+        inputs.push(Input {
+            key,
+            bytes,
+            timestamp,
+        });
+    }
+    Ok(inputs)
 }
 
-/// Every committed record of `topic` until `done` says the values read are enough, or, when `done`
-/// is `None`, until each partition's end as it stands now.
+/// A record read back: partition, key, value.
+type Read = (i32, Vec<u8>, Vec<u8>);
+
+/// Every committed record of `topic`, in offset order per partition: until at least `at_least`
+/// values are read, then on to each partition's end as it stands.
 fn read_topic(
     world: &World,
     topic: &str,
-    done: Option<&dyn Fn(usize) -> bool>,
+    partitions: i32,
+    at_least: usize,
     timeout: Duration,
-) -> anyhow::Result<Vec<Vec<u8>>> {
+) -> anyhow::Result<Vec<Read>> {
     let consumer: BaseConsumer = world
         .kafka
         .consumer_config(
@@ -348,94 +464,152 @@ fn read_topic(
         )
         .create()?;
     let mut list = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in 0..world.partitions {
+    for p in 0..partitions {
         list.add_partition_offset(topic, p, Offset::Beginning)?;
-        if done.is_none() {
-            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-            ends.insert(p, high);
-        }
     }
     consumer.assign(&list)?;
     let deadline = Instant::now() + timeout;
     let mut values = Vec::new();
+    let mut ends: Option<BTreeMap<i32, i64>> = None;
     loop {
-        let finished = match done {
-            Some(done) => done(values.len()),
-            None => {
-                let positions = consumer.position()?;
-                positions.elements().iter().all(|e| match e.offset() {
-                    Offset::Offset(at) => at >= ends.get(&e.partition()).copied().unwrap_or(0),
-                    _ => ends.get(&e.partition()).copied().unwrap_or(0) == 0,
-                })
+        if ends.is_none() && values.len() >= at_least {
+            let mut known = BTreeMap::new();
+            for p in 0..partitions {
+                let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+                known.insert(p, high);
             }
-        };
-        if finished {
-            return Ok(values);
+            ends = Some(known);
+        }
+        if let Some(ends) = &ends {
+            let positions = consumer.position()?;
+            let done = positions.elements().iter().all(|e| {
+                let end = ends.get(&e.partition()).copied().unwrap_or(0);
+                match e.offset() {
+                    Offset::Offset(at) => at >= end,
+                    _ => end == 0,
+                }
+            });
+            if done {
+                return Ok(values);
+            }
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{topic}: {} records read within {timeout:?}, more expected",
+            "{topic}: {} records read within {timeout:?}, at least {at_least} expected",
             values.len()
         );
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            values.push(m?.payload().unwrap_or_default().to_vec());
+            let m = m?;
+            values.push((
+                m.partition(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
         }
     }
 }
 
-/// `value` as JSON with its keys sorted and the fields that differ by nature (event ids, clocks) left
-/// out.
-fn canonical(value: serde_json::Value) -> serde_json::Value {
+/// `value` as JSON with its keys sorted and the fields named in `drop` left out.
+fn canonical(value: serde_json::Value, drop: &[&str]) -> serde_json::Value {
     use serde_json::Value;
     match value {
         Value::Object(fields) => Value::Object(
             fields
                 .into_iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "event_id" | "occurred_at" | "processed_at"))
-                .map(|(k, v)| (k, canonical(v)))
+                .filter(|(k, _)| !drop.contains(&k.as_str()))
+                .map(|(k, v)| (k, canonical(v, drop)))
                 .collect::<BTreeMap<_, _>>()
                 .into_iter()
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| canonical(v, drop)).collect())
+        }
         other => other,
     }
 }
 
-/// The values decoded, named and made canonical, sorted.
-async fn decoded(world: &World, values: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
-    let upcasters = Upcasters::default();
-    let mut out = Vec::with_capacity(values.len());
-    for bytes in values {
-        let d = world.codec.decode_value(bytes, &upcasters).await?;
-        let json = serde_json::Value::try_from(d.value)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", d.full_name))?;
-        out.push(format!("{} {}", d.full_name, canonical(json)));
+/// A record as a line: its key, record name and canonical value (without `drop`).
+async fn line(world: &World, key: &[u8], bytes: &[u8], drop: &[&str]) -> anyhow::Result<String> {
+    let d = world
+        .codec
+        .decode_value(bytes, &Upcasters::default())
+        .await?;
+    let json = serde_json::Value::try_from(d.value)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", d.full_name))?;
+    Ok(format!(
+        "{} {} {}",
+        String::from_utf8_lossy(key),
+        d.full_name,
+        canonical(json, drop)
+    ))
+}
+
+/// Fields that differ by nature between two runs: event ids and the processing clock.
+const CLOCKS: &[&str] = &["event_id", "occurred_at", "processed_at"];
+
+/// Results: every one as a line, sorted (the two write them to different partitions).
+async fn result_lines(world: &World, records: &[Read]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::with_capacity(records.len());
+    for (_, key, value) in records {
+        out.push(line(world, key, value, CLOCKS).await?);
     }
     out.sort();
     Ok(out)
 }
 
-/// The first lines where two sorted lists differ, for the failure message.
+/// Events: per partition, in offset order (the order of each aggregate's history).
+async fn event_lines(world: &World, records: &[Read]) -> anyhow::Result<Vec<String>> {
+    let mut by_partition: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for (p, key, value) in records {
+        by_partition
+            .entry(*p)
+            .or_default()
+            .push(format!("p{p} {}", line(world, key, value, CLOCKS).await?));
+    }
+    Ok(by_partition.into_values().flatten().collect())
+}
+
+/// Changelogs: the last state of each aggregate (`updated_at` aside; the remembered commands' times
+/// are the window's clock, the same in both), sorted.
+async fn state_lines(world: &World, records: &[Read]) -> anyhow::Result<Vec<String>> {
+    let mut last: BTreeMap<Vec<u8>, &Vec<u8>> = BTreeMap::new();
+    for (_, key, value) in records {
+        last.insert(key.clone(), value);
+    }
+    let mut out = Vec::with_capacity(last.len());
+    for (key, value) in last {
+        if !value.is_empty() {
+            out.push(line(world, &key, value, &["updated_at"]).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// The first lines where two lists differ, for the failure message.
 fn differences(ours: &[String], theirs: &[String]) -> String {
     let mut shown = Vec::new();
-    for line in ours {
-        if theirs.binary_search(line).is_err() {
-            shown.push(format!("  only the processor's: {line}"));
+    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        if a != b {
+            shown.push(format!(
+                "  #{i}\n    the processor: {a}\n    Kafka Streams: {b}"
+            ));
         }
     }
-    for line in theirs {
-        if ours.binary_search(line).is_err() {
-            shown.push(format!("  only Kafka Streams':  {line}"));
-        }
+    if ours.len() != theirs.len() {
+        shown.push(format!(
+            "  the processor wrote {}, Kafka Streams {}",
+            ours.len(),
+            theirs.len()
+        ));
     }
-    shown.truncate(12);
+    shown.truncate(6);
     shown.join("\n")
 }
 
 /// Run the processor and the baseline on one fixed input; fail unless they write the same events
-/// and results (event ids and clocks aside), and unless the input exercised every rule.
+/// (per partition, in order, with their keys), the same results and the same final states, event ids
+/// and clocks aside, and unless the input exercised every rule.
 pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let stack = native::endpoints()
         .map_err(|e| anyhow::anyhow!("the stack is not running (make up): {e}"))?;
@@ -444,20 +618,31 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     world.create_streams_topics().await?;
     let input = fixed_input(&world, args.commands, args.aggregates).await?;
     let producer = client::producer(&world.kafka, "bench")?;
-    client::send_all(&producer, &world.commands_topic(), &input)
-        .await
-        .map_err(|e| anyhow::anyhow!("producing the input: {e}"))?;
+    let topic = world.commands_topic();
+    let mut pending = Vec::with_capacity(input.len());
+    for i in &input {
+        let mut record = rdkafka::producer::FutureRecord::to(&topic)
+            .key(i.key.as_str())
+            .payload(i.bytes.as_slice());
+        if let Some(ts) = i.timestamp {
+            record = record.timestamp(ts);
+        }
+        match producer.send_result(record) {
+            Ok(f) => pending.push(f),
+            Err((e, _)) => anyhow::bail!("producing the input: {e}"),
+        }
+    }
+    for f in pending {
+        f.await
+            .map_err(|_| anyhow::anyhow!("producing the input: cancelled"))?
+            .map_err(|(e, _)| anyhow::anyhow!("producing the input: {e}"))?;
+    }
     let n = input.len();
-    eprintln!("baseline check: {n} commands on {}", world.commands_topic());
+    eprintln!("baseline check: {n} commands on {topic}");
 
     let state_dir = std::env::temp_dir().join(unique("streams-state"));
-    let mut streams = Streams::start(
-        &world,
-        &classpath,
-        &format!("{}-streams", world.context),
-        "i0",
-        &state_dir,
-    )?;
+    let app = format!("{}-streams", world.context);
+    let mut streams = Streams::start(&world, &classpath, &app, "i0", &state_dir)?;
     let mut processor = world.processor(&args.processor_bin, "i0")?;
     processor
         .wait_ready(Duration::from_secs(120))
@@ -465,78 +650,105 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     streams.wait_running(Duration::from_secs(120))?;
 
     let (ks_events, ks_results) = world.streams_topics();
-    let enough = |count: usize| count >= n;
     let timeout = Duration::from_secs(180);
-    let ours_results = read_topic(&world, &world.results_topic(), Some(&enough), timeout)?;
-    let theirs_results = read_topic(&world, &ks_results, Some(&enough), timeout)?;
-    let ours_events = read_topic(&world, &world.events_topic(), None, timeout)?;
-    let theirs_events = read_topic(&world, &ks_events, None, timeout)?;
+    let p = world.partitions;
+    let ours_results = read_topic(&world, &world.results_topic(), p, n, timeout)?;
+    let theirs_results = read_topic(&world, &ks_results, p, n, timeout)?;
+    let ours_events = read_topic(&world, &world.events_topic(), p, 0, timeout)?;
+    let theirs_events = read_topic(&world, &ks_events, p, 0, timeout)?;
+    let ours_states = read_topic(
+        &world,
+        &format!("{}.inventory.changelog", world.context),
+        p,
+        0,
+        timeout,
+    )?;
+    let theirs_states = read_topic(&world, &format!("{app}-inventory-changelog"), p, 0, timeout)?;
     let _ = processor.terminate(Duration::from_secs(30));
     let stopped = streams.stop();
     let _ = std::fs::remove_dir_all(&state_dir);
+    let _ = std::fs::remove_dir_all(world.state_dir());
     stopped?;
 
-    let ours_results = decoded(&world, &ours_results).await?;
-    let theirs_results = decoded(&world, &theirs_results).await?;
-    let ours_events = decoded(&world, &ours_events).await?;
-    let theirs_events = decoded(&world, &theirs_events).await?;
+    let ours_results = result_lines(&world, &ours_results).await?;
+    let theirs_results = result_lines(&world, &theirs_results).await?;
+    let ours_events = event_lines(&world, &ours_events).await?;
+    let theirs_events = event_lines(&world, &theirs_events).await?;
+    let ours_states = state_lines(&world, &ours_states).await?;
+    let theirs_states = state_lines(&world, &theirs_states).await?;
 
-    // The input must exercise every rule, or equality proves little.
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    // The input must exercise every rule and record, or equality proves little.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for line in &ours_results {
         let json: serde_json::Value =
-            serde_json::from_str(line.split_once(' ').map_or("", |s| s.1))?;
+            serde_json::from_str(line.splitn(3, ' ').nth(2).unwrap_or(""))?;
         let label = match json["rejection_code"].as_str() {
             Some(code) => code.to_string(),
             None => json["outcome"].as_str().unwrap_or("?").to_lowercase(),
         };
-        *outcomes.entry(label).or_default() += 1;
+        *seen.entry(label).or_default() += 1;
     }
-    let resent = n - input
+    for line in &ours_events {
+        let name = line.split(' ').nth(2).unwrap_or("?");
+        *seen
+            .entry(name.rsplit('.').next().unwrap_or(name).to_string())
+            .or_default() += 1;
+    }
+    let cut = ours_results
         .iter()
-        .map(|(_, bytes)| bytes)
+        .filter(|l| l.contains("\"reason\":") && l.len() > 1024 && !l.contains("holds at most"))
+        .count();
+    let distinct = input
+        .iter()
+        .map(|i| &i.bytes)
         .collect::<std::collections::HashSet<_>>()
         .len();
     eprintln!(
-        "baseline check: results {outcomes:?}; {} events; {resent} commands sent twice",
-        ours_events.len()
+        "baseline check: {seen:?}; {} commands sent again; {cut} long reasons; {} states",
+        n - distinct,
+        ours_states.len()
     );
-    for code in [
+    for what in [
         "accepted",
         "invalid_quantity",
         "insufficient_stock",
         "duplicate_reservation",
         "no_reservation",
         "conflict",
+        "StockAdded",
+        "StockReserved",
+        "ReservationReleased",
+        "ReservationCommitted",
     ] {
         anyhow::ensure!(
-            outcomes.get(code).copied().unwrap_or(0) > 0,
-            "the fixed input produced no {code} result: widen it ({outcomes:?})"
+            seen.get(what).copied().unwrap_or(0) > 0,
+            "the fixed input produced no {what}: widen it ({seen:?})"
         );
     }
-    anyhow::ensure!(resent > 0, "the fixed input sends no command twice");
+    anyhow::ensure!(n > distinct, "the fixed input sends no command twice");
+    anyhow::ensure!(cut > 0, "the fixed input has no reason to cut");
     anyhow::ensure!(
         ours_results.len() == n && theirs_results.len() == n,
         "results: the processor wrote {}, Kafka Streams {}, for {n} commands",
         ours_results.len(),
         theirs_results.len()
     );
-    anyhow::ensure!(
-        ours_results == theirs_results,
-        "the results differ:\n{}",
-        differences(&ours_results, &theirs_results)
-    );
-    anyhow::ensure!(
-        ours_events == theirs_events,
-        "the events differ ({} vs {}):\n{}",
-        ours_events.len(),
-        theirs_events.len(),
-        differences(&ours_events, &theirs_events)
-    );
+    for (what, ours, theirs) in [
+        ("results", &ours_results, &theirs_results),
+        ("events", &ours_events, &theirs_events),
+        ("final states", &ours_states, &theirs_states),
+    ] {
+        anyhow::ensure!(
+            ours == theirs,
+            "the {what} differ:\n{}",
+            differences(ours, theirs)
+        );
+    }
     println!(
-        "baseline check: the processor and Kafka Streams wrote the same {} results and {} events",
-        n,
-        ours_events.len()
+        "baseline check: the processor and Kafka Streams wrote the same {n} results, {} events and \
+         {} final states",
+        ours_events.len(),
+        ours_states.len()
     );
     Ok(())
 }

@@ -7,6 +7,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="$root/target/bench-streams"
 mkdir -p "$out"
+# One build at a time (the bench and a test may start together).
+exec 9>"$out/.lock"
+flock 9
 
 for tool in mvn javac java; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bench/streams: $tool is missing (make setup installs it)" >&2; exit 1; }

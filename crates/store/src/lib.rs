@@ -28,6 +28,16 @@ pub struct StoreError {
     why: String,
 }
 
+impl StoreError {
+    /// Whether the file is held by another process (it may let go soon).
+    pub fn is_held(&self) -> bool {
+        self.what == HELD
+    }
+}
+
+/// [`StoreError::what`] of a file another process holds.
+const HELD: &str = "open (held)";
+
 /// The last changelog record a partition's stored states reflect: where a restart reads on from, and
 /// what it must find there for the store to be the changelog's (not one of a topic deleted and
 /// created again, or of another cluster).
@@ -85,27 +95,39 @@ fn checkpoint_key(topic: &str, partition: i32) -> String {
 /// Changes to write in one transaction of the store.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// (topic, partition, key, value; `None` deletes).
-    puts: Vec<(String, i32, String, Option<Vec<u8>>)>,
-    /// (topic, partition, checkpoint).
-    checkpoints: Vec<(String, i32, Checkpoint)>,
+    /// The partitions it touches: (topic, partition).
+    tables: Vec<(String, i32)>,
+    /// (table index, key, value; `None` deletes), in the order given.
+    puts: Vec<(usize, String, Option<Vec<u8>>)>,
+    /// (table index, checkpoint).
+    checkpoints: Vec<(usize, Checkpoint)>,
 }
 
 impl Batch {
+    fn table(&mut self, topic: &str, partition: i32) -> usize {
+        match self
+            .tables
+            .iter()
+            .position(|(t, p)| *p == partition && t == topic)
+        {
+            Some(i) => i,
+            None => {
+                self.tables.push((topic.to_string(), partition));
+                self.tables.len() - 1
+            }
+        }
+    }
+
     /// Store `value` (a changelog record's bytes; `None`: a tombstone) for `key` of `partition`.
-    pub fn put(&mut self, topic: &str, partition: i32, key: &str, value: Option<&[u8]>) {
-        self.puts.push((
-            topic.to_string(),
-            partition,
-            key.to_string(),
-            value.map(<[u8]>::to_vec),
-        ));
+    pub fn put(&mut self, topic: &str, partition: i32, key: String, value: Option<Vec<u8>>) {
+        let table = self.table(topic, partition);
+        self.puts.push((table, key, value));
     }
 
     /// Record that `partition` of `topic` now reflects its changelog up to `checkpoint`.
     pub fn checkpoint(&mut self, topic: &str, partition: i32, checkpoint: Checkpoint) {
-        self.checkpoints
-            .push((topic.to_string(), partition, checkpoint));
+        let table = self.table(topic, partition);
+        self.checkpoints.push((table, checkpoint));
     }
 
     /// Whether it changes nothing.
@@ -115,8 +137,23 @@ impl Batch {
 
     /// Forget what it holds, keeping its memory.
     pub fn clear(&mut self) {
+        self.tables.clear();
         self.puts.clear();
         self.checkpoints.clear();
+    }
+}
+
+/// Whether opening failed because of what the file holds (not a store, damaged, of an older
+/// format), rather than because of the machine (I/O, permissions, space).
+fn unreadable(e: &redb::DatabaseError) -> bool {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))
+        | redb::DatabaseError::UpgradeRequired(_)
+        | redb::DatabaseError::RepairAborted => true,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            io.kind() == std::io::ErrorKind::InvalidData
+        }
+        _ => false,
     }
 }
 
@@ -156,20 +193,43 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| fail("create its folder", e.to_string()))?;
         }
         let create = || Database::builder().set_cache_size(cache_bytes).create(path);
-        let db = match create() {
+        // redb may panic on a file damaged outside it (its documentation says so): that file is
+        // unreadable like a corrupted one, not a reason to exit and fail again at every restart.
+        let opened = std::panic::catch_unwind(create).unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+                format!("redb panicked opening it: {why}"),
+            )))
+        });
+        let db = match opened {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(fail(
-                    "open",
-                    "another process has it open (two instances with one state folder?)".into(),
+            // A file that is not (or no longer) a store of this version: rebuilt from the changelog.
+            Err(e) if unreadable(&e) => {
+                let aside = path.with_extension(format!(
+                    "unreadable-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
                 ));
-            }
-            Err(e) => {
-                let aside = path.with_extension("unreadable");
                 std::fs::rename(path, &aside)
                     .map_err(|r| fail("set an unreadable file aside", format!("{e}; {r}")))?;
                 create().map_err(|e| fail("create", e.to_string()))?
             }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(fail(
+                    HELD,
+                    "another process has it open (an older instance under the same transactional \
+                     id, or two instances sharing one state folder and id)"
+                        .into(),
+                ));
+            }
+            // I/O and the like: the file may be fine; fail and let a restart try again.
+            Err(e) => return Err(fail("open", e.to_string())),
         };
         let store = Self {
             db,
@@ -227,7 +287,7 @@ impl Store {
 
     /// Forget the states and checkpoint of `partition` of `topic` (durably).
     pub fn clear(&self, topic: &str, partition: i32) -> Result<(), StoreError> {
-        let write = self.db.begin_write().map_err(|e| self.error("write", e))?;
+        let write = self.begin(true)?;
         let name = states_table(topic, partition);
         write
             .delete_table(TableDefinition::<&str, &[u8]>::new(&name))
@@ -244,34 +304,31 @@ impl Store {
     /// it survive a crash once this returns; without, a crash may take them back to the last durable
     /// write.
     pub fn write(&self, batch: &Batch, durable: bool) -> Result<(), StoreError> {
-        let mut write = self.db.begin_write().map_err(|e| self.error("write", e))?;
-        if !durable {
-            write
-                .set_durability(Durability::None)
-                .map_err(|e| self.error("write", e))?;
-        }
+        let write = self.begin(durable)?;
         {
-            let mut open: Option<(String, redb::Table<'_, &str, &[u8]>)> = None;
-            for (topic, partition, key, value) in &batch.puts {
-                let name = states_table(topic, *partition);
-                if open.as_ref().is_none_or(|(n, _)| *n != name) {
-                    let table = write
-                        .open_table(TableDefinition::<&str, &[u8]>::new(&name))
-                        .map_err(|e| self.error("write", e))?;
-                    open = Some((name, table));
+            // Table by table, each opened once; within a table, in the order given (the last put of
+            // a key wins).
+            for (index, (topic, partition)) in batch.tables.iter().enumerate() {
+                if !batch.puts.iter().any(|(t, _, _)| *t == index) {
+                    continue;
                 }
-                let Some((_, table)) = open.as_mut() else {
+                let name = states_table(topic, *partition);
+                let mut table = write
+                    .open_table(TableDefinition::<&str, &[u8]>::new(&name))
+                    .map_err(|e| self.error("write", e))?;
+                for (_, key, value) in batch.puts.iter().filter(|(t, _, _)| *t == index) {
+                    match value {
+                        Some(v) => table.insert(key.as_str(), v.as_slice()).map(|_| ()),
+                        None => table.remove(key.as_str()).map(|_| ()),
+                    }
+                    .map_err(|e| self.error("write", e))?;
+                }
+            }
+            let mut meta = write.open_table(META).map_err(|e| self.error("write", e))?;
+            for (index, checkpoint) in &batch.checkpoints {
+                let Some((topic, partition)) = batch.tables.get(*index) else {
                     continue;
                 };
-                match value {
-                    Some(v) => table.insert(key.as_str(), v.as_slice()).map(|_| ()),
-                    None => table.remove(key.as_str()).map(|_| ()),
-                }
-                .map_err(|e| self.error("write", e))?;
-            }
-            drop(open);
-            let mut meta = write.open_table(META).map_err(|e| self.error("write", e))?;
-            for (topic, partition, checkpoint) in &batch.checkpoints {
                 meta.insert(
                     checkpoint_key(topic, *partition).as_str(),
                     checkpoint.encode().as_slice(),
@@ -284,8 +341,22 @@ impl Store {
 
     /// Make every write so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let write = self.db.begin_write().map_err(|e| self.error("write", e))?;
+        let write = self.begin(true)?;
         write.commit().map_err(|e| self.error("commit", e))
+    }
+
+    /// A write transaction; a durable one also saves the allocator's state, so that reopening after
+    /// a crash is quick instead of a repair that reads the whole file.
+    fn begin(&self, durable: bool) -> Result<redb::WriteTransaction, StoreError> {
+        let mut write = self.db.begin_write().map_err(|e| self.error("write", e))?;
+        if durable {
+            write.set_quick_repair(true);
+        } else {
+            write
+                .set_durability(Durability::None)
+                .map_err(|e| self.error("write", e))?;
+        }
+        Ok(write)
     }
 }
 
@@ -321,13 +392,13 @@ mod tests {
             let store = Store::open(&p, 1 << 20)?;
             assert_eq!(store.checkpoint("t", 0)?, None);
             let mut batch = Batch::default();
-            batch.put("t", 0, "a", Some(b"one"));
-            batch.put("t", 1, "a", Some(b"other"));
-            batch.put("t", 0, "b", Some(b"two"));
+            batch.put("t", 0, "a".into(), Some(b"one".to_vec()));
+            batch.put("t", 1, "a".into(), Some(b"other".to_vec()));
+            batch.put("t", 0, "b".into(), Some(b"two".to_vec()));
             batch.checkpoint("t", 0, checkpoint(7));
             store.write(&batch, true)?;
             let mut batch = Batch::default();
-            batch.put("t", 0, "b", None);
+            batch.put("t", 0, "b".into(), None);
             batch.checkpoint("t", 0, checkpoint(9));
             store.write(&batch, false)?;
             store.flush()?;
@@ -361,7 +432,13 @@ mod tests {
         })?;
         let store = Store::open(&p, 1 << 20)?;
         assert_eq!(store.checkpoint("t", 0)?, None);
-        assert!(p.with_extension("unreadable").exists());
+        let set_aside = std::fs::read_dir(p.parent().unwrap_or(Path::new(".")))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().contains(".unreadable-"))
+            })
+            .unwrap_or(false);
+        assert!(set_aside, "the unreadable file is kept aside");
         Ok(())
     }
 

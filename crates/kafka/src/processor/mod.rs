@@ -218,9 +218,8 @@ impl Processor {
         );
         let layout = Layout::check(&consumer, &self.hosts, &self.config.results_topic)?;
         let record_limits = self.record_limits(&runtime, &kafka);
-        let local = self.local_state(&runtime, &kafka)?;
         // The changelogs whose delivered offsets the store checkpoints.
-        let stored: Vec<String> = match &local {
+        let stored: Vec<String> = match self.config.state_file() {
             Some(_) => self
                 .hosts
                 .iter()
@@ -237,6 +236,7 @@ impl Processor {
             record_limits.smallest(),
             Delivered::new(stored),
         )?;
+        let local = self.local_state(&runtime, &kafka);
         let topics: Vec<&str> = self
             .hosts
             .iter()
@@ -317,17 +317,11 @@ impl Processor {
     }
 
     /// The on-disk store when `state_dir` is set, with the `delete.retention.ms` of each changelog it
-    /// keeps states of.
-    fn local_state(
-        &self,
-        runtime: &Handle,
-        kafka: &KafkaConfig,
-    ) -> Result<Option<LocalState>, ProcessorError> {
-        let Some(file) = self.config.state_file() else {
-            return Ok(None);
-        };
-        let store = causeway_store::Store::open(&file, self.config.state_store_cache_bytes)
-            .map_err(|e| ProcessorError::Store(e.to_string()))?;
+    /// keeps states of. The file itself is opened when the first restore begins: an older process
+    /// under this identity holds it until it is fenced (the consumer joining fences its consumer) and
+    /// stops.
+    fn local_state(&self, runtime: &Handle, kafka: &KafkaConfig) -> Option<LocalState> {
+        let file = self.config.state_file()?;
         let changelogs: Vec<&str> = self
             .hosts
             .iter()
@@ -347,17 +341,17 @@ impl Processor {
                 .filter_map(|(t, v)| Some((t.to_string(), v?.parse::<i64>().ok()?)))
                 .collect(),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the changelogs' delete.retention.ms; a day is assumed");
+                tracing::warn!(error = %e, "cannot read the changelogs' delete.retention.ms; no checkpoint is trusted (each start reads the whole changelog)");
                 HashMap::new()
             }
         };
-        tracing::info!(file = %file.display(), cache_states = self.config.state_cache_states, "aggregate states on disk");
-        Ok(Some(LocalState::new(
-            store,
+        Some(LocalState::new(
+            file,
+            self.config.state_store_cache_bytes,
             self.config.state_cache_states,
             Duration::from_millis(self.config.state_flush_ms),
             retention,
-        )))
+        ))
     }
 
     /// The largest record the processor may write to each topic: the topic's `max.message.bytes`, and

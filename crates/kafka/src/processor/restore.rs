@@ -85,6 +85,8 @@ struct Stored {
     verify: std::collections::HashMap<i32, causeway_store::Checkpoint>,
     /// Per partition: the last record read (the next checkpoint).
     last: std::collections::HashMap<i32, causeway_store::Checkpoint>,
+    /// Schema ids found to be the host's state record.
+    known: HashSet<u32>,
 }
 
 impl Run {
@@ -268,6 +270,13 @@ impl Run {
         if owned.is_empty() {
             return Ok(false);
         }
+        // The on-disk store is opened now, when the group has given this instance partitions (and
+        // so fenced an older one under its identity, which lets go of the file as it stops).
+        if let Some(local) = self.local.as_mut()
+            && !local.open()?
+        {
+            return Ok(false);
+        }
         let started = Instant::now();
         // Committed offsets first: with read_committed, the broker answers only once no transactional
         // offset commit is pending, so a previous owner's last transaction has ended (committed or
@@ -337,6 +346,7 @@ impl Run {
                 topic: topic.to_string(),
                 verify: std::collections::HashMap::new(),
                 last: std::collections::HashMap::new(),
+                known: HashSet::new(),
             }),
             _ => None,
         };
@@ -451,7 +461,8 @@ impl Run {
     ) -> Result<Step, ProcessorError> {
         let aggregate = self.hosts[reader.host].aggregate_type();
         let restored = self.meters.restored.with_label_values(&[aggregate]);
-        let (Some(stored), Some(local)) = (reader.stored.as_mut(), self.local.as_mut()) else {
+        let state_record = self.hosts[reader.host].state_record();
+        let (Some(stored), true) = (reader.stored.as_mut(), self.local.is_some()) else {
             return Ok(Step::Done);
         };
         let mut outcome = Step::Done;
@@ -485,7 +496,14 @@ impl Run {
                 }
                 Some(Ok(m)) => {
                     let p = m.partition();
-                    let key = m.key().unwrap_or_default();
+                    let Some(key) = m.key() else {
+                        return Err(ProcessorError::Changelog {
+                            topic: stored.topic.clone(),
+                            partition: p,
+                            offset: m.offset(),
+                            why: "no key".into(),
+                        });
+                    };
                     let timestamp = m.timestamp().to_millis().unwrap_or(0);
                     if let Some(checkpoint) = stored.verify.get(&p) {
                         if checkpoint.offset == m.offset()
@@ -505,22 +523,71 @@ impl Run {
                                 offset: m.offset(),
                                 why: format!("key: {e}"),
                             })?;
-                        local.restored(&stored.topic, p, key, m.payload());
-                        stored.last.insert(
+                        match m
+                            .payload()
+                            .map(|b| self.is_state_record(stored, b, state_record))
+                        {
+                            None | Some(Some(true)) => {}
+                            Some(Some(false)) => {
+                                return Err(ProcessorError::Changelog {
+                                    topic: stored.topic.clone(),
+                                    partition: p,
+                                    offset: m.offset(),
+                                    why: format!("not a {state_record} in the wire format"),
+                                });
+                            }
+                            // The registry cannot say: read this record again after a pause.
+                            Some(None) => {
+                                if let Err(e) = reader.consumer.seek(
+                                    &stored.topic,
+                                    p,
+                                    Offset::Offset(m.offset()),
+                                    CALL_TIMEOUT,
+                                ) {
+                                    tracing::warn!(error = %e, "cannot rewind the restore; starting it again");
+                                    if let Some(local) = self.local.as_mut() {
+                                        local.forget();
+                                    }
+                                    return Ok(Step::Restart);
+                                }
+                                return Ok(Step::Backoff);
+                            }
+                        }
+                        let Some(local) = self.local.as_mut() else {
+                            return Ok(Step::Restart);
+                        };
+                        local.restored(
+                            &stored.topic,
                             p,
-                            causeway_store::Checkpoint {
-                                offset: m.offset(),
-                                timestamp_ms: timestamp,
-                                key: key.as_bytes().to_vec(),
-                                written_at_ms: 0,
-                            },
+                            key.to_string(),
+                            m.payload().map(<[u8]>::to_vec),
                         );
+                        // The checkpoint is as old as the record it names, not the time it was read:
+                        // a tombstone older than delete.retention.ms may be gone by the next start.
+                        let last =
+                            stored
+                                .last
+                                .entry(p)
+                                .or_insert_with(|| causeway_store::Checkpoint {
+                                    offset: 0,
+                                    timestamp_ms: 0,
+                                    key: Vec::new(),
+                                    written_at_ms: 0,
+                                });
+                        last.offset = m.offset();
+                        last.timestamp_ms = timestamp;
+                        last.written_at_ms = timestamp.min(super::now_ms());
+                        last.key.clear();
+                        last.key.extend_from_slice(key.as_bytes());
                         restored.inc();
                         reader.read += 1;
                     }
                 }
             }
             if let Some(p) = restart {
+                let Some(local) = self.local.as_mut() else {
+                    return Ok(Step::Restart);
+                };
                 local.clear(&stored.topic, p)?;
                 if let Err(e) =
                     reader
@@ -528,11 +595,16 @@ impl Run {
                         .seek(&stored.topic, p, Offset::Beginning, CALL_TIMEOUT)
                 {
                     tracing::warn!(error = %e, "cannot rewind the restore; starting it again");
+                    // What this step read goes: the restore starts over from the checkpoints.
+                    local.forget();
                     return Ok(Step::Restart);
                 }
             }
         }
         // What was read, with where it got to: a restore interrupted here goes on from there.
+        let Some(local) = self.local.as_mut() else {
+            return Ok(Step::Restart);
+        };
         let topic = stored.topic.clone();
         let checkpoints: Vec<(i32, causeway_store::Checkpoint)> = stored.last.drain().collect();
         local.write(
@@ -540,5 +612,37 @@ impl Run {
             matches!(outcome, Step::Done),
         )?;
         Ok(outcome)
+    }
+
+    /// Whether `bytes` is a changelog record of the host's state record: framed (magic byte, schema
+    /// id), and the first record of each schema id decoded whole and named `state_record`. Records
+    /// are stored undecoded; one that frames but does not decode stops the processor when a command
+    /// reads it back.
+    /// `None` when the registry cannot be asked.
+    fn is_state_record(
+        &self,
+        stored: &mut Stored,
+        bytes: &[u8],
+        state_record: &str,
+    ) -> Option<bool> {
+        let id = match bytes {
+            [0, a, b, c, d, ..] => u32::from_be_bytes([*a, *b, *c, *d]),
+            _ => return Some(false),
+        };
+        if stored.known.contains(&id) {
+            return Some(true);
+        }
+        match self.block_on(self.codec.decode_value(bytes, &Upcasters::default())) {
+            Ok(d) if d.full_name == state_record => {
+                stored.known.insert(id);
+                Some(true)
+            }
+            Ok(_) => Some(false),
+            Err(WireError::Registry(e)) => {
+                tracing::warn!(error = %e, "registry unavailable while restoring; retrying");
+                None
+            }
+            Err(_) => Some(false),
+        }
     }
 }

@@ -67,28 +67,38 @@ impl ProducerContext for Delivered {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        // A record librdkafka reports delivered without an offset (a retried batch the broker had
+        // already written: DUPLICATE_SEQUENCE_NUMBER) names no place; the partition's checkpoint
+        // then stays behind, which is safe (the store is ahead of it).
         let Ok(m) = result else {
             return;
         };
+        if m.offset() < 0 {
+            return;
+        }
         let Some(index) = self.changelogs.iter().position(|t| t == m.topic()) else {
             return;
         };
+        let timestamp_ms = m.timestamp().to_millis().unwrap_or(0);
+        let key = m.key().unwrap_or_default();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = last.entry((index, m.partition()));
-        let record = || Checkpoint {
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-            key: m.key().unwrap_or_default().to_vec(),
-            written_at_ms: 0,
-        };
-        match entry {
+        match last.entry((index, m.partition())) {
             std::collections::hash_map::Entry::Occupied(mut o) => {
-                if o.get().offset < m.offset() {
-                    o.insert(record());
+                let c = o.get_mut();
+                if c.offset < m.offset() {
+                    c.offset = m.offset();
+                    c.timestamp_ms = timestamp_ms;
+                    c.key.clear();
+                    c.key.extend_from_slice(key);
                 }
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(record());
+                v.insert(Checkpoint {
+                    offset: m.offset(),
+                    timestamp_ms,
+                    key: key.to_vec(),
+                    written_at_ms: 0,
+                });
             }
         }
     }
@@ -96,7 +106,13 @@ impl ProducerContext for Delivered {
 
 /// The instance's on-disk store and what it writes next.
 pub(super) struct LocalState {
-    pub(super) store: Store,
+    /// Its file, and the memory for its cache.
+    file: std::path::PathBuf,
+    cache_bytes: usize,
+    /// Open once the first restore begins.
+    store: Option<Store>,
+    /// When opening last found the file held by another process (the warning is not repeated).
+    held_since: Option<Instant>,
     /// Changes waiting for the next write.
     batch: Batch,
     /// Most states in memory per host.
@@ -110,19 +126,54 @@ pub(super) struct LocalState {
 
 impl LocalState {
     pub(super) fn new(
-        store: Store,
+        file: std::path::PathBuf,
+        cache_bytes: usize,
         cache_states: usize,
         flush_every: Duration,
         retention_ms: HashMap<String, i64>,
     ) -> Self {
         Self {
-            store,
+            file,
+            cache_bytes,
+            store: None,
+            held_since: None,
             batch: Batch::default(),
             cache_states,
             flush_every,
             last_flush: Instant::now(),
             retention_ms,
         }
+    }
+
+    /// Open the file if it is not yet: `Ok(false)` while another process holds it (an older instance
+    /// under this identity, fenced and stopping).
+    pub(super) fn open(&mut self) -> Result<bool, ProcessorError> {
+        if self.store.is_some() {
+            return Ok(true);
+        }
+        match Store::open(&self.file, self.cache_bytes) {
+            Ok(store) => {
+                tracing::info!(file = %self.file.display(), cache_states = self.cache_states, "aggregate states on disk");
+                self.store = Some(store);
+                self.held_since = None;
+                Ok(true)
+            }
+            Err(e) if e.is_held() => {
+                if self.held_since.is_none() {
+                    tracing::warn!(error = %e, "the state store is held by another process; restoring when it lets go");
+                    self.held_since = Some(Instant::now());
+                }
+                Ok(false)
+            }
+            Err(e) => Err(ProcessorError::Store(e.to_string())),
+        }
+    }
+
+    /// The open store.
+    pub(super) fn store(&self) -> Result<&Store, ProcessorError> {
+        self.store
+            .as_ref()
+            .ok_or_else(|| ProcessorError::Store(format!("{} is not open", self.file.display())))
     }
 
     /// The checkpoint of `partition` of `changelog` a restore may start from: `None` when there is
@@ -134,14 +185,11 @@ impl LocalState {
         partition: i32,
     ) -> Result<Option<Checkpoint>, ProcessorError> {
         let checkpoint = self
-            .store
+            .store()?
             .checkpoint(changelog, partition)
             .map_err(|e| ProcessorError::Store(e.to_string()))?;
-        let retention = self
-            .retention_ms
-            .get(changelog)
-            .copied()
-            .unwrap_or(86_400_000);
+        // Unknown (the topic's config could not be read): no checkpoint is trusted.
+        let retention = self.retention_ms.get(changelog).copied().unwrap_or(0);
         let usable = checkpoint.filter(|c| now_ms().saturating_sub(c.written_at_ms) < retention);
         if usable.is_none() {
             self.clear(changelog, partition)?;
@@ -151,7 +199,7 @@ impl LocalState {
 
     /// Forget the stored states of `partition` of `changelog`.
     pub(super) fn clear(&self, changelog: &str, partition: i32) -> Result<(), ProcessorError> {
-        self.store
+        self.store()?
             .clear(changelog, partition)
             .map_err(|e| ProcessorError::Store(e.to_string()))
     }
@@ -161,29 +209,38 @@ impl LocalState {
         &mut self,
         changelog: &str,
         partition: i32,
-        key: &str,
-        value: Option<&[u8]>,
+        key: String,
+        value: Option<Vec<u8>>,
     ) {
         self.batch.put(changelog, partition, key, value);
     }
 
-    /// Write what is queued, with `checkpoints` (changelog, partition, last record); durable when
-    /// `durable` or when the last durable write is `state_flush_ms` old.
+    /// Forget what is queued (a restore that starts over).
+    pub(super) fn forget(&mut self) {
+        self.batch.clear();
+    }
+
+    /// Whether the next write is a durable one.
+    fn flush_due(&self) -> bool {
+        self.last_flush.elapsed() >= self.flush_every
+    }
+
+    /// Write what is queued, with `checkpoints` (changelog, partition, last record, its
+    /// `written_at_ms` set); durable when `durable` or when the last durable write is
+    /// `state_flush_ms` old.
     pub(super) fn write<'a>(
         &mut self,
         checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
         durable: bool,
     ) -> Result<(), ProcessorError> {
-        let now = now_ms();
-        for (changelog, partition, mut c) in checkpoints {
-            c.written_at_ms = now;
+        for (changelog, partition, c) in checkpoints {
             self.batch.checkpoint(changelog, partition, c);
         }
-        let durable = durable || self.last_flush.elapsed() >= self.flush_every;
+        let durable = durable || self.flush_due();
         if self.batch.is_empty() && !durable {
             return Ok(());
         }
-        self.store
+        self.store()?
             .write(&self.batch, durable)
             .map_err(|e| ProcessorError::Store(e.to_string()))?;
         self.batch.clear();
@@ -217,7 +274,8 @@ impl Run {
             return Ok(());
         }
         let Some(bytes) = local
-            .store
+            .store()
+            .map_err(BatchError::Stop)?
             .get(changelog, partition, key)
             .map_err(|e| BatchError::Stop(ProcessorError::Store(e.to_string())))?
         else {
@@ -245,19 +303,28 @@ impl Run {
     /// The open transaction committed: its changed states to the store with their changelog offsets,
     /// then the least recently used states beyond the cache leave memory.
     pub(super) fn store_committed(&mut self) -> Result<(), ProcessorError> {
-        let Some(local) = self.local.as_mut() else {
+        // Not open: no restore has begun, so no state of a store-backed host was decided.
+        let Some(local) = self.local.as_mut().filter(|l| l.store.is_some()) else {
             return Ok(());
         };
-        for ((host, partition, aggregate_id), bytes) in &self.batch_states {
-            let h = &self.hosts[*host];
+        // Moved out, not copied: the next batch starts with them cleared.
+        for ((host, partition, aggregate_id), bytes) in self.batch_states.drain() {
+            let h = &self.hosts[host];
             if let (Some(changelog), true) = (h.topics().changelog.as_deref(), h.stores_states()) {
                 local
                     .batch
-                    .put(changelog, *partition, aggregate_id, Some(bytes));
+                    .put(changelog, partition, aggregate_id, Some(bytes));
             }
         }
-        let delivered = self.producer.context().take();
-        local.write(delivered, false)?;
+        let now = now_ms();
+        let mut checkpoints = self.producer.context().take();
+        if local.flush_due() {
+            refresh(local, &self.hosts, &self.partitions, &mut checkpoints)?;
+        }
+        for (_, _, c) in &mut checkpoints {
+            c.written_at_ms = now;
+        }
+        local.write(checkpoints, false)?;
         let cache = local.cache_states;
         for host in self.hosts.iter_mut().filter(|h| h.stores_states()) {
             host.evict_to(cache);
@@ -265,11 +332,50 @@ impl Run {
         Ok(())
     }
 
-    /// Make the store durable (a clean stop).
+    /// Make the store durable (a clean stop), its owned partitions' checkpoints refreshed.
     pub(super) fn flush_store(&mut self) -> Result<(), ProcessorError> {
-        match self.local.as_mut() {
-            Some(local) => local.write(Vec::new(), true),
-            None => Ok(()),
+        let Some(local) = self.local.as_mut().filter(|l| l.store.is_some()) else {
+            return Ok(());
+        };
+        let mut checkpoints = Vec::new();
+        refresh(local, &self.hosts, &self.partitions, &mut checkpoints)?;
+        let now = now_ms();
+        for (_, _, c) in &mut checkpoints {
+            c.written_at_ms = now;
+        }
+        local.write(checkpoints, true)
+    }
+}
+
+/// Add to `checkpoints` those of the partitions this instance owns and has restored, and that are not
+/// there yet, to be written again as of now: they reflect their changelog up to now (this instance
+/// alone writes them), written to lately or not, so that an idle partition's checkpoint does not age
+/// past `delete.retention.ms`.
+fn refresh<'a>(
+    local: &LocalState,
+    hosts: &'a [Box<dyn causeway_contracts::hosting::Hosted>],
+    partitions: &HashMap<super::Owned, super::PartitionState>,
+    checkpoints: &mut Vec<(&'a str, i32, Checkpoint)>,
+) -> Result<(), ProcessorError> {
+    for (&(host, partition), state) in partitions {
+        let h = &hosts[host];
+        let (Some(changelog), true) = (h.topics().changelog.as_deref(), h.stores_states()) else {
+            continue;
+        };
+        if *state != super::PartitionState::Ready
+            || checkpoints
+                .iter()
+                .any(|(t, p, _)| *p == partition && *t == changelog)
+        {
+            continue;
+        }
+        if let Some(c) = local
+            .store()?
+            .checkpoint(changelog, partition)
+            .map_err(|e| ProcessorError::Store(e.to_string()))?
+        {
+            checkpoints.push((changelog, partition, c));
         }
     }
+    Ok(())
 }

@@ -98,7 +98,10 @@ public final class InventoryStreams {
         topology.addSource("commands", Serdes.ByteArray().deserializer(), Serdes.ByteArray().deserializer(), commands);
         topology.addProcessor("inventory", () -> new InventoryProcessor(contracts), "commands");
         topology.addStateStore(
-                Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(STORE), Serdes.String(), Serdes.ByteArray()),
+                Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(STORE), Serdes.String(), Serdes.ByteArray())
+                        // The record cache the DSL's stores have by default: a state changed several
+                        // times between commits is written to RocksDB and the changelog once.
+                        .withCachingEnabled(),
                 "inventory");
         topology.addSink("events", events, Serdes.ByteArray().serializer(), Serdes.ByteArray().serializer(), "inventory");
         topology.addSink("results", results, Serdes.ByteArray().serializer(), Serdes.ByteArray().serializer(), "inventory");
@@ -123,6 +126,19 @@ public final class InventoryStreams {
             done.countDown();
         }));
         streams.start();
+        // The bench holds our stdin: when it goes away (even killed), so does this instance.
+        Thread stdin = new Thread(() -> {
+            try {
+                while (System.in.read() >= 0) {
+                    // Nothing is sent; wait for the end.
+                }
+            } catch (IOException e) {
+                // Closed: stop.
+            }
+            done.countDown();
+        });
+        stdin.setDaemon(true);
+        stdin.start();
         done.await();
         streams.close(Duration.ofSeconds(30));
         System.exit(streams.state() == KafkaStreams.State.ERROR ? 1 : 0);
@@ -236,11 +252,14 @@ public final class InventoryStreams {
         }
     }
 
-    /** A remembered command: its id, when, and its outcome (version, or code and reason). */
-    record Seen(String commandId, long atMs, Long newVersion, String code, String reason) {
-        int weight() {
+    /**
+     * A remembered command: its id, when, and its outcome (version, or code and reason), with its
+     * weight in the window's byte bound (its strings' UTF-8 bytes plus 24), computed once.
+     */
+    record Seen(String commandId, long atMs, Long newVersion, String code, String reason, int weight) {
+        static Seen of(String commandId, long atMs, Long newVersion, String code, String reason) {
             int strings = newVersion != null ? 0 : utf8(code) + utf8(reason);
-            return utf8(commandId) + strings + 24;
+            return new Seen(commandId, atMs, newVersion, code, reason, utf8(commandId) + strings + 24);
         }
     }
 
@@ -315,7 +334,8 @@ public final class InventoryStreams {
                 skip("not a command of this aggregate keyed by its SKU");
                 return;
             }
-            Long expected = (Long) command.get("expected_version");
+            Long expected = command.getSchema().getField("expected_version") == null
+                    ? null : (Long) command.get("expected_version");
             String correlation = str(command, "correlation_id");
             if (correlation == null) {
                 correlation = commandId;
@@ -371,7 +391,7 @@ public final class InventoryStreams {
                 if (!state.recent.isEmpty()) {
                     at = Math.max(state.recent.peekLast().atMs(), at);
                 }
-                remember(state, new Seen(commandId, at, newVersion, code, reason), at);
+                remember(state, Seen.of(commandId, at, newVersion, code, reason), at);
                 // A rejection for a SKU that does not exist leaves no state behind.
                 if (existed || events != null) {
                     store.put(sku, encode(stateRecord(state, sku, now)));
@@ -576,7 +596,7 @@ public final class InventoryStreams {
             @SuppressWarnings("unchecked")
             List<GenericRecord> recent = (List<GenericRecord>) r.get("recent_commands");
             for (GenericRecord seen : recent) {
-                s.recent.addLast(new Seen(seen.get("command_id").toString(), (Long) seen.get("processed_at"),
+                s.recent.addLast(Seen.of(seen.get("command_id").toString(), (Long) seen.get("processed_at"),
                         (Long) seen.get("new_version"), str(seen, "rejection_code"), str(seen, "reason")));
             }
             return s;
