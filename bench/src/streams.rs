@@ -303,6 +303,15 @@ fn add(id: String, sku: &str, quantity: i32) -> Cmd {
     })
 }
 
+fn release(id: String, sku: &str, order: &str) -> Cmd {
+    Cmd::Release(ReleaseReservation {
+        command_id: id,
+        sku: sku.to_string(),
+        order_id: order.to_string(),
+        ..ReleaseReservation::default()
+    })
+}
+
 fn reserve(id: String, sku: &str, order: &str, quantity: i32) -> Cmd {
     Cmd::Reserve(ReserveStock {
         command_id: id,
@@ -317,8 +326,8 @@ fn reserve(id: String, sku: &str, order: &str, quantity: i32) -> Cmd {
 /// rejected, version conflicts, correlation ids, earlier commands sent again), then scenarios for the
 /// edges: more commands on one SKU than the dedup window remembers and early ones sent again;
 /// reasons longer than their limit, in multibyte characters, filling the window's byte bound; records
-/// stamped 8 days ago and a day ahead (the window's clock and age bound); a stock that would pass the
-/// most units a SKU holds.
+/// stamped 8 days ago (the window's clock and age bound); a stock that would pass the most units a SKU
+/// holds.
 async fn fixed_input(world: &World, n: usize, aggregates: usize) -> anyhow::Result<Vec<Input>> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut inputs: Vec<Input> = Vec::with_capacity(n + 400);
@@ -400,33 +409,27 @@ async fn fixed_input(world: &World, n: usize, aggregates: usize) -> anyhow::Resu
     for i in [5, 120] {
         scenario.push((add(format!("{ctx}-w-{i}"), "sku-window", 1), None));
     }
-    // Long reasons: order ids of 600 two-byte characters make every reason longer than 1,024 bytes
-    // (cut at a character boundary) and about 70 of them pass the window's 64 KiB: the first is
-    // forgotten and decided again.
+    // Long reasons: order ids of 600 two-byte characters make every `no_reservation` reason longer
+    // than 1,024 bytes (cut at a character boundary), and 70 of them pass the window's 64 KiB: the
+    // first is forgotten and decided again, the last answered again.
     scenario.push((add(format!("{ctx}-l-add"), "sku-long", 1), None));
     let long = |i: usize| format!("{i}-{}", "é".repeat(600));
     scenario.push((reserve(format!("{ctx}-l-r"), "sku-long", &long(0), 1), None));
     for i in 1..=70 {
-        scenario.push((
-            reserve(format!("{ctx}-l-{i}"), "sku-long", &long(i), 5),
-            None,
-        ));
+        scenario.push((release(format!("{ctx}-l-{i}"), "sku-long", &long(i)), None));
     }
-    scenario.push((reserve(format!("{ctx}-l-1"), "sku-long", &long(1), 5), None));
-    scenario.push((
-        reserve(format!("{ctx}-l-70"), "sku-long", &long(70), 5),
-        None,
-    ));
+    scenario.push((release(format!("{ctx}-l-1"), "sku-long", &long(1)), None));
+    scenario.push((release(format!("{ctx}-l-70"), "sku-long", &long(70)), None));
     scenario.push((
         reserve(format!("{ctx}-l-dup"), "sku-long", &long(0), 1),
         None,
     ));
     // The age bound and the window's clock: stamped 8 days ago, then now (the first leaves the
-    // window), the first sent again (decided again); one stamped a day ahead counts as now.
+    // window), the first sent again (decided again). (A record stamped ahead counts as now, the
+    // processing clock: not comparable between two runs, so not here.)
     scenario.push((add(format!("{ctx}-a-1"), "sku-old", 2), Some(now - 8 * day)));
     scenario.push((add(format!("{ctx}-a-2"), "sku-old", 3), Some(now)));
     scenario.push((add(format!("{ctx}-a-1"), "sku-old", 2), Some(now)));
-    scenario.push((add(format!("{ctx}-a-3"), "sku-old", 1), Some(now + day)));
     scenario.push((add(format!("{ctx}-a-2"), "sku-old", 3), Some(now)));
     // The most units a SKU holds.
     scenario.push((add(format!("{ctx}-m-1"), "sku-max", 999_999_999), None));
@@ -726,7 +729,10 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
         );
     }
     anyhow::ensure!(n > distinct, "the fixed input sends no command twice");
-    anyhow::ensure!(cut > 0, "the fixed input has no reason to cut");
+    anyhow::ensure!(
+        cut >= 70,
+        "the fixed input has {cut} reasons to cut, 70 expected"
+    );
     anyhow::ensure!(
         ours_results.len() == n && theirs_results.len() == n,
         "results: the processor wrote {}, Kafka Streams {}, for {n} commands",
