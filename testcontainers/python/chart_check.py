@@ -125,13 +125,21 @@ def main():
                 r for g in doc["spec"]["groups"] for r in g["rules"])
         if kind in ("Deployment", "StatefulSet"):
             for c in doc["spec"]["template"]["spec"]["containers"]:
+                env = environment(c, configmaps)
+                mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
                 report["workloads"].append({
                     "name": name,
                     "replicas": doc["spec"].get("replicas"),
                     "binary": c["command"][0].rsplit("/", 1)[-1],
                     "args": c.get("args", []),
-                    "env": environment(c, configmaps),
+                    "env": env,
+                    "mounts": mounts,
                 })
+                # The root filesystem is read-only: a folder the service writes must be a volume.
+                state_dir = env.get("CAUSEWAY__PROCESSOR__STATE_DIR")
+                if state_dir and not any(state_dir == m or state_dir.startswith(m.rstrip("/") + "/")
+                                         for m in mounts):
+                    report["problems"].append(f"{kind}/{name}: state_dir {state_dir} is not on a volume")
         if kind in ("Deployment", "StatefulSet", "Job"):
             spec = doc["spec"]["template"]["spec"]
             if not spec.get("securityContext", {}).get("runAsNonRoot"):

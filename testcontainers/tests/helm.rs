@@ -140,6 +140,26 @@ fn every_rendered_manifest_validates_against_its_kind() {
         assert!(b["panels"].as_u64().unwrap_or(0) >= 6, "{b}");
     }
 
+    // The processor keeps its aggregate states on a volume of its own.
+    let workloads = defaults["workloads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let processor = workloads
+        .iter()
+        .find(|w| w["binary"] == "aggregate-processor")
+        .unwrap_or_else(|| panic!("no processor: {defaults}"));
+    assert_eq!(
+        processor["env"]["CAUSEWAY__PROCESSOR__STATE_DIR"], "/var/lib/causeway/state",
+        "{processor}"
+    );
+    assert!(
+        processor["mounts"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m == "/var/lib/causeway/state")),
+        "{processor}"
+    );
+
     let production = render_and_check(&["-f", &production_values()]);
     assert_clean(&production, "production values");
     assert_eq!(count(&production, "ServiceMonitor"), 7, "{production}");
