@@ -122,6 +122,19 @@ impl Catalog {
         self.types.iter().chain(&self.records)
     }
 
+    /// A [`crate::wire::Writer`] of record `full_name` as this catalog has it (references inlined,
+    /// registry id 0), for tests and tools that write records without a registry.
+    pub fn writer(&self, full_name: &str) -> Result<crate::wire::Writer, String> {
+        let contract = self
+            .records
+            .iter()
+            .chain(&self.types)
+            .find(|c| c.full_name == full_name)
+            .ok_or_else(|| format!("{full_name} is not in the catalog"))?;
+        let text = schema::inline_references(&contract.schema, &self.reference_texts(contract))?;
+        crate::wire::Writer::new(0, full_name, &text).map_err(|e| e.to_string())
+    }
+
     /// The schema texts of `contract`'s references, in order, for parsing it.
     pub fn reference_texts(&self, contract: &Contract) -> Vec<String> {
         contract

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::aggregate::AggregateContract;
 use crate::records::{CommandOutcome, CommandResult, EventMetadata, RecentCommand, StateRecord};
+use crate::wire::Writer;
 
 /// The rejection code of a command result written for a dead-lettered command.
 pub const DEAD_LETTERED: &str = "dead_lettered";
@@ -205,9 +206,14 @@ pub trait Hosted: Send {
     /// Keep what the last [`Hosted::decide`] decided.
     fn commit(&mut self);
     /// The states changed (committed) since the last call and not written with their command, as
-    /// changelog values, and forget that they changed. `Err` names the aggregate whose state cannot be
-    /// written.
-    fn take_dirty(&mut self, now_ms: i64, out: &mut Vec<Dirty>) -> Result<(), String>;
+    /// changelog records written by `writer` (the state record's, on the changelog), and forget that
+    /// they changed. `Err` names the aggregate whose state cannot be written.
+    fn take_dirty(
+        &mut self,
+        now_ms: i64,
+        writer: &Writer,
+        out: &mut Vec<Dirty>,
+    ) -> Result<(), String>;
     /// Forget what the last [`Hosted::decide`] decided.
     fn discard(&mut self);
     /// Load one changelog record (a `None` value is a tombstone).
@@ -292,8 +298,8 @@ pub struct Dirty {
     pub partition: i32,
     /// The aggregate id (the key).
     pub aggregate_id: String,
-    /// The changelog record value.
-    pub value: Value,
+    /// The changelog record, in the wire format.
+    pub bytes: Vec<u8>,
 }
 
 /// A state held in memory, with when it was last used.
@@ -398,12 +404,21 @@ pub(crate) fn string_field<'a>(value: &'a Value, name: &str) -> Option<&'a str> 
 
 /// The changelog record, borrowed from the state (`StateRecord` without the copies).
 #[derive(Serialize)]
-struct StateView<'a, S> {
+struct StateView<'a, S, R: Serialize = Vec<RecentView<'a>>> {
     aggregate_id: &'a str,
     version: i64,
     state: &'a S,
-    recent_commands: Vec<RecentView<'a>>,
+    recent_commands: R,
     updated_at: i64,
+}
+
+/// The remembered commands, serialized one by one from the state (no list built).
+struct RecentSeq<'a>(&'a std::collections::VecDeque<Seen>);
+
+impl Serialize for RecentSeq<'_> {
+    fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        serializer.collect_seq(self.0.iter().map(RecentView::from))
+    }
 }
 
 #[derive(Serialize)]
@@ -653,7 +668,10 @@ impl<A: AggregateContract> Host<A> {
                         aggregate_id: meta.aggregate_id,
                         version: next.version,
                         state: next.aggregate.as_ref().unwrap_or(&tracked.aggregate),
-                        recent_commands: tracked.recent_after(next).map(RecentView::from).collect(),
+                        recent_commands: tracked
+                            .recent_after(next)
+                            .map(RecentView::from)
+                            .collect::<Vec<_>>(),
                         updated_at: stamp.now_ms,
                     };
                     Some(apache_avro::to_value(&view).map_err(|e| {
@@ -743,7 +761,12 @@ impl<A: AggregateContract> Hosted for Host<A> {
         cached.tracked.commit(pending.next);
     }
 
-    fn take_dirty(&mut self, now_ms: i64, out: &mut Vec<Dirty>) -> Result<(), String> {
+    fn take_dirty(
+        &mut self,
+        now_ms: i64,
+        writer: &Writer,
+        out: &mut Vec<Dirty>,
+    ) -> Result<(), String> {
         for (partition, aggregate_id) in self.dirty.drain() {
             let Some(tracked) = self
                 .partitions
@@ -757,15 +780,17 @@ impl<A: AggregateContract> Hosted for Host<A> {
                 aggregate_id: &aggregate_id,
                 version: tracked.version,
                 state: &tracked.aggregate,
-                recent_commands: tracked.recent.iter().map(RecentView::from).collect(),
+                recent_commands: RecentSeq(&tracked.recent),
                 updated_at: now_ms,
             };
-            let value = apache_avro::to_value(&view)
+            let mut bytes = Vec::with_capacity(256);
+            writer
+                .write(&view, &mut bytes)
                 .map_err(|e| format!("cannot write {} of {aggregate_id}: {e}", A::STATE_RECORD))?;
             out.push(Dirty {
                 partition,
                 aggregate_id,
-                value,
+                bytes,
             });
         }
         Ok(())

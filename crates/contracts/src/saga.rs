@@ -568,18 +568,25 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             .insert(saga_id, next);
     }
 
-    fn take_dirty(&mut self, now_ms: i64, out: &mut Vec<Dirty>) -> Result<(), String> {
+    fn take_dirty(
+        &mut self,
+        now_ms: i64,
+        writer: &crate::wire::Writer,
+        out: &mut Vec<Dirty>,
+    ) -> Result<(), String> {
         for (partition, saga_id) in self.dirty.drain().collect::<Vec<_>>() {
             let Some(instance) = self.instance(partition, &saga_id) else {
                 continue;
             };
             let record = self.record(&saga_id, instance, now_ms);
-            let value = apache_avro::to_value(&record)
+            let mut bytes = Vec::with_capacity(256);
+            writer
+                .write(&record, &mut bytes)
                 .map_err(|e| format!("saga {} {saga_id}: {e}", S::NAME))?;
             out.push(Dirty {
                 partition,
                 aggregate_id: saga_id,
-                value,
+                bytes,
             });
         }
         Ok(())
@@ -876,7 +883,12 @@ impl Hosted for SagaRouter {
 
     fn commit(&mut self) {}
 
-    fn take_dirty(&mut self, _now_ms: i64, _out: &mut Vec<Dirty>) -> Result<(), String> {
+    fn take_dirty(
+        &mut self,
+        _now_ms: i64,
+        _writer: &crate::wire::Writer,
+        _out: &mut Vec<Dirty>,
+    ) -> Result<(), String> {
         Ok(())
     }
 

@@ -68,6 +68,85 @@ pub struct Codec {
     /// Schema ids the registry said it does not know, and when: a record with one is poison at once
     /// for [`UNKNOWN_SCHEMA_MEMORY`], so that a run of them does not cost the retries each.
     unknown: Arc<std::sync::Mutex<std::collections::HashMap<u32, std::time::Instant>>>,
+    settings: SrSettings,
+    /// Prepared writers by subject.
+    writers: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Writer>>>>,
+}
+
+/// A record type's schema on a topic as the registry has it (the latest version of its subject when
+/// first asked, as [`Codec::encode`] uses), resolved once, so that a value is written straight to the
+/// wire format: no [`apache_avro::types::Value`] tree, no validation pass, no registry round trip.
+pub struct Writer {
+    id: u32,
+    subject: String,
+    /// Kept for the life of the process (writers are cached by subject, one per record type and
+    /// topic used), so that the names it resolves can borrow from it.
+    schema: &'static apache_avro::Schema,
+    resolved: apache_avro::schema::ResolvedSchema<'static>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("id", &self.id)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// The writer of `schema` (Avro JSON) registered under `id` for `subject`.
+    pub fn new(id: u32, subject: &str, schema: &str) -> Result<Self, WireError> {
+        let unencodable = |why: String| WireError::Unencodable {
+            subject: subject.to_string(),
+            why,
+        };
+        let parsed =
+            apache_avro::Schema::parse_str(schema).map_err(|e| unencodable(e.to_string()))?;
+        let schema: &'static apache_avro::Schema = Box::leak(Box::new(parsed));
+        let resolved = apache_avro::schema::ResolvedSchema::try_from(schema)
+            .map_err(|e| unencodable(e.to_string()))?;
+        Ok(Self {
+            id,
+            subject: subject.to_string(),
+            schema,
+            resolved,
+        })
+    }
+
+    /// The schema's registry id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// A record this writer wrote (the wire format), read back as a value of its schema.
+    pub fn read(&self, bytes: &[u8]) -> Result<apache_avro::types::Value, WireError> {
+        let Some(mut datum) = bytes.get(5..) else {
+            return Err(WireError::Undecodable(
+                "shorter than the wire format's header".into(),
+            ));
+        };
+        #[allow(deprecated)]
+        apache_avro::from_avro_datum(self.schema, &mut datum, None)
+            .map_err(|e| WireError::Undecodable(e.to_string()))
+    }
+
+    /// `value` (a type shaped like the schema) in the wire format, appended to `out`. On failure `out`
+    /// is as it was.
+    pub fn write<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+        let start = out.len();
+        out.push(0);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        apache_avro::write_avro_datum_ref(self.schema, self.resolved.get_names(), value, out)
+            .map(|_| ())
+            .map_err(|e| {
+                out.truncate(start);
+                WireError::Unencodable {
+                    subject: self.subject.clone(),
+                    why: e.to_string(),
+                }
+            })
+    }
 }
 
 /// How long an unknown schema id is remembered as unknown.
@@ -149,7 +228,38 @@ impl Codec {
             encoder: Arc::new(AvroEncoder::new(settings())),
             decoder: Arc::new(AvroDecoder::new(settings())),
             unknown: Arc::default(),
+            settings: settings(),
+            writers: Arc::default(),
         }
+    }
+
+    /// The prepared [`Writer`] of record `full_name` on `topic` (its subject's latest schema), asked of
+    /// the registry once per process.
+    pub async fn writer(&self, topic: &str, full_name: &str) -> Result<Arc<Writer>, WireError> {
+        let subject = crate::subject::topic_record_name(topic, full_name);
+        if let Some(w) = self
+            .writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&subject)
+        {
+            return Ok(Arc::clone(w));
+        }
+        let strategy =
+            SubjectNameStrategy::TopicRecordNameStrategy(topic.to_string(), full_name.to_string());
+        let registered =
+            schema_registry_converter::async_impl::schema_registry::get_schema_by_subject(
+                &self.settings,
+                &strategy,
+            )
+            .await
+            .map_err(|e| self.encode_error(&e, topic, full_name))?;
+        let writer = Arc::new(Writer::new(registered.id, &subject, &registered.schema)?);
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(subject, Arc::clone(&writer));
+        Ok(writer)
     }
 
     fn encode_error(&self, e: &SRCError, topic: &str, full_name: &str) -> WireError {

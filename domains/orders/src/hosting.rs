@@ -125,6 +125,55 @@ mod tests {
         }
     }
 
+    /// What the prepared writer writes straight from a state equals what the value path (a
+    /// `Value` tree, then the datum) writes: the bytes, not only the meaning.
+    fn same_bytes<T: serde::Serialize>(
+        catalog: &causeway_contracts::catalog::Catalog,
+        name: &str,
+        value: &T,
+    ) {
+        let writer = catalog.writer(name).unwrap_or_else(|e| panic!("{e}"));
+        let mut written = Vec::new();
+        writer
+            .write(value, &mut written)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let contract = catalog
+            .records
+            .iter()
+            .find(|c| c.full_name == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        let text = causeway_contracts::schema::inline_references(
+            &contract.schema,
+            &catalog.reference_texts(contract),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let schema = apache_avro::Schema::parse_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let tree = apache_avro::to_value(value).unwrap_or_else(|e| panic!("{e}"));
+        #[allow(deprecated)]
+        let datum = apache_avro::to_avro_datum(&schema, tree).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            &written[..5],
+            &[0, 0, 0, 0, 0],
+            "{name}: the wire format's header"
+        );
+        assert_eq!(&written[5..], datum.as_slice(), "{name}");
+    }
+
+    #[test]
+    fn the_prepared_writer_writes_what_the_value_path_writes() {
+        let catalog = catalog();
+        let order = Order {
+            status: OrderStatus::Confirmed,
+            total_cents: 1999,
+        };
+        same_bytes(&catalog, Order::STATE_RECORD, &record(order));
+        let stock = Inventory {
+            available: 7,
+            reservations: BTreeMap::from([("o-1".to_string(), 2), ("o-2".to_string(), 1)]),
+        };
+        same_bytes(&catalog, Inventory::STATE_RECORD, &record(stock));
+    }
+
     #[test]
     fn every_state_fits_its_changelog_record() {
         let catalog = catalog();
@@ -223,6 +272,13 @@ mod saga_tests {
     use causeway_core::saga::Policy;
 
     use crate::contracts::OrderLine;
+
+    /// The writer of `host`'s changelog record, from the contracts.
+    fn state_writer(host: &dyn Hosted) -> causeway_contracts::wire::Writer {
+        catalog()
+            .writer(host.state_record())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
     use crate::contracts::order::{OrderConfirmed, OrderPlaced};
     use crate::contracts::tests::{catalog, check};
     use crate::fulfilment::{FulfilmentLine, OrderFulfilment, Phase};
@@ -349,13 +405,17 @@ mod saga_tests {
         assert_eq!(a.due(1_000, 10, &|_| true), []);
         assert_eq!(a.due(6_000, 10, &|_| true), [(0, "o-1".to_string())]);
         let mut dirty: Vec<Dirty> = Vec::new();
-        a.take_dirty(1_000, &mut dirty)
+        let writer = state_writer(&a);
+        a.take_dirty(1_000, &writer, &mut dirty)
             .unwrap_or_else(|e| panic!("{e}"));
         let [written] = dirty.as_slice() else {
             panic!("{dirty:?}")
         };
+        let value = writer
+            .read(&written.bytes)
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut b = host();
-        b.restore(0, "o-1", Some(&written.value))
+        b.restore(0, "o-1", Some(&value))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(b.states(), 1);
         assert_eq!(b.due(6_000, 10, &|_| true), [(0, "o-1".to_string())]);
@@ -485,18 +545,20 @@ mod saga_tests {
         let mut dirty = Vec::new();
         place(&mut h, "o-1");
         h.commit();
-        h.take_dirty(1, &mut dirty)
+        let writer = state_writer(&h);
+        h.take_dirty(1, &writer, &mut dirty)
             .unwrap_or_else(|e| panic!("{e}"));
         h.durable();
         assert_eq!(gauge.get("running"), 1);
         // A restore counts each instance once, under its status, and no compensation.
         let mut other = observed(&gauge);
         for d in &dirty {
+            let value = writer.read(&d.bytes).unwrap_or_else(|e| panic!("{e}"));
             other
-                .restore(d.partition, &d.aggregate_id, Some(&d.value))
+                .restore(d.partition, &d.aggregate_id, Some(&value))
                 .unwrap_or_else(|e| panic!("{e}"));
             other
-                .restore(d.partition, &d.aggregate_id, Some(&d.value))
+                .restore(d.partition, &d.aggregate_id, Some(&value))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         assert_eq!(gauge.get("running"), 2);

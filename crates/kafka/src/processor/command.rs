@@ -150,29 +150,50 @@ impl Run {
     /// dead-lettered alone.
     fn dirty_states(&mut self, now: i64) -> Result<(), BatchError> {
         let mut dirty = Vec::new();
+        let unwritable = |why: String| {
+            BatchError::Retry(format!(
+                "a state cannot be written ({why}); retrying the batch command by command"
+            ))
+        };
         for host in 0..self.hosts.len() {
-            dirty.clear();
-            let unwritable = |why: String| {
-                BatchError::Retry(format!(
-                    "a state cannot be written ({why}); retrying the batch command by command"
-                ))
+            let Some(changelog) = self.hosts[host].topics().changelog.clone() else {
+                continue;
             };
-            if let Err(why) = self.hosts[host].take_dirty(now, &mut dirty) {
+            let changelog = changelog.as_str();
+            let writer = match self.state_writers.get(&host) {
+                Some(w) => std::sync::Arc::clone(w),
+                None => {
+                    let state_record = self.hosts[host].state_record();
+                    match self.block_on(self.codec.writer(changelog, state_record)) {
+                        Ok(w) => {
+                            self.state_writers.insert(host, std::sync::Arc::clone(&w));
+                            w
+                        }
+                        Err(e @ WireError::Registry(_)) => return Err(e.into()),
+                        Err(e) => {
+                            self.strict = true;
+                            return Err(unwritable(e.to_string()));
+                        }
+                    }
+                }
+            };
+            dirty.clear();
+            if let Err(why) = self.hosts[host].take_dirty(now, &writer, &mut dirty) {
                 self.strict = true;
                 return Err(unwritable(why));
             }
+            let limit = self.record_limits.of(changelog);
             for state in dirty.drain(..) {
-                let bytes = match self.encode_state(host, &state.aggregate_id, state.value) {
-                    Ok(Some(bytes)) => bytes,
-                    Ok(None) => continue,
-                    Err(Unbuildable::Transient(e)) => return Err(e.into()),
-                    Err(Unbuildable::Poison(why)) => {
-                        self.strict = true;
-                        return Err(unwritable(why));
-                    }
-                };
+                let size = state.bytes.len() + state.aggregate_id.len() + RECORD_OVERHEAD;
+                if size > limit {
+                    self.strict = true;
+                    return Err(unwritable(format!(
+                        "the state of {} would be {size} bytes; {changelog} takes at most {limit}",
+                        state.aggregate_id
+                    )));
+                }
                 self.batch_states
-                    .insert((host, state.partition, state.aggregate_id), bytes);
+                    .insert((host, state.partition, state.aggregate_id), state.bytes);
             }
         }
         Ok(())

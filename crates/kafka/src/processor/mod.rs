@@ -297,6 +297,7 @@ impl Processor {
             progress,
             restore: None,
             local,
+            state_writers: HashMap::new(),
         };
         let mut outcome = run.run(&consumer);
         if outcome.is_ok() {
@@ -560,6 +561,8 @@ struct Run {
     restore: Option<restore::Restore>,
     /// The on-disk store (`state_dir`), if any.
     local: Option<LocalState>,
+    /// Per host: the prepared writer of its changelog's state record.
+    state_writers: HashMap<usize, std::sync::Arc<causeway_contracts::wire::Writer>>,
 }
 
 impl Run {
