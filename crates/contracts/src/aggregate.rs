@@ -68,11 +68,11 @@ pub trait AggregateContract:
     /// The event in record `full_name` with `value` (for readers of the event store).
     fn event(full_name: &str, value: &Value) -> Result<Self::Event, ReadError>;
 
-    /// `event` with `metadata` written in, as an Avro record: its full name and value.
+    /// `event` with `metadata` written in, as a record to write.
     fn event_record(
         event: Self::Event,
         metadata: EventMetadata,
-    ) -> Result<(&'static str, Value), String>;
+    ) -> Result<crate::hosting::OutRecord, String>;
 
     /// `command` with `command_id` and `correlation_id` written in, as an Avro record, for a sender (a
     /// saga): its full name, its aggregate id (the record key) and its value.
@@ -174,14 +174,12 @@ macro_rules! aggregate_contract {
             fn event_record(
                 event: $event,
                 metadata: $crate::records::EventMetadata,
-            ) -> Result<(&'static str, ::apache_avro::types::Value), String> {
+            ) -> Result<$crate::hosting::OutRecord, String> {
                 match event {
                     $($event::$ev(e) => {
                         let mut e: $et = e;
                         e.metadata = metadata;
-                        ::apache_avro::to_value(&e)
-                            .map(|v| (concat!($ns, ".", stringify!($et)), v))
-                            .map_err(|e| e.to_string())
+                        Ok($crate::hosting::OutRecord::new(concat!($ns, ".", stringify!($et)), e))
                     })*
                 }
             }

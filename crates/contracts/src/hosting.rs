@@ -121,7 +121,7 @@ pub struct Decided {
     /// The aggregate id: the key of every event and of the state record.
     pub aggregate_id: String,
     /// The events, stamped with their metadata: record full name and value, in order.
-    pub events: Vec<(&'static str, Value)>,
+    pub events: Vec<OutRecord>,
     /// The command's result (`None`: the input was not a command).
     pub result: Option<CommandResult>,
     /// Records for other topics (a saga's commands, a router's forwarded inputs), each to its key's
@@ -132,6 +132,58 @@ pub struct Decided {
     /// The changelog record after the command; `None` when the state does not change or is not kept
     /// (a duplicate; a rejection for an aggregate that does not exist).
     pub state: Option<Value>,
+}
+
+/// A record a host built, written straight to the wire format once its writer is known (no
+/// [`Value`] tree on the way).
+pub struct OutRecord {
+    /// Its full name.
+    pub full_name: &'static str,
+    body: Box<dyn RecordBody>,
+}
+
+impl std::fmt::Debug for OutRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutRecord")
+            .field("full_name", &self.full_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an [`OutRecord`] holds: a contract type.
+trait RecordBody: Send {
+    fn write(&self, writer: &Writer, out: &mut Vec<u8>) -> Result<(), crate::wire::WireError>;
+    fn value(&self) -> Result<Value, String>;
+}
+
+impl<T: Serialize + Send> RecordBody for T {
+    fn write(&self, writer: &Writer, out: &mut Vec<u8>) -> Result<(), crate::wire::WireError> {
+        writer.write(self, out)
+    }
+
+    fn value(&self) -> Result<Value, String> {
+        apache_avro::to_value(self).map_err(|e| e.to_string())
+    }
+}
+
+impl OutRecord {
+    /// Record `full_name` holding `value` (a contract type).
+    pub fn new<T: Serialize + Send + 'static>(full_name: &'static str, value: T) -> Self {
+        Self {
+            full_name,
+            body: Box::new(value),
+        }
+    }
+
+    /// Append it to `out` in the wire format, with `writer` (its schema on the topic it goes to).
+    pub fn write(&self, writer: &Writer, out: &mut Vec<u8>) -> Result<(), crate::wire::WireError> {
+        self.body.write(writer, out)
+    }
+
+    /// It as an Avro value (for tests and readers; the processor writes it with [`OutRecord::write`]).
+    pub fn value(&self) -> Result<Value, String> {
+        self.body.value()
+    }
 }
 
 /// A record for another topic.

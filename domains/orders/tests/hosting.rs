@@ -56,9 +56,10 @@ fn a_command_gives_stamped_events_a_result_and_its_state_record() {
         .decide(3, Some(b"o-1"), PLACE, &place("c-1", "o-1"), AT, true)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(d.events.len(), 1);
-    assert_eq!(d.events[0].0, "causeway.orders.order.OrderPlaced");
+    assert_eq!(d.events[0].full_name, "causeway.orders.order.OrderPlaced");
     let placed: causeway_orders::contracts::order::OrderPlaced =
-        apache_avro::from_value(&d.events[0].1).unwrap_or_else(|e| panic!("{e}"));
+        apache_avro::from_value(&d.events[0].value().unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
     let m = placed.metadata;
     assert_eq!(
         (

@@ -37,6 +37,9 @@ struct Encoded {
     sends: Vec<(String, String, Option<Vec<u8>>, bool)>,
 }
 
+/// The [`Run::writer`] cache's slot for the results topic (hosts use their index).
+const RESULTS: usize = usize::MAX;
+
 /// Most due states fired in one transaction.
 const MAX_DUE_PER_BATCH: usize = 500;
 
@@ -448,12 +451,30 @@ impl Run {
         Ok(())
     }
 
+    /// The prepared writer of record `full_name` on `topic` (host `host`'s, or [`RESULTS`]): cached per
+    /// process, asked of the registry the first time.
+    fn writer(
+        &self,
+        host: usize,
+        topic: &str,
+        full_name: &'static str,
+    ) -> Result<std::sync::Arc<causeway_contracts::wire::Writer>, WireError> {
+        if let Some(w) = self.writers.borrow().get(&(host, full_name)) {
+            return Ok(std::sync::Arc::clone(w));
+        }
+        let w = self.block_on(self.codec.writer(topic, full_name))?;
+        self.writers
+            .borrow_mut()
+            .insert((host, full_name), std::sync::Arc::clone(&w));
+        Ok(w)
+    }
+
     /// Encode every record a decided command leads to, each within the size limit.
     fn encode(
         &self,
         host: usize,
         aggregate_id: &str,
-        events: Vec<(&'static str, apache_avro::types::Value)>,
+        events: Vec<causeway_contracts::hosting::OutRecord>,
         result: Option<&CommandResult>,
         state: Option<apache_avro::types::Value>,
         sends: Vec<causeway_contracts::hosting::Outgoing>,
@@ -482,23 +503,24 @@ impl Run {
                     self.hosts[host].aggregate_type()
                 )));
             };
-            for (full_name, value) in events {
-                let bytes = self
-                    .block_on(self.codec.encode_value(events_topic, full_name, value))
+            for event in events {
+                let writer = self
+                    .writer(host, events_topic, event.full_name)
                     .map_err(wire)?;
-                encoded.push(fits(full_name, events_topic, bytes, key)?);
+                let mut bytes = Vec::with_capacity(128);
+                event.write(&writer, &mut bytes).map_err(wire)?;
+                encoded.push(fits(event.full_name, events_topic, bytes, key)?);
             }
         }
         let result = match result {
             None => None,
             Some(result) => {
                 let result_key = result.command_id.len();
-                let bytes = self
-                    .block_on(
-                        self.codec
-                            .encode(&self.config.results_topic, RESULT_RECORD, result),
-                    )
+                let writer = self
+                    .writer(RESULTS, &self.config.results_topic, RESULT_RECORD)
                     .map_err(wire)?;
+                let mut bytes = Vec::with_capacity(128);
+                writer.write(result, &mut bytes).map_err(wire)?;
                 Some(fits(
                     "the command result",
                     &self.config.results_topic,

@@ -298,6 +298,7 @@ impl Processor {
             restore: None,
             local,
             state_writers: HashMap::new(),
+            writers: std::cell::RefCell::new(HashMap::new()),
         };
         let mut outcome = run.run(&consumer);
         if outcome.is_ok() {
@@ -563,6 +564,11 @@ struct Run {
     local: Option<LocalState>,
     /// Per host: the prepared writer of its changelog's state record.
     state_writers: HashMap<usize, std::sync::Arc<causeway_contracts::wire::Writer>>,
+    /// Prepared writers of the events and results it writes, by host (or the results' slot) and
+    /// record name.
+    writers: std::cell::RefCell<
+        HashMap<(usize, &'static str), std::sync::Arc<causeway_contracts::wire::Writer>>,
+    >,
 }
 
 impl Run {
