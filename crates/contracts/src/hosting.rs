@@ -257,6 +257,8 @@ pub trait Hosted: Send {
     ) -> Result<Decided, Poison>;
     /// Keep what the last [`Hosted::decide`] decided.
     fn commit(&mut self);
+    /// Whether states changed (committed) since the last [`Hosted::take_dirty`] wait to be written.
+    fn has_dirty(&self) -> bool;
     /// The states changed (committed) since the last call and not written with their command, as
     /// changelog records written by `writer` (the state record's, on the changelog), and forget that
     /// they changed. `Err` names the aggregate whose state cannot be written.
@@ -811,6 +813,10 @@ impl<A: AggregateContract> Hosted for Host<A> {
             .or_insert_with(|| Cached::new(Tracked::default(), now));
         cached.used.set(now);
         cached.tracked.commit(pending.next);
+    }
+
+    fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     fn take_dirty(

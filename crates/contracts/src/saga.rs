@@ -568,6 +568,10 @@ impl<S: SagaContract> Hosted for SagaHost<S> {
             .insert(saga_id, next);
     }
 
+    fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     fn take_dirty(
         &mut self,
         now_ms: i64,
@@ -882,6 +886,10 @@ impl Hosted for SagaRouter {
     }
 
     fn commit(&mut self) {}
+
+    fn has_dirty(&self) -> bool {
+        false
+    }
 
     fn take_dirty(
         &mut self,

@@ -103,6 +103,9 @@ impl Writer {
         };
         let parsed =
             apache_avro::Schema::parse_str(schema).map_err(|e| unencodable(e.to_string()))?;
+        // Resolved once before it is kept, so that a schema that does not resolve is not leaked.
+        apache_avro::schema::ResolvedSchema::try_from(&parsed)
+            .map_err(|e| unencodable(e.to_string()))?;
         let schema: &'static apache_avro::Schema = Box::leak(Box::new(parsed));
         let resolved = apache_avro::schema::ResolvedSchema::try_from(schema)
             .map_err(|e| unencodable(e.to_string()))?;

@@ -471,6 +471,23 @@ pub(crate) mod tests {
             Ok(value),
             "{full_name}"
         );
+        // And as the processor writes it: straight to bytes with the prepared writer, read back.
+        if catalog.records.iter().any(|c| c.full_name == full_name) {
+            let writer = catalog
+                .writer(full_name)
+                .unwrap_or_else(|e| panic!("{full_name}: {e}"));
+            let mut bytes = Vec::new();
+            writer
+                .write(value, &mut bytes)
+                .unwrap_or_else(|e| panic!("{full_name}: {e}"));
+            let back: T = apache_avro::from_value(
+                &writer
+                    .read(&bytes)
+                    .unwrap_or_else(|e| panic!("{full_name}: {e}")),
+            )
+            .unwrap_or_else(|e| panic!("{full_name}: {e}"));
+            assert_eq!(&back, value, "{full_name}: through the prepared writer");
+        }
     }
 
     #[test]

@@ -159,6 +159,11 @@ impl Run {
             ))
         };
         for host in 0..self.hosts.len() {
+            // The writer is asked for only when there is something to write: a changelog subject the
+            // registry lacks fails the commands that change state, not every batch.
+            if !self.hosts[host].has_dirty() {
+                continue;
+            }
             let Some(changelog) = self.hosts[host].topics().changelog.clone() else {
                 continue;
             };
