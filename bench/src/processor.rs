@@ -69,6 +69,13 @@ pub(crate) struct World {
     pub(crate) partitions: i32,
 }
 
+impl Drop for World {
+    /// Its processors' on-disk stores go with it.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.state_dir());
+    }
+}
+
 impl World {
     pub(crate) async fn new(stack: &Stack, partitions: i32) -> anyhow::Result<Self> {
         Self::of(stack, partitions, &["inventory"], &[]).await

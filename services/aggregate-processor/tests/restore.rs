@@ -99,43 +99,14 @@ async fn a_million_record_changelog_is_restored_without_losing_membership() {
         "restored more than once (membership lost?):\n{}",
         &log[log.len().saturating_sub(4000)..]
     );
-    let metrics = processor
-        .get("/metrics")
-        .map(|(_, m)| m)
-        .unwrap_or_default();
-    let restored = metrics
-        .lines()
-        .find(|l| l.starts_with("causeway_processor_restored_records_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert_eq!(restored, RECORDS as f64, "every changelog record was read");
+    assert_eq!(
+        restored_records(&processor),
+        RECORDS as f64,
+        "every changelog record was read"
+    );
 
     // The next command is decided from the restored state: 5 available, reserve 2, version 2.
-    let reserve = ReserveStock {
-        command_id: "r-1".into(),
-        sku: "sku-777".into(),
-        order_id: "o-1".into(),
-        quantity: 2,
-        expected_version: Some(1),
-        ..ReserveStock::default()
-    };
-    world
-        .send("inventory", "ReserveStock", "sku-777", &reserve)
-        .await;
-    world.wait_caught_up(Duration::from_secs(60));
-    let results: Vec<CommandResult> = world
-        .read_all(&world.results_topic)
-        .await
-        .iter()
-        .filter_map(|r| r.record.as_ref())
-        .map(|(_, v)| apache_avro::from_value(v).unwrap_or_else(|e| panic!("{e}")))
-        .collect();
-    assert_eq!(results.len(), 1);
-    assert_eq!(
-        (results[0].outcome, results[0].new_version),
-        (CommandOutcome::Accepted, Some(2))
-    );
+    reserve_next(&world, "r-1", "o-1", 2, 1, 2).await;
     let status = processor
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -150,7 +121,7 @@ async fn a_million_record_changelog_is_restored_without_losing_membership() {
         "a restart after a clean stop reads only the changelog's tail:\n{}",
         processor.log()
     );
-    reserve_next(&world, "r-2", "o-2", 2, 3).await;
+    reserve_next(&world, "r-2", "o-2", 1, 2, 3).await;
     let status = processor
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -164,7 +135,7 @@ async fn a_million_record_changelog_is_restored_without_losing_membership() {
         (RECORDS + 2) as f64,
         "a lost store is rebuilt from the whole changelog"
     );
-    reserve_next(&world, "r-3", "o-3", 3, 4).await;
+    reserve_next(&world, "r-3", "o-3", 1, 3, 4).await;
     let status = processor
         .terminate(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -194,14 +165,21 @@ fn restored_records(processor: &ServiceProcess) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Reserve one more unit of sku-777 for `order` at `expected` version: accepted at `version` only if
-/// the state it is decided on is the latest.
-async fn reserve_next(world: &World, id: &str, order: &str, expected: i64, version: i64) {
+/// Reserve `quantity` more units of sku-777 for `order` at `expected` version: accepted at `version`
+/// only if the state it is decided on is the latest.
+async fn reserve_next(
+    world: &World,
+    id: &str,
+    order: &str,
+    quantity: i32,
+    expected: i64,
+    version: i64,
+) {
     let reserve = ReserveStock {
         command_id: id.into(),
         sku: "sku-777".into(),
         order_id: order.into(),
-        quantity: 1,
+        quantity,
         expected_version: Some(expected),
         ..ReserveStock::default()
     };

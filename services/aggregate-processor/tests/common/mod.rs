@@ -64,6 +64,12 @@ pub struct World {
     producer: FutureProducer,
 }
 
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.state_dir());
+    }
+}
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -167,7 +173,8 @@ impl World {
 
     /// The environment that points the sample config at this world, with `instance` in the
     /// transactional id.
-    /// Where this world's processor instances keep their on-disk stores (one file per instance).
+    /// Where this world's processor instances keep their on-disk stores (one file per instance);
+    /// removed with the world.
     pub fn state_dir(&self) -> PathBuf {
         std::env::temp_dir()
             .join("causeway-processor-state")
