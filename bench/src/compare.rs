@@ -486,15 +486,29 @@ pub(crate) fn eos_ceiling(
         .args(["--group-mode", "--use-group-metadata"])
         .args(["--transaction-size", &transaction_size.to_string()])
         .spawn()?;
-    // Stopped if it runs for ten minutes (it copies what was there when it started, then exits).
+    // Stopped if it runs for ten minutes (it copies what was there when it started, then exits); the
+    // watchdog ends with it, so that it never signals a later process given the same pid.
     let pid = child.id();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(600));
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    });
-    let out = child.wait_with_output()?;
+    let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let exited = Arc::clone(&exited);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while Instant::now() < deadline {
+                if exited.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        })
+    };
+    let out = child.wait_with_output();
+    exited.store(true, std::sync::atomic::Ordering::Release);
+    let _ = watchdog.join();
+    let out = out?;
     let text = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
         out.status.success(),

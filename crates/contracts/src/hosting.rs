@@ -282,7 +282,8 @@ pub trait Hosted: Send {
     fn stores_states(&self) -> bool {
         false
     }
-    /// Whether the state of `key` on `partition` is in memory (or known not to exist).
+    /// Whether the state of `key` on `partition` is in memory (an aggregate not yet created is not:
+    /// the store is asked, and answers none).
     fn holds(&self, _partition: i32, _key: &str) -> bool {
         true
     }

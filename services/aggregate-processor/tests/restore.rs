@@ -2,7 +2,7 @@
 //! polls of the group consumer, so `max.poll.interval.ms` (set low here) is never exceeded however long
 //! the changelog. A changelog of 1,000,000 state records; the instance restores it once, keeps its
 //! partitions, and decides the next command from the restored state. Restarted after a clean stop it
-//! reads only the changelog's tail (its on-disk store holds the rest), and with its store lost it reads
+//! reads only the changelog's tail (its on-disk store holds the rest), and with its store damaged it reads
 //! the whole changelog again.
 
 mod common;
@@ -127,14 +127,26 @@ async fn a_million_record_changelog_is_restored_without_losing_membership() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "{status:?}");
 
-    // With its store lost, it reads the whole changelog again.
-    std::fs::remove_dir_all(world.state_dir()).unwrap_or_else(|e| panic!("{e}"));
+    // With its store damaged (a missing one is every test's first start), it sets the file aside
+    // and reads the whole changelog again.
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(world.state_dir())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "redb"))
+        .collect();
+    assert_eq!(files.len(), 1, "one store per instance: {files:?}");
+    std::fs::write(&files[0], vec![0x5a; 64 * 1024]).unwrap_or_else(|e| panic!("{e}"));
     let processor = restart(&env);
     assert_eq!(
         restored_records(&processor),
         (RECORDS + 2) as f64,
         "a lost store is rebuilt from the whole changelog"
     );
+    let set_aside = std::fs::read_dir(world.state_dir())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains(".unreadable-"));
+    assert!(set_aside, "the damaged file is kept aside");
     reserve_next(&world, "r-3", "o-3", 1, 3, 4).await;
     let status = processor
         .terminate(Duration::from_secs(30))

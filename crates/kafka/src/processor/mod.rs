@@ -220,12 +220,7 @@ impl Processor {
         let record_limits = self.record_limits(&runtime, &kafka);
         // The changelogs whose delivered offsets the store checkpoints.
         let stored: Vec<String> = match self.config.state_file() {
-            Some(_) => self
-                .hosts
-                .iter()
-                .filter(|h| h.stores_states())
-                .filter_map(|h| h.topics().changelog.clone())
-                .collect(),
+            Some(_) => self.stored_changelogs().map(str::to_string).collect(),
             None => Vec::new(),
         };
         let producer = transaction::producer(
@@ -318,30 +313,23 @@ impl Processor {
         outcome
     }
 
+    /// The changelogs of the hosts whose states the on-disk store keeps.
+    fn stored_changelogs(&self) -> impl Iterator<Item = &str> {
+        self.hosts
+            .iter()
+            .filter(|h| h.stores_states())
+            .filter_map(|h| h.topics().changelog.as_deref())
+    }
+
     /// The on-disk store when `state_dir` is set, with the `delete.retention.ms` of each changelog it
     /// keeps states of. The file itself is opened when the first restore begins: an older process
     /// under this identity holds it until it is fenced (the consumer joining fences its consumer) and
     /// stops.
     fn local_state(&self, runtime: &Handle, kafka: &KafkaConfig) -> Option<LocalState> {
         let file = self.config.state_file()?;
-        let changelogs: Vec<&str> = self
-            .hosts
-            .iter()
-            .filter(|h| h.stores_states())
-            .filter_map(|h| h.topics().changelog.as_deref())
-            .collect();
-        let described = runtime.block_on(crate::topology::topic_config(
-            kafka,
-            &changelogs,
-            "delete.retention.ms",
-            CALL_TIMEOUT,
-        ));
-        let retention = match described {
-            Ok(values) => changelogs
-                .iter()
-                .zip(values)
-                .filter_map(|(t, v)| Some((t.to_string(), v?.parse::<i64>().ok()?)))
-                .collect(),
+        let changelogs: Vec<&str> = self.stored_changelogs().collect();
+        let retention = match described(runtime, kafka, &changelogs, "delete.retention.ms") {
+            Ok(by_topic) => by_topic,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the changelogs' delete.retention.ms; no checkpoint is trusted (each start reads the whole changelog)");
                 HashMap::new()
@@ -372,20 +360,10 @@ impl Processor {
             topics.extend(h.topics().co_partitioned());
         }
         topics.extend(targets.iter().map(String::as_str));
-        let described = runtime.block_on(crate::topology::topic_config(
-            kafka,
-            &topics,
-            "max.message.bytes",
-            CALL_TIMEOUT,
-        ));
-        let by_topic = match described {
-            Ok(values) => topics
-                .iter()
-                .zip(values)
-                .filter_map(|(t, v)| {
-                    let v = v?.parse::<usize>().ok()?;
-                    Some((t.to_string(), v.min(producer_max)))
-                })
+        let by_topic = match described::<usize>(runtime, kafka, &topics, "max.message.bytes") {
+            Ok(by_topic) => by_topic
+                .into_iter()
+                .map(|(t, v)| (t, v.min(producer_max)))
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, producer_max, "cannot read the topics' max.message.bytes; using the producer's");
@@ -397,6 +375,26 @@ impl Processor {
             default: producer_max,
         }
     }
+}
+
+/// Config `key` of each of `topics` that sets it to a `T`, by topic.
+fn described<T: std::str::FromStr>(
+    runtime: &Handle,
+    kafka: &KafkaConfig,
+    topics: &[&str],
+    key: &str,
+) -> Result<HashMap<String, T>, Error> {
+    let values = runtime.block_on(crate::topology::topic_config(
+        kafka,
+        topics,
+        key,
+        CALL_TIMEOUT,
+    ))?;
+    Ok(topics
+        .iter()
+        .zip(values)
+        .filter_map(|(t, v)| Some((t.to_string(), v?.parse::<T>().ok()?)))
+        .collect())
 }
 
 /// The largest record each topic takes.
