@@ -24,7 +24,7 @@ use crate::stats::Samples;
 use crate::streams::Streams;
 
 /// What is measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub(crate) enum System {
     /// The aggregate processor (release build).
     Causeway,

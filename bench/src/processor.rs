@@ -58,6 +58,33 @@ pub struct Args {
     /// Aggregates built, then restored after a restart (0: skip the restart runs).
     #[arg(long, default_value_t = 1_000_000)]
     restore_aggregates: usize,
+    /// Which runs to make, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "throughput,latency,restart,gateway"
+    )]
+    runs: Vec<Figure>,
+    /// Which systems to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "causeway,streams")]
+    systems: Vec<crate::compare::System>,
+    /// One rate for every latency run, commands/s (default: half of each system's own 1-instance
+    /// throughput, which needs the throughput run).
+    #[arg(long)]
+    latency_rate: Option<f64>,
+}
+
+/// The runs of the command path bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Figure {
+    /// 1 and 2 instances draining the preloaded commands, their RSS, the broker's ceilings.
+    Throughput,
+    /// Command produced -> result readable at a steady rate.
+    Latency,
+    /// Many aggregates built, then a restart after a clean stop and a restore with local state lost.
+    Restart,
+    /// The command gateway: POST -> 202 and POST -> result on the status API.
+    Gateway,
 }
 
 /// Topics and contracts of one run, under a context of its own.
@@ -438,14 +465,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         classpath: &classpath,
         state_root: std::env::temp_dir().join(unique("bench-streams-state")),
     };
-    let systems = [System::Causeway, System::Streams];
+    let systems = args.systems.clone();
+    let runs = |figure: Figure| args.runs.contains(&figure);
+    anyhow::ensure!(
+        !runs(Figure::Latency) || runs(Figure::Throughput) || args.latency_rate.is_some(),
+        "the latency runs need the throughput runs (half of each one's throughput) or --latency-rate"
+    );
 
     // Throughput and RSS: each system and instance count on a world of its own, preloaded alike.
     let mut size = 0;
     let mut drains: HashMap<(System, usize), compare::Drain> = HashMap::new();
     let mut last_world = None;
-    for instances in [1, 2] {
-        for system in systems {
+    for instances in [1, 2].into_iter().filter(|_| runs(Figure::Throughput)) {
+        for &system in &systems {
             let world = World::new(&stack, args.partitions).await?;
             world.create_streams_topics().await?;
             eprintln!(
@@ -467,13 +499,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_default()
     };
 
-    eprintln!("processor bench: ceilings (kafka-producer-perf-test, TransactionalMessageCopier)");
-    let ceiling = {
+    let ceiling = if runs(Figure::Throughput) {
+        eprintln!(
+            "processor bench: ceilings (kafka-producer-perf-test, TransactionalMessageCopier)"
+        );
         let stack = stack.clone();
         let kafka = KafkaConfig::for_servers(stack.kafka_bootstrap.clone());
         let (n, partitions) = (args.commands, args.partitions);
         tokio::task::spawn_blocking(move || kafka_ceiling(&stack, &kafka, n, size, partitions))
             .await??
+    } else {
+        Samples::default()
     };
     let eos_ceiling = match &last_world {
         Some(world) => {
@@ -484,8 +520,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Latency at half of each one's own 1-instance throughput.
     let mut latencies = HashMap::new();
-    for system in systems {
-        let half = rate(system, 1).rate() / 2.0;
+    for &system in systems.iter().filter(|_| runs(Figure::Latency)) {
+        let half = args
+            .latency_rate
+            .unwrap_or_else(|| rate(system, 1).rate() / 2.0);
         eprintln!(
             "processor bench: {}, command -> result at {half:.0}/s for {} s",
             system.name(),
@@ -507,8 +545,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Restarts with many aggregates.
     let mut restarts = HashMap::new();
-    if args.restore_aggregates > 0 {
-        for system in systems {
+    if args.restore_aggregates > 0 && runs(Figure::Restart) {
+        for &system in &systems {
             eprintln!(
                 "processor bench: {}, {} aggregates: build, restart, restore",
                 system.name(),
@@ -523,8 +561,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&launch.state_root);
 
-    eprintln!("processor bench: the gateway");
-    let (end_to_end, posts) = gateway_runs(&args, &stack).await?;
+    let (end_to_end, posts) = if runs(Figure::Gateway) {
+        eprintln!("processor bench: the gateway");
+        gateway_runs(&args, &stack).await?
+    } else {
+        Default::default()
+    };
 
     let ours_latency = latencies.remove(&System::Causeway).unwrap_or_default();
     let theirs_latency = latencies.remove(&System::Streams).unwrap_or_default();

@@ -361,6 +361,8 @@ pub struct Dirty {
 struct Cached<A> {
     tracked: Tracked<A>,
     used: std::cell::Cell<u64>,
+    /// Its remembered commands as its changelog record carries them.
+    encoded: EncodedRecent,
 }
 
 impl<A> Cached<A> {
@@ -368,7 +370,127 @@ impl<A> Cached<A> {
         Self {
             tracked,
             used: std::cell::Cell::new(now),
+            encoded: EncodedRecent::default(),
         }
+    }
+}
+
+/// The oldest of an aggregate's remembered commands, each encoded once (a `causeway.RecentCommand` in
+/// Avro binary) when its state is first written after it joined the window, so that every later state
+/// record copies one run of bytes instead of serializing the whole window again (docs/adr/0016-hot-path.md).
+/// Always a prefix of [`Tracked::recent`]: commands leave from the front of both, join at the back.
+#[derive(Default)]
+struct EncodedRecent {
+    bytes: Vec<u8>,
+    /// Where the first command still in the window starts in `bytes`.
+    start: usize,
+    /// Each command's length, oldest first.
+    lens: std::collections::VecDeque<usize>,
+}
+
+impl EncodedRecent {
+    /// The `n` oldest commands leave the window.
+    fn evict(&mut self, n: usize) {
+        for len in self.lens.drain(..n.min(self.lens.len())) {
+            self.start += len;
+        }
+        if self.lens.is_empty() {
+            self.bytes.clear();
+            self.start = 0;
+        } else if self.start > self.bytes.len() / 2 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Encode the commands of `recent` not encoded yet, with `items` (the changelog schema's
+    /// `RecentCommand`).
+    fn catch_up(
+        &mut self,
+        recent: &std::collections::VecDeque<Seen>,
+        writer: &Writer,
+        items: &apache_avro::Schema,
+    ) -> Result<(), crate::wire::WireError> {
+        for seen in recent.iter().skip(self.lens.len()) {
+            let before = self.bytes.len();
+            writer.write_part(items, &RecentView::from(seen), &mut self.bytes)?;
+            self.lens.push_back(self.bytes.len() - before);
+        }
+        Ok(())
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+/// Where a changelog schema's fields are: a record of exactly the five fields of [`StateRecord`] in any
+/// order, `recent_commands` an array. A schema shaped otherwise is written through serde as a whole.
+struct Envelope {
+    fields: &'static [apache_avro::schema::RecordField],
+    items: &'static apache_avro::Schema,
+}
+
+impl Envelope {
+    fn of(writer: &Writer) -> Option<Self> {
+        let fields = writer.fields()?;
+        let names = [
+            "aggregate_id",
+            "version",
+            "state",
+            "recent_commands",
+            "updated_at",
+        ];
+        if fields.len() != names.len() || !names.iter().all(|n| fields.iter().any(|f| f.name == *n))
+        {
+            return None;
+        }
+        let items = fields.iter().find_map(|f| match &f.schema {
+            apache_avro::Schema::Array(array) if f.name == "recent_commands" => Some(&*array.items),
+            _ => None,
+        })?;
+        Some(Self { fields, items })
+    }
+
+    /// The changelog record of `aggregate_id` in the wire format, appended to `out`: each field in the
+    /// schema's order, the remembered commands copied from `cached.encoded` (the new ones encoded
+    /// first). Byte for byte what serde writes of a [`StateRecord`].
+    fn write<A: AggregateContract>(
+        &self,
+        writer: &Writer,
+        aggregate_id: &str,
+        cached: &mut Cached<A>,
+        now_ms: i64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::wire::WireError> {
+        cached
+            .encoded
+            .catch_up(&cached.tracked.recent, writer, self.items)?;
+        let start = out.len();
+        writer.header(out);
+        for field in self.fields {
+            let written = match field.name.as_str() {
+                "aggregate_id" => writer.write_part(&field.schema, &aggregate_id, out),
+                "version" => writer.write_part(&field.schema, &cached.tracked.version, out),
+                "state" => writer.write_part(&field.schema, &cached.tracked.aggregate, out),
+                "updated_at" => writer.write_part(&field.schema, &now_ms, out),
+                _ => {
+                    // An array in one block: its count, its items, the empty block that ends it.
+                    let count = cached.encoded.lens.len();
+                    if count > 0 {
+                        crate::wire::write_long(i64::try_from(count).unwrap_or(i64::MAX), out);
+                        out.extend_from_slice(cached.encoded.as_bytes());
+                    }
+                    out.push(0);
+                    Ok(())
+                }
+            };
+            if let Err(e) = written {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -813,6 +935,7 @@ impl<A: AggregateContract> Hosted for Host<A> {
             .entry(pending.aggregate_id)
             .or_insert_with(|| Cached::new(Tracked::default(), now));
         cached.used.set(now);
+        cached.encoded.evict(pending.next.evicted);
         cached.tracked.commit(pending.next);
     }
 
@@ -826,25 +949,31 @@ impl<A: AggregateContract> Hosted for Host<A> {
         writer: &Writer,
         out: &mut Vec<Dirty>,
     ) -> Result<(), String> {
+        let envelope = Envelope::of(writer);
         for (partition, aggregate_id) in self.dirty.drain() {
-            let Some(tracked) = self
+            let Some(cached) = self
                 .partitions
-                .get(&partition)
-                .and_then(|states| states.get(&aggregate_id))
-                .map(|cached| &cached.tracked)
+                .get_mut(&partition)
+                .and_then(|states| states.get_mut(&aggregate_id))
             else {
                 continue;
             };
-            let view = StateView {
-                aggregate_id: &aggregate_id,
-                version: tracked.version,
-                state: &tracked.aggregate,
-                recent_commands: RecentSeq(&tracked.recent),
-                updated_at: now_ms,
+            let mut bytes = Vec::with_capacity(256 + cached.encoded.as_bytes().len());
+            let written = match &envelope {
+                Some(envelope) => envelope.write(writer, &aggregate_id, cached, now_ms, &mut bytes),
+                None => {
+                    let tracked = &cached.tracked;
+                    let view = StateView {
+                        aggregate_id: &aggregate_id,
+                        version: tracked.version,
+                        state: &tracked.aggregate,
+                        recent_commands: RecentSeq(&tracked.recent),
+                        updated_at: now_ms,
+                    };
+                    writer.write(&view, &mut bytes)
+                }
             };
-            let mut bytes = Vec::with_capacity(256);
-            writer
-                .write(&view, &mut bytes)
+            written
                 .map_err(|e| format!("cannot write {} of {aggregate_id}: {e}", A::STATE_RECORD))?;
             out.push(Dirty {
                 partition,

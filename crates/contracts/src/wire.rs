@@ -138,9 +138,38 @@ impl Writer {
     /// is as it was.
     pub fn write<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
         let start = out.len();
+        self.header(out);
+        self.write_part(self.schema, value, out).inspect_err(|_| {
+            out.truncate(start);
+        })
+    }
+
+    /// The wire format's header (magic byte and schema id), appended to `out`: a record written part by
+    /// part ([`Writer::write_part`]) starts with it.
+    pub fn header(&self, out: &mut Vec<u8>) {
         out.push(0);
         out.extend_from_slice(&self.id.to_be_bytes());
-        apache_avro::write_avro_datum_ref(self.schema, self.resolved.get_names(), value, out)
+    }
+
+    /// The fields of the record type this writer writes (`None`: not a record).
+    pub fn fields(&self) -> Option<&'static [apache_avro::schema::RecordField]> {
+        match self.schema {
+            apache_avro::Schema::Record(record) => Some(&record.fields),
+            _ => None,
+        }
+    }
+
+    /// `value` written with `schema`, a part of this writer's schema (a field's, an array's items; named
+    /// types resolved by the whole schema's names), without a header, appended to `out`. On failure
+    /// `out` is as it was.
+    pub fn write_part<T: Serialize>(
+        &self,
+        schema: &apache_avro::Schema,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        let start = out.len();
+        apache_avro::write_avro_datum_ref(schema, self.resolved.get_names(), value, out)
             .map(|_| ())
             .map_err(|e| {
                 out.truncate(start);
@@ -150,6 +179,16 @@ impl Writer {
                 }
             })
     }
+}
+
+/// An Avro `long` (zig-zag, variable length), appended to `out`.
+pub fn write_long(value: i64, out: &mut Vec<u8>) {
+    let mut n = ((value << 1) ^ (value >> 63)) as u64;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 /// How long an unknown schema id is remembered as unknown.

@@ -192,6 +192,12 @@ impl KafkaConfig {
         if !self.properties.contains_key("retry.backoff.ms") {
             c.set("retry.backoff.ms", "10");
         }
+        // The processor closes its batches itself and waits for every record of a transaction before
+        // committing it: a linger would only delay that wait (measured: 28,000 -> 34,600 commands/s
+        // with 0). Under load, records still go out batched behind the requests in flight.
+        if !self.properties.contains_key("linger.ms") {
+            c.set("linger.ms", "0");
+        }
         c
     }
 

@@ -231,6 +231,103 @@ mod tests {
         }
     }
 
+    /// A state record written from the remembered commands encoded once, as commands join and leave
+    /// the window over several batches (accepted and rejected, several per batch), is byte for byte
+    /// what serde writes of the same record, and holds the window's commands with their outcomes.
+    #[test]
+    fn states_written_from_commands_encoded_once_are_what_serde_writes() {
+        use causeway_contracts::hosting::{Dirty, Host, Hosted, Limits, Stamp};
+        use causeway_core::tracked::DedupWindow;
+        let window = DedupWindow {
+            max_commands: 4,
+            ..DedupWindow::default()
+        };
+        let mut host: Host<Inventory> = Host::new("orders", window, Limits::default());
+        let writer = catalog()
+            .writer(Inventory::STATE_RECORD)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut sent: Vec<(String, Option<i64>)> = Vec::new();
+        let mut n = 0;
+        for batch in 0..8 {
+            for _ in 0..batch % 3 + 1 {
+                n += 1;
+                let command_id = format!("c-{n}-{}", "x".repeat(n * 7));
+                let (name, value) = if n % 3 == 0 {
+                    let reserve = ReserveStock {
+                        command_id: command_id.clone(),
+                        sku: "tea".into(),
+                        order_id: format!("o-{n}"),
+                        quantity: 1_000_000,
+                        ..ReserveStock::default()
+                    };
+                    (
+                        "causeway.orders.inventory.ReserveStock",
+                        apache_avro::to_value(reserve),
+                    )
+                } else {
+                    let add = AddStock {
+                        command_id: command_id.clone(),
+                        sku: "tea".into(),
+                        quantity: 2,
+                        ..AddStock::default()
+                    };
+                    (
+                        "causeway.orders.inventory.AddStock",
+                        apache_avro::to_value(add),
+                    )
+                };
+                let value = value.unwrap_or_else(|e| panic!("{e}"));
+                let at = 1_000 + i64::try_from(n).unwrap_or(0);
+                let stamp = Stamp {
+                    command_at_ms: at,
+                    now_ms: at,
+                };
+                let decided = host
+                    .decide(0, Some(b"tea"), name, &value, stamp, false)
+                    .unwrap_or_else(|e| panic!("{}", e.reason));
+                assert!(!decided.duplicate);
+                host.commit();
+                let accepted = sent.iter().filter(|(_, v)| v.is_some()).count();
+                let version = (n % 3 != 0).then(|| i64::try_from(accepted + 1).unwrap_or(0));
+                sent.push((command_id, version));
+            }
+            let mut dirty: Vec<Dirty> = Vec::new();
+            host.take_dirty(5_000 + batch, &writer, &mut dirty)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let [written] = dirty.as_slice() else {
+                panic!("{dirty:?}")
+            };
+            let value = writer
+                .read(&written.bytes)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let record: StateRecord<Inventory> =
+                apache_avro::from_value(&value).unwrap_or_else(|e| panic!("{e}"));
+            let mut again = Vec::new();
+            writer
+                .write(&record, &mut again)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(written.bytes, again, "batch {batch}");
+            let window: Vec<(String, Option<i64>)> = record
+                .recent_commands
+                .iter()
+                .map(|r| (r.command_id.clone(), r.new_version))
+                .collect();
+            assert_eq!(
+                window,
+                sent[sent.len().saturating_sub(4)..],
+                "batch {batch}"
+            );
+            assert!(
+                record
+                    .recent_commands
+                    .iter()
+                    .all(|r| r.new_version.is_some() == r.rejection_code.is_none()),
+                "{record:?}"
+            );
+            assert_eq!(record.updated_at, 5_000 + batch);
+        }
+    }
+
     #[test]
     fn every_state_fits_its_changelog_record() {
         let catalog = catalog();

@@ -105,6 +105,7 @@ impl Run {
         if let Err(e) = self.fill(batch) {
             return Err(self.abort_for(e));
         }
+        let t_fill = started.elapsed();
         let mut offsets = TopicPartitionList::new();
         let mut next: HashMap<(&str, i32), i64> = HashMap::new();
         for m in batch {
@@ -157,9 +158,11 @@ impl Run {
         if let Err(e) = sent {
             return Err(self.abort_for(e));
         }
+        let t_offsets = started.elapsed();
         if let Err(e) = self.await_deliveries() {
             return Err(self.abort_for(e.into()));
         }
+        let t_deliveries = started.elapsed();
         if let Err(e) = self.retrying("commit_transaction", || {
             Ok(Box::new(|p: &BaseProducer<Delivered>| {
                 p.commit_transaction(CALL_TIMEOUT)
@@ -167,6 +170,7 @@ impl Run {
         }) {
             return Err(self.abort_for(e));
         }
+        let t_commit = started.elapsed();
         self.meters
             .transactions
             .with_label_values(&["committed"])
@@ -176,6 +180,17 @@ impl Run {
         // Committed: its states to the local store (a failure there stops the process; the restart
         // reads them from the changelog).
         self.store_committed().map_err(BatchError::Stop)?;
+        // Where a transaction's time went, for a latency investigation
+        // (RUST_LOG=causeway_kafka::processor=debug).
+        tracing::debug!(
+            records = batch.len(),
+            fill_us = t_fill.as_micros(),
+            offsets_us = t_offsets.saturating_sub(t_fill).as_micros(),
+            deliveries_us = t_deliveries.saturating_sub(t_offsets).as_micros(),
+            commit_us = t_commit.saturating_sub(t_deliveries).as_micros(),
+            store_us = started.elapsed().saturating_sub(t_commit).as_micros(),
+            "transaction committed"
+        );
         for ((topic, partition), offset) in next {
             if let Some(owned) = self.owned(topic, partition) {
                 self.positions.insert(owned, offset);
