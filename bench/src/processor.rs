@@ -636,6 +636,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         crate::streams::HEAP,
         ratio(rss(System::Causeway), rss(System::Streams))
     );
+    for (system, measured) in &restarts {
+        println!(
+            "  {}: {} aggregates built in {:.2} s (peak RSS {:.1} MiB); restart after a clean stop {:.2} s; restore with local state lost {:.2} s",
+            system.name(),
+            args.restore_aggregates,
+            measured.drain.elapsed.as_secs_f64(),
+            measured.drain.rss_kib as f64 / 1024.0,
+            measured.restart.as_secs_f64(),
+            measured.restore.as_secs_f64()
+        );
+    }
     if let (Some(ours), Some(theirs)) = (
         restarts.get(&System::Causeway),
         restarts.get(&System::Streams),

@@ -213,7 +213,12 @@ impl KafkaConfig {
             // A read_committed fetch that finds only uncommitted data waits this long on the broker
             // even when the commit lands meanwhile: librdkafka's 500 ms default put that under the
             // tail latency of every hop (processor results to the gateway: p99 1.7 s, 142 ms at 20).
-            .set("fetch.wait.max.ms", "20");
+            .set("fetch.wait.max.ms", "20")
+            // Once a partition's prefetched records pass `queued.min.messages` (100,000) or the queue
+            // passes `queued.max.messages.kbytes`, librdkafka waits this long before fetching it again,
+            // even when the application has drained them meanwhile: its 1 s default idled a restore of
+            // 1,000,000 changelog records most of the time, and stalls any consumer with a backlog.
+            .set("fetch.queue.backoff.ms", "10");
         match mode {
             OffsetMode::StoreAfterEffect => c.set("enable.auto.commit", "true"),
             OffsetMode::Transactional => c.set("enable.auto.commit", "false"),

@@ -75,14 +75,18 @@ pub async fn wait_for_dependencies(
     kafka: &KafkaConfig,
     registry_url: &str,
 ) -> Result<bool, Error> {
-    if !crate::client::wait_for_broker(ctx, kafka).await? {
-        return Ok(false);
-    }
-    ctx.wait_for("schema registry", || {
-        causeway_contracts::registry::answers(registry_url)
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))
+    // Both at once: a start waits for the slower, not for the two in turn (and not for the other
+    // when one fails for good).
+    let registry = async {
+        ctx.wait_for("schema registry", || {
+            causeway_contracts::registry::answers(registry_url)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))
+    };
+    let (broker, registry) =
+        tokio::try_join!(crate::client::wait_for_broker(ctx, kafka), registry)?;
+    Ok(broker && registry)
 }
 
 /// A processor hosting one or more aggregate types. Build it, then [`Processor::run`] it on a thread
@@ -216,8 +220,21 @@ impl Processor {
                     source,
                 })?,
         );
+        // The topics' configs are read while the layout is checked (each is a round trip or more).
+        let limits = runtime.spawn(described::<usize>(
+            kafka.clone(),
+            self.written_topics(),
+            "max.message.bytes",
+        ));
+        let retention = self.config.state_file().map(|_| {
+            runtime.spawn(described::<i64>(
+                kafka.clone(),
+                self.stored_changelogs().map(str::to_string).collect(),
+                "delete.retention.ms",
+            ))
+        });
         let layout = Layout::check(&consumer, &self.hosts, &self.config.results_topic)?;
-        let record_limits = self.record_limits(&runtime, &kafka);
+        let record_limits = self.record_limits(&kafka, joined(runtime.block_on(limits)));
         // The changelogs whose delivered offsets the store checkpoints.
         let stored: Vec<String> = match self.config.state_file() {
             Some(_) => self.stored_changelogs().map(str::to_string).collect(),
@@ -231,7 +248,7 @@ impl Processor {
             record_limits.smallest(),
             Delivered::new(stored),
         )?;
-        let local = self.local_state(&runtime, &kafka);
+        let local = retention.and_then(|r| self.local_state(joined(runtime.block_on(r))));
         let topics: Vec<&str> = self
             .hosts
             .iter()
@@ -313,6 +330,17 @@ impl Processor {
         outcome
     }
 
+    /// Every topic the processor writes to: results, dead letters, the hosts' own topics and the
+    /// targets of their commands.
+    fn written_topics(&self) -> Vec<String> {
+        let mut topics = vec![self.config.results_topic.clone(), self.config.dlq_topic()];
+        for h in &self.hosts {
+            topics.extend(h.topics().co_partitioned().map(str::to_string));
+            topics.extend(h.targets());
+        }
+        topics
+    }
+
     /// The changelogs of the hosts whose states the on-disk store keeps.
     fn stored_changelogs(&self) -> impl Iterator<Item = &str> {
         self.hosts
@@ -325,10 +353,9 @@ impl Processor {
     /// keeps states of. The file itself is opened when the first restore begins: an older process
     /// under this identity holds it until it is fenced (the consumer joining fences its consumer) and
     /// stops.
-    fn local_state(&self, runtime: &Handle, kafka: &KafkaConfig) -> Option<LocalState> {
+    fn local_state(&self, retention: Result<HashMap<String, i64>, Error>) -> Option<LocalState> {
         let file = self.config.state_file()?;
-        let changelogs: Vec<&str> = self.stored_changelogs().collect();
-        let retention = match described(runtime, kafka, &changelogs, "delete.retention.ms") {
+        let retention = match retention {
             Ok(by_topic) => by_topic,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the changelogs' delete.retention.ms; no checkpoint is trusted (each start reads the whole changelog)");
@@ -347,20 +374,17 @@ impl Processor {
     /// The largest record the processor may write to each topic: the topic's `max.message.bytes`, and
     /// at most the producer's own `message.max.bytes`. A command whose records would be larger is
     /// dead-lettered instead of failing every transaction it is in.
-    fn record_limits(&self, runtime: &Handle, kafka: &KafkaConfig) -> RecordLimits {
+    fn record_limits(
+        &self,
+        kafka: &KafkaConfig,
+        described: Result<HashMap<String, usize>, Error>,
+    ) -> RecordLimits {
         let producer_max = kafka
             .properties
             .get("message.max.bytes")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
-        let dlq = self.config.dlq_topic();
-        let mut topics: Vec<&str> = vec![&self.config.results_topic, &dlq];
-        let targets: Vec<String> = self.hosts.iter().flat_map(|h| h.targets()).collect();
-        for h in &self.hosts {
-            topics.extend(h.topics().co_partitioned());
-        }
-        topics.extend(targets.iter().map(String::as_str));
-        let by_topic = match described::<usize>(runtime, kafka, &topics, "max.message.bytes") {
+        let by_topic = match described {
             Ok(by_topic) => by_topic
                 .into_iter()
                 .map(|(t, v)| (t, v.min(producer_max)))
@@ -378,23 +402,23 @@ impl Processor {
 }
 
 /// Config `key` of each of `topics` that sets it to a `T`, by topic.
-fn described<T: std::str::FromStr>(
-    runtime: &Handle,
-    kafka: &KafkaConfig,
-    topics: &[&str],
-    key: &str,
+async fn described<T: std::str::FromStr>(
+    kafka: KafkaConfig,
+    topics: Vec<String>,
+    key: &'static str,
 ) -> Result<HashMap<String, T>, Error> {
-    let values = runtime.block_on(crate::topology::topic_config(
-        kafka,
-        topics,
-        key,
-        CALL_TIMEOUT,
-    ))?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let values = crate::topology::topic_config(&kafka, &names, key, CALL_TIMEOUT).await?;
     Ok(topics
-        .iter()
+        .into_iter()
         .zip(values)
-        .filter_map(|(t, v)| Some((t.to_string(), v?.parse::<T>().ok()?)))
+        .filter_map(|(t, v)| Some((t, v?.parse::<T>().ok()?)))
         .collect())
+}
+
+/// What a task spawned on the runtime returned (a task that panicked or was cancelled: an error).
+fn joined<T>(outcome: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Error> {
+    outcome.unwrap_or_else(|e| Err(Error::Task(e.to_string())))
 }
 
 /// The largest record each topic takes.

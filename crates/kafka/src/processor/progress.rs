@@ -4,8 +4,8 @@
 //! restart is the better cure). The loop itself may be stuck inside a call that librdkafka says to
 //! retry (a broker away), which is why a separate thread watches.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use causeway_runtime::Shutdown;
@@ -30,6 +30,9 @@ pub(super) struct Progress {
     busy: AtomicBool,
     restored: AtomicBool,
     done: AtomicBool,
+    /// Wakes the watchdog before its next look (a change it should report at once).
+    nudged: Mutex<bool>,
+    wake: Condvar,
 }
 
 impl Progress {
@@ -56,11 +59,28 @@ impl Progress {
     pub fn restored(&self) {
         self.moved();
         self.restored.store(true, Ordering::Release);
+        self.nudge();
     }
 
     /// The loop has ended.
     pub fn done(&self) {
         self.done.store(true, Ordering::Release);
+        self.nudge();
+    }
+
+    fn nudge(&self) {
+        *self.nudged.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Wait up to `timeout`, or less when nudged.
+    fn wait(&self, timeout: Duration) {
+        let nudged = self.nudged.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut nudged, _) = self
+            .wake
+            .wait_timeout_while(nudged, timeout, |n| !*n)
+            .unwrap_or_else(|p| p.into_inner());
+        *nudged = false;
     }
 
     fn probe(&self, ready_after: Duration, stuck_after: Duration) -> Probe {
@@ -109,7 +129,9 @@ pub(super) fn watch(
                 report(now);
                 last = now;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            // Readiness is told as soon as the first assignment is restored (a rolling update waits
+            // for it); stalls are looked for every 100 ms.
+            progress.wait(Duration::from_millis(100));
         }
         report(Probe::NotReady);
     })

@@ -27,6 +27,9 @@ use rdkafka::producer::{DeliveryResult, Producer, ProducerContext};
 use super::error::{BatchError, ProcessorError};
 use super::{Run, now_ms};
 
+/// How many bytes of changelog records a restore reads before writing them to the store.
+const RESTORE_WRITE_BYTES: usize = 32 << 20;
+
 /// The transactional producer's context: the last changelog record delivered per partition in the
 /// open transaction (the store's next checkpoints).
 #[derive(Debug, Default)]
@@ -104,13 +107,19 @@ impl ProducerContext for Delivered {
     }
 }
 
+/// What a write on a thread of its own ends with.
+type WriteResult = Result<(), causeway_store::StoreError>;
+
 /// The instance's on-disk store and what it writes next.
 pub(super) struct LocalState {
     /// Its file, and the memory for its cache.
     file: std::path::PathBuf,
     cache_bytes: usize,
     /// Open once the first restore begins.
-    store: Option<Store>,
+    store: Option<std::sync::Arc<Store>>,
+    /// A restore's write under way on a thread of its own while the restore reads on; every other use
+    /// of the store that writes waits for it first ([`LocalState::settle`]).
+    writing: std::cell::RefCell<Option<std::thread::JoinHandle<WriteResult>>>,
     /// When opening last found the file held by another process (the warning is not repeated).
     held_since: Option<Instant>,
     /// Changes waiting for the next write.
@@ -136,6 +145,7 @@ impl LocalState {
             file,
             cache_bytes,
             store: None,
+            writing: std::cell::RefCell::new(None),
             held_since: None,
             batch: Batch::default(),
             cache_states,
@@ -154,7 +164,7 @@ impl LocalState {
         match Store::open(&self.file, self.cache_bytes) {
             Ok(store) => {
                 tracing::info!(file = %self.file.display(), cache_states = self.cache_states, "aggregate states on disk");
-                self.store = Some(store);
+                self.store = Some(std::sync::Arc::new(store));
                 self.held_since = None;
                 Ok(true)
             }
@@ -170,7 +180,7 @@ impl LocalState {
     }
 
     /// The open store.
-    pub(super) fn store(&self) -> Result<&Store, ProcessorError> {
+    pub(super) fn store(&self) -> Result<&std::sync::Arc<Store>, ProcessorError> {
         self.store
             .as_ref()
             .ok_or_else(|| ProcessorError::Store(format!("{} is not open", self.file.display())))
@@ -197,8 +207,23 @@ impl LocalState {
         Ok(usable)
     }
 
+    /// Wait for the restore's write under way, if any.
+    fn settle(&self) -> Result<(), ProcessorError> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(());
+        };
+        match writing.join() {
+            Ok(written) => written.map_err(|e| ProcessorError::Store(e.to_string())),
+            Err(_) => Err(ProcessorError::Store(format!(
+                "the write to {} panicked",
+                self.file.display()
+            ))),
+        }
+    }
+
     /// Forget the stored states of `partition` of `changelog`.
     pub(super) fn clear(&self, changelog: &str, partition: i32) -> Result<(), ProcessorError> {
+        self.settle()?;
         self.store()?
             .clear(changelog, partition)
             .map_err(|e| ProcessorError::Store(e.to_string()))
@@ -215,9 +240,48 @@ impl LocalState {
         self.batch.put(changelog, partition, key, value);
     }
 
-    /// Forget what is queued (a restore that starts over).
-    pub(super) fn forget(&mut self) {
+    /// Queue `checkpoints` of what a restore step read. Once [`RESTORE_WRITE_BYTES`] are queued they
+    /// are written on a thread of their own while the restore reads on (one write at a time, in
+    /// order); when `durable` (the restore is done) everything queued is written and made durable
+    /// before this returns. The restoring partitions' states are read only after that.
+    pub(super) fn queue<'a>(
+        &mut self,
+        checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
+        durable: bool,
+    ) -> Result<(), ProcessorError> {
+        for (changelog, partition, c) in checkpoints {
+            self.batch.checkpoint(changelog, partition, c);
+        }
+        if durable {
+            return self.write(std::iter::empty(), true);
+        }
+        if self.batch.bytes() < RESTORE_WRITE_BYTES {
+            return Ok(());
+        }
+        self.settle()?;
+        let store = std::sync::Arc::clone(self.store()?);
+        let batch = std::mem::take(&mut self.batch);
+        let spawned = std::thread::Builder::new()
+            .name("causeway-store-write".into())
+            .spawn(move || store.write(&batch, false));
+        match spawned {
+            Ok(handle) => {
+                self.writing.replace(Some(handle));
+                Ok(())
+            }
+            Err(e) => Err(ProcessorError::Store(format!(
+                "cannot start a thread to write {}: {e}",
+                self.file.display()
+            ))),
+        }
+    }
+
+    /// Forget what is queued (a restore that starts over); a write under way completes (what it
+    /// writes comes with its checkpoints).
+    pub(super) fn forget(&mut self) -> Result<(), ProcessorError> {
+        self.settle()?;
         self.batch.clear();
+        Ok(())
     }
 
     /// Whether the next write is a durable one.
@@ -240,6 +304,7 @@ impl LocalState {
         if self.batch.is_empty() && !durable {
             return Ok(());
         }
+        self.settle()?;
         self.store()?
             .write(&self.batch, durable)
             .map_err(|e| ProcessorError::Store(e.to_string()))?;
