@@ -90,8 +90,8 @@ impl Default for ProcessorConfig {
             max_id_bytes: limits.max_id_bytes,
             max_reason_bytes: limits.max_reason_bytes,
             state_dir: String::new(),
-            state_cache_states: 100_000,
-            state_store_cache_bytes: 64 * 1024 * 1024,
+            state_cache_states: 10_000,
+            state_store_cache_bytes: 16 * 1024 * 1024,
             state_flush_ms: 5_000,
         }
     }

@@ -201,6 +201,16 @@ impl Processor {
         if !kafka.properties.contains_key("group.instance.id") {
             consumer_config.set("group.instance.id", &transactional_id);
         }
+        // Prefetch a few batches ahead, not librdkafka's 100,000 records per partition: with a
+        // backlog it held all of them, about 280 bytes of its own per record beside the record
+        // (measured: 1,000,000 commands waiting, peak RSS 290 MiB -> 166 MiB).
+        if !kafka.properties.contains_key("queued.min.messages") {
+            let ahead = self.config.max_batch_records.saturating_mul(4).max(1000);
+            consumer_config.set("queued.min.messages", ahead.to_string());
+        }
+        if !kafka.properties.contains_key("queued.max.messages.kbytes") {
+            consumer_config.set("queued.max.messages.kbytes", "4096");
+        }
         // The lag metrics come from librdkafka's statistics.
         if !kafka.properties.contains_key("statistics.interval.ms") {
             consumer_config.set("statistics.interval.ms", "1000");
