@@ -123,13 +123,31 @@ impl Batch {
     /// Store `value` (a changelog record's bytes; `None`: a tombstone) for `key` of `partition`.
     pub fn put(&mut self, topic: &str, partition: i32, key: String, value: Option<Vec<u8>>) {
         let table = self.table(topic, partition);
-        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        self.bytes += PUT_OVERHEAD + key.len() + value.as_ref().map_or(0, Vec::len);
         self.puts.push((table, key, value));
     }
 
-    /// The bytes of the keys and values it holds.
+    /// About the memory it holds: its keys and values and a fixed cost per put.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Forget what it holds for `partition` of `topic` (a partition whose stored states are cleared).
+    pub fn drop_partition(&mut self, topic: &str, partition: i32) {
+        let Some(table) = self
+            .tables
+            .iter()
+            .position(|(t, p)| *p == partition && t == topic)
+        else {
+            return;
+        };
+        self.puts.retain(|(t, _, _)| *t != table);
+        self.checkpoints.retain(|(t, _)| *t != table);
+        self.bytes = self
+            .puts
+            .iter()
+            .map(|(_, k, v)| PUT_OVERHEAD + k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
     }
 
     /// Record that `partition` of `topic` now reflects its changelog up to `checkpoint`.
@@ -165,6 +183,9 @@ fn unreadable(e: &redb::DatabaseError) -> bool {
         _ => false,
     }
 }
+
+/// What a put costs in memory beside its key and value (the tuple, the two allocations).
+const PUT_OVERHEAD: usize = 64;
 
 /// One instance's store: a redb file.
 pub struct Store {
@@ -451,7 +472,7 @@ mod tests {
         batch.put("t", 2, "q".into(), None);
         batch.put("t", 2, "q".into(), Some(b"back".to_vec()));
         batch.put("t", 3, "a".into(), Some(b"other".to_vec()));
-        assert_eq!(batch.bytes(), 12 * 2 + 2 + 5 + 6);
+        assert_eq!(batch.bytes(), 16 * PUT_OVERHEAD + 12 * 2 + 2 + 5 + 6);
         store.write(&batch, false)?;
         assert_eq!(store.get("t", 2, "z")?, Some(vec![2]));
         assert_eq!(store.get("t", 2, "a")?, Some(vec![2]));

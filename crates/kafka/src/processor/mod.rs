@@ -205,9 +205,16 @@ impl Processor {
         // backlog it held all of them, about 280 bytes of its own per record beside the record
         // (measured: 1,000,000 commands waiting, peak RSS 290 MiB -> 166 MiB).
         if !kafka.properties.contains_key("queued.min.messages") {
-            let ahead = self.config.max_batch_records.saturating_mul(4).max(1000);
+            // librdkafka takes 1 to 10,000,000.
+            let ahead = self
+                .config
+                .max_batch_records
+                .saturating_mul(4)
+                .clamp(1000, 10_000_000);
             consumer_config.set("queued.min.messages", ahead.to_string());
         }
+        // (It also lowers the consumer's fetch.max.bytes to 4 MiB unless set: a record larger than
+        // that is still fetched, alone.)
         if !kafka.properties.contains_key("queued.max.messages.kbytes") {
             consumer_config.set("queued.max.messages.kbytes", "4096");
         }

@@ -25,6 +25,10 @@ use crate::error::Error;
 /// Longest one restore step reads before the loop polls the group consumer again.
 const STEP: Duration = Duration::from_millis(100);
 
+/// How long the restore consumer waits for its partitions' leaders before it is assigned anyway (the
+/// loop waits meanwhile).
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a restore waits after a registry failure before it reads on.
 const REGISTRY_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -272,10 +276,13 @@ impl Run {
         }
         // The on-disk store is opened now, when the group has given this instance partitions (and
         // so fenced an older one under its identity, which lets go of the file as it stops).
-        if let Some(local) = self.local.as_mut()
-            && !local.open()?
-        {
-            return Ok(false);
+        if let Some(local) = self.local.as_mut() {
+            if !local.open()? {
+                return Ok(false);
+            }
+            // What an abandoned restore queued (states with their checkpoints) is written first, so
+            // that the checkpoints read next are the latest.
+            local.write(std::iter::empty(), false)?;
         }
         let started = Instant::now();
         // Committed offsets first: with read_committed, the broker answers only once no transactional
@@ -322,7 +329,7 @@ impl Run {
 
     /// A consumer of `partitions` of host `host`'s changelog from the beginning (read_committed).
     fn reader(
-        &self,
+        &mut self,
         host: usize,
         topic: &str,
         partitions: &[i32],
@@ -333,6 +340,15 @@ impl Run {
             OffsetMode::Transactional,
         );
         config.set("enable.partition.eof", "true");
+        // Its prefetch bounded too (it reads as fast as the store takes the records).
+        for (key, value) in [
+            ("queued.min.messages", "10000"),
+            ("queued.max.messages.kbytes", "16384"),
+        ] {
+            if !self.kafka.properties.contains_key(key) {
+                config.set(key, value);
+            }
+        }
         let consumer: BaseConsumer<ReadsToEnd> =
             config
                 .create_with_context(ReadsToEnd)
@@ -343,7 +359,7 @@ impl Run {
         // The partitions' leaders known before they are assigned: a partition assigned at its
         // beginning with no leader known yet waits out librdkafka's 500 ms offset query retry (measured:
         // a 10,000 record restore took 540 ms, 400 of them before the first record).
-        if let Err(e) = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT) {
+        if let Err(e) = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
             tracing::warn!(error = %e, topic, "cannot read the changelog's metadata before restoring it");
         }
         // With the on-disk store: each partition from its checkpoint when it has a usable one.
@@ -359,7 +375,7 @@ impl Run {
         let mut list = TopicPartitionList::new();
         for &p in partitions {
             let mut from = Offset::Beginning;
-            if let (Some(local), Some(stored)) = (&self.local, stored.as_mut())
+            if let (Some(local), Some(stored)) = (self.local.as_mut(), stored.as_mut())
                 && let Some(checkpoint) = local.usable_checkpoint(topic, p)?
             {
                 from = Offset::Offset(checkpoint.offset);

@@ -190,7 +190,7 @@ impl LocalState {
     /// none or it is too old (tombstones may have been compacted away since), and then the partition's
     /// stored states are cleared.
     pub(super) fn usable_checkpoint(
-        &self,
+        &mut self,
         changelog: &str,
         partition: i32,
     ) -> Result<Option<Checkpoint>, ProcessorError> {
@@ -221,9 +221,10 @@ impl LocalState {
         }
     }
 
-    /// Forget the stored states of `partition` of `changelog`.
-    pub(super) fn clear(&self, changelog: &str, partition: i32) -> Result<(), ProcessorError> {
+    /// Forget the stored states of `partition` of `changelog`, those queued for it too.
+    pub(super) fn clear(&mut self, changelog: &str, partition: i32) -> Result<(), ProcessorError> {
         self.settle()?;
+        self.batch.drop_partition(changelog, partition);
         self.store()?
             .clear(changelog, partition)
             .map_err(|e| ProcessorError::Store(e.to_string()))

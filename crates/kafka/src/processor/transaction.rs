@@ -68,7 +68,7 @@ pub(super) fn producer(
     // restarts took 500 ms longer).
     if let Err(e) = producer
         .client()
-        .fetch_metadata(Some(&config.results_topic), CALL_TIMEOUT)
+        .fetch_metadata(Some(&config.results_topic), Duration::from_secs(2))
     {
         tracing::warn!(error = %e, "the transactional producer cannot read metadata yet");
     }
