@@ -240,6 +240,8 @@ impl World {
                 self.stack.registry_url.as_str(),
             ),
             ("RUST_LOG", "warn"),
+            // As the chart runs it (helm/causeway/templates/services.yaml).
+            ("MALLOC_ARENA_MAX", "2"),
         ];
         ServiceProcess::start(bin, &config, &env).map_err(anyhow::Error::msg)
     }
