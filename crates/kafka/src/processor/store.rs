@@ -250,12 +250,10 @@ impl LocalState {
         checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
         durable: bool,
     ) -> Result<(), ProcessorError> {
-        for (changelog, partition, c) in checkpoints {
-            self.batch.checkpoint(changelog, partition, c);
-        }
         if durable {
-            return self.write(std::iter::empty(), true);
+            return self.write(checkpoints, true);
         }
+        self.checkpoint(checkpoints);
         if self.batch.bytes() < RESTORE_WRITE_BYTES {
             return Ok(());
         }
@@ -285,6 +283,16 @@ impl LocalState {
         Ok(())
     }
 
+    /// Queue `checkpoints` (changelog, partition, last record) with the states they cover.
+    fn checkpoint<'a>(
+        &mut self,
+        checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
+    ) {
+        for (changelog, partition, c) in checkpoints {
+            self.batch.checkpoint(changelog, partition, c);
+        }
+    }
+
     /// Whether the next write is a durable one.
     fn flush_due(&self) -> bool {
         self.last_flush.elapsed() >= self.flush_every
@@ -298,9 +306,7 @@ impl LocalState {
         checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
         durable: bool,
     ) -> Result<(), ProcessorError> {
-        for (changelog, partition, c) in checkpoints {
-            self.batch.checkpoint(changelog, partition, c);
-        }
+        self.checkpoint(checkpoints);
         let durable = durable || self.flush_due();
         if self.batch.is_empty() && !durable {
             return Ok(());
