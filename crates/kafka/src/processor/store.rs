@@ -4,7 +4,8 @@
 //!
 //! - After each committed transaction the batch's changed states are written to the store with the
 //!   offsets the broker gave their changelog records (delivery reports): the store only ever holds
-//!   committed states. Those writes become durable every `state_flush_ms` and on a clean stop.
+//!   committed states. Those writes become durable every `state_flush_ms` and on a clean stop. They run
+//!   on a thread of their own while the loop goes on; a store read or the next write waits for them.
 //! - A restore reads a partition's changelog from its checkpoint on, and first finds there the very
 //!   record the checkpoint names (offset, timestamp, key); a store lost, unreadable, of another
 //!   changelog (the record is not there), or older than the changelog's `delete.retention.ms` (a
@@ -208,7 +209,7 @@ impl LocalState {
     }
 
     /// Wait for the restore's write under way, if any.
-    fn settle(&self) -> Result<(), ProcessorError> {
+    pub(super) fn settle(&self) -> Result<(), ProcessorError> {
         let Some(writing) = self.writing.take() else {
             return Ok(());
         };
@@ -257,15 +258,38 @@ impl LocalState {
         if self.batch.bytes() < RESTORE_WRITE_BYTES {
             return Ok(());
         }
+        self.write_behind(false)
+    }
+
+    /// Write what is queued with `checkpoints` on a thread of its own while the loop goes on (durable
+    /// when `state_flush_ms` is due: the fsync off the loop). Whatever reads the store or writes it
+    /// next waits for it first ([`LocalState::settle`]).
+    pub(super) fn write_committed<'a>(
+        &mut self,
+        checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
+    ) -> Result<(), ProcessorError> {
+        self.checkpoint(checkpoints);
+        let durable = self.flush_due();
+        if self.batch.is_empty() && !durable {
+            return Ok(());
+        }
+        self.write_behind(durable)
+    }
+
+    /// Hand what is queued to a thread that writes it, once the previous such write is done.
+    fn write_behind(&mut self, durable: bool) -> Result<(), ProcessorError> {
         self.settle()?;
         let store = std::sync::Arc::clone(self.store()?);
         let batch = std::mem::take(&mut self.batch);
         let spawned = std::thread::Builder::new()
             .name("causeway-store-write".into())
-            .spawn(move || store.write(&batch, false));
+            .spawn(move || store.write(&batch, durable));
         match spawned {
             Ok(handle) => {
                 self.writing.replace(Some(handle));
+                if durable {
+                    self.last_flush = Instant::now();
+                }
                 Ok(())
             }
             Err(e) => Err(ProcessorError::Store(format!(
@@ -345,6 +369,8 @@ impl Run {
         if h.holds(partition, key) {
             return Ok(());
         }
+        // The last batch's states may still be on their way to the store.
+        local.settle().map_err(BatchError::Stop)?;
         let Some(bytes) = local
             .store()
             .map_err(BatchError::Stop)?
@@ -396,7 +422,7 @@ impl Run {
         for (_, _, c) in &mut checkpoints {
             c.written_at_ms = now;
         }
-        local.write(checkpoints, false)?;
+        local.write_committed(checkpoints)?;
         let cache = local.cache_states;
         for host in self.hosts.iter_mut().filter(|h| h.stores_states()) {
             host.evict_to(cache);
