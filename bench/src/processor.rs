@@ -572,6 +572,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let ours_latency = latencies.remove(&System::Causeway).unwrap_or_default();
     let theirs_latency = latencies.remove(&System::Streams).unwrap_or_default();
+    // What the latency runs' rate was: half of each one's throughput, or the one given.
+    let load = match args.latency_rate {
+        Some(rate) => format!("at {rate:.0}/s"),
+        None => "at 50% load".to_string(),
+    };
+    let ours_label = format!("causeway: command -> result, {load}");
+    let theirs_label = format!("kafka streams: command -> result, {load}");
     table(
         &format!(
             "command path (release builds; {} commands of {size} bytes over {} aggregates, {} partitions; \
@@ -597,11 +604,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "  reference: TransactionalMessageCopier (EOS)",
                 &eos_ceiling,
             ),
-            ("causeway: command -> result, 50% load", &ours_latency),
-            (
-                "kafka streams: command -> result, 50% load",
-                &theirs_latency,
-            ),
+            (&ours_label, &ours_latency),
+            (&theirs_label, &theirs_latency),
             ("gateway POST -> 202 (acks=all)", &posts),
             ("end to end: POST -> result on status API", &end_to_end),
         ],
@@ -618,7 +622,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  p99 command -> result at 50% load: {:.1} ms vs {:.1} ms ({:.2}x)",
+        "  p99 command -> result {load}: {:.1} ms vs {:.1} ms ({:.2}x)",
         ours_latency.quantile_ms(0.99),
         theirs_latency.quantile_ms(0.99),
         ratio(

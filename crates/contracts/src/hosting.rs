@@ -474,15 +474,18 @@ impl Envelope {
                 "version" => writer.write_part(&field.schema, &cached.tracked.version, out),
                 "state" => writer.write_part(&field.schema, &cached.tracked.aggregate, out),
                 "updated_at" => writer.write_part(&field.schema, &now_ms, out),
+                // `recent_commands` (`Envelope::of` admits no other name): an array in one block, its
+                // count (an Avro long), its items, then the empty block that ends it.
                 _ => {
-                    // An array in one block: its count, its items, the empty block that ends it.
-                    let count = cached.encoded.lens.len();
-                    if count > 0 {
-                        crate::wire::write_long(i64::try_from(count).unwrap_or(i64::MAX), out);
-                        out.extend_from_slice(cached.encoded.as_bytes());
-                    }
-                    out.push(0);
-                    Ok(())
+                    let count = i64::try_from(cached.encoded.lens.len()).unwrap_or(i64::MAX);
+                    let counted = if count > 0 {
+                        writer
+                            .write_part(&apache_avro::Schema::Long, &count, out)
+                            .map(|()| out.extend_from_slice(cached.encoded.as_bytes()))
+                    } else {
+                        Ok(())
+                    };
+                    counted.map(|()| out.push(0))
                 }
             };
             if let Err(e) = written {

@@ -181,16 +181,6 @@ impl Writer {
     }
 }
 
-/// An Avro `long` (zig-zag, variable length), appended to `out`.
-pub fn write_long(value: i64, out: &mut Vec<u8>) {
-    let mut n = ((value << 1) ^ (value >> 63)) as u64;
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 /// How long an unknown schema id is remembered as unknown.
 const UNKNOWN_SCHEMA_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
 

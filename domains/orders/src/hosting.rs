@@ -95,6 +95,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use causeway_contracts::aggregate::{AggregateContract, ReadError};
+    use causeway_contracts::hosting::{Dirty, Hosted};
     use causeway_contracts::records::{EventMetadata, RecentCommand, StateRecord};
 
     use super::*;
@@ -231,21 +232,44 @@ mod tests {
         }
     }
 
+    /// The writer of `host`'s changelog record, from the contracts.
+    pub(super) fn state_writer(host: &dyn Hosted) -> causeway_contracts::wire::Writer {
+        catalog()
+            .writer(host.state_record())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The one state record `host` has to write at `now_ms`: its bytes, and read back.
+    pub(super) fn the_written_state(
+        host: &mut dyn Hosted,
+        writer: &causeway_contracts::wire::Writer,
+        now_ms: i64,
+    ) -> (Vec<u8>, Value) {
+        let mut dirty: Vec<Dirty> = Vec::new();
+        host.take_dirty(now_ms, writer, &mut dirty)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let [written] = dirty.as_slice() else {
+            panic!("{dirty:?}")
+        };
+        let value = writer
+            .read(&written.bytes)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (written.bytes.clone(), value)
+    }
+
     /// A state record written from the remembered commands encoded once, as commands join and leave
     /// the window over several batches (accepted and rejected, several per batch), is byte for byte
     /// what serde writes of the same record, and holds the window's commands with their outcomes.
     #[test]
     fn states_written_from_commands_encoded_once_are_what_serde_writes() {
-        use causeway_contracts::hosting::{Dirty, Host, Hosted, Limits, Stamp};
+        use causeway_contracts::hosting::{Host, Limits, Stamp};
         use causeway_core::tracked::DedupWindow;
         let window = DedupWindow {
             max_commands: 4,
             ..DedupWindow::default()
         };
         let mut host: Host<Inventory> = Host::new("orders", window, Limits::default());
-        let writer = catalog()
-            .writer(Inventory::STATE_RECORD)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let writer = state_writer(&host);
         let mut sent: Vec<(String, Option<i64>)> = Vec::new();
         let mut n = 0;
         for batch in 0..8 {
@@ -291,22 +315,14 @@ mod tests {
                 let version = (n % 3 != 0).then(|| i64::try_from(accepted + 1).unwrap_or(0));
                 sent.push((command_id, version));
             }
-            let mut dirty: Vec<Dirty> = Vec::new();
-            host.take_dirty(5_000 + batch, &writer, &mut dirty)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let [written] = dirty.as_slice() else {
-                panic!("{dirty:?}")
-            };
-            let value = writer
-                .read(&written.bytes)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let (written, value) = the_written_state(&mut host, &writer, 5_000 + batch);
             let record: StateRecord<Inventory> =
                 apache_avro::from_value(&value).unwrap_or_else(|e| panic!("{e}"));
             let mut again = Vec::new();
             writer
                 .write(&record, &mut again)
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(written.bytes, again, "batch {batch}");
+            assert_eq!(written, again, "batch {batch}");
             let window: Vec<(String, Option<i64>)> = record
                 .recent_commands
                 .iter()
@@ -422,7 +438,7 @@ mod saga_tests {
     use std::sync::Arc;
 
     use apache_avro::types::Value;
-    use causeway_contracts::hosting::{Body, Dirty, Hosted, Limits, Stamp};
+    use causeway_contracts::hosting::{Body, Hosted, Limits, Stamp};
     use causeway_contracts::records::{
         CommandOutcome, CommandResult, SagaHistoryEntry, SagaRecord, SagaRequest, SagaTimer,
     };
@@ -431,12 +447,7 @@ mod saga_tests {
 
     use crate::contracts::OrderLine;
 
-    /// The writer of `host`'s changelog record, from the contracts.
-    fn state_writer(host: &dyn Hosted) -> causeway_contracts::wire::Writer {
-        catalog()
-            .writer(host.state_record())
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
+    use super::tests::{state_writer, the_written_state};
     use crate::contracts::order::{OrderConfirmed, OrderPlaced};
     use crate::contracts::tests::{catalog, check};
     use crate::fulfilment::{FulfilmentLine, OrderFulfilment, Phase};
@@ -562,16 +573,8 @@ mod saga_tests {
         a.commit();
         assert_eq!(a.due(1_000, 10, &|_| true), []);
         assert_eq!(a.due(6_000, 10, &|_| true), [(0, "o-1".to_string())]);
-        let mut dirty: Vec<Dirty> = Vec::new();
         let writer = state_writer(&a);
-        a.take_dirty(1_000, &writer, &mut dirty)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let [written] = dirty.as_slice() else {
-            panic!("{dirty:?}")
-        };
-        let value = writer
-            .read(&written.bytes)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, value) = the_written_state(&mut a, &writer, 1_000);
         let mut b = host();
         b.restore(0, "o-1", Some(&value))
             .unwrap_or_else(|e| panic!("{e}"));

@@ -53,9 +53,9 @@ pub struct ProcessorConfig {
     pub max_reason_bytes: usize,
     /// The folder where the instance keeps aggregate states on disk (one file per instance, named by
     /// its transactional id), with the changelog offset they reflect: a restart reads only the
-    /// changelog written since, and decoded states in memory are bounded by `state_cache_states` however many
-    /// aggregates there are. Empty: states live in memory only and each start reads the whole
-    /// changelog. Sagas always restore from their changelog.
+    /// changelog written since, and decoded states in memory are bounded by `state_cache_states`
+    /// however many aggregates there are. Empty: states live in memory only and each start reads the
+    /// whole changelog. Sagas always restore from their changelog.
     pub state_dir: String,
     /// Most aggregate states held in memory when `state_dir` is set; beyond, the least recently used
     /// are dropped and read back from disk when a command needs them.

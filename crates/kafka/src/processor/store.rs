@@ -118,8 +118,9 @@ pub(super) struct LocalState {
     cache_bytes: usize,
     /// Open once the first restore begins.
     store: Option<std::sync::Arc<Store>>,
-    /// A restore's write under way on a thread of its own while the restore reads on; every other use
-    /// of the store that writes waits for it first ([`LocalState::settle`]).
+    /// A write under way on a thread of its own (a committed batch's states, a restore's records)
+    /// while the loop goes on; the next write and every read of states wait for it first
+    /// ([`LocalState::settle`]).
     writing: std::cell::RefCell<Option<std::thread::JoinHandle<WriteResult>>>,
     /// When opening last found the file held by another process (the warning is not repeated).
     held_since: Option<Instant>,
@@ -208,7 +209,7 @@ impl LocalState {
         Ok(usable)
     }
 
-    /// Wait for the restore's write under way, if any.
+    /// Wait for the write under way, if any; its failure is this call's.
     pub(super) fn settle(&self) -> Result<(), ProcessorError> {
         let Some(writing) = self.writing.take() else {
             return Ok(());
@@ -268,12 +269,10 @@ impl LocalState {
         &mut self,
         checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
     ) -> Result<(), ProcessorError> {
-        self.checkpoint(checkpoints);
-        let durable = self.flush_due();
-        if self.batch.is_empty() && !durable {
-            return Ok(());
+        match self.due(checkpoints, false) {
+            Some(durable) => self.write_behind(durable),
+            None => Ok(()),
         }
-        self.write_behind(durable)
     }
 
     /// Hand what is queued to a thread that writes it, once the previous such write is done.
@@ -307,6 +306,18 @@ impl LocalState {
         Ok(())
     }
 
+    /// Queue `checkpoints` with what is queued; whether to write now, and durably (`durable`, or
+    /// `state_flush_ms` since the last durable write): `None` when there is nothing to write.
+    fn due<'a>(
+        &mut self,
+        checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
+        durable: bool,
+    ) -> Option<bool> {
+        self.checkpoint(checkpoints);
+        let durable = durable || self.flush_due();
+        (durable || !self.batch.is_empty()).then_some(durable)
+    }
+
     /// Queue `checkpoints` (changelog, partition, last record) with the states they cover.
     fn checkpoint<'a>(
         &mut self,
@@ -330,11 +341,9 @@ impl LocalState {
         checkpoints: impl IntoIterator<Item = (&'a str, i32, Checkpoint)>,
         durable: bool,
     ) -> Result<(), ProcessorError> {
-        self.checkpoint(checkpoints);
-        let durable = durable || self.flush_due();
-        if self.batch.is_empty() && !durable {
+        let Some(durable) = self.due(checkpoints, durable) else {
             return Ok(());
-        }
+        };
         self.settle()?;
         self.store()?
             .write(&self.batch, durable)

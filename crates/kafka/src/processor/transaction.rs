@@ -186,8 +186,9 @@ impl Run {
             .inc();
         // The spans of the transaction's inputs end with it.
         self.spans.clear();
-        // Committed: its states to the local store (a failure there stops the process; the restart
-        // reads them from the changelog).
+        // Committed: its states to the local store, written on a thread while the loop goes on (a
+        // failure there stops the process at the store's next use; the restart reads them from the
+        // changelog).
         self.store_committed().map_err(BatchError::Stop)?;
         // Where a transaction's time went, for a latency investigation
         // (RUST_LOG=causeway_kafka::processor=debug).
